@@ -1,0 +1,3 @@
+from moda_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Command line: ``python -m moda_core SUBCOMMAND …`` (``--help`` on each).
+
+User errors (``ModaError``) end with one ``error: …`` line on stderr and exit code 2, no traceback.
+With ``--json`` the last stdout line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from moda_core.data import DATASETS
+from moda_core.errors import ModaError
+from moda_core.models import MODELS
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {}
+
+
+def command(name: str):
+    def register(function: Callable[[argparse.Namespace], Any]):
+        COMMANDS[name] = function
+        return function
+    return register
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    print(json.dumps(result) if args.json else text)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="python -m moda_core", description="MODA Studio: modular training, "
+                                   "decomposition, composition and repair of DNNs.")
+    sub = main.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a standard or MODA model into the run store")
+    train.add_argument("--model", default="lenet5", help=f"one of {', '.join(MODELS)}")
+    train.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--alpha", type=float, default=1.0, help="affinity weight (0 with beta=gamma=0: standard)")
+    train.add_argument("--beta", type=float, default=1.0, help="dispersion weight")
+    train.add_argument("--gamma", type=float, default=0.3, help="compactness weight")
+    train.add_argument("--standard", action="store_true", help="shorthand for --alpha 0 --beta 0 --gamma 0")
+    train.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    train.add_argument("--runs-dir", default="runs")
+    train.add_argument("--name", help="run folder name (default: model-dataset-kind-timestamp)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--classes", type=int, nargs="+", help="learn only these class indices")
+    train.add_argument("--train-fraction", type=float, default=1.0, help="stratified fraction of training data")
+    train.add_argument("--no-augment", action="store_true", help="no crop/flip even for RGB data sets")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="keep weights every N epochs (RUN@EPOCH)")
+    train.add_argument("--data-root", help="local folder for torchvision data sets")
+    train.add_argument("--download", action="store_true", help="download the data set into --data-root")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--resume", action="store_true", help="continue the run named --name from its last epoch")
+    train.add_argument("--json", action="store_true")
+
+    listing = sub.add_parser("runs", help="list the runs in a runs folder")
+    listing.add_argument("--runs-dir", default="runs")
+    listing.add_argument("--json", action="store_true")
+    return main
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from moda_core.train import TrainConfig, train
+
+    if args.standard:
+        args.alpha = args.beta = args.gamma = 0.0
+    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, alpha=args.alpha,
+                         beta=args.beta, gamma=args.gamma, width=args.width, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed, classes=args.classes, train_fraction=args.train_fraction,
+                         augment=False if args.no_augment else None, data_root=args.data_root,
+                         download=args.download, checkpoint_every=args.checkpoint_every, device=args.device)
+    if args.resume and not args.name:
+        raise ModaError("--resume needs --name: the run to continue")
+    bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+    def progress(event) -> None:
+        if bar.total is None:
+            bar.reset(total=event.epochs * event.steps)
+        if event.kind == "batch":
+            bar.n = (event.epoch - 1) * event.steps + event.step
+            bar.set_description(f"epoch {event.epoch}/{event.epochs}")
+            bar.refresh()
+        else:
+            bar.set_postfix(ce=f"{event.record['ce']:.3f}", test_acc=f"{event.record['test_accuracy']:.3f}")
+
+    try:
+        run = train(config, args.runs_dir, args.name, progress=progress, resume=args.resume)
+    finally:
+        bar.close()
+    result = {"run": str(run.path), "test_accuracy": run.metrics["test_accuracy"],
+              "train_accuracy": run.metrics["train_accuracy"], "epochs": run.epoch,
+              "seconds": run.metrics["seconds"], "seconds_per_epoch": run.metrics["seconds_per_epoch"],
+              "device": run.metrics["device"]}
+    emit(args, result, f"run {run.path}: test accuracy {result['test_accuracy']:.4f} after {run.epoch} epochs "
+                       f"({result['seconds']:.1f} s on {result['device']})")
+    return result
+
+
+@command("runs")
+def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
+    from moda_core.runs import list_runs
+
+    summaries = list_runs(args.runs_dir)
+    lines = []
+    for s in summaries:
+        if s["error"]:
+            lines.append(f"{s['name']}: does not load: {s['error']}")
+        else:
+            acc = "-" if s["test_accuracy"] is None else f"{s['test_accuracy']:.4f}"
+            lines.append(f"{s['name']}: {s['model']} on {s['dataset']} α={s['alpha']} β={s['beta']} γ={s['gamma']} "
+                         f"{s['status']} epochs={s['epochs_done']} test_acc={acc}")
+    result = {"runs_dir": args.runs_dir, "runs": summaries}
+    emit(args, result, "\n".join(lines) or f"no runs in {args.runs_dir}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except ModaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run store keeps the last finished epoch (continue with --resume)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,60 @@
+"""The three modular objectives of MODA on ReLU activations (DESIGN.md §1.2).
+
+For each point, a conv map B×C×H×W is reduced to B×C by mean |a| over H,W; an FC output B×N is used
+as it is. Rows are normalised to unit L2 norm and compared by cosine similarity over pairs i<j:
+
+- affinity    = 1 − mean over points of the mean similarity of same-label pairs
+- dispersion  = mean over points of the mean similarity of different-label pairs
+- compactness = mean over points of the mean absolute activation
+
+A batch with no same-label pair gives affinity 0 (the term is skipped, not NaN); likewise dispersion
+with no different-label pair. All sums over pairs come from one B×B Gram matrix per point: no loop
+over samples or pairs, and no host synchronisation.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def unit_vectors(activation: torch.Tensor) -> torch.Tensor:
+    """Per-sample unit vector: conv maps reduced by mean |a| over the spatial axes, as float32."""
+    activation = activation.float()
+    if activation.dim() > 2:
+        return activation.abs().mean(dim=tuple(range(2, activation.dim())))
+    return activation
+
+
+def modular_losses(activations: Sequence[torch.Tensor],
+                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``(affinity, dispersion, compactness)`` scalar tensors for one batch."""
+    if len(activations) == 0:
+        raise ValueError("modular_losses needs at least one activation tensor")
+    labels = labels.reshape(-1)
+    batch = labels.numel()
+    same = (labels[:, None] == labels[None, :]).float()
+    # pairs i<j: off-diagonal entries of the symmetric matrices, halved
+    same_pairs = (same.sum() - batch) / 2
+    all_pairs = torch.tensor(batch * (batch - 1) / 2, device=labels.device)
+    diff_pairs = all_pairs - same_pairs
+
+    same_means, diff_means, compact = [], [], []
+    for activation in activations:
+        vectors = unit_vectors(activation)
+        if vectors.shape[0] != batch:
+            raise ValueError(f"activation batch size {vectors.shape[0]} != {batch} labels")
+        normed = F.normalize(vectors, dim=1)
+        gram = normed @ normed.T
+        diagonal = gram.diagonal().sum()
+        same_sum = ((gram * same).sum() - diagonal) / 2
+        all_sum = (gram.sum() - diagonal) / 2
+        same_means.append(same_sum / same_pairs.clamp(min=1))
+        diff_means.append((all_sum - same_sum) / diff_pairs.clamp(min=1))
+        compact.append(vectors.abs().mean())
+
+    zero = torch.zeros((), device=labels.device)
+    affinity = torch.where(same_pairs > 0, 1 - torch.stack(same_means).mean(), zero)
+    dispersion = torch.where(diff_pairs > 0, torch.stack(diff_means).mean(), zero)
+    return affinity, dispersion, torch.stack(compact).mean()
