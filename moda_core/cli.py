@@ -57,6 +57,30 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run named --name from its last epoch")
     train.add_argument("--json", action="store_true")
 
+    decompose = sub.add_parser("decompose", help="activation rates → per-class module masks of a run")
+    decompose.add_argument("run", help="run folder, or RUN@EPOCH for a periodic checkpoint")
+    decompose.add_argument("--tau", type=float, default=0.9, help="activation-rate threshold")
+    decompose.add_argument("--recompute", action="store_true", help="ignore a stored decomposition")
+    decompose.add_argument("--json", action="store_true")
+
+    compose = sub.add_parser("compose", help="compose a smaller sub-task model from class modules")
+    compose.add_argument("run")
+    compose.add_argument("--classes", type=int, nargs="+", required=True)
+    compose.add_argument("--tau", type=float, default=0.9)
+    compose.add_argument("--out", help="also export the composed module to this .pt2 file")
+    compose.add_argument("--json", action="store_true")
+
+    subtasks = sub.add_parser("subtasks", help="compose and measure many class subsets")
+    subtasks.add_argument("run")
+    subtasks.add_argument("--sizes", type=int, nargs="+", default=[2])
+    subtasks.add_argument("--samples", type=int, default=50,
+                          help="subsets per size when there are more than this many (seeded sample)")
+    subtasks.add_argument("--seed", type=int, default=0)
+    subtasks.add_argument("--tau", type=float, default=0.9)
+    subtasks.add_argument("--reference", help="a standard run of the same model to compare on the same classes")
+    subtasks.add_argument("--csv", help="also write the table to this CSV file")
+    subtasks.add_argument("--json", action="store_true")
+
     listing = sub.add_parser("runs", help="list the runs in a runs folder")
     listing.add_argument("--runs-dir", default="runs")
     listing.add_argument("--json", action="store_true")
@@ -100,6 +124,103 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
               "device": run.metrics["device"]}
     emit(args, result, f"run {run.path}: test accuracy {result['test_accuracy']:.4f} after {run.epoch} epochs "
                        f"({result['seconds']:.1f} s on {result['device']})")
+    return result
+
+
+def tqdm_progress(description: str):
+    """A (done, total) callback that drives a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=description, file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.n = done
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def load_decomposed(spec: str, tau: float, recompute: bool = False):
+    from moda_core.decompose import decompose
+    from moda_core.runs import load_run
+
+    run = load_run(spec)
+    return run, decompose(run, tau, progress=tqdm_progress("decomposing"), recompute=recompute)
+
+
+@command("decompose")
+def cmd_decompose(args: argparse.Namespace) -> dict[str, Any]:
+    from moda_core.metrics import mean_off_diagonal, module_sizes, overlap_matrix
+
+    run, decomposition = load_decomposed(args.run, args.tau, args.recompute)
+    sizes = module_sizes(run.model, decomposition.masks)
+    overlap = overlap_matrix(run.model, decomposition.masks)
+    names = run.config.get("data", {}).get("class_names") or [str(c) for c in range(len(sizes))]
+    result = {"run": run.spec, "tau": decomposition.tau, "points": decomposition.points,
+              "kept_units": decomposition.kept_units(),
+              "module_size": {str(c): s for c, s in enumerate(sizes)},
+              "mean_module_size": sum(sizes) / len(sizes), "overlap": overlap.tolist(),
+              "mean_overlap": mean_off_diagonal(overlap)}
+    lines = [f"run {run.spec}, tau {decomposition.tau:.2f}: {len(decomposition.points)} points",
+             *(f"  class {c} ({names[c]}): module size {s:.1%}" for c, s in enumerate(sizes)),
+             f"mean module size {result['mean_module_size']:.1%}, mean pairwise overlap {result['mean_overlap']:.1%}"]
+    emit(args, result, "\n".join(lines))
+    return result
+
+
+@command("compose")
+def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
+    from moda_core.compose import compose_module
+    from moda_core.export import export_module
+    from moda_core.metrics import compose_report
+    from moda_core.runs import run_dataset
+
+    run, decomposition = load_decomposed(args.run, args.tau)
+    report = compose_report(run.model, decomposition.masks, args.classes, run_dataset(run).test)
+    result = {"run": run.spec, "tau": decomposition.tau, **report}
+    if args.out:
+        result["out"] = str(export_module(compose_module(run.model, decomposition.masks, args.classes), args.out))
+    emit(args, result, f"classes {report['classes']}: {report['params']:,} of {report['full_params']:,} parameters "
+                       f"({report['params_fraction']:.1%}), {report['flops']:,} of {report['full_flops']:,} FLOPs, "
+                       f"accuracy {report['accuracy']:.4f} (full model on the same classes {report['full_accuracy']:.4f})"
+                       + (f"; exported to {result['out']}" if args.out else ""))
+    return result
+
+
+@command("subtasks")
+def cmd_subtasks(args: argparse.Namespace) -> dict[str, Any]:
+    import pandas as pd
+
+    from moda_core.metrics import subtask_sets, subtask_sweep
+    from moda_core.runs import atomic_write_bytes, load_run, run_dataset
+
+    run, decomposition = load_decomposed(args.run, args.tau)
+    num_classes = decomposition.num_classes
+    bad = [s for s in args.sizes if not 1 <= s <= num_classes]
+    if bad:
+        raise ModaError(f"sub-task size(s) {bad} out of range: this run has {num_classes} classes")
+    if args.samples < 1:
+        raise ModaError(f"--samples must be at least 1, got {args.samples}")
+    reference = load_run(args.reference).model if args.reference else None
+    if reference is not None and reference.arch["num_classes"] != num_classes:
+        raise ModaError(f"reference run {args.reference} has {reference.arch['num_classes']} classes, "
+                        f"this run has {num_classes}")
+    subsets = subtask_sets(num_classes, args.sizes, args.samples, args.seed)
+    rows = subtask_sweep(run.model, decomposition.masks, run_dataset(run).test, subsets, reference,
+                         progress=tqdm_progress("composing"))
+    table = pd.DataFrame(rows)
+    table["classes"] = table["classes"].map(lambda c: " ".join(map(str, c)))
+    if args.csv:
+        atomic_write_bytes(args.csv, table.to_csv(index=False).encode())
+    summary = table.groupby("size")[[c for c in ("params_fraction", "flops_fraction", "accuracy", "full_accuracy",
+                                                  "reference_accuracy") if c in table]].mean()
+    result = {"run": run.spec, "tau": decomposition.tau, "rows": rows,
+              "summary": {int(k): v for k, v in summary.to_dict(orient="index").items()}}
+    emit(args, result, table.to_string(index=False) + "\n\nmeans by size:\n" + summary.to_string())
     return result
 
 

@@ -1,9 +1,15 @@
 """Evaluation and module metrics. Accuracy is computed here and nowhere else."""
 from __future__ import annotations
 
+import itertools
+import math
+import random
+from typing import Callable, Sequence
+
 import torch
 from torch import nn
 
+from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.data import Split
 
 
@@ -31,3 +37,120 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: 
     totals = torch.bincount(labels, minlength=num_classes).float()
     hits = torch.bincount(labels, weights=correct, minlength=num_classes)
     return (hits / totals).tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# module metrics (DESIGN.md §1.5)
+
+def module_sizes(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[float]:
+    """Per class: parameters of its single-class composed module ÷ parameters of the full model."""
+    return (overlap_counts(model, masks).diagonal() / parameter_count(model)).tolist()
+
+
+def overlap_matrix(model: nn.Module, masks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Class×class fraction of full-model parameters kept by both single-class modules (analytic)."""
+    return overlap_counts(model, masks) / parameter_count(model)
+
+
+def mean_off_diagonal(matrix: torch.Tensor) -> float:
+    """Mean over class pairs i<j (the mean pairwise overlap); NaN with a single class."""
+    k = matrix.shape[0]
+    if k < 2:
+        return float("nan")
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool), diagonal=1)
+    return matrix[upper].mean().item()
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass of a single sample (torch's FlopCounterMode; a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, dtype=param.dtype, device=param.device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def subtask_split(split: Split, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the samples of ``classes`` in ``split`` and their labels as positions in sorted ``classes``."""
+    classes_t = torch.tensor(sorted(classes), device=split.labels.device)
+    index = torch.nonzero(torch.isin(split.labels, classes_t)).flatten()
+    return index, torch.searchsorted(classes_t, split.labels[index])
+
+
+def restricted_accuracy(full_logits: torch.Tensor, split: Split, classes: list[int]) -> float:
+    """Accuracy of a full model on the samples of ``classes``, choosing only among those logits."""
+    index, labels = subtask_split(split, classes)
+    return accuracy(full_logits[index][:, sorted(classes)], labels)
+
+
+@torch.no_grad()
+def composed_accuracy(composed: nn.Module, split: Split, classes: list[int], batch_size: int = 1000) -> float:
+    """Accuracy of a composed module (logits = sorted ``classes``) on the samples of those classes."""
+    index, labels = subtask_split(split, classes)
+    composed.eval()
+    logits = torch.cat([composed(split.batch(index[i:i + batch_size])[0]) for i in range(0, len(index), batch_size)])
+    return accuracy(logits, labels)
+
+
+def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Sequence[int], test: Split,
+                   full_logits: torch.Tensor | None = None, full_flops: int | None = None) -> dict:
+    """Compose ``classes`` and measure it next to the full model: parameters, FLOPs, accuracy.
+
+    ``accuracy`` is the composed module on the test samples of ``classes``; ``full_accuracy`` is the
+    full model on the same samples, restricted to the same logits.
+    """
+    composed = compose_module(model, masks, classes)
+    classes = composed.classes
+    if full_logits is None:
+        full_logits = predict_logits(model, test)
+    full_params = parameter_count(model)
+    params = parameter_count(composed)
+    full_flops = count_flops(model, model.input_shape) if full_flops is None else full_flops
+    flops = count_flops(composed, model.input_shape)
+    return {"classes": classes, "params": params, "full_params": full_params, "params_fraction": params / full_params,
+            "flops": flops, "full_flops": full_flops, "flops_fraction": flops / full_flops,
+            "accuracy": composed_accuracy(composed, test, classes),
+            "full_accuracy": restricted_accuracy(full_logits, test, classes)}
+
+
+def subtask_sets(num_classes: int, sizes: Sequence[int], samples: int, seed: int = 0) -> list[list[int]]:
+    """Every subset of each size when there are at most ``samples`` of them, else a seeded sample."""
+    rng = random.Random(seed)
+    chosen: list[list[int]] = []
+    for size in sizes:
+        if not 1 <= size <= num_classes:
+            raise ValueError(f"sub-task size {size} is outside 1..{num_classes}")
+        if math.comb(num_classes, size) <= samples:
+            chosen += [list(c) for c in itertools.combinations(range(num_classes), size)]
+        else:
+            seen: set[tuple[int, ...]] = set()
+            while len(seen) < samples:
+                seen.add(tuple(sorted(rng.sample(range(num_classes), size))))
+            chosen += [list(c) for c in sorted(seen)]
+    return chosen
+
+
+def subtask_sweep(model: nn.Module, masks: dict[str, torch.Tensor], test: Split, subsets: list[list[int]],
+                  reference: nn.Module | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """``compose_report`` for each subset; with ``reference`` (e.g. the standard model of the same
+    architecture) also that model's restricted accuracy on the same classes."""
+    full_logits = predict_logits(model, test)
+    reference_logits = predict_logits(reference, test) if reference is not None else None
+    full_flops = count_flops(model, model.input_shape)
+    rows = []
+    for done, classes in enumerate(subsets, start=1):
+        row = compose_report(model, masks, classes, test, full_logits, full_flops)
+        row["size"] = len(classes)
+        if reference_logits is not None:
+            row["reference_accuracy"] = restricted_accuracy(reference_logits, test, classes)
+        rows.append(row)
+        if progress:
+            progress(done, len(subsets))
+    return rows

@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from moda_core.data import Dataset, load_dataset
 from moda_core.errors import ModaError
 from moda_core.models import ZooNet, build_model
 
@@ -54,10 +55,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """Let ``writer`` write a temporary file next to ``path``, then rename it into place."""
+    """Let ``writer`` write a temporary file next to ``path``, then rename it into place.
+
+    The temporary name keeps ``path``'s suffix, for writers that insist on one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-", suffix=path.suffix)
     os.close(fd)
     try:
         writer(Path(tmp))
@@ -224,6 +227,16 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu") -> Run:
     model.to(device).eval()
     return Run(path, config, model, int(metadata.get("epoch", epoch or 0)),
                read_history(path / HISTORY), metrics)
+
+
+def run_dataset(run: Run, device: str | torch.device | None = None) -> Dataset:
+    """The data set a run was trained on (same classes, training fraction and seed), on ``device``."""
+    train = run.config.get("train", {})
+    if device is None:
+        device = next(run.model.parameters()).device
+    return load_dataset(train.get("dataset", run.config.get("data", {}).get("name")), root=train.get("data_root"),
+                        classes=train.get("classes"), train_fraction=train.get("train_fraction", 1.0),
+                        seed=train.get("seed", 0), device=device)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[int]:

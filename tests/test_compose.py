@@ -1,0 +1,174 @@
+"""Composition exactness and analytic overlap, on every zoo architecture."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from moda_core.activations import mask_points, modular_points, run_with_cache
+from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.errors import ModaError
+from moda_core.export import export_module
+from moda_core.models import MODELS, build_model
+from moda_core.models.blocks import ChannelGather
+
+NUM_CLASSES = 6
+
+
+def randomised(name, channels, size, seed=0, dtype=torch.float32):
+    """A zoo model with batch-norm statistics from random data and random affine terms, in eval mode."""
+    torch.manual_seed(seed)
+    width = 1.0 if name in ("mlp", "lenet5") else 0.25  # keep the small ones from dying out under masks
+    model = build_model(name, channels, size, NUM_CLASSES, width=width).to(dtype)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average over the calibration batches
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.4)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, channels, size, size, dtype=dtype))
+    return model.eval()
+
+
+def random_masks(model, density, seed):
+    """Random class×unit masks with at least one unit per class per point."""
+    generator = torch.Generator().manual_seed(seed)
+    _, cache = run_with_cache(model, torch.zeros(1, *model.input_shape, dtype=next(model.parameters()).dtype))
+    masks = {}
+    for point in modular_points(model):
+        units = cache[point].shape[1]
+        mask = torch.rand(NUM_CLASSES, units, generator=generator) < density
+        mask[torch.arange(NUM_CLASSES), torch.randint(0, units, (NUM_CLASSES,), generator=generator)] = True
+        masks[point] = mask
+    return masks
+
+
+def masked_logits(model, masks, classes, x):
+    union = {p: m[classes].any(0) for p, m in masks.items()}
+    with torch.no_grad(), mask_points(model, union):
+        return model(x)[:, classes]
+
+
+CASES = [(name, c, s) for name in MODELS for c, s in [(1, 28), (3, 32)]]
+
+
+@pytest.mark.parametrize("name,channels,size", CASES)
+def test_composed_equals_masked_full_model(name, channels, size):
+    model = randomised(name, channels, size)
+    generator = torch.Generator().manual_seed(1)
+    for trial in range(3):
+        classes = sorted(torch.randperm(NUM_CLASSES, generator=generator)[:1 + trial * 2].tolist())
+        masks = random_masks(model, density=[0.5, 0.7, 0.9][trial], seed=trial)
+        composed = compose_module(model, masks, classes)
+        x = torch.randn(4, channels, size, size, generator=generator)
+        expected = masked_logits(model, masks, classes, x)
+        with torch.no_grad():
+            got = composed(x)
+        assert got.shape == (4, len(classes))
+        assert (expected.std(0) > 0).any(), "degenerate test: output does not depend on the input"
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+        assert parameter_count(composed) < parameter_count(model)
+
+
+def test_special_couplings_are_exercised():
+    """The random masks above do reach identity shortcuts and depthwise convs with dropped inputs."""
+    resnet = randomised("resnet18", 3, 32)
+    composed = compose_module(resnet, random_masks(resnet, 0.4, 0), [0])
+    assert any(isinstance(m, ChannelGather) for m in composed.modules())
+    mobilenet = randomised("mobilenet", 3, 32)
+    composed = compose_module(mobilenet, random_masks(mobilenet, 0.4, 0), [0])
+    assert any(type(m).__name__ == "GatheredConvUnit" for m in composed.modules())
+
+
+def test_logits_come_in_sorted_class_order():
+    model = randomised("lenet5", 1, 28)
+    masks = random_masks(model, 0.5, 0)
+    x = torch.randn(3, 1, 28, 28)
+    a = compose_module(model, masks, [4, 1])
+    assert a.classes == [1, 4]
+    torch.testing.assert_close(a(x), masked_logits(model, masks, [1, 4], x))
+
+
+def test_all_units_kept_gives_full_model_logits():
+    model = randomised("vgg11", 3, 32)
+    masks = {p: torch.ones_like(m) for p, m in random_masks(model, 1.0, 0).items()}
+    composed = compose_module(model, masks, range(NUM_CLASSES))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(composed(x), model(x))
+    assert parameter_count(composed) == parameter_count(model)
+
+
+def brute_force_overlap(model, masks):
+    """Give every weight a unique id, compose each single-class module, count shared ids."""
+    model = model.double()
+    with torch.no_grad():
+        next_id = 1.0
+        for param in model.parameters():
+            param.copy_(torch.arange(next_id, next_id + param.numel(), dtype=torch.float64).view_as(param))
+            next_id += param.numel()
+    kept = []
+    for c in range(NUM_CLASSES):
+        composed = compose_module(model, masks, [c])
+        ids = torch.cat([p.detach().flatten() for p in composed.parameters()])
+        assert len(ids.unique()) == len(ids)
+        kept.append(set(ids.long().tolist()))
+    return torch.tensor([[len(a & b) for b in kept] for a in kept], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name,channels,size", [(n, 3, 32) for n in MODELS] + [("lenet5", 1, 28), ("mlp", 1, 28)])
+def test_analytic_overlap_equals_brute_force(name, channels, size):
+    model = randomised(name, channels, size, dtype=torch.float64)
+    masks = random_masks(model, 0.4, seed=3)
+    analytic = overlap_counts(model, masks)
+    assert torch.equal(analytic, brute_force_overlap(model, masks))
+    assert analytic.diagonal().tolist() == [parameter_count(compose_module(model, masks, [c]))
+                                            for c in range(NUM_CLASSES)]
+
+
+def test_overlap_by_layer_sums_to_total():
+    model = randomised("resnet18", 3, 32)
+    masks = random_masks(model, 0.4, 0)
+    layers = overlap_counts(model, masks, by_layer=True)
+    assert "layer2.0" in layers and "fc" in layers
+    torch.testing.assert_close(sum(layers.values()), overlap_counts(model, masks))
+
+
+@pytest.mark.parametrize("classes,match", [([1, 1], "duplicated"), ([], "empty class list"),
+                                           ([0, 6], "out of range"), ([-1], "out of range")])
+def test_bad_classes(classes, match):
+    model = randomised("lenet5", 1, 28)
+    with pytest.raises(ModaError, match=match):
+        compose_module(model, random_masks(model, 0.5, 0), classes)
+
+
+def test_masks_from_another_model_are_rejected():
+    lenet = randomised("lenet5", 1, 28)
+    vgg = randomised("vgg11", 1, 28)
+    with pytest.raises(ModaError, match="masks do not belong to this model"):
+        compose_module(lenet, random_masks(vgg, 0.5, 0), [0])
+    wide = build_model("lenet5", 1, 28, NUM_CLASSES, width=2.0).eval()
+    with pytest.raises(ModaError, match="expected .* masks from another model"):
+        compose_module(lenet, random_masks(wide, 0.5, 0), [0])
+
+
+def test_export_runs_without_moda_core(tmp_path):
+    model = randomised("mobilenet", 3, 32)
+    composed = compose_module(model, random_masks(model, 0.4, 0), [2, 5])
+    path = export_module(composed, tmp_path / "m.pt2")
+    x = torch.randn(3, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(composed(x).detach(), tmp_path / "y.pt")
+    script = (
+        "import sys, torch\n"
+        f"p = torch.export.load({str(path)!r}).module()\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+        f"y = torch.load({str(tmp_path / 'y.pt')!r})\n"
+        "torch.testing.assert_close(p(x), y)\n"
+        "torch.testing.assert_close(p(x[:1]), y[:1])\n"  # the batch dimension is dynamic
+        "assert not any(m.startswith('moda_core') for m in sys.modules)\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
