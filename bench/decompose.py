@@ -1,0 +1,64 @@
+"""Decomposition time as a ratio to one plain evaluation pass over the same data, side by side.
+
+    python bench/decompose.py [--model vgg16] [--width 0.5] [--repeats 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from moda_core.data import load_dataset  # noqa: E402
+from moda_core.decompose import activation_rates, masks_from_rates  # noqa: E402
+from moda_core.metrics import predict_logits  # noqa: E402
+from moda_core.models import build_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg16")
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data = load_dataset("mnist5k", device=args.device)
+    model = build_model(args.model, 1, 28, 10, args.width).to(args.device).eval()
+    predict_logits(model, data.train, batch_size=500)  # warm-up
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    plain, decomposition = [], []
+    for _ in range(args.repeats):  # interleaved, so drift hits both alike
+        sync()
+        started = time.perf_counter()
+        predict_logits(model, data.train, batch_size=500)
+        sync()
+        plain.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        rates, _ = activation_rates(model, data.train, 10, batch_size=500)
+        masks_from_rates(rates, 0.9)
+        sync()
+        decomposition.append(time.perf_counter() - started)
+    result = {"model": args.model, "width": args.width, "device": args.device, "samples": len(data.train),
+              "plain_seconds": statistics.median(plain), "decompose_seconds": statistics.median(decomposition)}
+    result["ratio"] = result["decompose_seconds"] / result["plain_seconds"]
+    print(f"{args.model} width {args.width} on {args.device}, {len(data.train)} images: plain eval pass "
+          f"{result['plain_seconds']:.2f} s, decomposition {result['decompose_seconds']:.2f} s "
+          f"→ ratio {result['ratio']:.2f}x (target ≤ 1.3x)")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
