@@ -41,7 +41,7 @@ def main() -> None:
                                      track_modular_terms=False)
                 run = train(config, runs_dir, f"{model}-{kind}")
                 # the first epoch includes warm-up; the median of the rest is the steady cost
-                seconds = [h["seconds"] for h in run.history[1:]] or [run.history[0]["seconds"]]
+                seconds = [h["train_seconds"] for h in run.history[1:]] or [run.history[0]["train_seconds"]]
                 row[kind] = {"test_accuracy": run.metrics["test_accuracy"],
                              "seconds_per_epoch": statistics.median(seconds)}
             row["moda_ratio"] = row["moda"]["seconds_per_epoch"] / row["standard"]["seconds_per_epoch"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -25,7 +26,9 @@ def command(name: str):
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
-    print(json.dumps(result) if args.json else text)
+    """Print the result (under torchrun: on rank 0 only)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result) if args.json else text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--download", action="store_true", help="download the data set into --data-root")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--resume", action="store_true", help="continue the run named --name from its last epoch")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     train.add_argument("--json", action="store_true")
 
     decompose = sub.add_parser("decompose", help="activation rates → per-class module masks of a run")
@@ -81,6 +85,22 @@ def parser() -> argparse.ArgumentParser:
     subtasks.add_argument("--csv", help="also write the table to this CSV file")
     subtasks.add_argument("--json", action="store_true")
 
+    replace = sub.add_parser("replace", help="repair a weak model's class with a strong model's module")
+    replace.add_argument("--weak", required=True, help="the weak run, RUN or RUN@EPOCH")
+    replace.add_argument("--strong", required=True, help="the strong (MODA-trained) run, RUN or RUN@EPOCH")
+    replace.add_argument("--weak-class", type=int, help="the class to repair, as an index into the weak model's logits")
+    replace.add_argument("--strong-class", type=int, help="the module to use, as an index into the strong model's logits")
+    replace.add_argument("--class-id", type=int, help="original class id learnt by both runs (instead of the two indices)")
+    replace.add_argument("--strategy", default="calibrate", metavar="calibrate|normalize",
+                         help="calibrate: train a Linear(K,K) calibration layer (MODA); normalize: min-max "
+                              "normalised module output, no training (CNNSplitter-style baseline)")
+    replace.add_argument("--epochs", type=int, default=5, help="calibration epochs")
+    replace.add_argument("--lr", type=float, default=0.01, help="calibration learning rate (Adam)")
+    replace.add_argument("--seed", type=int, default=0)
+    replace.add_argument("--tau", type=float, default=0.9, help="decomposition threshold of the strong run")
+    replace.add_argument("--out", help="also export the repaired model to this .pt2 file")
+    replace.add_argument("--json", action="store_true")
+
     listing = sub.add_parser("runs", help="list the runs in a runs folder")
     listing.add_argument("--runs-dir", default="runs")
     listing.add_argument("--json", action="store_true")
@@ -99,10 +119,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                          beta=args.beta, gamma=args.gamma, width=args.width, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, classes=args.classes, train_fraction=args.train_fraction,
                          augment=False if args.no_augment else None, data_root=args.data_root,
-                         download=args.download, checkpoint_every=args.checkpoint_every, device=args.device)
+                         download=args.download, checkpoint_every=args.checkpoint_every, device=args.device,
+                         compile=args.compile)
     if args.resume and not args.name:
         raise ModaError("--resume needs --name: the run to continue")
-    bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None)
+    bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True,
+               disable=None if int(os.environ.get("RANK", "0")) == 0 else True)
 
     def progress(event) -> None:
         if bar.total is None:
@@ -131,7 +153,8 @@ def tqdm_progress(description: str):
     """A (done, total) callback that drives a tqdm bar on stderr."""
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc=description, file=sys.stderr, dynamic_ncols=True, disable=None, leave=False)
+    bar = tqdm(total=None, desc=description, file=sys.stderr, dynamic_ncols=True, leave=False,
+               disable=None if int(os.environ.get("RANK", "0")) == 0 else True)
 
     def update(done: int, total: int) -> None:
         if bar.total != total:
@@ -224,6 +247,36 @@ def cmd_subtasks(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+@command("replace")
+def cmd_replace(args: argparse.Namespace) -> dict[str, Any]:
+    from moda_core.export import export_module
+    from moda_core.replace import class_index, repair
+    from moda_core.runs import load_run
+
+    weak, strong = load_run(args.weak), load_run(args.strong)
+    if args.class_id is not None:
+        if args.weak_class is not None or args.strong_class is not None:
+            raise ModaError("give either --class-id or --weak-class with --strong-class, not both")
+        args.weak_class, args.strong_class = class_index(weak, args.class_id), class_index(strong, args.class_id)
+    elif args.weak_class is None or args.strong_class is None:
+        raise ModaError("say which class to repair: --weak-class K --strong-class C (logit indices), or --class-id ID")
+    result = repair(weak, strong, args.weak_class, args.strong_class, args.strategy, epochs=args.epochs,
+                    tau=args.tau, lr=args.lr, seed=args.seed, progress=tqdm_progress("decomposing the strong run"))
+    report = result.report
+    if args.out:
+        report["out"] = str(export_module(result.model, args.out))
+    target = str(report["target_class"])
+    lines = [f"{report['strategy']}: class {target} of {report['weak']} repaired with the module of class "
+             f"{report['strong_class_id']} of {report['strong']} ({report['module_params_fraction']:.1%} of its weights)",
+             *(f"  class {c}: {report['before'][c]:.4f} -> {report['after'][c]:.4f}{'  (target)' if c == target else ''}"
+               for c in report["before"]),
+             f"target gain {report['target_gain']:+.4f}, largest change on another class "
+             f"{report['other_max_change']:.4f}; accuracy {report['accuracy_before']:.4f} -> {report['accuracy_after']:.4f}"
+             + (f"; exported to {report['out']}" if args.out else "")]
+    emit(args, report, "\n".join(lines))
+    return report
+
+
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     from moda_core.runs import list_runs
@@ -252,4 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run store keeps the last finished epoch (continue with --resume)", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0

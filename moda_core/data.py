@@ -62,6 +62,25 @@ def _load_mnist5k(root: str | None, download: bool) -> RawData:
     return RawData(images[~is_test], labels[~is_test], images[is_test], labels[is_test], list(DIGITS))
 
 
+def _load_synthetic(root: str | None, download: bool) -> RawData:
+    """CIFAR-10-shaped random images (50,000 train / 10,000 test, 10 classes) for timing benchmarks.
+
+    Each class gets its own mean colour so that a model can learn something, but the point is the
+    shape of the work, not the accuracy.
+    """
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, n)
+        tint = (np.arange(10)[:, None] * np.array([23, 57, 91]) % 128).astype(np.int16)
+        images = rng.integers(0, 128, (n, 3, 32, 32), dtype=np.int16) + tint[labels][:, :, None, None]
+        return images.astype(np.uint8), labels.astype(np.int64)
+
+    train_images, train_labels = make(50_000)
+    test_images, test_labels = make(10_000)
+    return RawData(train_images, train_labels, test_images, test_labels, [f"class {c}" for c in range(10)])
+
+
 def _torchvision_loader(name: str) -> Callable[[str | None, bool], RawData]:
     def load(root: str | None, download: bool) -> RawData:
         from moda_core import tvdata  # imports torchvision lazily: mnist5k never needs it
@@ -88,6 +107,8 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar100", "CIFAR-100 from a local torchvision folder", 3, 32, 100,
                     (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True, needs_root=True,
                     loader=_torchvision_loader("cifar100")),
+        DatasetInfo("synthetic", "random CIFAR-10-shaped images, for timing benchmarks", 3, 32, 10,
+                    (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), augment=True, needs_root=False, loader=_load_synthetic),
         DatasetInfo("svhn", "SVHN (train/test) from a local torchvision folder", 3, 32, 10,
                     (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), augment=True, needs_root=True,
                     loader=_torchvision_loader("svhn")),

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from moda_core import runs
+from moda_core import distributed, runs
 from moda_core.activations import modular_points, record_activations
 from moda_core.data import Split
 from moda_core.errors import ModaError
@@ -67,8 +67,13 @@ def check_tau(tau: float) -> float:
 @torch.no_grad()
 def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_size: int = 500,
                      progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Per-class firing rates at every modular point, over ``split`` in eval mode (no augmentation)."""
+    """Per-class firing rates at every modular point, over ``split`` in eval mode (no augmentation).
+
+    Under torchrun each rank counts a strided shard of the samples and the counts are summed over
+    ranks, so the rates equal a single-process pass exactly (the counts are integers).
+    """
     points = modular_points(model)
+    ctx = distributed.context()
     class_counts = torch.bincount(split.labels, minlength=num_classes)
     if len(class_counts) > num_classes:
         raise ModaError(f"labels go up to {len(class_counts) - 1} but the model has {num_classes} classes")
@@ -78,10 +83,12 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
     counts: dict[str, torch.Tensor] = {}
     was_training = model.training
     model.eval()
-    steps = math.ceil(len(split) / batch_size)
+    shard = torch.arange(ctx.rank, len(split), ctx.world_size, device=split.labels.device)
+    steps = math.ceil(len(shard) / batch_size)
     try:
         with record_activations(model, points, detach=True) as recorder:
-            for step, (x, y) in enumerate(split.batches(batch_size)):
+            for step in range(steps):
+                x, y = split.batch(shard[step * batch_size:(step + 1) * batch_size])
                 model(x)
                 onehot = (y[:, None] == torch.arange(num_classes, device=y.device)).float()
                 for point, activation in zip(points, recorder.values()):
@@ -92,6 +99,11 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
                     progress(step + 1, steps)
     finally:
         model.train(was_training)
+    if ctx.active:
+        packed = torch.cat([counts[p].flatten() for p in points])
+        distributed.all_reduce_sum(packed, ctx)  # one collective for all points
+        sizes = [counts[p].numel() for p in points]
+        counts = {p: chunk.view_as(counts[p]) for p, chunk in zip(points, packed.split(sizes))}
     denominator = class_counts.float()[:, None]
     return {p: (c / denominator).cpu() for p, c in counts.items()}, class_counts.tolist()
 
@@ -169,10 +181,11 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
     data = runs.run_dataset(run)
     rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress)
     masks = masks_from_rates(rates, tau)
-    if save:
+    if save and distributed.context().is_main:
         folder = decomposition_dir(run)
         fingerprint = weights_fingerprint(_weights_file(run))
         meta = {"weights": fingerprint, "points": json.dumps(list(rates)), "class_counts": json.dumps(class_counts)}
         runs.save_tensors(folder / RATES_FILE, rates, meta)
         runs.save_tensors(folder / masks_file(tau), masks, {"weights": fingerprint, "tau": f"{tau:.2f}"})
+    distributed.barrier(distributed.context())
     return Decomposition(rates, masks, tau, class_counts)

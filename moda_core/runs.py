@@ -121,7 +121,8 @@ def read_tensor_metadata(path: str | Path) -> dict[str, str]:
 def write_history(path: str | Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # rows from older versions may lack some
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="nan", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     atomic_write_bytes(path, buffer.getvalue().encode())

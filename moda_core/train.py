@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from moda_core import runs
+from moda_core import distributed, runs
 from moda_core.activations import record_activations
 from moda_core.data import Dataset, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError
@@ -48,6 +48,7 @@ class TrainConfig:
     download: bool = False
     checkpoint_every: int = 0  # also keep weights every N epochs (RUN@EPOCH); 0 = only the last
     device: str = "auto"
+    compile: bool = False  # torch.compile the model (worth it on a GPU)
     track_modular_terms: bool = True  # log the modular terms of standard runs too (detached)
 
     @property
@@ -135,6 +136,9 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     config.validate()
     if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ModaError(f"run name {name!r} must use letters, digits, '.', '_' or '-'")
+    ctx = distributed.context()
+    if ctx.active and name is None:
+        raise ModaError("under torchrun every process must agree on the run folder: pass --name")
     run_dir = Path(runs_dir) / (name or default_run_name(config))
     if name is None and not resume:
         base, number = run_dir, 2
@@ -145,24 +149,36 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
         config, start_epoch, history, optimizer_state = _resume_state(run_dir, config)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ModaError(f"run folder {run_dir} already exists: pick another --name, or --resume to continue it")
+    distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
 
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.device_for(config.device, ctx))
     torch.manual_seed(config.seed)
     data = data_for_config(config, device)
     model = build_model(config.model, data.info.in_channels, data.info.image_size, data.num_classes, config.width)
     model.to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=0.0)
     if resume:
         runs.load_weights(model, run_dir / runs.MODEL)
         model.to(device)
         optimizer.load_state_dict(_optimizer_state_dict(optimizer, optimizer_state, device))
-    else:
-        runs.write_json(run_dir / runs.CONFIG, make_config_record(config, model, data, device))
+    elif ctx.is_main:
+        record = make_config_record(config, model, data, device)
+        record["world_size"] = ctx.world_size
+        runs.write_json(run_dir / runs.CONFIG, record)
         runs.write_json(run_dir / runs.METRICS, {"status": "running", "epochs_done": 0})
+    network: torch.nn.Module = model
+    if ctx.active:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        network = torch.compile(network)
 
     augment = data.info.augment if config.augment is None else config.augment
-    steps = math.ceil(len(data.train) / config.batch_size)
+    steps = len(distributed.shard_batches(torch.arange(len(data.train)), config.batch_size, ctx))
     total_steps = config.epochs * steps
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     record_terms = config.modular or config.track_modular_terms
@@ -171,17 +187,20 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
-        generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(len(data.train), device=device, generator=generator)
+        # the same permutation on every rank; augmentation differs per rank
+        order_generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(data.train), device=device, generator=order_generator)
+        generator = torch.Generator(device=device).manual_seed((config.seed * 100_003 + epoch) * 1_009 + ctx.rank)
         sums = torch.zeros(6, device=device)  # ce, affinity, dispersion, compactness, correct, seen
-        for step in range(steps):
+        for step, index in enumerate(distributed.shard_batches(order, config.batch_size, ctx)):
             for group in optimizer.param_groups:
                 group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * (epoch * steps + step) / total_steps))
-            x, y = data.train.batch(order[step * config.batch_size:(step + 1) * config.batch_size],
-                                    augment=augment, generator=generator)
+            x, y = data.train.batch(index, augment=augment, generator=generator)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with record_activations(model, detach=not config.modular) if record_terms else _null() as recorder:
                 with autocast:
-                    logits = model(x)
+                    logits = network(x)
             ce = F.cross_entropy(logits.float(), y)
             loss = ce
             if record_terms:
@@ -197,15 +216,19 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
             n = y.numel()
             sums += torch.stack([ce.detach() * n, affinity.detach() * n, dispersion.detach() * n,
                                  compactness.detach() * n, (logits.argmax(1) == y).sum().float(),
-                                 torch.tensor(float(n), device=device)])
-            if progress:
+                                 torch.full((), float(n), device=device)])
+            if progress and ctx.is_main:
                 progress(Progress("batch", epoch + 1, config.epochs, step + 1, steps))
+        distributed.all_reduce_sum(sums, ctx)
         ce_sum, aff_sum, dis_sum, com_sum, correct, seen = sums.tolist()  # the one sync of the epoch
+        train_seconds = time.perf_counter() - started
         if not all(math.isfinite(v) for v in (ce_sum, aff_sum, dis_sum, com_sum)):
             raise ModaError(
                 f"the loss became NaN or infinite in epoch {epoch + 1} of run {run_dir} "
                 f"(CE sum {ce_sum}, affinity {aff_sum}, dispersion {dis_sum}, compactness {com_sum}); "
                 f"try a lower --lr or smaller loss weights. The run store keeps epoch {epoch} as it was.")
+        if not ctx.is_main:
+            continue  # rank 0 evaluates and writes; the others go on to the next epoch
         test_accuracy = accuracy(predict_logits(model, data.test), data.test.labels)
         seconds = time.perf_counter() - started
         seconds_total += seconds
@@ -213,11 +236,13 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
                "affinity": aff_sum / seen if record_terms else float("nan"),
                "dispersion": dis_sum / seen if record_terms else float("nan"),
                "compactness": com_sum / seen if record_terms else float("nan"),
-               "train_accuracy": correct / seen, "test_accuracy": test_accuracy, "seconds": seconds}
+               "train_accuracy": correct / seen, "test_accuracy": test_accuracy, "seconds": seconds,
+               "train_seconds": train_seconds}
         history.append(row)
         _save_epoch(run_dir, model, optimizer, history, epoch + 1, config, seconds_total, device)
         if progress:
             progress(Progress("epoch", epoch + 1, config.epochs, steps, steps, dict(row)))
+    distributed.barrier(ctx)  # rank 0 has written the last epoch
     return runs.load_run(run_dir, device)
 
 

@@ -1,0 +1,76 @@
+"""Seconds per training epoch at CIFAR-10 scale: standard vs MODA, for VGG16, ResNet-18 and MobileNet.
+
+50,000 synthetic 3×32×32 images (the ``synthetic`` data set), batch 128, the real trainer (bf16
+autocast and channels-last on CUDA; ``--compile`` for torch.compile). Standard and MODA runs of a
+model are trained one after the other in this process; the first epoch (warm-up, compilation) is
+left out of the median. Prints where it ran; ``--out`` writes the table as CSV.
+
+    python bench/gpu_epoch.py [--epochs 3] [--models vgg16 resnet18 mobilenet] [--compile] [--out FILE]
+    python bench/gpu_epoch.py --quick      # CPU smoke run: width 0.125, 2 epochs, 5% of the images
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from moda_core.runs import atomic_write_bytes  # noqa: E402
+from moda_core.train import TrainConfig, resolve_device, train  # noqa: E402
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["vgg16", "resnet18", "mobilenet"])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--train-fraction", type=float, default=1.0)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="CPU smoke run: width 0.125, 2 epochs, 5%% of images")
+    parser.add_argument("--out", help="write the table as CSV here")
+    args = parser.parse_args()
+    if args.quick:
+        args.width, args.epochs, args.train_fraction = 0.125, 2, 0.05
+    device = resolve_device(args.device)
+    where = device_name(device)
+    print(f"running on {where}, torch {torch.__version__}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for model in args.models:
+            for kind, weights in (("standard", (0.0, 0.0, 0.0)), ("moda", (1.0, 1.0, 0.3))):
+                config = TrainConfig(model=model, dataset="synthetic", width=args.width, epochs=args.epochs,
+                                     alpha=weights[0], beta=weights[1], gamma=weights[2], batch_size=128,
+                                     train_fraction=args.train_fraction, device=args.device, compile=args.compile,
+                                     track_modular_terms=False)
+                run = train(config, runs_dir, f"{model}-{kind}")
+                # training time only (no test pass); the first epoch is warm-up
+                seconds = statistics.median([h["train_seconds"] for h in run.history[1:]] or [run.history[0]["train_seconds"]])
+                images = run.config["data"]["train_size"]
+                rows.append({"model": model, "training": kind, "width": args.width, "images": images,
+                             "seconds_per_epoch": seconds, "images_per_second": images / seconds,
+                             "device": where, "compile": args.compile})
+                print(f"{model:10s} {kind:8s} {seconds:8.2f} s/epoch  {images / seconds:10.0f} images/s", flush=True)
+    table = pd.DataFrame(rows)
+    ratio = table.pivot(index="model", columns="training", values="seconds_per_epoch")
+    print("\nMODA / standard epoch time:\n" + (ratio["moda"] / ratio["standard"]).round(3).to_string())
+    if args.out:
+        atomic_write_bytes(args.out, table.to_csv(index=False).encode())
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
