@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test bench clean-venv
+.PHONY: run test screenshots clean-venv
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# refresh the README's screenshots (needs Debian's chromium)
+screenshots: $(VENV)/.installed
+	MODA_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest -q -m browser -s
 
 clean-venv:
 	rm -rf $(VENV)

@@ -271,7 +271,7 @@ def cmd_replace(args: argparse.Namespace) -> dict[str, Any]:
              *(f"  class {c}: {report['before'][c]:.4f} -> {report['after'][c]:.4f}{'  (target)' if c == target else ''}"
                for c in report["before"]),
              f"target gain {report['target_gain']:+.4f}, largest change on another class "
-             f"{report['other_max_change']:.4f}; accuracy {report['accuracy_before']:.4f} -> {report['accuracy_after']:.4f}"
+             f"{report['other_max_change']:.4f} (largest drop {report['other_max_drop']:.4f}); accuracy {report['accuracy_before']:.4f} -> {report['accuracy_after']:.4f}"
              + (f"; exported to {report['out']}" if args.out else "")]
     emit(args, report, "\n".join(lines))
     return report

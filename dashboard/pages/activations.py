@@ -1,0 +1,60 @@
+"""Activations: which units fire for which class, and which units each class module keeps at τ."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures, state, ui
+
+st.title("Activations")
+st.caption("Every ReLU layer is an activation point. A unit's *activation rate* for a class is the share of that "
+           "class's training images on which the unit fires; a class module keeps the units whose rate is at "
+           "least τ.")
+
+spec = ui.pick_run("Run", key="act_run", prefer=(ui.modular_demo_first, ui.is_modular))
+if spec is None:
+    st.stop()
+run = ui.load_or_stop(spec)
+names = state.class_names(spec)
+with st.spinner("Measuring activation rates over the training set…"):
+    rates = state.rates(spec)
+points = list(rates)
+
+c1, c2 = st.columns([2, 1])
+point = c1.selectbox("Activation point", points, index=len(points) // 2, key="act_point",
+                     help="The ReLU module, named by its path in the model.")
+order_by = c2.radio("Order units by", ["unit index", "class they serve"], key="act_order", horizontal=True)
+tau = ui.tau_slider("act_tau")
+
+point_rates = rates[point].numpy()
+point_masks = state.masks(spec, tau)[point]
+order = (figures.units_by_class_order(point_rates, point_masks) if order_by == "class they serve"
+         else list(range(point_rates.shape[1])))
+kept = point_masks.sum(1)
+st.markdown(f"**At {point}, τ = {tau:.2f}:** each class module keeps "
+            f"{int(kept.min())}–{int(kept.max())} of {point_rates.shape[1]} units "
+            f"(mean {kept.mean():.1f}).")
+st.plotly_chart(figures.rate_heatmap(point_rates, names, point, order, tau, point_masks), key="act_heatmap")
+st.caption("Colour: how often the unit fires for the class (0–100%). Outlined squares: the units that class's "
+           "module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ).")
+st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
+                           "share of units": kept / point_rates.shape[1]}),
+             hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="percent")})
+
+st.subheader("One test image through the network")
+test_size = len(state.dataset(spec).test)
+index = st.number_input(f"Test image (0–{test_size - 1})", min_value=0, max_value=test_size - 1, value=0,
+                        key="act_image")
+image = state.image_activations(spec, int(index))
+all_masks = state.masks(spec, tau)
+c1, c2 = st.columns([1, 3])
+c1.image(np.clip(image["image"], 0, 1), caption=f"true: {names[image['label']]}, "
+                                                 f"predicted: {names[image['predicted']]}", width=160)
+module_class = c1.selectbox("Compare with the module of class", names, index=image["predicted"],
+                            key="act_module_class")
+c2.plotly_chart(figures.firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
+                key="act_firing")
+st.plotly_chart(figures.image_module_match(image["fired"], all_masks, names), key="act_match")
+st.caption("Each cell: of the units that fire for this image at a point, the share that a class's module keeps. "
+           "In a well-modularised network the true class's row is the brightest.")

@@ -1,0 +1,61 @@
+"""Modules: module sizes and class×class weight overlap, MODA and standard training side by side."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import figures, state, ui
+
+st.title("Modules")
+st.caption("A class module is the part of the network a class uses. Weight overlap of two classes = the share "
+           "of all weights that both modules keep. MODA training should give small modules that overlap "
+           "little; standard training of the same model, large ones that overlap a lot.")
+
+summaries = state.list_runs()
+if not state.loadable_specs(summaries):
+    ui.pick_run("Run", key="mod_empty", summaries=summaries)
+    st.stop()
+c1, c2 = st.columns(2)
+specs_all = state.loadable_specs(summaries)
+moda_spec = c1.selectbox("Run A (e.g. MODA training)", specs_all, format_func=state.run_label, key="mod_run_a",
+                         index=ui.default_index(summaries, ui.modular_demo_first, ui.is_modular))
+std_spec = c2.selectbox("Run B (e.g. standard training of the same model)", specs_all, format_func=state.run_label,
+                        key="mod_run_b", index=ui.default_index(summaries, lambda s: s["name"] == "vgg11-standard",
+                                                                lambda s: not ui.is_modular(s)))
+tau = ui.tau_slider("mod_tau")
+specs = {"A": moda_spec, "B": std_spec}
+for spec in specs.values():
+    ui.load_or_stop(spec)
+with st.spinner("Decomposing…"):
+    metrics = {k: state.module_metrics(spec, tau) for k, spec in specs.items()}
+labels = {k: f"{k}: {state.run_label(spec)}" for k, spec in specs.items()}
+zmax = max(float(m["overlap"].max()) for m in metrics.values())
+columns = st.columns(2)
+for column, (k, spec) in zip(columns, specs.items()):
+    m = metrics[k]
+    sizes = m["sizes"]
+    column.markdown(f"**{labels[k]}**")
+    a, b = column.columns(2)
+    a.metric("Mean module size", f"{sum(sizes) / len(sizes):.1%}", help="share of the full model's parameters")
+    b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
+    column.plotly_chart(figures.overlap_heatmap(m["overlap"], state.class_names(spec),
+                                                f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
+st.caption("Diagonal: a class's own module size. Both heatmaps share one colour scale, so they compare directly.")
+
+same_classes = state.class_names(moda_spec) == state.class_names(std_spec)
+if same_classes:
+    st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
+                                             state.class_names(moda_spec)), key="mod_sizes")
+else:
+    for k, spec in specs.items():
+        st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"]}, state.class_names(spec)),
+                        key=f"mod_sizes_{k}")
+st.subheader("Where the overlap lives")
+st.caption("Mean pairwise overlap contributed by each layer (share of all the model's weights); the bars of a "
+           "run add up to its mean pairwise overlap.")
+if state.load_run(moda_spec).model.arch == state.load_run(std_spec).model.arch:
+    st.plotly_chart(figures.overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
+                    key="mod_layers")
+else:
+    for k in specs:
+        st.plotly_chart(figures.overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {k}"),
+                        key=f"mod_layers_{k}")

@@ -1,0 +1,179 @@
+"""Real-browser test: `streamlit run` on the demo bundle, driven through Debian's Chromium with Playwright.
+
+Visits every page, moves the τ slider, composes classes, runs one swap, and saves a screenshot of
+each page (to $MODA_SCREENSHOTS_DIR; `make screenshots` refreshes docs/screenshots/ for the README). Prints the start-up time (process start →
+title visible) and the slider response time (key press → heatmap redrawn).
+Select it with ``pytest -m browser``; it skips with the reason when Chromium or Playwright is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# `make screenshots` sets this to docs/screenshots (the README's pictures); a plain test run keeps the
+# tracked files as they are and writes to a temporary folder
+SHOTS = Path(os.environ.get("MODA_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="moda-screenshots-"))
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAGE_TIMEOUT_MS = 120_000
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"))
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                    pytest.fail(f"streamlit did not start on {url}:\n{output[-3000:]}")
+                time.sleep(0.2)
+        yield url, started
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def wait_ready(page) -> None:
+    """Wait until the app has finished its run (no running indicator) and no exception is shown."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=PAGE_TIMEOUT_MS)
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
+        "[data-testid='stException']").first.inner_text()
+
+
+def wait_charts(page, count: int) -> None:
+    """Wait until at least ``count`` plotly charts have drawn their SVG (they render after the page runs)."""
+    page.wait_for_function("n => [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".filter(chart => chart.querySelector('.main-svg')).length >= n", arg=count,
+                           timeout=PAGE_TIMEOUT_MS)
+
+
+def test_every_page_in_a_real_browser(server, browser):
+    url, started = server
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+
+    # Runs & training: the first page; start-up = process start → title and curves visible
+    page.goto(url)
+    page.get_by_role("heading", name="MODA Studio").wait_for()
+    timings["startup_to_title_seconds"] = time.perf_counter() - started
+    page.locator(".js-plotly-plot").first.wait_for()
+    timings["startup_to_charts_seconds"] = time.perf_counter() - started
+    wait_ready(page)
+    assert page.locator("[data-testid='stDataFrame']").first.is_visible()  # the table (drawn on a canvas)
+    assert page.get_by_role("heading", name="Training curves").is_visible()
+    wait_charts(page, 2)
+    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+
+    # Activations: move the τ slider with the keyboard, time the heatmap's redraw
+    page.goto(f"{url}/activations")
+    page.get_by_role("heading", name="Activations").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    wait_ready(page)
+    page.get_by_text("rate ≥ τ=0.90").first.wait_for()
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    responses = []
+    for expected in ("0.89", "0.88", "0.87"):
+        pressed = time.perf_counter()
+        page.keyboard.press("ArrowLeft")
+        page.get_by_text(f"rate ≥ τ={expected}").first.wait_for()
+        responses.append(time.perf_counter() - pressed)
+    wait_ready(page)
+    timings["slider_response_seconds"] = responses
+    assert page.get_by_text("τ = 0.87").first.is_visible()
+    wait_charts(page, 3)
+    page.screenshot(path=str(SHOTS / "activations.png"), full_page=True)
+
+    # Modules: MODA and standard side by side
+    page.goto(f"{url}/modules")
+    page.get_by_role("heading", name="Modules").wait_for()
+    page.get_by_text("Where the overlap lives").first.wait_for()
+    wait_ready(page)
+    assert page.locator("[data-testid='stMetricLabel']", has_text="Mean pairwise overlap").count() == 2
+    wait_charts(page, 4)
+    page.screenshot(path=str(SHOTS / "modules.png"), full_page=True)
+
+    # Compose: two classes (0 and 3 instead of the default 0 and 1), then export
+    page.goto(f"{url}/compose")
+    page.get_by_role("heading", name="Compose").wait_for()
+    page.get_by_text("Accuracy on these classes").wait_for()
+    wait_ready(page)
+    box = page.locator("[data-testid='stMultiSelect']").first
+    box.locator("input").click()  # add class 3, then drop class 1: classes 0 and 3 remain
+    page.keyboard.type("3")
+    page.get_by_role("option", name="3", exact=True).click()
+    wait_ready(page)
+    page.keyboard.press("Escape")
+    box.get_by_role("button", name="Remove 1", exact=True).first.click()
+    wait_ready(page)
+    page.get_by_text("Accuracy on these classes").wait_for()
+    page.get_by_text("logits of classes 0, 3").wait_for()
+    page.get_by_role("button", name="Export as .pt2").click()
+    page.get_by_role("button", name="Download module").wait_for()
+    wait_ready(page)
+    wait_charts(page, 1)
+    page.screenshot(path=str(SHOTS / "compose.png"), full_page=True)
+
+    # Swap: the demo pair with the default (calibrate) strategy
+    page.goto(f"{url}/swap")
+    page.get_by_role("heading", name="Swap").wait_for()
+    wait_ready(page)
+    page.get_by_role("button", name="Run swap").click()
+    page.get_by_text("Largest change elsewhere").wait_for()
+    wait_ready(page)
+    page.locator(".js-plotly-plot").first.wait_for()
+    assert page.get_by_text("before (weak model)").first.is_visible()
+    page.screenshot(path=str(SHOTS / "swap.png"), full_page=True)
+
+    print("\nbrowser timings:", json.dumps(timings))
+    (Path(os.environ.get("MODA_BROWSER_TIMINGS", "/tmp/moda_browser_timings.json"))).write_text(json.dumps(timings))
