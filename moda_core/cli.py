@@ -40,9 +40,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="lenet5", help=f"one of {', '.join(MODELS)}")
     train.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
     train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--alpha", type=float, default=1.0, help="affinity weight (0 with beta=gamma=0: standard)")
-    train.add_argument("--beta", type=float, default=1.0, help="dispersion weight")
-    train.add_argument("--gamma", type=float, default=0.3, help="compactness weight")
+    train.add_argument("--method", default="moda", choices=["moda", "mwt"],
+                       help="moda (activation terms) or mwt (the mask-based MwT baseline)")
+    train.add_argument("--alpha", type=float, help="affinity weight (MODA default 1.0, MwT 0.5)")
+    train.add_argument("--beta", type=float, help="dispersion weight (MODA default 1.0, MwT 1.5)")
+    train.add_argument("--gamma", type=float, help="compactness weight (MODA default 0.3; MwT has none)")
     train.add_argument("--standard", action="store_true", help="shorthand for --alpha 0 --beta 0 --gamma 0")
     train.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     train.add_argument("--runs-dir", default="runs")
@@ -115,7 +117,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.standard:
         args.alpha = args.beta = args.gamma = 0.0
-    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, alpha=args.alpha,
+    if args.standard and args.method != "moda":
+        raise ModaError("--standard trains without modular terms: it cannot be combined with --method mwt")
+    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, method=args.method, alpha=args.alpha,
                          beta=args.beta, gamma=args.gamma, width=args.width, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, classes=args.classes, train_fraction=args.train_fraction,
                          augment=False if args.no_augment else None, data_root=args.data_root,

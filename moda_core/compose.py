@@ -237,6 +237,8 @@ def _shell(cls: type[nn.Module]) -> nn.Module:
     """An instance of a block class with no submodules yet (its __init__ would allocate full layers)."""
     instance = cls.__new__(cls)
     nn.Module.__init__(instance)
+    for gate in getattr(cls, "GATES", ()):
+        setattr(instance, gate, None)
     return instance
 
 
@@ -249,18 +251,24 @@ def _compose_step(step: Step, inp: torch.Tensor, kept: dict[str, torch.Tensor], 
         if conv.groups == 1:
             unit = _shell(ConvUnit)
             unit.conv, unit.bn, unit.relu = _slice_conv(conv, out, inp), _slice_bn(module.bn, out), nn.ReLU()
-            return unit
-        if not conv.groups == conv.in_channels == conv.out_channels:
+        elif conv.groups == conv.in_channels == conv.out_channels:
+            gather = _gather(inp, out)
+            if gather is None:
+                unit = _shell(ConvUnit)
+                unit.conv, unit.bn, unit.relu = _slice_conv(conv, out, None), _slice_bn(module.bn, out), nn.ReLU()
+            else:
+                unit = GatheredConvUnit(gather, _slice_conv(conv, out, None), _slice_bn(module.bn, out))
+        else:
             raise ModaError(f"cannot compose grouped conv {name!r}: only groups=1 and depthwise are supported")
-        gather = _gather(inp, out)
-        if gather is None:
-            unit = _shell(ConvUnit)
-            unit.conv, unit.bn, unit.relu = _slice_conv(conv, out, None), _slice_bn(module.bn, out), nn.ReLU()
-            return unit
-        return GatheredConvUnit(gather, _slice_conv(conv, out, None), _slice_bn(module.bn, out))
+        if module.gate is not None:
+            unit.gate = module.gate.sliced(inp, out)
+        return unit
     if isinstance(module, PlainConvUnit):
+        out = kept[f"{name}.relu"]
         unit = _shell(PlainConvUnit)
-        unit.conv, unit.relu = _slice_conv(module.conv, kept[f"{name}.relu"], inp), nn.ReLU()
+        unit.conv, unit.relu = _slice_conv(module.conv, out, inp), nn.ReLU()
+        if module.gate is not None:
+            unit.gate = module.gate.sliced(inp, out)
         return unit
     if isinstance(module, LinearUnit):
         unit = _shell(LinearUnit)
@@ -277,6 +285,10 @@ def _compose_step(step: Step, inp: torch.Tensor, kept: dict[str, torch.Tensor], 
             conv, bn = module.shortcut[0], module.shortcut[1]
             block.shortcut = nn.Sequential(_slice_conv(conv, out, inp), _slice_bn(bn, out))
         block.relu2 = nn.ReLU()
+        if module.gate1 is not None:
+            block.gate1 = module.gate1.sliced(inp, mid)
+        if module.gate2 is not None:
+            block.gate2 = module.gate2.sliced(inp, out)
         return block
     if isinstance(module, nn.Linear):
         return _slice_linear(module, torch.tensor(classes, device=device), inp)
@@ -315,13 +327,17 @@ def overlap_counts(model: ZooNet, masks: Mapping[str, torch.Tensor],
             return feed_gram * out_gram * area + out_gram * per_unit
         return out_gram * (area + per_unit)  # depthwise: one input channel per output channel
 
+    def gate_terms(gate: nn.Module | None, feed_gram: torch.Tensor, out_gram: torch.Tensor) -> torch.Tensor | float:
+        # a gate (e.g. the MwT baseline's mask generator) counts its own shared parameters
+        return 0.0 if gate is None else gate.shared_parameters(feed_gram, out_gram)
+
     layers: dict[str, torch.Tensor] = {}
     for step in layer_plan(model):
         module, name = step.module, step.name
-        if isinstance(module, ConvUnit):
-            layers[name] = conv_terms(module.conv, gram(step.feed), same(f"{name}.relu"), 2)
-        elif isinstance(module, PlainConvUnit):
-            layers[name] = conv_terms(module.conv, gram(step.feed), same(f"{name}.relu"), 0)
+        if isinstance(module, (ConvUnit, PlainConvUnit)):
+            inp, out = gram(step.feed), same(f"{name}.relu")
+            per_unit = 2 if isinstance(module, ConvUnit) else 0  # batch-norm weight and bias
+            layers[name] = conv_terms(module.conv, inp, out, per_unit) + gate_terms(module.gate, inp, out)
         elif isinstance(module, LinearUnit):
             out = same(f"{name}.relu")
             layers[name] = gram(step.feed) * out + out * (module.linear.bias is not None)
@@ -330,7 +346,7 @@ def overlap_counts(model: ZooNet, masks: Mapping[str, torch.Tensor],
             total = conv_terms(module.conv1, inp, mid, 2) + conv_terms(module.conv2, mid, out, 2)
             if not isinstance(module.shortcut, nn.Identity):
                 total = total + conv_terms(module.shortcut[0], inp, out, 2)
-            layers[name] = total
+            layers[name] = total + gate_terms(module.gate1, inp, mid) + gate_terms(module.gate2, inp, out)
         elif isinstance(module, nn.Linear):
             layers[name] = gram(step.feed) * eye + eye * (module.bias is not None)
     if by_layer:

@@ -74,12 +74,7 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
     """
     points = modular_points(model)
     ctx = distributed.context()
-    class_counts = torch.bincount(split.labels, minlength=num_classes)
-    if len(class_counts) > num_classes:
-        raise ModaError(f"labels go up to {len(class_counts) - 1} but the model has {num_classes} classes")
-    empty = torch.nonzero(class_counts == 0).flatten().tolist()
-    if empty:
-        raise ModaError(f"cannot decompose: no training samples of class(es) {empty}")
+    class_counts = class_counts_of(split, num_classes)
     counts: dict[str, torch.Tensor] = {}
     was_training = model.training
     model.eval()
@@ -104,8 +99,19 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
         distributed.all_reduce_sum(packed, ctx)  # one collective for all points
         sizes = [counts[p].numel() for p in points]
         counts = {p: chunk.view_as(counts[p]) for p, chunk in zip(points, packed.split(sizes))}
-    denominator = class_counts.float()[:, None]
-    return {p: (c / denominator).cpu() for p, c in counts.items()}, class_counts.tolist()
+    denominator = torch.tensor(class_counts, dtype=torch.float32, device=split.labels.device)[:, None]
+    return {p: (c / denominator).cpu() for p, c in counts.items()}, class_counts
+
+
+def class_counts_of(split: Split, num_classes: int) -> list[int]:
+    """Samples per class in ``split``; a class without samples, or a label past the model, is an error."""
+    counts = torch.bincount(split.labels, minlength=num_classes)
+    if len(counts) > num_classes:
+        raise ModaError(f"labels go up to {len(counts) - 1} but the model has {num_classes} classes")
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise ModaError(f"cannot decompose: no training samples of class(es) {empty}")
+    return counts.tolist()
 
 
 def masks_from_rates(rates: Mapping[str, torch.Tensor], tau: float = DEFAULT_TAU) -> dict[str, torch.Tensor]:
@@ -179,7 +185,12 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
         if stored is not None:
             return stored
     data = runs.run_dataset(run)
-    rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress)
+    if run.model.arch.get("mwt"):  # the MwT baseline decomposes by its masks, not by activations
+        from moda_core.baselines.mwt import mask_rates
+
+        rates, class_counts = mask_rates(run.model, data.train, data.num_classes, progress=progress)
+    else:
+        rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress)
     masks = masks_from_rates(rates, tau)
     if save and distributed.context().is_main:
         folder = decomposition_dir(run)

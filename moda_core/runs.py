@@ -212,8 +212,13 @@ class Run:
 def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> ZooNet:
     try:
         arch = config["arch"]
-        return build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
-                           arch.get("width", 1.0))
+        model = build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
+                            arch.get("width", 1.0))
+        if arch.get("mwt"):
+            from moda_core.baselines.mwt import to_mwt
+
+            model = to_mwt(model)
+        return model
     except (KeyError, TypeError) as error:
         raise ModaError(f"config in {where} does not describe a model (missing {error})") from None
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from moda_core import distributed, runs
 from moda_core.activations import record_activations
+from moda_core.baselines.mwt import mwt_loss, record_masks, to_mwt
 from moda_core.data import Dataset, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
@@ -28,14 +29,19 @@ from moda_core.metrics import accuracy, predict_logits
 from moda_core.models import MODELS, ZooNet, build_model
 
 
+METHOD_DEFAULTS = {"moda": (1.0, 1.0, 0.3), "mwt": (0.5, 1.5, 0.0)}  # (alpha, beta, gamma)
+
+
 @dataclass
 class TrainConfig:
     model: str = "lenet5"
     dataset: str = "mnist5k"
     epochs: int = 10
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 0.3
+    # loss weights; None = the method's defaults (MODA: 1, 1, 0.3; MwT: 0.5, 1.5, 0). α=β=γ=0: standard
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
+    method: str = "moda"  # "moda" (activation terms; standard when α=β=γ=0) or "mwt" (the mask baseline)
     width: float = 1.0
     batch_size: int = 128
     lr: float = 0.05
@@ -51,11 +57,28 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (worth it on a GPU)
     track_modular_terms: bool = True  # log the modular terms of standard runs too (detached)
 
+    def __post_init__(self) -> None:
+        defaults = METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["moda"])
+        for name, value in zip(("alpha", "beta", "gamma"), defaults):
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     @property
     def modular(self) -> bool:
         return bool(self.alpha or self.beta or self.gamma)
 
+    @property
+    def kind(self) -> str:
+        """"standard", "moda" or "mwt": what the run names and tables call this training."""
+        if self.method == "mwt":
+            return "mwt"
+        return "moda" if self.modular else "standard"
+
     def validate(self) -> None:
+        if self.method not in METHOD_DEFAULTS:
+            raise ModaError(f"unknown training method {self.method!r}: expected one of {', '.join(METHOD_DEFAULTS)}")
+        if self.method == "mwt" and self.gamma:
+            raise ModaError(f"MwT has no compactness term: gamma must be 0, got {self.gamma}")
         if self.model not in MODELS:
             raise ModaError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}")
         info = dataset_info(self.dataset)
@@ -117,7 +140,7 @@ def make_config_record(config: TrainConfig, model: ZooNet, data: Dataset, device
 
 
 def default_run_name(config: TrainConfig) -> str:
-    kind = "moda" if config.modular else "standard"
+    kind = config.kind
     return f"{config.model}-{config.dataset}-{kind}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
@@ -155,6 +178,8 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     torch.manual_seed(config.seed)
     data = data_for_config(config, device)
     model = build_model(config.model, data.info.in_channels, data.info.image_size, data.num_classes, config.width)
+    if config.method == "mwt":
+        model = to_mwt(model)
     model.to(device)
     channels_last = device.type == "cuda"
     if channels_last:
@@ -182,6 +207,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     total_steps = config.epochs * steps
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     record_terms = config.modular or config.track_modular_terms
+    mwt = config.method == "mwt"
     seconds_total = sum(row["seconds"] for row in history)
 
     for epoch in range(start_epoch, config.epochs):
@@ -198,18 +224,8 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
             x, y = data.train.batch(index, augment=augment, generator=generator)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with record_activations(model, detach=not config.modular) if record_terms else _null() as recorder:
-                with autocast:
-                    logits = network(x)
-            ce = F.cross_entropy(logits.float(), y)
-            loss = ce
-            if record_terms:
-                with torch.set_grad_enabled(config.modular):
-                    affinity, dispersion, compactness = modular_losses(recorder.values(), y)
-                if config.modular:
-                    loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness
-            else:
-                affinity = dispersion = compactness = torch.zeros((), device=device)
+            logits, ce, loss, affinity, dispersion, compactness = _forward_losses(
+                config, model, network, x, y, autocast, record_terms)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -233,9 +249,9 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
         seconds = time.perf_counter() - started
         seconds_total += seconds
         row = {"epoch": epoch + 1, "ce": ce_sum / seen,
-               "affinity": aff_sum / seen if record_terms else float("nan"),
-               "dispersion": dis_sum / seen if record_terms else float("nan"),
-               "compactness": com_sum / seen if record_terms else float("nan"),
+               "affinity": aff_sum / seen if record_terms or mwt else float("nan"),
+               "dispersion": dis_sum / seen if record_terms or mwt else float("nan"),
+               "compactness": com_sum / seen if record_terms and not mwt else float("nan"),
                "train_accuracy": correct / seen, "test_accuracy": test_accuracy, "seconds": seconds,
                "train_seconds": train_seconds}
         history.append(row)
@@ -246,14 +262,32 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     return runs.load_run(run_dir, device)
 
 
-class _null:
-    """Stand-in for ``record_activations`` when no activations are needed."""
+def _forward_losses(config: TrainConfig, model: ZooNet, network: torch.nn.Module, x: torch.Tensor,
+                    y: torch.Tensor, autocast: torch.autocast, record_terms: bool) -> tuple[torch.Tensor, ...]:
+    """One forward pass: ``(logits, ce, loss, affinity, dispersion, compactness)``.
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    MODA adds its activation terms to the loss (standard training only logs them, detached, when
+    ``record_terms``); MwT adds its mask terms, which then fill the affinity and dispersion columns.
+    """
+    zero = torch.zeros((), device=x.device)
+    if config.method == "mwt":
+        with record_masks(model) as masks, autocast:
+            logits = network(x)
+        ce = F.cross_entropy(logits.float(), y)
+        mask_loss, affinity, dispersion = mwt_loss([m.float() for m in masks.values()], y, config.alpha, config.beta)
+        return logits, ce, ce + mask_loss, affinity, dispersion, zero
+    if not record_terms:
+        with autocast:
+            logits = network(x)
+        ce = F.cross_entropy(logits.float(), y)
+        return logits, ce, ce, zero, zero, zero
+    with record_activations(model, detach=not config.modular) as recorder, autocast:
+        logits = network(x)
+    ce = F.cross_entropy(logits.float(), y)
+    with torch.set_grad_enabled(config.modular):
+        affinity, dispersion, compactness = modular_losses(recorder.values(), y)
+    loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness if config.modular else ce
+    return logits, ce, loss, affinity, dispersion, compactness
 
 
 def _save_epoch(run_dir: Path, model: ZooNet, optimizer: torch.optim.Optimizer, history: list[dict],

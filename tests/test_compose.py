@@ -12,45 +12,7 @@ from moda_core.errors import ModaError
 from moda_core.export import export_module
 from moda_core.models import MODELS, build_model
 from moda_core.models.blocks import ChannelGather
-
-NUM_CLASSES = 6
-
-
-def randomised(name, channels, size, seed=0, dtype=torch.float32):
-    """A zoo model with batch-norm statistics from random data and random affine terms, in eval mode."""
-    torch.manual_seed(seed)
-    width = 1.0 if name in ("mlp", "lenet5") else 0.25  # keep the small ones from dying out under masks
-    model = build_model(name, channels, size, NUM_CLASSES, width=width).to(dtype)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None  # cumulative average over the calibration batches
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.4)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(16, channels, size, size, dtype=dtype))
-    return model.eval()
-
-
-def random_masks(model, density, seed):
-    """Random class×unit masks with at least one unit per class per point."""
-    generator = torch.Generator().manual_seed(seed)
-    _, cache = run_with_cache(model, torch.zeros(1, *model.input_shape, dtype=next(model.parameters()).dtype))
-    masks = {}
-    for point in modular_points(model):
-        units = cache[point].shape[1]
-        mask = torch.rand(NUM_CLASSES, units, generator=generator) < density
-        mask[torch.arange(NUM_CLASSES), torch.randint(0, units, (NUM_CLASSES,), generator=generator)] = True
-        masks[point] = mask
-    return masks
-
-
-def masked_logits(model, masks, classes, x):
-    union = {p: m[classes].any(0) for p, m in masks.items()}
-    with torch.no_grad(), mask_points(model, union):
-        return model(x)[:, classes]
-
+from helpers import NUM_CLASSES, brute_force_overlap, masked_logits, random_masks, randomised
 
 CASES = [(name, c, s) for name in MODELS for c, s in [(1, 28), (3, 32)]]
 
@@ -99,23 +61,6 @@ def test_all_units_kept_gives_full_model_logits():
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(composed(x), model(x))
     assert parameter_count(composed) == parameter_count(model)
-
-
-def brute_force_overlap(model, masks):
-    """Give every weight a unique id, compose each single-class module, count shared ids."""
-    model = model.double()
-    with torch.no_grad():
-        next_id = 1.0
-        for param in model.parameters():
-            param.copy_(torch.arange(next_id, next_id + param.numel(), dtype=torch.float64).view_as(param))
-            next_id += param.numel()
-    kept = []
-    for c in range(NUM_CLASSES):
-        composed = compose_module(model, masks, [c])
-        ids = torch.cat([p.detach().flatten() for p in composed.parameters()])
-        assert len(ids.unique()) == len(ids)
-        kept.append(set(ids.long().tolist()))
-    return torch.tensor([[len(a & b) for b in kept] for a in kept], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("name,channels,size", [(n, 3, 32) for n in MODELS] + [("lenet5", 1, 28), ("mlp", 1, 28)])

@@ -12,30 +12,47 @@ from torch import nn
 
 
 class ConvUnit(nn.Module):
-    """Conv → BatchNorm → ReLU. With ``groups == channels`` the conv is depthwise."""
+    """Conv → BatchNorm → ReLU. With ``groups == channels`` the conv is depthwise.
+
+    ``gate`` (None unless a baseline such as MwT sets one) maps the unit's input to a per-sample,
+    per-channel factor that multiplies the normalised output before the ReLU.
+    """
+
+    GATES = ("gate",)  # optional submodules, None unless set (never class attributes: they would shadow them)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int | None = None, groups: int = 1) -> None:
         super().__init__()
+        self.gate: nn.Module | None = None
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+        return self.relu(gated(self.bn(self.conv(x)), self.gate, x))
+
+
+def gated(y: torch.Tensor, gate: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """``y`` times ``gate(x)`` (B×C, broadcast over space); ``y`` itself when there is no gate."""
+    if gate is None:
+        return y
+    return y * gate(x).view(y.shape[0], y.shape[1], *([1] * (y.dim() - 2)))
 
 
 class PlainConvUnit(nn.Module):
-    """Conv (with bias) → ReLU, no normalisation: the LeNet-5 style."""
+    """Conv (with bias) → ReLU, no normalisation: the LeNet-5 style (optional ``gate`` as ConvUnit)."""
+
+    GATES = ("gate",)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> None:
         super().__init__()
+        self.gate: nn.Module | None = None
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.conv(x))
+        return self.relu(gated(self.conv(x), self.gate, x))
 
 
 class LinearUnit(nn.Module):
@@ -51,10 +68,18 @@ class LinearUnit(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block. Points: ``relu1`` (inside) and ``relu2`` (after the residual add)."""
+    """ResNet basic block. Points: ``relu1`` (inside) and ``relu2`` (after the residual add).
+
+    Optional gates (see ConvUnit) act on the block input: ``gate1`` before ``relu1``, ``gate2`` on the
+    sum before ``relu2``.
+    """
+
+    GATES = ("gate1", "gate2")
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
+        self.gate1: nn.Module | None = None
+        self.gate2: nn.Module | None = None
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.relu1 = nn.ReLU()
@@ -68,8 +93,8 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(out + self.shortcut(x))
+        out = self.bn2(self.conv2(self.relu1(gated(self.bn1(self.conv1(x)), self.gate1, x))))
+        return self.relu2(gated(out + self.shortcut(x), self.gate2, x))
 
 
 class ChannelGather(nn.Module):
@@ -100,10 +125,11 @@ class GatheredConvUnit(ConvUnit):
 
     def __init__(self, gather: ChannelGather, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         nn.Module.__init__(self)
+        self.gate = None
         self.gather = gather
         self.conv = conv
         self.bn = bn
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(self.gather(x))))
+        return self.relu(gated(self.bn(self.conv(self.gather(x))), self.gate, x))

@@ -1,0 +1,100 @@
+"""The MwT baseline: masks in [0,1), its loss by hand, kernel-level composition exactness, overlap,
+and an end-to-end run measured with our own metrics."""
+import math
+
+import pytest
+import torch
+
+from helpers import NUM_CLASSES, brute_force_overlap, masked_logits, random_masks, randomised
+from moda_core.baselines.mwt import MaskGenerator, gated_points, mwt_loss, record_masks, to_mwt
+from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.decompose import decompose
+from moda_core.errors import ModaError
+from moda_core.runs import load_run
+from moda_core.train import TrainConfig, train
+
+GATED = ["lenet5", "vgg11", "resnet18", "mobilenet"]
+
+
+def test_masks_are_in_zero_one():
+    torch.manual_seed(0)
+    generator = MaskGenerator(3, 40)
+    with torch.no_grad():
+        generator.fc2.weight.mul_(4)  # spread the pre-activations over both signs
+    masks = generator(torch.randn(64, 3, 5, 5) * 3)
+    assert masks.shape == (64, 40)
+    # relu(tanh(.)) is in [0, 1); float32 tanh only rounds to 1.0 past |z| ≈ 9, far beyond these
+    assert masks.min() >= 0 and masks.max() < 1
+    assert (masks == 0).any() and (masks > 0.9).any()
+
+
+def test_gates_sit_after_the_first_conv_and_are_not_points():
+    model = to_mwt(randomised("vgg11", 3, 32))
+    points = gated_points(model)
+    assert "features.0.relu" not in points and "features.2.relu" in points
+    assert "classifier.0.relu" not in points  # fully-connected layers stay whole
+    assert model.arch["mwt"] is True
+    resnet = to_mwt(randomised("resnet18", 3, 32))
+    assert {"layer1.0.relu1", "layer1.0.relu2"} <= set(gated_points(resnet)) and "stem.relu" not in gated_points(resnet)
+    with pytest.raises(ModaError, match="no conv layer"):
+        to_mwt(randomised("mlp", 1, 28))
+
+
+def test_mwt_loss_by_hand():
+    r = 1 / math.sqrt(2)
+    masks = [torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.5]])]
+    total, affinity, dispersion = mwt_loss(masks, torch.tensor([0, 0, 1]))
+    assert affinity.item() == pytest.approx(1 - r)  # same-label pair (0,1)
+    assert dispersion.item() == pytest.approx((0 + r) / 2)  # pairs (0,2) and (1,2)
+    assert total.item() == pytest.approx(0.5 * (1 - r) + 1.5 * (r / 2))
+    two_layers = masks + [torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])]
+    _, affinity, dispersion = mwt_loss(two_layers, torch.tensor([0, 0, 1]))
+    assert affinity.item() == pytest.approx(((1 - r) + (1 - 0)) / 2)  # averaged over layers
+    assert dispersion.item() == pytest.approx((r / 2 + (1 + 0) / 2) / 2)
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_kernel_level_composition_is_exact(name):
+    channels, size = (1, 28) if name == "lenet5" else (3, 32)
+    model = randomised(name, channels, size, transform=to_mwt)
+    for trial, classes in enumerate([[0], [1, 4], [0, 2, 5]]):
+        masks = random_masks(model, density=[0.6, 0.7, 0.9][trial], seed=trial)
+        composed = compose_module(model, masks, classes)
+        x = torch.randn(4, channels, size, size)
+        expected = masked_logits(model, masks, classes, x)
+        with torch.no_grad():
+            got = composed(x)
+        assert (expected.std(0) > 0).any()
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+        assert len(gated_points(composed)) == len(gated_points(model))  # the gates came along, sliced
+        assert parameter_count(composed) < parameter_count(model)
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_overlap_with_gates_equals_brute_force(name):
+    channels, size = (1, 28) if name == "lenet5" else (3, 32)
+    model = randomised(name, channels, size, dtype=torch.float64, transform=to_mwt)
+    masks = random_masks(model, 0.4, seed=5)
+    assert torch.equal(overlap_counts(model, masks), brute_force_overlap(model, masks))
+
+
+def test_mwt_run_end_to_end(tmp_path):
+    run = train(TrainConfig(model="lenet5", method="mwt", epochs=2), tmp_path, "mwt")
+    assert run.config["train"]["method"] == "mwt" and run.config["train"]["alpha"] == 0.5
+    assert run.config["train"]["beta"] == 1.5 and run.config["train"]["gamma"] == 0.0
+    assert run.metrics["test_accuracy"] > 0.5
+    reloaded = load_run(run.path)
+    assert gated_points(reloaded.model)  # the gates are rebuilt from the config
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(reloaded.model(x), run.model(x))
+    decomposition = decompose(reloaded)
+    # fully-connected layers and the first conv stay whole; gated channels follow the mask rates
+    assert decomposition.masks["classifier.0.relu"].all() and decomposition.masks["features.0.relu"].all()
+    with record_masks(reloaded.model) as masks:
+        reloaded.model(x)
+    assert set(masks) == {"features.2.relu"}
+    with pytest.raises(ModaError, match="MwT has no compactness term"):
+        train(TrainConfig(model="lenet5", method="mwt", gamma=0.3, epochs=1), tmp_path, "bad")
+    with pytest.raises(ModaError, match="unknown training method"):
+        train(TrainConfig(model="lenet5", method="magic", epochs=1), tmp_path, "bad")
