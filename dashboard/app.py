@@ -25,6 +25,7 @@ pages = [
     st.Page(HERE / "pages" / "modules.py", title="Modules", url_path="modules"),
     st.Page(HERE / "pages" / "compose.py", title="Compose", url_path="compose"),
     st.Page(HERE / "pages" / "swap.py", title="Swap", url_path="swap"),
+    st.Page(HERE / "pages" / "compare.py", title="Compare", url_path="compare"),
 ]
 page = st.navigation(pages)
 with st.sidebar:

@@ -207,3 +207,195 @@ def swap_bars(class_names: Sequence[str], before: Sequence[float], after: Sequen
                       legend=dict(orientation="h", yanchor="bottom", y=1.0))
     fig.update_xaxes(type="category")
     return _layout(fig, "Per-class test accuracy before and after the swap", "class", "accuracy")
+
+
+# --- Compare page: standard training vs MODA vs MwT, one row per model × method -------------------------------
+
+# Plotting order, labels and one colour per method on every Compare figure: standard training orange and
+# MODA blue (as "standard" / "MODA" on the other pages), MwT bluish green (Okabe–Ito). Methods outside
+# this list get the remaining Okabe–Ito colours in order of appearance.
+METHODS = ("standard", "moda", "mwt")
+METHOD_LABELS = {"standard": "standard training", "moda": "MODA", "mwt": "MwT"}
+METHOD_COLOURS = {"standard": OKABE_ITO[1], "moda": OKABE_ITO[0], "mwt": OKABE_ITO[2]}
+# the standard model restricted to the same class pairs: a neutral grey, lighter than every method colour
+REFERENCE_COLOUR = "#999999"
+REFERENCE_LINE = "#555555"
+
+
+def model_label(row: Mapping) -> str:
+    """``vgg11 ×0.25`` for a narrowed model, the plain model name at width 1 (or without a width)."""
+    width = row.get("width")
+    try:
+        width = float(width)
+    except (TypeError, ValueError):
+        width = float("nan")
+    return str(row["model"]) if np.isnan(width) or width == 1.0 else f"{row['model']} ×{width:g}"
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _methods(rows: Sequence[Mapping]) -> list[str]:
+    present = list(dict.fromkeys(str(r["method"]) for r in rows))
+    return [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, str]:
+    """Colour of each method: fixed for the known ones, the unused Okabe–Ito colours for the rest."""
+    spare = iter(c for c in OKABE_ITO if c not in METHOD_COLOURS.values())
+    return {m: METHOD_COLOURS.get(m) or next(spare, OKABE_ITO[-1]) for m in methods}
+
+
+def _models(rows: Sequence[Mapping]) -> list[str]:
+    return list(dict.fromkeys(model_label(r) for r in rows))
+
+
+def _value(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _by_model(rows: Sequence[Mapping], column: str) -> tuple[list[str], dict[str, list[float]]]:
+    """Model labels (in order of first appearance) and, per method, the column's value per model (NaN where
+    a model has no row for the method; of duplicate rows the last wins)."""
+    models = _models(rows)
+    values = {m: [float("nan")] * len(models) for m in _methods(rows)}
+    for r in rows:
+        values[str(r["method"])][models.index(model_label(r))] = _value(r.get(column))
+    return models, values
+
+
+def _text(values: Sequence[float], fmt: str) -> list[str]:
+    return ["" if np.isnan(v) else fmt.format(v) for v in values]
+
+
+def _legend_on_top(fig: go.Figure, above_panel_titles: bool = False) -> None:
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.12 if above_panel_titles else 1.02, x=0,
+                                  title_text=""))
+    if above_panel_titles:
+        fig.update_layout(margin=dict(t=120))
+
+
+def _method_bars(rows: Sequence[Mapping], column: str, title: str, y_title: str) -> go.Figure:
+    models, values = _by_model(rows, column)
+    colours = method_colours(list(values))
+    fig = go.Figure([go.Bar(x=models, y=v, name=method_label(m), marker_color=colours[m],
+                            text=_text(v, "{:.1%}"), textposition="outside", cliponaxis=False,
+                            hovertemplate="%{x}: %{y:.1%}<extra>" + method_label(m) + "</extra>")
+                     for m, v in values.items()])
+    fig.update_layout(barmode="group", yaxis_tickformat=".0%")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(type="category")
+    _legend_on_top(fig)
+    return _layout(fig, title, "model", y_title, height=420)
+
+
+def compare_module_size(rows: Sequence[Mapping]) -> go.Figure:
+    """Grouped bars: mean module size (share of the model's weights a one-class module keeps) per model,
+    one bar per method. Lower is better."""
+    return _method_bars(rows, "mean_module_size", "Mean module size per model (lower is better)",
+                        "mean module size (share of the weights)")
+
+
+def compare_overlap(rows: Sequence[Mapping]) -> go.Figure:
+    """Grouped bars: mean weight overlap of two class modules per model, one bar per method. Lower is better."""
+    return _method_bars(rows, "mean_overlap", "Weight shared by two class modules (lower is better)",
+                        "mean pairwise overlap (share of the weights)")
+
+
+def _reference(rows: Sequence[Mapping], models: Sequence[str], column: str) -> list[float]:
+    """Per model, the column's value on the standard-training row, else the first row that has one."""
+    found = {}
+    for r in sorted(rows, key=lambda r: str(r["method"]) != "standard"):
+        v = _value(r.get(column))
+        if not np.isnan(v):
+            found.setdefault(model_label(r), v)
+    return [found.get(m, float("nan")) for m in models]
+
+
+def compare_accuracy(rows: Sequence[Mapping]) -> go.Figure:
+    """Two panels of grouped bars: left, each method's full test accuracy per model; right, the mean test
+    accuracy of the composed two-class modules over the class pairs, next to the standard model
+    restricted to the same pairs (grey)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("Whole model, all classes", "Two-class modules, mean over class pairs"))
+    models, full = _by_model(rows, "test_accuracy")
+    _, pairs = _by_model(rows, "pair_composed_accuracy")
+    colours = method_colours(list(full))
+    for col, values, what in ((1, full, "whole model"), (2, pairs, "composed pair")):
+        for m, v in values.items():
+            fig.add_trace(go.Bar(x=models, y=v, name=method_label(m), marker_color=colours[m], legendgroup=m,
+                                 showlegend=col == 1, text=_text(v, "{:.1%}"), textposition="outside",
+                                 cliponaxis=False,
+                                 hovertemplate="%{x}: %{y:.1%}<extra>" + f"{method_label(m)}, {what}</extra>"),
+                          row=1, col=col)
+    reference = _reference(rows, models, "pair_standard_accuracy")
+    fig.add_trace(go.Bar(x=models, y=reference, name="standard model, same pairs", marker_color=REFERENCE_COLOUR,
+                         legendgroup="reference", text=_text(reference, "{:.1%}"), textposition="outside",
+                         cliponaxis=False,
+                         hovertemplate="%{x}: %{y:.1%}<extra>standard model on the same pairs</extra>"),
+                  row=1, col=2)
+    fig.update_layout(barmode="group", yaxis_tickformat=".0%")
+    fig.update_yaxes(range=[0, 1.12])
+    fig.update_xaxes(type="category", title_text="model")
+    _layout(fig, "Test accuracy: whole model, and modules composed for two classes", "model", "test accuracy",
+            height=480)
+    _legend_on_top(fig, above_panel_titles=True)
+    return fig
+
+
+def overhead_ratios(overhead: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """``{model: {"moda_ratio": r, ...}}`` (train_overhead.json without "device") → ``{method: {model: r}}``."""
+    ratios: dict[str, dict[str, float]] = {}
+    for model, values in overhead.items():
+        for key, ratio in values.items():
+            if key.endswith("_ratio"):
+                ratios.setdefault(key[:-len("_ratio")], {})[model] = _value(ratio)
+    return ratios
+
+
+def compare_cost(rows: Sequence[Mapping], overhead: Mapping[str, Mapping[str, float]] | None = None,
+                 device: str | None = None) -> go.Figure:
+    """Training cost as a ratio to standard training, which is the dashed line at 1 (so standard training has
+    no bars): seconds per epoch per model and method; with ``overhead`` (train_overhead.json's ``{model:
+    {"moda_ratio": r, "mwt_ratio": r}}``) a second panel of time per training step."""
+    from plotly.subplots import make_subplots
+
+    models, epoch = _by_model(rows, "time_ratio_vs_standard")
+    steps = overhead_ratios(overhead) if overhead else {}
+    methods = [m for m in dict.fromkeys([*epoch, *(m for m in METHODS if m in steps), *steps]) if m != "standard"]
+    colours = method_colours(methods)
+    panels = [({m: v for m, v in epoch.items() if m != "standard"}, models, "Seconds per epoch")]
+    if steps:
+        step_models = list(dict.fromkeys(model for values in steps.values() for model in values))
+        step_values = {m: [steps[m].get(model, float("nan")) for model in step_models]
+                       for m in methods if m in steps}
+        panels.append((step_values, step_models, "Time per training step" + (f" ({device})" if device else "")))
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.08,
+                        subplot_titles=[title for _, _, title in panels])
+    shown = set()
+    for col, (values, x, what) in enumerate(panels, start=1):
+        for m, v in values.items():
+            fig.add_trace(go.Bar(x=x, y=v, name=method_label(m), marker_color=colours[m], legendgroup=m,
+                                 showlegend=m not in shown, text=_text(v, "×{:.2f}"), textposition="outside",
+                                 cliponaxis=False,
+                                 hovertemplate="%{x}: ×%{y:.2f}<extra>"
+                                               + f"{method_label(m)}, {what.lower()}</extra>"),
+                          row=1, col=col)
+            shown.add(m)
+        fig.update_yaxes(title_text="time ÷ standard training's time", rangemode="tozero", row=1, col=col)
+        fig.update_xaxes(title_text="model", type="category", row=1, col=col)
+    fig.add_hline(y=1.0, line_dash="dash", line_color=REFERENCE_LINE, layer="above", row="all", col="all")
+    # the line's legend entry (a trace with no points)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="standard training (= 1)", hoverinfo="skip",
+                             line=dict(color=REFERENCE_LINE, dash="dash")))
+    fig.update_layout(barmode="group")
+    _layout(fig, "Training time compared with standard training (lower is cheaper)", "model",
+            "time ÷ standard training's time", height=460)
+    _legend_on_top(fig, above_panel_titles=True)
+    return fig

@@ -7,6 +7,7 @@ a cached entry also keys on the weights file's modification time, so a retrained
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -33,6 +35,13 @@ from moda_core.metrics import (compose_report, mean_off_diagonal, module_sizes, 
 DEMO_DIR = ROOT / "assets" / "demo"
 USER_RUNS_DIR = ROOT / "runs"
 RUNS_ENV = "MODA_RUNS_DIR"
+# the Compare page's table, written by bench/compare.py (and its optional step-time ratios, next to it)
+COMPARE_CSV = ROOT / "bench" / "results" / "compare.csv"
+COMPARE_ENV = "MODA_COMPARE_CSV"
+OVERHEAD_JSON = "train_overhead.json"
+COMPARE_COLUMNS = ("model", "width", "method", "epochs", "seed", "test_accuracy", "seconds_per_epoch",
+                   "time_ratio_vs_standard", "mean_module_size", "mean_overlap", "pair_params_fraction",
+                   "pair_composed_accuracy", "pair_standard_accuracy")
 
 
 def default_runs_dirs() -> list[Path]:
@@ -286,3 +295,133 @@ def run_classes(spec: str) -> list[int]:
     from moda_core.replace import run_classes as classes_of
 
     return classes_of(load_run(spec))
+
+
+class CompareFileError(ValueError):
+    """A comparison file that exists but cannot be used; the message names the file and what is wrong."""
+
+
+def compare_csv_path() -> Path:
+    """The comparison table: ``$MODA_COMPARE_CSV`` if set, else ``bench/results/compare.csv``."""
+    configured = os.environ.get(COMPARE_ENV)
+    return Path(configured).expanduser() if configured else COMPARE_CSV
+
+
+def overhead_json_path(csv_path: Path | None = None) -> Path:
+    """``train_overhead.json`` in the comparison table's folder."""
+    return (csv_path or compare_csv_path()).parent / OVERHEAD_JSON
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+        return info.st_mtime_ns, info.st_size
+    except OSError:
+        return 0, 0
+
+
+def read_compare_table(path: Path) -> pd.DataFrame:
+    """bench/compare.py's table, checked: every column of ``COMPARE_COLUMNS``, numbers where numbers belong,
+    at least one row, one row per model × width × method (methods lower-cased). Raises ``CompareFileError``."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CompareFileError(f"`{path}` is empty: no header, no rows.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as error:
+        raise CompareFileError(f"`{path}` is not a readable CSV file: {error}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in COMPARE_COLUMNS if c not in table.columns]
+    if missing:
+        raise CompareFileError(f"`{path}` lacks the column(s) {', '.join(missing)}. Expected the columns "
+                               f"{', '.join(COMPARE_COLUMNS)}.")
+    if table.empty:
+        raise CompareFileError(f"`{path}` has a header but no rows.")
+    for column in ("model", "method"):
+        values = table[column].astype("string").str.strip()
+        if values.isna().any() or (values == "").any():
+            row = int(np.flatnonzero((values.isna() | (values == "")).to_numpy())[0])
+            raise CompareFileError(f"`{path}`: row {row + 2} has no {column}.")
+        table[column] = values.astype(str)
+    table["method"] = table["method"].str.lower()
+    for column in COMPARE_COLUMNS:
+        if column in ("model", "method"):
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = numbers.isna() & table[column].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise CompareFileError(f"`{path}`: column `{column}` must hold numbers, but row {row + 2} has "
+                                   f"{table[column].iloc[row]!r}.")
+        table[column] = numbers.astype(float)
+    twice = table.duplicated(["model", "width", "method"], keep=False)
+    if twice.any():
+        first = table[twice].iloc[0]
+        raise CompareFileError(f"`{path}` has more than one row for model {first['model']} (width "
+                               f"{first['width']:g}) and method {first['method']}.")
+    return table[list(COMPARE_COLUMNS) + [c for c in table.columns if c not in COMPARE_COLUMNS]]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _compare_table(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    return read_compare_table(Path(path))
+
+
+def compare_table(path: Path | None = None) -> pd.DataFrame:
+    """The comparison table (cached until the file changes); raises ``CompareFileError``."""
+    path = path or compare_csv_path()
+    return _compare_table(str(path), _stamp(path))
+
+
+def read_train_overhead(path: Path) -> tuple[str | None, dict[str, dict[str, float]]]:
+    """bench's ``train_overhead.json``: ``{"device": ..., MODEL: {"moda_ratio": r, "mwt_ratio": r}, ...}`` →
+    (device, ``{model: {"moda_ratio": r, ...}}``). Only the ``*_ratio`` numbers of object-valued entries
+    are kept (other keys are ignored). Raises ``CompareFileError``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CompareFileError(f"`{path}` is not readable JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise CompareFileError(f"`{path}` should hold a JSON object, not {type(data).__name__}.")
+    device = data.get("device")
+    ratios: dict[str, dict[str, float]] = {}
+    for model, values in data.items():
+        if not isinstance(values, dict):
+            continue
+        for key, ratio in values.items():
+            if not str(key).endswith("_ratio"):
+                continue
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+                raise CompareFileError(f"`{path}`: `{model}` → `{key}` should be a number, not {ratio!r}.")
+            ratios.setdefault(str(model), {})[str(key)] = float(ratio)
+    if not ratios:
+        raise CompareFileError(f"`{path}` holds no step-time ratios (expected e.g. "
+                               '{"lenet5": {"moda_ratio": 1.3, "mwt_ratio": 1.1}}).')
+    return (None if device is None else str(device)), ratios
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _train_overhead(path: str, stamp: tuple[int, int]):
+    return read_train_overhead(Path(path))
+
+
+def train_overhead(path: Path | None = None) -> tuple[str | None, dict[str, dict[str, float]]] | None:
+    """(device, per-model step-time ratios) from ``train_overhead.json`` next to the comparison table, None
+    when there is no such file; raises ``CompareFileError`` when it does not parse."""
+    path = path or overhead_json_path()
+    if not path.exists():
+        return None
+    return _train_overhead(str(path), _stamp(path))
+
+
+def compare_budgets(table: pd.DataFrame) -> dict[str, Any]:
+    """Seeds and epoch budgets in the table, and the models whose methods did not share both."""
+    from dashboard.figures import model_label
+
+    labels = [model_label(r) for r in table.to_dict("records")]
+    grouped = table.assign(label=labels).groupby("label", sort=False)
+    uneven = [label for label, group in grouped if group["seed"].nunique(dropna=False) > 1
+              or group["epochs"].nunique(dropna=False) > 1]
+    return {"seeds": sorted(table["seed"].dropna().unique().tolist()),
+            "epochs": sorted(table["epochs"].dropna().unique().tolist()), "uneven": uneven}

@@ -224,7 +224,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
             x, y = data.train.batch(index, augment=augment, generator=generator)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits, ce, loss, affinity, dispersion, compactness = _forward_losses(
+            logits, ce, loss, affinity, dispersion, compactness = forward_losses(
                 config, model, network, x, y, autocast, record_terms)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -262,7 +262,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     return runs.load_run(run_dir, device)
 
 
-def _forward_losses(config: TrainConfig, model: ZooNet, network: torch.nn.Module, x: torch.Tensor,
+def forward_losses(config: TrainConfig, model: ZooNet, network: torch.nn.Module, x: torch.Tensor,
                     y: torch.Tensor, autocast: torch.autocast, record_terms: bool) -> tuple[torch.Tensor, ...]:
     """One forward pass: ``(logits, ce, loss, affinity, dispersion, compactness)``.
 
@@ -285,7 +285,7 @@ def _forward_losses(config: TrainConfig, model: ZooNet, network: torch.nn.Module
         logits = network(x)
     ce = F.cross_entropy(logits.float(), y)
     with torch.set_grad_enabled(config.modular):
-        affinity, dispersion, compactness = modular_losses(recorder.values(), y)
+        affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=True)  # ReLU outputs
     loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness if config.modular else ce
     return logits, ce, loss, affinity, dispersion, compactness
 

@@ -1,8 +1,9 @@
 """Real-browser test: `streamlit run` on the demo bundle, driven through Debian's Chromium with Playwright.
 
-Visits every page, moves the τ slider, composes classes, runs one swap, and saves a screenshot of
-each page (to $MODA_SCREENSHOTS_DIR; `make screenshots` refreshes docs/screenshots/ for the README). Prints the start-up time (process start →
-title visible) and the slider response time (key press → heatmap redrawn).
+Visits every page, moves the τ slider, composes classes, runs one swap, shows the Compare page on a
+hand-made comparison table (unless MODA_COMPARE_CSV names one), and saves a screenshot of each page
+(to $MODA_SCREENSHOTS_DIR; `make screenshots` refreshes docs/screenshots/ for the README). Prints the
+start-up time (process start → title visible) and the slider response time (key press → heatmap redrawn).
 Select it with ``pytest -m browser``; it skips with the reason when Chromium or Playwright is missing.
 """
 from __future__ import annotations
@@ -39,10 +40,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A small hand-made bench/compare.py table (and step-time ratios) for the Compare page, so that it shows its
+# charts before the real bench/results/compare.csv exists. Set MODA_COMPARE_CSV to show another table.
+COMPARE_CSV = """model,width,method,epochs,seed,test_accuracy,seconds_per_epoch,time_ratio_vs_standard,\
+mean_module_size,mean_overlap,pair_params_fraction,pair_composed_accuracy,pair_standard_accuracy
+lenet5,1.0,standard,15,0,0.976,0.42,1.0,0.60,0.50,0.70,0.994,0.995
+lenet5,1.0,moda,15,0,0.979,0.51,1.22,0.09,0.04,0.14,0.996,0.995
+lenet5,1.0,mwt,15,0,0.970,0.47,1.12,0.30,0.20,0.45,0.990,0.995
+vgg11,0.25,standard,15,0,0.988,2.27,1.0,0.81,0.71,0.94,0.997,0.997
+vgg11,0.25,moda,15,0,0.986,17.98,7.92,0.37,0.23,0.59,0.996,0.997
+vgg11,0.25,mwt,15,0,0.981,2.90,1.28,0.42,0.30,0.60,0.993,0.997
+"""
+TRAIN_OVERHEAD = {"device": "hand-made example", "lenet5": {"moda_ratio": 1.25, "mwt_ratio": 1.1},
+                  "vgg11": {"moda_ratio": 1.6, "mwt_ratio": 1.2}}
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = free_port()
-    env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"))
+    compare_csv = os.environ.get("MODA_COMPARE_CSV")
+    if not compare_csv:
+        folder = tmp_path_factory.mktemp("compare")
+        (folder / "compare.csv").write_text(COMPARE_CSV)
+        (folder / "train_overhead.json").write_text(json.dumps(TRAIN_OVERHEAD))
+        compare_csv = str(folder / "compare.csv")
+    env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"), MODA_COMPARE_CSV=compare_csv)
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
@@ -174,6 +196,16 @@ def test_every_page_in_a_real_browser(server, browser):
     page.locator(".js-plotly-plot").first.wait_for()
     assert page.get_by_text("before (weak model)").first.is_visible()
     page.screenshot(path=str(SHOTS / "swap.png"), full_page=True)
+
+    # Compare: standard training vs MODA vs MwT from the comparison table (four charts and the table)
+    page.goto(f"{url}/compare")
+    page.get_by_role("heading", name="Compare", exact=True).wait_for()
+    wait_ready(page)
+    assert page.get_by_role("heading", name="Compare", exact=True).is_visible()
+    wait_charts(page, 4)
+    page.locator("[data-testid='stDataFrame']").first.wait_for()  # the table (drawn on a canvas)
+    assert page.get_by_text("MwT").first.is_visible()
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
 
     print("\nbrowser timings:", json.dumps(timings))
     (Path(os.environ.get("MODA_BROWSER_TIMINGS", "/tmp/moda_browser_timings.json"))).write_text(json.dumps(timings))

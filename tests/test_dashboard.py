@@ -13,6 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 DEMO = ROOT / "assets" / "demo"
 TIMEOUT = 120
+# a hand-made bench/compare.py table: two models × standard, MODA and MwT
+COMPARE_CSV = """model,width,method,epochs,seed,test_accuracy,seconds_per_epoch,time_ratio_vs_standard,\
+mean_module_size,mean_overlap,pair_params_fraction,pair_composed_accuracy,pair_standard_accuracy
+lenet5,1.0,standard,15,0,0.976,0.42,1.0,0.60,0.50,0.70,0.994,0.995
+lenet5,1.0,moda,15,0,0.979,0.51,1.22,0.09,0.04,0.14,0.996,0.995
+lenet5,1.0,mwt,15,0,0.970,0.47,1.12,0.30,0.20,0.45,0.990,0.995
+vgg11,0.25,standard,15,0,0.988,2.27,1.0,0.81,0.71,0.94,0.997,0.997
+vgg11,0.25,moda,15,0,0.986,17.98,7.92,0.37,0.23,0.59,0.996,0.997
+vgg11,0.25,mwt,15,0,0.981,2.90,1.28,0.42,0.30,0.60,0.993,0.997
+"""
 
 
 @pytest.fixture
@@ -148,3 +158,82 @@ def test_a_path_that_is_not_a_runs_folder_says_why(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO / "vgg11-moda"))
     app = open_page()
     assert any("single run, not a folder of runs" in w.value for w in app.sidebar.warning)
+
+
+def test_compare_page_plots_standard_moda_and_mwt(monkeypatch, tmp_path):
+    table = tmp_path / "compare.csv"
+    table.write_text(COMPARE_CSV)
+    monkeypatch.setenv("MODA_COMPARE_CSV", str(table))
+    app = open_page("compare")
+    assert app.title[0].value == "Compare"
+    figs = charts(app)
+    titles = [f["layout"]["title"]["text"] for f in figs.values()]
+    assert len(figs) == 4, titles
+    assert "Mean module size" in titles[0] and "lower is better" in titles[1]
+    assert "Test accuracy" in titles[2] and "Training time" in titles[3]
+    for fig in figs.values():
+        bars = [t for t in fig["data"] if t["type"] == "bar"]
+        assert bars[0]["x"] == ["lenet5", "vgg11 ×0.25"]
+        assert {"MODA": "#0072B2", "MwT": "#009E73"} == {t["name"]: t["marker"]["color"] for t in bars
+                                                         if t["name"] in ("MODA", "MwT")}
+    assert [t["name"] for t in figs[0]["data"]] == ["standard training", "MODA", "MwT"]
+    assert figs[0]["data"][1]["y"] == [0.09, 0.37]
+    cost = figs[3]
+    assert cost["data"][1]["name"] == "MwT" and cost["data"][1]["y"] == [1.12, 1.28]
+    assert cost["layout"]["shapes"][0]["y0"] == 1.0
+    assert len(app.dataframe[0].value) == 6
+    words = texts(app)
+    assert "bench/compare.py" in words and "--quick" in words and "one seed (0)" in words
+    assert len(app.caption) >= 5  # the page's and one per figure
+    assert not app.error and not app.warning
+
+    # step-time ratios next to the table: a second panel in the cost figure
+    (tmp_path / "train_overhead.json").write_text(json.dumps(
+        {"device": "NVIDIA H100", "steps": 50, "resnet18": {"moda_ratio": 1.31, "mwt_ratio": 1.18, "batch": 128}}))
+    app = open_page("compare")
+    cost = charts(app)[3]
+    steps = [t for t in cost["data"] if t.get("xaxis") == "x2" and t["type"] == "bar"]
+    assert [(t["name"], t["x"], t["y"]) for t in steps] == [("MODA", ["resnet18"], [1.31]),
+                                                           ("MwT", ["resnet18"], [1.18])]
+    assert any("NVIDIA H100" in a["text"] for a in cost["layout"]["annotations"])
+    assert len(cost["layout"]["shapes"]) == 2
+
+    # a broken step-time file is left out with a warning; the rest of the page stays
+    (tmp_path / "train_overhead.json").write_text("{oops")
+    app = open_page("compare")
+    assert len(charts(app)) == 4 and any("train_overhead.json" in w.value for w in app.warning)
+
+
+def test_compare_page_without_a_table_says_how_to_make_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODA_COMPARE_CSV", str(tmp_path / "nowhere" / "compare.csv"))
+    app = open_page("compare")
+    assert not app.error and not charts(app)
+    assert any("No comparison table yet" in i.value and "bench/compare.py" in i.value and "--quick" in i.value
+               for i in app.info)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("model,method\nlenet5,moda\n", "lacks the column(s) width, epochs"),
+    ("", "is empty"),
+    (COMPARE_CSV.replace("0.976", "high"), "column `test_accuracy` must hold numbers, but row 2"),
+    (COMPARE_CSV + "lenet5,1.0,moda,15,0,0.9,0.5,1.2,0.1,0.1,0.1,0.9,0.9\n", "more than one row for model lenet5"),
+    (COMPARE_CSV.split("\n", 1)[0] + "\n", "header but no rows"),
+])
+def test_compare_page_names_the_file_and_the_problem(monkeypatch, tmp_path, content, problem):
+    table = tmp_path / "compare.csv"
+    table.write_text(content)
+    monkeypatch.setenv("MODA_COMPARE_CSV", str(table))
+    app = open_page("compare")
+    assert len(app.error) == 1 and not charts(app)
+    assert str(table) in app.error[0].value and problem in app.error[0].value, app.error[0].value
+
+
+def test_compare_page_reports_an_unreadable_file(monkeypatch, tmp_path):
+    table = tmp_path / "compare.csv"
+    table.write_bytes(b"\xff\xfe\x00garbage\x00\x81")
+    monkeypatch.setenv("MODA_COMPARE_CSV", str(table))
+    app = open_page("compare")
+    assert len(app.error) == 1 and str(table) in app.error[0].value
+    monkeypatch.setenv("MODA_COMPARE_CSV", str(tmp_path))  # a folder, not a file
+    app = open_page("compare")
+    assert len(app.error) == 1 and "not a readable CSV file" in app.error[0].value

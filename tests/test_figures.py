@@ -87,3 +87,86 @@ def test_history_accuracy_compose_and_swap_figures():
     swap = figures.swap_bars(["2", "5"], [0.3, 0.9], [0.8, 0.9], target="2")
     assert list(swap.data[0].y) == [0.3, 0.9] and list(swap.data[1].y) == [0.8, 0.9]
     assert swap.layout.annotations[0].text == "target" and swap.layout.yaxis.title.text == "accuracy"
+
+
+def _compare_rows() -> list[dict]:
+    """Two models × three methods, as bench/compare.py writes them (MwT has no row for the VGG's pairs)."""
+    def row(model, width, method, acc, ratio, size, overlap, pair, pair_std):
+        return {"model": model, "width": width, "method": method, "epochs": 15, "seed": 0, "test_accuracy": acc,
+                "seconds_per_epoch": 0.5 * ratio, "time_ratio_vs_standard": ratio, "mean_module_size": size,
+                "mean_overlap": overlap, "pair_params_fraction": 0.1, "pair_composed_accuracy": pair,
+                "pair_standard_accuracy": pair_std}
+    return [row("lenet5", 1.0, "standard", 0.97, 1.0, 0.6, 0.5, 0.99, 0.995),
+            row("lenet5", 1.0, "moda", 0.98, 1.3, 0.1, 0.04, 0.996, 0.995),
+            row("lenet5", 1.0, "mwt", 0.96, 1.1, 0.3, 0.2, 0.98, 0.995),
+            row("vgg11", 0.25, "mwt", 0.95, 1.2, 0.35, 0.25, float("nan"), float("nan")),
+            row("vgg11", 0.25, "moda", 0.986, 7.9, 0.37, 0.23, 0.996, 0.997),
+            row("vgg11", 0.25, "standard", 0.988, 1.0, 0.81, 0.71, 0.997, 0.997)]
+
+
+def test_compare_bars_one_colour_per_method_on_every_figure():
+    rows = _compare_rows()
+    sizes = figures.compare_module_size(rows)
+    # methods in a fixed order (standard, MODA, MwT) whatever the row order; models in order of appearance
+    assert [t.name for t in sizes.data] == ["standard training", "MODA", "MwT"]
+    assert list(sizes.data[0].x) == ["lenet5", "vgg11 ×0.25"]
+    assert list(sizes.data[1].y) == [0.1, 0.37] and list(sizes.data[2].y) == [0.3, 0.35]
+    assert sizes.data[1].text[0] == "10.0%" and sizes.layout.barmode == "group"
+    assert "lower is better" in sizes.layout.title.text and "module size" in sizes.layout.yaxis.title.text
+    assert sizes.layout.xaxis.title.text == "model"
+    overlap = figures.compare_overlap(rows)
+    assert list(overlap.data[0].y) == [0.5, 0.71] and "overlap" in overlap.layout.yaxis.title.text
+    colours = {"standard training": "#E69F00", "MODA": "#0072B2", "MwT": "#009E73"}  # Okabe–Ito
+    for fig in (sizes, overlap, figures.compare_accuracy(rows), figures.compare_cost(rows)):
+        for trace in fig.data:
+            if trace.name in colours:
+                assert trace.marker.color == colours[trace.name], (fig.layout.title.text, trace.name)
+    assert set(colours.values()) <= set(figures.OKABE_ITO)
+    # an unknown method gets a spare Okabe–Ito colour, not one of the three
+    extra = figures.method_colours(["standard", "moda", "mwt", "cnnsplitter"])
+    assert extra["cnnsplitter"] in figures.OKABE_ITO and extra["cnnsplitter"] not in colours.values()
+
+
+def test_compare_accuracy_panels_and_reference():
+    fig = figures.compare_accuracy(_compare_rows())
+    full = [t for t in fig.data if t.xaxis == "x"]
+    pairs = [t for t in fig.data if t.xaxis == "x2"]
+    assert [t.name for t in full] == ["standard training", "MODA", "MwT"]
+    assert list(full[1].y) == [0.98, 0.986]
+    assert [t.name for t in pairs] == ["standard training", "MODA", "MwT", "standard model, same pairs"]
+    assert list(pairs[1].y) == [0.996, 0.996]
+    assert pairs[2].y[0] == 0.98 and np.isnan(pairs[2].y[1]) and pairs[2].text[1] == ""  # no pairs: no bar
+    assert list(pairs[3].y) == [0.995, 0.997] and pairs[3].marker.color == figures.REFERENCE_COLOUR
+    assert [t.showlegend for t in pairs[:3]] == [False] * 3  # one legend entry per method
+    assert fig.layout.yaxis.title.text == "test accuracy" and fig.layout.yaxis.tickformat == ".0%"
+    assert "Test accuracy" in fig.layout.title.text
+    assert [a.text for a in fig.layout.annotations] == ["Whole model, all classes",
+                                                        "Two-class modules, mean over class pairs"]
+
+
+def test_compare_cost_ratios_reference_line_and_step_panel():
+    rows = _compare_rows()
+    fig = figures.compare_cost(rows)
+    # standard training is the dashed line at 1 (with its own legend entry), not a bar
+    assert [t.name for t in fig.data] == ["MODA", "MwT", "standard training (= 1)"]
+    assert list(fig.data[0].y) == [1.3, 7.9] and fig.data[0].text[1] == "×7.90"
+    line = fig.layout.shapes[0]
+    assert (line.y0, line.y1, line.line.dash) == (1.0, 1.0, "dash") and fig.data[2].line.dash == "dash"
+    assert "standard training" in fig.layout.yaxis.title.text and fig.layout.xaxis.title.text == "model"
+    assert [a.text for a in fig.layout.annotations] == ["Seconds per epoch"]
+    overhead = {"lenet5": {"moda_ratio": 1.4, "mwt_ratio": 1.2}, "resnet18": {"moda_ratio": 2.0, "mwt_ratio": 1.5}}
+    both = figures.compare_cost(rows, overhead, device="cuda H100")
+    steps = [t for t in both.data if t.xaxis == "x2" and t.type == "bar"]
+    assert [(t.name, list(t.x), list(t.y)) for t in steps] == [("MODA", ["lenet5", "resnet18"], [1.4, 2.0]),
+                                                                 ("MwT", ["lenet5", "resnet18"], [1.2, 1.5])]
+    assert steps[0].marker.color == "#0072B2" and not any(t.showlegend for t in steps)
+    assert len(both.layout.shapes) == 2 and all(s.y0 == 1.0 for s in both.layout.shapes)
+    assert any("cuda H100" in a.text for a in both.layout.annotations)
+    assert both.layout.yaxis2.title.text == both.layout.yaxis.title.text
+    assert figures.overhead_ratios({"m": {"moda_ratio": 2.0, "batch": 128}}) == {"moda": {"m": 2.0}}
+
+
+def test_model_label_marks_width():
+    assert figures.model_label({"model": "vgg11", "width": 0.25}) == "vgg11 ×0.25"
+    assert figures.model_label({"model": "lenet5", "width": 1.0}) == "lenet5"
+    assert figures.model_label({"model": "mlp", "width": float("nan")}) == "mlp"

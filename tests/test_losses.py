@@ -80,3 +80,19 @@ def test_matches_explicit_pair_loop_on_random_batch():
     assert dis.item() == pytest.approx(sum(diff_means) / 2, abs=1e-6)
     expected_com = (acts[0].abs().mean().item() + acts[1].abs().mean().item()) / 2
     assert com.item() == pytest.approx(expected_com, abs=1e-6)
+
+
+def test_nonnegative_shortcut_is_exact_on_relu_outputs():
+    torch.manual_seed(1)
+    raw = [torch.randn(8, 5, 4, 4), torch.randn(8, 6)]
+    labels = torch.tensor([0, 1, 0, 1, 2, 2, 0, 1])
+    results, grads = [], []
+    for nonnegative in (False, True):
+        leaves = [r.clone().requires_grad_() for r in raw]
+        out = modular_losses([leaf.relu() for leaf in leaves], labels, nonnegative=nonnegative)
+        sum(out).backward()
+        results.append(torch.stack(out))
+        grads.append([leaf.grad for leaf in leaves])
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-7)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)

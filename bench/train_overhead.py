@@ -1,0 +1,114 @@
+"""Training-step time of MODA and MwT as ratios to standard training, measured side by side.
+
+Synthetic CIFAR-10-shaped batches (3×32×32, batch 128) through the trainer's own step
+(``moda_core.train.forward_losses`` + backward + SGD step) for VGG16, ResNet-18 and MobileNet.
+Standard, MODA and MwT steps are interleaved round by round so that drift hits all three alike;
+medians are reported. With ``--json`` the last line is ``{model: {"moda_ratio", "mwt_ratio"}, …,
+"device": …}``. ``--quick`` (width 0.25, few repeats) stays under two minutes on a CPU.
+
+    python bench/train_overhead.py [--quick] [--json] [--repeats 10] [--width 1.0] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from moda_core.baselines.mwt import to_mwt  # noqa: E402
+from moda_core.models import build_model  # noqa: E402
+from moda_core.runs import atomic_write_bytes  # noqa: E402
+from moda_core.train import TrainConfig, forward_losses, resolve_device  # noqa: E402
+
+METHODS = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(), "mwt": dict(method="mwt")}
+
+
+def make_step(model_name: str, method: str, width: float, device: torch.device):
+    config = TrainConfig(model=model_name, width=width, track_modular_terms=False, **METHODS[method])
+    torch.manual_seed(0)
+    model = build_model(model_name, 3, 32, 10, width)
+    if method == "mwt":
+        model = to_mwt(model)
+    model.to(device).train()
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(128, 3, 32, 32, device=device, generator=generator)
+    y = torch.randint(0, 10, (128,), device=device, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        _, _, loss, *_ = forward_losses(config, model, model, x, y, autocast, record_terms=False)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def timed(step, device: torch.device, inner: int) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(inner):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - started) / inner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["vgg16", "resnet18", "mobilenet"])
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds")
+    parser.add_argument("--inner", type=int, default=1, help="steps per timing")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="width 0.25, 4 rounds (CPU: under two minutes)")
+    parser.add_argument("--out", help="also write the JSON result here")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.width, args.repeats = 0.25, 4
+    device = resolve_device(args.device)
+    if device.type == "cuda" and args.inner == 1:
+        args.inner = 10
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    result: dict = {}
+    for model_name in args.models:
+        steps = {method: make_step(model_name, method, args.width, device) for method in METHODS}
+        for step in steps.values():  # warm-up
+            timed(step, device, 2)
+        seconds: dict[str, list[float]] = {method: [] for method in METHODS}
+        for _ in range(args.repeats):
+            for method, step in steps.items():
+                seconds[method].append(timed(step, device, args.inner))
+        median = {method: statistics.median(values) for method, values in seconds.items()}
+        result[model_name] = {"moda_ratio": median["moda"] / median["standard"],
+                              "mwt_ratio": median["mwt"] / median["standard"],
+                              "moda_vs_mwt": median["moda"] / median["mwt"],
+                              "seconds_per_step": median}
+        print(f"{model_name} (width {args.width}): standard {median['standard'] * 1000:.1f} ms, "
+              f"MODA {median['moda'] * 1000:.1f} ms ({result[model_name]['moda_ratio']:.2f}x), "
+              f"MwT {median['mwt'] * 1000:.1f} ms ({result[model_name]['mwt_ratio']:.2f}x); "
+              f"MODA/MwT {result[model_name]['moda_vs_mwt']:.2f}", flush=True)
+    result["device"] = where
+    result["width"] = args.width
+    if args.out:
+        atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Compare: standard training vs MODA vs MwT on the same models, from bench/compare.py's table."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import figures, state
+
+REGENERATE = ("`.venv/bin/python bench/compare.py` writes it (add `--quick` for a version that takes minutes "
+              "instead of the full run)")
+
+st.title("Compare")
+st.caption("Three ways to get per-class modules out of one model, on the same data: **standard training** "
+           "followed by the same activation-rate decomposition, **MODA** (activation-driven training, this "
+           "tool) and **MwT** (*Modularizing while Training*, ICSE 2024: the mask-based baseline, which "
+           "learns a mask per class while it trains).")
+
+path = state.compare_csv_path()
+if not path.exists():
+    st.info(f"No comparison table yet at `{path}`. {REGENERATE}; then reload this page. "
+            f"Set `{state.COMPARE_ENV}` to show a table kept elsewhere.")
+    st.stop()
+try:
+    table = state.compare_table(path)
+except state.CompareFileError as error:
+    st.error(f"The comparison table cannot be shown: {error} {REGENERATE}.")
+    st.stop()
+overhead, overhead_problem = None, None
+try:
+    overhead = state.train_overhead(state.overhead_json_path(path))
+except state.CompareFileError as error:
+    overhead_problem = str(error)
+rows = table.to_dict("records")
+
+left, right = st.columns(2)
+left.plotly_chart(figures.compare_module_size(rows), key="cmp_sizes")
+left.caption("Module size: the share of the model's weights that one class's module keeps. Smaller modules "
+             "mean smaller networks when you reuse a few classes.")
+right.plotly_chart(figures.compare_overlap(rows), key="cmp_overlap")
+right.caption("Overlap: the share of the weights that two class modules both keep, averaged over all pairs "
+              "of classes. Less overlap means the classes really live in separate parts of the network.")
+
+st.plotly_chart(figures.compare_accuracy(rows), key="cmp_accuracy")
+st.caption("Left: each trained model's accuracy on all test images. Right: modules composed for two classes, "
+           "averaged over the class pairs, next to the standard model answering the same two-class questions "
+           "(grey): a good module loses little against it.")
+
+device, ratios = overhead if overhead else (None, None)
+st.plotly_chart(figures.compare_cost(rows, ratios, device), key="cmp_cost")
+st.caption("Training time divided by standard training's time on the same model: 1 (dashed line) costs the "
+           "same as standard training, 2 takes twice as long."
+           + (f" The right panel times single training steps (`{state.OVERHEAD_JSON}`)." if ratios else ""))
+if overhead_problem:
+    st.warning(f"Step-time ratios left out: {overhead_problem}")
+
+st.subheader("The table")
+percent = st.column_config.NumberColumn(format="percent")
+st.dataframe(table, hide_index=True, column_config={
+    "test_accuracy": percent, "mean_module_size": percent, "mean_overlap": percent,
+    "pair_params_fraction": percent, "pair_composed_accuracy": percent, "pair_standard_accuracy": percent,
+    "seconds_per_epoch": st.column_config.NumberColumn(format="%.2f s"),
+    "time_ratio_vs_standard": st.column_config.NumberColumn(format="×%.2f")})
+budgets = state.compare_budgets(table)
+seeds = ", ".join(f"{s:g}" for s in budgets["seeds"])
+epochs = ", ".join(f"{e:g}" for e in budgets["epochs"])
+same = ("Not like for like: the methods of " + ", ".join(budgets["uneven"]) + " used different seeds or epoch "
+        "budgets (seeds " + seeds + "; epochs " + epochs + ")." if budgets["uneven"] else
+        f"All methods used one seed ({seeds}) and one epoch budget ({epochs} epochs) per model, so the rows "
+        "compare like for like.")
+st.caption(f"From `{path}`; {REGENERATE}. {same} One row per model × method; accuracies, module sizes and "
+           "overlaps are shares (0–1); time_ratio_vs_standard is seconds per epoch ÷ standard training's.")
+if budgets["uneven"]:
+    st.warning(same)
