@@ -84,9 +84,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_epoch(tmp_path, monkeypatch)
     calls = {"n": 0}
     real = train_module.modular_losses
 
-    def poisoned(activations, labels):
+    def poisoned(activations, labels, **kwargs):
         calls["n"] += 1
-        aff, dis, com = real(activations, labels)
+        aff, dis, com = real(activations, labels, **kwargs)
         return (aff * float("nan"), dis, com) if calls["n"] > 32 else (aff, dis, com)  # epoch 2 onwards
 
     monkeypatch.setattr(train_module, "modular_losses", poisoned)
