@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
+from moda_core.baselines import COMPARE_COLUMNS  # noqa: E402
 from moda_core.decompose import decompose  # noqa: E402
 from moda_core.metrics import mean_off_diagonal, module_sizes, overlap_matrix, subtask_sets, subtask_sweep  # noqa: E402
 from moda_core.runs import atomic_write_bytes, run_dataset  # noqa: E402
@@ -30,9 +31,6 @@ from moda_core.train import TrainConfig, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(), "mwt": dict(method="mwt")}
-COLUMNS = ["model", "width", "method", "epochs", "seed", "test_accuracy", "seconds_per_epoch",
-           "time_ratio_vs_standard", "mean_module_size", "mean_overlap", "pair_params_fraction",
-           "pair_composed_accuracy", "pair_standard_accuracy"]
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -94,7 +92,7 @@ def main() -> None:
                     "pair_composed_accuracy": statistics.mean(r["accuracy"] for r in sweep),
                     "pair_standard_accuracy": statistics.mean(r["reference_accuracy"] for r in sweep),
                 })
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     out = Path(args.out)
     atomic_write_bytes(out, table.to_csv(index=False).encode())
     atomic_write_bytes(out.with_suffix(".md"), markdown(table).encode())

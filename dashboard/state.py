@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from moda_core import runs as run_store  # noqa: E402
 from moda_core.activations import run_with_cache  # noqa: E402
+from moda_core.baselines import COMPARE_COLUMNS  # noqa: E402
 from moda_core.compose import compose_module, overlap_counts, parameter_count  # noqa: E402
 from moda_core.decompose import DEFAULT_TAU, decompose, masks_from_rates  # noqa: E402
 from moda_core.errors import ModaError  # noqa: E402
@@ -39,9 +40,6 @@ RUNS_ENV = "MODA_RUNS_DIR"
 COMPARE_CSV = ROOT / "bench" / "results" / "compare.csv"
 COMPARE_ENV = "MODA_COMPARE_CSV"
 OVERHEAD_JSON = "train_overhead.json"
-COMPARE_COLUMNS = ("model", "width", "method", "epochs", "seed", "test_accuracy", "seconds_per_epoch",
-                   "time_ratio_vs_standard", "mean_module_size", "mean_overlap", "pair_params_fraction",
-                   "pair_composed_accuracy", "pair_standard_accuracy")
 
 
 def default_runs_dirs() -> list[Path]:

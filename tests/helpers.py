@@ -65,3 +65,15 @@ def brute_force_overlap(model, masks):
     return torch.tensor([[len(a & b) for b in kept] for a in kept], dtype=torch.float64)
 
 
+
+
+# a hand-made bench/compare.py table: two models × standard, MODA and MwT
+COMPARE_CSV_EXAMPLE = """model,width,method,epochs,seed,test_accuracy,seconds_per_epoch,time_ratio_vs_standard,\
+mean_module_size,mean_overlap,pair_params_fraction,pair_composed_accuracy,pair_standard_accuracy
+lenet5,1.0,standard,15,0,0.976,0.42,1.0,0.60,0.50,0.70,0.994,0.995
+lenet5,1.0,moda,15,0,0.979,0.51,1.22,0.09,0.04,0.14,0.996,0.995
+lenet5,1.0,mwt,15,0,0.970,0.47,1.12,0.30,0.20,0.45,0.990,0.995
+vgg11,0.25,standard,15,0,0.988,2.27,1.0,0.81,0.71,0.94,0.997,0.997
+vgg11,0.25,moda,15,0,0.986,17.98,7.92,0.37,0.23,0.59,0.996,0.997
+vgg11,0.25,mwt,15,0,0.981,2.90,1.28,0.42,0.30,0.60,0.993,0.997
+"""
