@@ -8,7 +8,7 @@ as it is. Rows are normalised to unit L2 norm and compared by cosine similarity 
 - compactness = mean over points of the mean absolute activation
 
 A batch with no same-label pair gives affinity 0 (the term is skipped, not NaN); likewise dispersion
-with no different-label pair. All sums over pairs come from one B×B Gram matrix per point: no loop
+with no different-label pair. All sums over pairs come from one B×B Gram matrix for all points: no loop
 over samples or pairs, and no host synchronisation.
 """
 from __future__ import annotations
@@ -47,21 +47,24 @@ def modular_losses(activations: Sequence[torch.Tensor], labels: torch.Tensor,
     all_pairs = torch.tensor(batch * (batch - 1) / 2, device=labels.device)
     diff_pairs = all_pairs - same_pairs
 
-    same_means, diff_means, compact = [], [], []
+    # Every point's pairs are the same (they depend on the labels only), so the mean over points of
+    # per-point pair means is the pair mean of the summed Gram matrices, and Σ_l V_l V_lᵀ is one
+    # matrix product of the points' unit vectors laid side by side: one Gram for all points.
+    normed, compact = [], []
     for activation in activations:
         vectors = unit_vectors(activation, nonnegative)
         if vectors.shape[0] != batch:
             raise ValueError(f"activation batch size {vectors.shape[0]} != {batch} labels")
-        normed = F.normalize(vectors, dim=1)
-        gram = normed @ normed.T
-        diagonal = gram.diagonal().sum()
-        same_sum = ((gram * same).sum() - diagonal) / 2
-        all_sum = (gram.sum() - diagonal) / 2
-        same_means.append(same_sum / same_pairs.clamp(min=1))
-        diff_means.append((all_sum - same_sum) / diff_pairs.clamp(min=1))
+        normed.append(F.normalize(vectors, dim=1))
         compact.append((vectors if nonnegative else vectors.abs()).mean())
+    stacked = torch.cat(normed, dim=1)
+    gram = stacked @ stacked.T
+    diagonal = gram.diagonal().sum()
+    same_sum = ((gram * same).sum() - diagonal) / 2
+    all_sum = (gram.sum() - diagonal) / 2
+    points = len(activations)
 
     zero = torch.zeros((), device=labels.device)
-    affinity = torch.where(same_pairs > 0, 1 - torch.stack(same_means).mean(), zero)
-    dispersion = torch.where(diff_pairs > 0, torch.stack(diff_means).mean(), zero)
+    affinity = torch.where(same_pairs > 0, 1 - same_sum / (points * same_pairs.clamp(min=1)), zero)
+    dispersion = torch.where(diff_pairs > 0, (all_sum - same_sum) / (points * diff_pairs.clamp(min=1)), zero)
     return affinity, dispersion, torch.stack(compact).mean()
