@@ -60,6 +60,13 @@ def tau_slider(key: str = "tau") -> float:
                      min_value=0.5, max_value=1.0, value=0.9, step=0.01, key=key)
 
 
+def training_kind(summary: dict) -> str:
+    """How the Runs table names a run's training: MwT, MODA or standard."""
+    if summary.get("method") == "mwt":
+        return "MwT"
+    return "MODA" if is_modular(summary) else "standard"
+
+
 def is_modular(summary: dict) -> bool:
     return bool(summary.get("alpha") or summary.get("beta") or summary.get("gamma"))
 

@@ -279,7 +279,8 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
             read_tensor_metadata(path / MODEL)
             summary.update(model=config["arch"]["name"], dataset=config["data"]["name"],
                            alpha=config["train"]["alpha"], beta=config["train"]["beta"],
-                           gamma=config["train"]["gamma"], status=metrics.get("status", "unknown"),
+                           gamma=config["train"]["gamma"], method=config["train"].get("method", "moda"),
+                           status=metrics.get("status", "unknown"),
                            epochs_done=metrics.get("epochs_done"), test_accuracy=metrics.get("test_accuracy"),
                            checkpoints=list_checkpoints(path), error=None)
         except (ModaError, KeyError, TypeError) as error:

@@ -69,7 +69,7 @@ class TrainConfig:
 
     @property
     def kind(self) -> str:
-        """"standard", "moda" or "mwt": what the run names and tables call this training."""
+        """The kind of training, as run names and tables call it: standard, moda or mwt."""
         if self.method == "mwt":
             return "mwt"
         return "moda" if self.modular else "standard"

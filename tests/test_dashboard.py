@@ -229,3 +229,11 @@ def test_compare_page_reports_an_unreadable_file(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_COMPARE_CSV", str(tmp_path))  # a folder, not a file
     app = open_page("compare")
     assert len(app.error) == 1 and "not a readable CSV file" in app.error[0].value
+
+
+def test_runs_table_names_the_training_kind():
+    from dashboard.ui import training_kind
+
+    assert training_kind({"method": "mwt", "alpha": 0.5, "beta": 1.5, "gamma": 0.0}) == "MwT"
+    assert training_kind({"method": "moda", "alpha": 1.0, "beta": 1.0, "gamma": 0.3}) == "MODA"
+    assert training_kind({"alpha": 0.0, "beta": 0.0, "gamma": 0.0}) == "standard"

@@ -10,7 +10,7 @@ from moda_core.baselines.mwt import MaskGenerator, gated_points, mwt_loss, recor
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
-from moda_core.runs import load_run
+from moda_core.runs import list_runs, load_run
 from moda_core.train import TrainConfig, train
 
 GATED = ["lenet5", "vgg11", "resnet18", "mobilenet"]
@@ -84,6 +84,7 @@ def test_mwt_run_end_to_end(tmp_path):
     assert run.config["train"]["beta"] == 1.5 and run.config["train"]["gamma"] == 0.0
     assert run.metrics["test_accuracy"] > 0.5
     reloaded = load_run(run.path)
+    assert [s["method"] for s in list_runs(tmp_path)] == ["mwt"]
     assert gated_points(reloaded.model)  # the gates are rebuilt from the config
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():

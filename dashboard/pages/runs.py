@@ -16,7 +16,7 @@ summaries = state.list_runs()
 good = [s for s in summaries if not s.get("error")]
 if good:
     table = pd.DataFrame([{"run": state.run_label(s["path"]), "model": s["model"], "data set": s["dataset"],
-                           "kind": "MODA" if ui.is_modular(s) else "standard", "α": s["alpha"], "β": s["beta"],
+                           "kind": ui.training_kind(s), "α": s["alpha"], "β": s["beta"],
                            "γ": s["gamma"], "status": s["status"], "epochs": s["epochs_done"],
                            "test accuracy": s["test_accuracy"], "checkpoints": len(s["checkpoints"])}
                           for s in good])
