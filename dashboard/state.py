@@ -27,7 +27,7 @@ from moda_core import runs as run_store  # noqa: E402
 from moda_core.activations import run_with_cache  # noqa: E402
 from moda_core.baselines import COMPARE_COLUMNS  # noqa: E402
 from moda_core.compose import compose_module, overlap_counts, parameter_count  # noqa: E402
-from moda_core.decompose import DEFAULT_TAU, decompose, masks_from_rates  # noqa: E402
+from moda_core.decompose import DEFAULT_TAU, decompose, masks_from_rates, units_firing  # noqa: E402
 from moda_core.errors import ModaError  # noqa: E402
 from moda_core.export import export_module  # noqa: E402
 from moda_core.metrics import (compose_report, mean_off_diagonal, module_sizes, overlap_matrix,  # noqa: E402
@@ -144,7 +144,12 @@ def _decomposition(spec: str, mtime: float):
     # Rates do not depend on τ: computed (or read) once, masks are derived per τ below. A new
     # decomposition is saved into the run folder, except into the bundled demo (kept as shipped).
     run = load_run(spec)
-    return decompose(run, DEFAULT_TAU, save=DEMO_DIR.resolve() not in run.path.resolve().parents)
+    return decompose(run, DEFAULT_TAU, save=writable(run))
+
+
+def writable(run: run_store.Run) -> bool:
+    """Whether the dashboard may store results in the run's folder: not in the bundled demo (kept as shipped)."""
+    return DEMO_DIR.resolve() not in run.path.resolve().parents
 
 
 def rates(spec: str) -> dict[str, torch.Tensor]:
@@ -237,7 +242,7 @@ def _image(spec: str, mtime: float, index: int) -> dict[str, Any]:
     x, y = test.batch(slice(index, index + 1))
     with torch.no_grad():
         logits, cache = run_with_cache(run.model, x)
-    fired = {p: (a.flatten(2).amax(2) if a.dim() > 2 else a)[0].gt(0).numpy() for p, a in cache.items()}
+    fired = {p: units_firing(a)[0].numpy() for p, a in cache.items()}
     raw = test.images[index].float().div(255.0).permute(1, 2, 0).numpy()
     return {"image": raw if raw.shape[2] == 3 else raw[:, :, 0], "label": int(y[0]),
             "predicted": int(logits.argmax(1)[0]), "fired": fired}
@@ -273,8 +278,9 @@ def _swap(weak: str, weak_mtime: float, strong: str, strong_mtime: float, weak_c
           strategy: str, epochs: int, tau: float) -> dict[str, Any]:
     from moda_core.replace import repair
 
-    return repair(load_run(weak), load_run(strong), weak_class, strong_class, strategy=strategy, epochs=epochs,
-                  tau=tau).report
+    strong_run = load_run(strong)
+    return repair(load_run(weak), strong_run, weak_class, strong_class, strategy=strategy, epochs=epochs,
+                  tau=tau, save_decomposition=writable(strong_run)).report
 
 
 def swap(weak: str, strong: str, weak_class_id: int, strong_class_id: int, strategy: str, epochs: int = 5,

@@ -87,7 +87,7 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
                 model(x)
                 onehot = (y[:, None] == torch.arange(num_classes, device=y.device)).float()
                 for point, activation in zip(points, recorder.values()):
-                    fired = activation.flatten(2).amax(2) > 0 if activation.dim() > 2 else activation > 0
+                    fired = units_firing(activation)
                     update = onehot.T @ fired.float()
                     counts[point] = counts[point] + update if point in counts else update
                 if progress:
@@ -101,6 +101,14 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
         counts = {p: chunk.view_as(counts[p]) for p, chunk in zip(points, packed.split(sizes))}
     denominator = torch.tensor(class_counts, dtype=torch.float32, device=split.labels.device)[:, None]
     return {p: (c / denominator).cpu() for p, c in counts.items()}, class_counts
+
+
+def units_firing(activation: torch.Tensor) -> torch.Tensor:
+    """B×N bool: which units fire per sample (a conv channel fires when its mean |activation| over
+    H,W is non-zero, i.e. when any position is non-zero)."""
+    if activation.dim() > 2:
+        return activation.flatten(2).abs().amax(2) > 0
+    return activation != 0
 
 
 def class_counts_of(split: Split, num_classes: int) -> list[int]:
@@ -153,8 +161,10 @@ def _weights_file(run: runs.Run) -> Path:
     return run.path / runs.MODEL if run.spec == str(run.path) else runs.checkpoint_path(run.path, run.epoch)
 
 
-def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU) -> Decomposition | None:
-    """The stored decomposition of ``run`` at τ, or None if there is none for these exact weights."""
+def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = True) -> Decomposition | None:
+    """The stored decomposition of ``run`` at τ, or None if there is none for these exact weights.
+
+    Masks for a τ not stored yet come from the stored rates, and are saved unless ``save`` is False."""
     tau = check_tau(tau)
     folder = decomposition_dir(run)
     if not (folder / RATES_FILE).exists():
@@ -172,7 +182,8 @@ def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU) -> Decomposition
         if mask_meta.get("weights") == meta.get("weights") and set(masks) == set(points):
             return Decomposition(rates, {p: masks[p].bool() for p in points}, tau, class_counts)
     masks = masks_from_rates(rates, tau)
-    runs.save_tensors(folder / masks_file(tau), masks, {"weights": meta["weights"], "tau": f"{tau:.2f}"})
+    if save:
+        runs.save_tensors(folder / masks_file(tau), masks, {"weights": meta["weights"], "tau": f"{tau:.2f}"})
     return Decomposition(rates, masks, tau, class_counts)
 
 
@@ -181,7 +192,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
     """Decomposition of a loaded run at τ: read from the run folder if current, else computed (and saved)."""
     tau = check_tau(tau)
     if not recompute:
-        stored = load_decomposition(run, tau)
+        stored = load_decomposition(run, tau, save)
         if stored is not None:
             return stored
     data = runs.run_dataset(run)

@@ -239,20 +239,21 @@ class Repair:
 
 def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int, strategy: str = "calibrate",
            epochs: int = 5, tau: float = DEFAULT_TAU, lr: float = 0.01, seed: int = 0,
-           progress: Callable[[int, int], None] | None = None) -> Repair:
+           progress: Callable[[int, int], None] | None = None, save_decomposition: bool = True) -> Repair:
     """Repair run ``weak``'s class ``weak_class`` with ``strong``'s module for ``strong_class``, then
     measure both on the weak run's test split. The strong run's decomposition at ``tau`` is read from
-    its folder, or computed there first (``progress`` sees that)."""
+    its folder, or computed there first (``progress`` sees that; ``save_decomposition=False`` writes
+    nothing into the strong run's folder)."""
     if strategy not in STRATEGIES:
         raise ModaError(f"unknown replacement strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     check_replacement(weak.model, strong.model, weak_class, strong_class)
     data = runs.run_dataset(weak)
-    strong_info = dataset_info(_dataset_name(strong))
+    strong_info = dataset_info(runs.dataset_name(strong))
     if (strong_info.mean, strong_info.std) != (data.info.mean, data.info.std):
         raise ModaError(f"the strong run normalises its inputs for {strong_info.name!r} and the weak run for "
                         f"{data.info.name!r} (different mean/std): the module would see inputs it was not trained on")
     started = time.perf_counter()
-    masks = decompose(strong, tau, progress=progress).masks
+    masks = decompose(strong, tau, progress=progress, save=save_decomposition).masks
     classes = run_classes(weak)
     if strategy == "calibrate":
         model = calibrate(weak.model, strong.model, masks, weak_class, strong_class, data.train, epochs=epochs,
@@ -269,6 +270,3 @@ def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int,
                   seconds=time.perf_counter() - started)
     return Repair(model, report)
 
-
-def _dataset_name(run: runs.Run) -> str | None:
-    return run.config.get("train", {}).get("dataset", run.config.get("data", {}).get("name"))

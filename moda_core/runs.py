@@ -247,12 +247,17 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu") -> Run:
                read_history(path / HISTORY), metrics)
 
 
+def dataset_name(run: Run) -> str | None:
+    """The registered name of the data set a run was trained on."""
+    return run.config.get("train", {}).get("dataset", run.config.get("data", {}).get("name"))
+
+
 def run_dataset(run: Run, device: str | torch.device | None = None) -> Dataset:
     """The data set a run was trained on (same classes, training fraction and seed), on ``device``."""
     train = run.config.get("train", {})
     if device is None:
         device = next(run.model.parameters()).device
-    return load_dataset(train.get("dataset", run.config.get("data", {}).get("name")), root=train.get("data_root"),
+    return load_dataset(dataset_name(run), root=train.get("data_root"),
                         classes=train.get("classes"), train_fraction=train.get("train_fraction", 1.0),
                         seed=train.get("seed", 0), device=device)
 

@@ -93,6 +93,16 @@ def test_decomposition_is_stored_and_reused(lenet_moda_run, monkeypatch):
     assert all(other_tau.masks[p].sum() >= first.masks[p].sum() for p in first.masks)
 
 
+def test_save_false_writes_nothing(lenet_moda_run):
+    run = load_run(lenet_moda_run.path)
+    decompose(run, 0.9)  # rates stored
+    before = sorted(p.name for p in run.path.iterdir())
+    fresh_tau = decompose(run, 0.37, save=False)  # masks from the stored rates, not stored themselves
+    assert sorted(p.name for p in run.path.iterdir()) == before
+    assert not (run.path / masks_file(0.37)).exists()
+    assert all(fresh_tau.masks[p].sum() >= 1 for p in fresh_tau.masks)
+
+
 def test_checkpoint_decomposition_lives_beside_the_checkpoint(lenet_moda_run):
     early = load_run(f"{lenet_moda_run.path}@1")
     decomposition = decompose(early, 0.9)
