@@ -1,9 +1,18 @@
-# Two entry points: `make run` (dashboard on the bundled demo) and `make test`.
+# Two entry points: `make run` (dashboard on the bundled demo, on 127.0.0.1 only) and `make test`.
 # Both create .venv and install requirements.txt into it on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# Where the dashboard listens: empty means $MODA_HOST, else 127.0.0.1 (this machine only).
+# `make run HOST=0.0.0.0` opens it to the network (a one-line warning says so). A HOST variable that
+# merely comes from the environment (some shells export the machine's name as HOST) is ignored.
+ifeq ($(origin HOST),environment)
+HOST :=
+endif
+HOST ?=
+# Runs folders visitors may look at (separated by ":"); empty: $MODA_RUNS_DIR, else assets/demo and runs/
+RUNS_DIR ?=
 
 .PHONY: run test screenshots clean-venv
 
@@ -13,7 +22,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) -m dashboard.serve --port $(PORT)$(if $(strip $(HOST)), --host $(HOST))$(foreach dir,$(subst :, ,$(RUNS_DIR)), --runs-dir $(dir))
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -1,29 +1,48 @@
 """Regenerate the dashboard's demo runs under ``assets/demo/`` (run once; the output is committed).
 
-What it makes, all on the embedded ``mnist5k`` data with fixed seeds, on the CPU:
+What it makes, all on the embedded ``mnist5k`` data with fixed seeds, on the CPU, at a converged
+budget (100 epochs; DESIGN.md §4: at 15 epochs MODA's modules were still shrinking):
 
-- ``vgg11-moda``      VGG11 (width 0.25) with MODA training (α=1, β=1, γ=0.3)
-- ``vgg11-standard``  the same model with standard training (α=β=γ=0)
-- ``swap-strong``     VGG11 (width 0.25) with MODA on classes 0–4: the module donor for swaps
-- ``swap-weak``       LeNet-5 on classes 3, 5–9 (class 3 is the "mixed" class) with 10% of the data
-                      and no augmentation, with checkpoints every few epochs (early = under-fit,
-                      last = over-fit), as in the paper's repair setup (DESIGN.md §1.6); batch 32, since
-                      10% of the data gives only 2 steps per epoch at batch 128
+- ``vgg11-moda``      VGG11 (width 0.25), MODA training (α=1, β=1, γ=0.3), 100 epochs
+- ``vgg11-standard``  the same model with standard training (α=β=γ=0), 100 epochs
+- ``vgg11-mwt``       the same model with MwT (mask-based modular training, the baseline), 100 epochs
+- ``swap-strong``     VGG11 (width 0.25), MODA on classes 0–4, 100 epochs: the module donor for swaps
+- ``swap-weak``       LeNet-5 in the scarce-target repair setting (``moda_core.replace.weak_config``:
+                      classes 3, 5–9, 10% of the data of 5–9 but only 2% of class 3, no augmentation,
+                      batch 32), 40 epochs, with its early checkpoints (under-fit) next to the last
+                      epoch (over-fit) — weak exactly at class 3, where swap-strong's module helps
+- ``vit-moda``        the small ViT (moda_core/models/vit.py, width 1), MODA training, 50 epochs
+- ``vit-standard``    the same ViT with standard training, 50 epochs (both: final weights only, ~0.6 MB each;
+                      ``bench/vit.py`` measures this pair)
 
-The VGG runs and the strong run are decomposed at τ = 0.9, so their rates and masks ship in the
-run folders and the dashboard opens without computing anything. ``optimizer.safetensors`` is
-deleted to keep the bundle small: demo runs cannot be resumed (train a copy instead).
+The three ``vgg11-*`` runs train with a checkpoint every 5 epochs. From those, ``evolution.csv``
+(``moda_core.studies.training_evolution`` at τ = 0.9: epoch, mean module size, mean overlap, test
+accuracy) is computed for every checkpoint, so the "modules forming over training" view needs no
+computing. Only a few checkpoints ship (``KEPT_CHECKPOINTS``, MODA and standard), in half precision
+to keep ``assets/`` small (the dashboard upcasts them to float32 when it loads them); the final
+weights stay in float32. The VGG runs, their kept checkpoints and the strong run are decomposed at
+τ = 0.9, so their rates and masks ship in the run folders and the dashboard opens without computing
+anything. ``optimizer.safetensors`` is deleted: demo runs cannot be resumed (train a copy instead).
 
-Usage: ``.venv/bin/python assets/make_demo.py [--out assets/demo] [--epochs 12]``
-(about two minutes on two CPU cores). Training is deterministic on the CPU for a fixed torch
-version, so a rerun reproduces the same weights; ``tests/test_demo_bundle.py`` checks that the
-stored metrics and masks match a fresh evaluation of the stored weights.
+Usage::
+
+    .venv/bin/python assets/make_demo.py                       # everything from scratch (~15 min on 2 CPU cores)
+    .venv/bin/python assets/make_demo.py --reuse RUNS_DIR      # take finished runs named as above from RUNS_DIR
+
+``--reuse`` takes any of the four VGG runs and the two ViT runs found (complete, and trained with
+exactly the settings above: the script checks the config and refuses a mismatch) and trains the
+others; the weak LeNet-5
+trains in seconds and is always trained here. The reused folders are only read. Training is
+deterministic on the CPU for a fixed torch version, so a rerun reproduces the same weights;
+``tests/test_demo_bundle.py`` checks that the stored metrics, masks and evolution match a fresh
+evaluation of the stored weights.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,38 +54,122 @@ if str(ROOT) not in sys.path:
 
 from moda_core import runs  # noqa: E402
 from moda_core.decompose import DEFAULT_TAU, decompose  # noqa: E402
+from moda_core.errors import ModaError  # noqa: E402
+from moda_core.replace import strong_config, weak_config  # noqa: E402
+from moda_core.studies import training_evolution  # noqa: E402
 from moda_core.train import TrainConfig, train  # noqa: E402
 
-MIXED_CLASS = 3  # the clearest repair in bench/results/repair.csv: 0.59 → 0.95 at epoch 8
+EPOCHS = 100  # the VGG runs' budget
+CHECKPOINT_EVERY = 5
+EVOLUTION_FILE = "evolution.csv"
+KEPT_CHECKPOINTS = {"vgg11-moda": (5, 20), "vgg11-standard": (5, 20)}  # shipped in float16
+MIXED_CLASS = 3  # the weak model's scarce class, repaired with swap-strong's module
+WEAK_EPOCHS, WEAK_CHECKPOINT_EVERY, WEAK_KEPT = 40, 6, (6, 12, 18)
+VIT_EPOCHS, VIT_CHECKPOINT_EVERY = 50, 10  # the ViT pair's budget (bench/vit.py --train trains the same runs)
+# the settings a reused run must have been trained with (the rest of its config may differ)
+CHECKED = ("model", "dataset", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "classes",
+           "lr", "momentum", "batch_size", "train_fraction", "augment")
 
 
-def demo_configs(epochs: int) -> dict[str, tuple[TrainConfig, bool]]:
-    """Run name → (training config, decompose it?)."""
-    vgg = dict(model="vgg11", dataset="mnist5k", width=0.25, epochs=epochs, seed=0, device="cpu")
+def demo_configs(epochs: int = EPOCHS) -> dict[str, TrainConfig]:
+    """Run name → its training config."""
+    vgg = dict(model="vgg11", dataset="mnist5k", width=0.25, epochs=epochs, seed=0, device="cpu",
+               checkpoint_every=CHECKPOINT_EVERY)
     return {
-        "vgg11-moda": (TrainConfig(**vgg, alpha=1.0, beta=1.0, gamma=0.3), True),
-        "vgg11-standard": (TrainConfig(**vgg, alpha=0.0, beta=0.0, gamma=0.0), True),
-        "swap-strong": (TrainConfig(**vgg, alpha=1.0, beta=1.0, gamma=0.3, classes=[0, 1, 2, 3, 4]), True),
-        "swap-weak": (TrainConfig(model="lenet5", dataset="mnist5k", epochs=40, alpha=0.0, beta=0.0, gamma=0.0,
-                                  seed=0, classes=[MIXED_CLASS, 5, 6, 7, 8, 9], train_fraction=0.1,
-                                  augment=False, checkpoint_every=8, batch_size=32, device="cpu"), False),
+        "vgg11-moda": TrainConfig(**vgg, alpha=1.0, beta=1.0, gamma=0.3),
+        "vgg11-standard": TrainConfig(**vgg, alpha=0.0, beta=0.0, gamma=0.0),
+        "vgg11-mwt": TrainConfig(**vgg, method="mwt"),
+        "swap-strong": strong_config(epochs),
+        "swap-weak": weak_config("scarce", MIXED_CLASS, WEAK_EPOCHS, checkpoint_every=WEAK_CHECKPOINT_EVERY),
+        **{f"vit-{kind}": TrainConfig(model="vit", dataset="mnist5k", width=1.0, epochs=VIT_EPOCHS, seed=0,
+                                      device="cpu", checkpoint_every=VIT_CHECKPOINT_EVERY, **weights)
+           for kind, weights in (("moda", dict(alpha=1.0, beta=1.0, gamma=0.3)),
+                                 ("standard", dict(alpha=0.0, beta=0.0, gamma=0.0)))},
     }
 
 
-def make_demo(out: Path, epochs: int) -> None:
+def reusable(source: Path, config: TrainConfig) -> bool:
+    """Whether ``source`` is a finished run trained with ``config``'s settings (a mismatch is an error)."""
+    if not source.is_dir():
+        return False
+    summary = runs.summarize_run(source)
+    if summary["status"] != "complete":
+        raise ModaError(f"--reuse: {source} is not a finished run (status {summary['status']}: {summary['error']})")
+    stored = runs.read_json(source / runs.CONFIG).get("train", {})
+    wanted = {key: getattr(config, key) for key in CHECKED}
+    differs = {key: (stored.get(key), value) for key, value in wanted.items()
+               if stored.get(key, value) != value}
+    if config.checkpoint_every and stored.get("checkpoint_every") != config.checkpoint_every:
+        differs["checkpoint_every"] = (stored.get("checkpoint_every"), config.checkpoint_every)  # evolution needs them
+    if differs:
+        raise ModaError(f"--reuse: {source} was trained with other settings (stored, wanted): {differs}")
+    return True
+
+
+def half_precision(path: Path) -> None:
+    """Rewrite a weights file with its floating tensors in float16 (metadata kept)."""
+    tensors, metadata = runs.load_tensors(path)
+    runs.save_tensors(path, {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, metadata)
+
+
+def bundle_run(source: Path, target: Path, kept: tuple[int, ...]) -> None:
+    """Copy a finished run's readable files into ``target``: no optimizer state, only the ``kept``
+    checkpoints (in float16), no decomposition files (made afresh)."""
+    target.mkdir(parents=True)
+    _, files = runs.resolve_files(source)
+    for name in (runs.CONFIG, runs.MODEL, runs.HISTORY, runs.METRICS):
+        shutil.copyfile(files.get(name, source / name), target / name)
+    available = runs.list_checkpoints(source)
+    missing = [e for e in kept if e not in available]
+    if missing:
+        raise ModaError(f"{source} has no checkpoint for epoch(s) {missing} (it has {available})")
+    for epoch in kept:
+        copy = runs.checkpoint_path(target, epoch)
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(runs.checkpoint_path(source, epoch), copy)
+        half_precision(copy)
+
+
+def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> None:
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     torch.use_deterministic_algorithms(True)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name, (config, decomposed) in demo_configs(epochs).items():
-        started = time.perf_counter()
-        run = train(config, out, name)
-        (run.path / runs.OPTIMIZER).unlink(missing_ok=True)
-        if decomposed:
-            decompose(run, DEFAULT_TAU)
-        print(f"{name}: test accuracy {run.metrics['test_accuracy']:.4f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    configs = demo_configs(epochs)
+    with tempfile.TemporaryDirectory(prefix="moda-demo-") as scratch:
+        staging = Path(scratch) / "demo"  # build next to nothing we keep; replace ``out`` only at the end
+        staging.mkdir()
+        for name, config in configs.items():
+            started = time.perf_counter()
+            source = reuse / name if reuse is not None else None
+            if source is not None and name != "swap-weak" and reusable(source, config):
+                how = f"reused from {source}"
+            else:
+                source = train(config, Path(scratch) / "trained", name).path
+                how = "trained"
+            if name.startswith("vgg11-"):
+                evolution = training_evolution(source, DEFAULT_TAU)
+            kept = WEAK_KEPT if name == "swap-weak" else KEPT_CHECKPOINTS.get(name, ())
+            bundle_run(source, staging / name, kept)
+            if name.startswith("vgg11-"):
+                evolution.to_csv(staging / name / EVOLUTION_FILE, index=False, float_format="%.6f")
+            if name != "swap-weak":
+                bundled = staging / name
+                for spec in [bundled, *(f"{bundled}@{e}" for e in kept)]:
+                    decompose(runs.load_run(spec), DEFAULT_TAU)
+            run = runs.load_run(staging / name)
+            line = f"{name}: {how}, test accuracy {run.metrics['test_accuracy']:.4f}"
+            if name.startswith("vgg11-"):
+                last = evolution.iloc[-1]
+                line += (f", modules {last['mean_module_size']:.1%} of the weights, "
+                         f"mean overlap {last['mean_overlap']:.1%} (τ={DEFAULT_TAU})")
+            print(f"{line} ({time.perf_counter() - started:.0f} s)", flush=True)
+        fresh, old = out.parent / f".{out.name}.new", out.parent / f".{out.name}.old"
+        for leftover in (fresh, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.copytree(staging, fresh)
+        if out.exists():
+            out.rename(old)  # swap in the new bundle with two renames (readers never see a half-made one)
+        fresh.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"demo bundle in {out}: {size / 1e6:.1f} MB")
 
@@ -74,9 +177,16 @@ def make_demo(out: Path, epochs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "demo")
-    parser.add_argument("--epochs", type=int, default=15, help="epochs of the VGG runs")
+    parser.add_argument("--reuse", type=Path, help="take finished runs of the same names and settings from this "
+                                                   "folder instead of training them (only read)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the VGG runs")
     args = parser.parse_args()
-    make_demo(args.out, args.epochs)
+    if args.reuse is not None and not args.reuse.is_dir():
+        parser.error(f"--reuse {args.reuse}: no such folder")
+    try:
+        make_demo(args.out, args.reuse, args.epochs)
+    except ModaError as error:
+        sys.exit(f"make_demo: {error}")
 
 
 if __name__ == "__main__":

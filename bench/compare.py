@@ -7,8 +7,19 @@ weight overlap, and over all class pairs the composed module's accuracy next to 
 on the same pairs. Writes bench/results/compare.csv and compare.md (the dashboard's Compare page
 reads the CSV).
 
-    python bench/compare.py            # LeNet-5, VGG11, ResNet-18, MobileNet (width 0.25), 15 epochs
-    python bench/compare.py --quick    # 2 epochs: minutes on a CPU
+    python bench/compare.py                  # LeNet-5, VGG11, ResNet-18, MobileNet (width 0.25), 15 epochs
+    python bench/compare.py --quick          # 2 epochs: minutes on a CPU
+    # the converged table of the README (100 epochs; VGG11 reuses the demo runs, which are 100-epoch runs;
+    # ResNet-18/MobileNet rows of an earlier, shorter run are kept with their own epoch budget):
+    python bench/compare.py --models lenet5 vgg11 --epochs 100 --reuse assets/demo --merge \
+        --timings-from bench/results/compare-e15.csv
+
+``--reuse DIR``: a finished run in DIR trained with exactly the settings a row needs (model, width,
+epochs, seed, method and α β γ, data) is used instead of training one; it is only read (decomposed in
+memory). ``--merge``: rows of the existing output table for models not run now are kept (each row
+states its own epoch budget). ``--timings-from CSV``: take seconds per epoch and the time ratio from
+that table's rows of the same model, width and method — per-epoch cost does not depend on the
+budget, and runs trained on a shared, busy CPU do not time well.
 """
 from __future__ import annotations
 
@@ -23,25 +34,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from moda_core.baselines import COMPARE_COLUMNS  # noqa: E402
+from bench.common import METHODS, median_epoch_seconds  # noqa: E402
+from moda_core import runs as run_store  # noqa: E402
+from moda_core.comparison import (COMPARE_COLUMNS, compare_markdown, read_compare_table,  # noqa: E402
+                                  write_compare_table)
 from moda_core.decompose import decompose  # noqa: E402
-from moda_core.metrics import mean_off_diagonal, module_sizes, overlap_matrix, subtask_sets, subtask_sweep  # noqa: E402
-from moda_core.runs import atomic_write_bytes, run_dataset  # noqa: E402
+from moda_core.metrics import subtask_sets, subtask_sweep  # noqa: E402
+from moda_core.runs import run_dataset  # noqa: E402
+from moda_core.summary import module_summary  # noqa: E402
 from moda_core.train import TrainConfig, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(), "mwt": dict(method="mwt")}
+MATCHED = ("model", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "dataset", "classes",
+           "train_fraction", "batch_size", "lr", "momentum", "augment")
 
 
-def markdown(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    for column in ("test_accuracy", "mean_module_size", "mean_overlap", "pair_params_fraction",
-                   "pair_composed_accuracy", "pair_standard_accuracy"):
-        shown[column] = (100 * shown[column]).map("{:.1f}%".format)
-    shown["seconds_per_epoch"] = shown["seconds_per_epoch"].map("{:.2f}".format)
-    shown["time_ratio_vs_standard"] = shown["time_ratio_vs_standard"].map("{:.2f}x".format)
-    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
-    return header + "".join("| " + " | ".join(map(str, row)) + " |\n" for row in shown.itertuples(index=False))
+def find_reusable(folder: Path, config: TrainConfig):
+    """A finished run in ``folder`` trained with ``config``'s settings (``MATCHED``), loaded; or None."""
+    wanted = {key: getattr(config, key) for key in MATCHED}
+    for entry in run_store.list_runs(folder):
+        if entry["status"] != "complete":
+            continue
+        stored = run_store.read_json(Path(entry["path"]) / run_store.CONFIG).get("train", {})
+        if all(stored.get(key, wanted[key]) == wanted[key] for key in MATCHED) and not stored.get("class_fractions"):
+            return run_store.load_run(entry["path"])
+    return None
 
 
 def main() -> None:
@@ -54,10 +71,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs")
     parser.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--out", default=str(RESULTS / "compare.csv"))
+    parser.add_argument("--reuse", type=Path, help="use finished runs with the same settings from this folder "
+                                                    "(read only) instead of training them")
+    parser.add_argument("--merge", action="store_true", help="keep the output table's rows of models not run now")
+    parser.add_argument("--timings-from", type=Path, help="take seconds per epoch and time ratios from this "
+                                                          "table (same model, width and method)")
     args = parser.parse_args()
     if args.quick:
         args.epochs = 2
     rows = []
+    reused: set[Path] = set()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         runs_dir = Path(args.runs_dir or scratch)
@@ -67,36 +90,50 @@ def main() -> None:
             for method, weights in METHODS.items():
                 config = TrainConfig(model=model, width=width, epochs=args.epochs, seed=args.seed,
                                      track_modular_terms=False, **weights)
-                runs[method] = train(config, runs_dir, f"{model}-w{width}-{method}-e{args.epochs}-s{args.seed}")
-                print(f"[{time.perf_counter() - started:6.0f} s] trained {model} {method}: "
-                      f"test accuracy {runs[method].metrics['test_accuracy']:.4f}", flush=True)
+                found = find_reusable(args.reuse, config) if args.reuse else None
+                if found is not None:
+                    reused.add(found.path)
+                    runs[method] = found
+                else:
+                    runs[method] = train(config, runs_dir, f"{model}-w{width}-{method}-e{args.epochs}-s{args.seed}")
+                print(f"[{time.perf_counter() - started:6.0f} s] {'reused ' + str(found.path) if found else 'trained'} "
+                      f"{model} {method}: test accuracy {runs[method].metrics['test_accuracy']:.4f}", flush=True)
             standard = runs["standard"]
             test = run_dataset(standard).test
             pairs = subtask_sets(standard.model.arch["num_classes"], [2], samples=10_000)
 
-            def epoch_seconds(run) -> float:  # training time only; the first epoch is warm-up
-                return statistics.median([h["train_seconds"] for h in run.history[1:]] or
-                                         [run.history[0]["train_seconds"]])
-
             for method, run in runs.items():
-                masks = decompose(run, args.tau).masks
-                sizes = module_sizes(run.model, masks)
+                masks = decompose(run, args.tau, save=run.path not in reused).masks  # reused runs: only read
+                summary = module_summary(run.model, masks)
                 sweep = subtask_sweep(run.model, masks, test, pairs, reference=standard.model)
                 rows.append({
                     "model": model, "width": width, "method": method, "epochs": args.epochs, "seed": args.seed,
-                    "test_accuracy": run.metrics["test_accuracy"], "seconds_per_epoch": epoch_seconds(run),
-                    "time_ratio_vs_standard": epoch_seconds(run) / epoch_seconds(standard),
-                    "mean_module_size": sum(sizes) / len(sizes),
-                    "mean_overlap": mean_off_diagonal(overlap_matrix(run.model, masks)),
+                    "test_accuracy": run.metrics["test_accuracy"], "seconds_per_epoch": median_epoch_seconds(run),
+                    "time_ratio_vs_standard": median_epoch_seconds(run) / median_epoch_seconds(standard),
+                    "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap,
                     "pair_params_fraction": statistics.mean(r["params_fraction"] for r in sweep),
                     "pair_composed_accuracy": statistics.mean(r["accuracy"] for r in sweep),
                     "pair_standard_accuracy": statistics.mean(r["reference_accuracy"] for r in sweep),
                 })
-    table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     out = Path(args.out)
-    atomic_write_bytes(out, table.to_csv(index=False).encode())
-    atomic_write_bytes(out.with_suffix(".md"), markdown(table).encode())
-    print(markdown(table))
+    table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+    if args.timings_from:
+        timed = read_compare_table(args.timings_from).set_index(["model", "width", "method"])
+        for index, row in table.iterrows():
+            key = (row["model"], float(row["width"]), row["method"])
+            if key in timed.index:
+                for column in ("seconds_per_epoch", "time_ratio_vs_standard"):
+                    table.at[index, column] = timed.loc[key, column]
+            else:
+                print(f"note: {args.timings_from} has no row for {key}: its own timing is kept", flush=True)
+    if args.merge and out.exists():
+        previous = read_compare_table(out)[list(COMPARE_COLUMNS)]
+        kept = previous[~previous["model"].isin(set(table["model"]))]
+        order = list(dict.fromkeys([*previous["model"], *table["model"]]))
+        table = pd.concat([table, kept], ignore_index=True)
+        table = table.sort_values("model", key=lambda c: c.map(order.index), kind="stable").reset_index(drop=True)
+    table = write_compare_table(out, table)
+    print(compare_markdown(table))
     print(f"wrote {out} and {out.with_suffix('.md')} ({time.perf_counter() - started:.0f} s)")
 
 

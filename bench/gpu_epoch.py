@@ -11,8 +11,6 @@ left out of the median. Prints where it ran; ``--out`` writes the table as CSV.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -22,14 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from moda_core.runs import atomic_write_bytes  # noqa: E402
+from bench.common import default_weights, device_name, median_epoch_seconds  # noqa: E402
+from moda_core.io import atomic_write_bytes  # noqa: E402
 from moda_core.train import TrainConfig, resolve_device, train  # noqa: E402
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -51,14 +44,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
         for model in args.models:
-            for kind, weights in (("standard", (0.0, 0.0, 0.0)), ("moda", (1.0, 1.0, 0.3))):
+            for kind, weights in (("standard", default_weights("standard")), ("moda", default_weights("moda"))):
                 config = TrainConfig(model=model, dataset="synthetic", width=args.width, epochs=args.epochs,
                                      alpha=weights[0], beta=weights[1], gamma=weights[2], batch_size=128,
                                      train_fraction=args.train_fraction, device=args.device, compile=args.compile,
                                      track_modular_terms=False)
                 run = train(config, runs_dir, f"{model}-{kind}")
                 # training time only (no test pass); the first epoch is warm-up
-                seconds = statistics.median([h["train_seconds"] for h in run.history[1:]] or [run.history[0]["train_seconds"]])
+                seconds = median_epoch_seconds(run)
                 images = run.config["data"]["train_size"]
                 rows.append({"model": model, "training": kind, "width": args.width, "images": images,
                              "seconds_per_epoch": seconds, "images_per_second": images / seconds,

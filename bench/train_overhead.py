@@ -1,8 +1,9 @@
 """Training-step time of MODA and MwT as ratios to standard training, measured side by side.
 
 Synthetic CIFAR-10-shaped batches (3×32×32, batch 128) through the trainer's own step
-(``moda_core.train.forward_losses`` + backward + SGD step) for VGG16, ResNet-18 and MobileNet.
-Standard, MODA and MwT steps are interleaved round by round so that drift hits all three alike;
+(``moda_core.train.train_step``: the method's forward pass and loss terms, backward, SGD step) for
+VGG16, ResNet-18 and MobileNet, with models prepared by each method exactly as ``train`` prepares
+them. Standard, MODA and MwT steps are interleaved round by round so that drift hits all three alike;
 medians are reported. With ``--json`` the last line is ``{model: {"moda_ratio", "mwt_ratio"}, …,
 "device": …}``. ``--quick`` (width 0.25, few repeats) stays under two minutes on a CPU.
 
@@ -21,20 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from moda_core.baselines.mwt import to_mwt  # noqa: E402
+from bench.common import METHODS, device_name  # noqa: E402
+from moda_core.comparison import write_train_overhead  # noqa: E402
 from moda_core.models import build_model  # noqa: E402
-from moda_core.runs import atomic_write_bytes  # noqa: E402
-from moda_core.train import TrainConfig, forward_losses, resolve_device  # noqa: E402
-
-METHODS = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(), "mwt": dict(method="mwt")}
+from moda_core.train import TrainConfig, resolve_device, train_step  # noqa: E402
 
 
 def make_step(model_name: str, method: str, width: float, device: torch.device):
     config = TrainConfig(model=model_name, width=width, track_modular_terms=False, **METHODS[method])
+    trainer = config.training_method
     torch.manual_seed(0)
-    model = build_model(model_name, 3, 32, 10, width)
-    if method == "mwt":
-        model = to_mwt(model)
+    model = trainer.prepare(build_model(model_name, 3, 32, 10, width))
     model.to(device).train()
     channels_last = device.type == "cuda"
     if channels_last:
@@ -48,10 +46,7 @@ def make_step(model_name: str, method: str, width: float, device: torch.device):
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        _, _, loss, *_ = forward_losses(config, model, model, x, y, autocast, record_terms=False)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(trainer, config, model, model, optimizer, x, y, autocast)
 
     return step
 
@@ -83,7 +78,6 @@ def main() -> None:
     device = resolve_device(args.device)
     if device.type == "cuda" and args.inner == 1:
         args.inner = 10
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     result: dict = {}
     for model_name in args.models:
         steps = {method: make_step(model_name, method, args.width, device) for method in METHODS}
@@ -102,10 +96,10 @@ def main() -> None:
               f"MODA {median['moda'] * 1000:.1f} ms ({result[model_name]['moda_ratio']:.2f}x), "
               f"MwT {median['mwt'] * 1000:.1f} ms ({result[model_name]['mwt_ratio']:.2f}x); "
               f"MODA/MwT {result[model_name]['moda_vs_mwt']:.2f}", flush=True)
-    result["device"] = where
+    result["device"] = device_name(device)
     result["width"] = args.width
     if args.out:
-        atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
+        write_train_overhead(args.out, result)
     if args.json:
         print(json.dumps(result))
 

@@ -18,6 +18,8 @@ PAIR_COLOURS = ("#0072B2", "#E69F00")
 HISTORY_TERMS = ("ce", "affinity", "dispersion", "compactness")
 # Okabe–Ito: a categorical palette that colour-blind viewers can tell apart
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+# outlines of the cells a class module keeps on the rate heatmap
+OUTLINE_COLOUR = "#000000"
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int | None = None) -> go.Figure:
@@ -30,12 +32,15 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int 
 
 def rate_heatmap(rates: np.ndarray, class_names: Sequence[str], point: str,
                  unit_order: Sequence[int] | None = None, tau: float | None = None,
-                 masks: np.ndarray | None = None) -> go.Figure:
+                 masks: np.ndarray | None = None, groups: Sequence[str] | None = None) -> go.Figure:
     """Class×unit heatmap of activation rates at one point.
 
     ``unit_order`` reorders the columns (the x labels keep the original unit index). With ``masks``
     (class×unit bool, same shape) an outlined-square marker trace shows which cells each class
-    module keeps.
+    module keeps: black outlines, which stand out on the cells a module keeps (rate ≥ τ ≥ 0.5, so
+    teal to yellow on viridis) and on the white legend. With ``groups`` (one label per unit, original
+    index; see ``unit_groups``) runs of equal labels in the shown order are separated by lines and
+    labelled above the heatmap.
     """
     rates = np.asarray(rates, dtype=float)
     order = np.arange(rates.shape[1]) if unit_order is None else np.asarray(unit_order)
@@ -43,32 +48,78 @@ def rate_heatmap(rates: np.ndarray, class_names: Sequence[str], point: str,
     units = [str(u) for u in order]
     fig = go.Figure(go.Heatmap(z=shown, x=units, y=list(class_names), colorscale=RATE_SCALE, zmin=0.0, zmax=1.0,
                                colorbar=dict(title="rate"),
-                               hovertemplate="class %{y}, unit %{x}: fires on %{z:.0%} of its samples"
+                               hovertemplate="class %{y}, unit %{x}: fires on %{z:.1%} of its samples"
                                              "<extra></extra>"))
     if masks is not None:
         kept = np.asarray(masks, dtype=bool)[:, order]
         rows, cols = np.nonzero(kept)
         fig.add_trace(go.Scatter(x=[units[c] for c in cols], y=[class_names[r] for r in rows], mode="markers",
-                                 marker=dict(symbol="square-open", size=7, color="white", line=dict(width=1)),
+                                 marker=dict(symbol="square-open", color=OUTLINE_COLOUR, line=dict(width=2),
+                                             size=int(np.clip(480 / max(1, len(units)), 5, 10))),
                                  name=f"in module (rate ≥ τ={tau:.2f})" if tau is not None else "in module",
                                  hoverinfo="skip", showlegend=True))
         fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category", autorange="reversed")
     title = f"Activation rate per class and unit at {point}"
-    return _layout(fig, title, "unit (channel or neuron)", "class", height=140 + 28 * len(class_names))
+    _layout(fig, title, "unit (channel or neuron)", "class", height=140 + 28 * len(class_names))
+    if groups is not None:
+        _label_unit_groups(fig, [str(groups[u]) for u in order])
+    return fig
+
+
+def _label_unit_groups(fig: go.Figure, shown_groups: Sequence[str]) -> None:
+    """Separator lines between runs of equal group labels (columns in shown order) and each run's label
+    above the heatmap; the legend moves above the labels."""
+    starts = [i for i, g in enumerate(shown_groups) if i == 0 or g != shown_groups[i - 1]]
+    ends = starts[1:] + [len(shown_groups)]
+    for start, end in zip(starts, ends):
+        if start:
+            fig.add_shape(type="line", x0=start - 0.5, x1=start - 0.5, y0=0, y1=1, yref="paper",
+                          line=dict(color="#444444", width=1.5))
+        fig.add_annotation(x=(start + end - 1) / 2, y=1.0, yref="paper", yanchor="bottom", showarrow=False,
+                           text=shown_groups[start], font=dict(size=11))
+    # title, then the legend, then the group labels, top down (legend placed in pixels above the plot area)
+    top, bottom = 110, fig.layout.margin.b or 50
+    plot_height = max(60, (fig.layout.height or 450) - top - bottom)
+    fig.update_layout(margin=dict(t=top), title=dict(y=1.0, yref="container", yanchor="top", pad=dict(t=12)),
+                      legend=dict(orientation="h", x=0, y=1.0 + 22 / plot_height, yanchor="bottom"))
+
+
+SHARED_GROUP = "shared"
+UNKEPT_GROUP = "in no module"
 
 
 def units_by_class_order(rates: np.ndarray, masks: np.ndarray) -> list[int]:
-    """Units sorted by the class they serve: grouped by the first class whose module keeps them
-    (units no module keeps go last), and within a group by falling rate for that class."""
+    """Units sorted by the class they serve: first the units exactly one class module keeps, grouped by
+    that class (in class order); then the units two or more modules keep ("shared"); then the units no
+    module keeps. Within a group, by falling rate (the owner's rate; the highest rate for the others)."""
     rates = np.asarray(rates, dtype=float)
     masks = np.asarray(masks, dtype=bool)
     num_classes = rates.shape[0]
-    owner = np.where(masks.any(0), masks.argmax(0), num_classes)
-    own_rate = np.where(owner < num_classes, rates[np.minimum(owner, num_classes - 1), np.arange(rates.shape[1])],
-                        rates.max(0))
-    return sorted(range(rates.shape[1]), key=lambda u: (owner[u], -own_rate[u], u))
+    keepers = masks.sum(0)
+    group = np.where(keepers == 1, masks.argmax(0), np.where(keepers > 1, num_classes, num_classes + 1))
+    own_rate = np.where(keepers == 1, rates[masks.argmax(0), np.arange(rates.shape[1])], rates.max(0))
+    return sorted(range(rates.shape[1]), key=lambda u: (group[u], -own_rate[u], u))
+
+
+def kept_units_text(kept: Sequence[int], units: int) -> str:
+    """How many of a point's ``units`` the class modules keep (``kept``: one count per class), in words:
+    "each class module keeps all 16 units", "… keeps 4 of 16 units", "… keeps 3–9 of 16 units (mean 5.2)"."""
+    kept = np.asarray(kept, dtype=int)
+    low, high = int(kept.min()), int(kept.max())
+    if low == high:
+        return f"each class module keeps {'all' if low == units else f'{low} of'} {units} units."
+    return f"each class module keeps {low}–{high} of {units} units (mean {kept.mean():.1f})."
+
+
+def unit_groups(masks: np.ndarray, class_names: Sequence[str]) -> list[str]:
+    """Per unit (original index): the class whose module alone keeps it, ``SHARED_GROUP`` when several
+    modules keep it, ``UNKEPT_GROUP`` when none does (the groups of ``units_by_class_order``)."""
+    masks = np.asarray(masks, dtype=bool)
+    keepers = masks.sum(0)
+    return [str(class_names[int(masks[:, u].argmax())]) if keepers[u] == 1
+            else SHARED_GROUP if keepers[u] > 1 else UNKEPT_GROUP for u in range(masks.shape[1])]
 
 
 def firing_figure(fired: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], class_index: int,
@@ -100,22 +151,26 @@ def image_module_match(fired: Mapping[str, np.ndarray], masks: Mapping[str, np.n
         z[:, j] = (np.asarray(masks[p], bool) & f[None, :]).sum(1) / n
     fig = go.Figure(go.Heatmap(z=z, x=points, y=list(class_names), colorscale=RATE_SCALE, zmin=0.0, zmax=1.0,
                                colorbar=dict(title="share"),
-                               hovertemplate="class %{y} at %{x}: %{z:.0%} of the firing units are in its module"
+                               hovertemplate="class %{y} at %{x}: %{z:.1%} of the firing units are in its module"
                                              "<extra></extra>"))
     fig.update_yaxes(type="category", autorange="reversed")
     return _layout(fig, "Share of this image's firing units that each class module keeps", "activation point",
                    "class module", height=140 + 28 * len(class_names))
 
 
-def module_size_bars(sizes: Mapping[str, Sequence[float]], class_names: Sequence[str]) -> go.Figure:
-    """Grouped bars of module size (fraction of the full model's parameters) per class, one group per run."""
-    fig = go.Figure([go.Bar(x=list(class_names), y=list(values), name=label,
-                            marker_color=PAIR_COLOURS[i % len(PAIR_COLOURS)],
+def module_size_bars(sizes: Mapping[str, Sequence[float]], class_names: Sequence[str],
+                     title: str = "Module size per class (share of the full model's parameters)",
+                     first_colour: int = 0) -> go.Figure:
+    """Grouped bars of module size (fraction of the full model's parameters) per class, one group per run,
+    always with a legend naming the run; ``first_colour`` picks the first run's colour (so two charts of
+    one run each keep the runs' colours apart)."""
+    fig = go.Figure([go.Bar(x=list(class_names), y=list(values), name=label, showlegend=True,
+                            marker_color=PAIR_COLOURS[(first_colour + i) % len(PAIR_COLOURS)],
                             hovertemplate="class %{x}: %{y:.1%} of the weights<extra>" + label + "</extra>")
                      for i, (label, values) in enumerate(sizes.items())])
     fig.update_layout(barmode="group", yaxis_tickformat=".0%", legend=dict(orientation="h", yanchor="bottom", y=1.0))
-    return _layout(fig, "Module size per class (share of the full model's parameters)", "class",
-                   "module size")
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, "class", "module size")
 
 
 def overlap_heatmap(overlap: np.ndarray, class_names: Sequence[str], title: str = "Weight overlap between classes",
@@ -127,16 +182,19 @@ def overlap_heatmap(overlap: np.ndarray, class_names: Sequence[str], title: str 
                                zmax=float(overlap.max()) if zmax is None else zmax,
                                colorbar=dict(title="share", tickformat=".0%"),
                                text=[[f"{v:.1%}" for v in row] for row in overlap], texttemplate="%{text}",
-                               hovertemplate="classes %{y} and %{x} share %{z:.2%} of the weights<extra></extra>"))
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category", autorange="reversed", scaleanchor="x")
+                               hovertemplate="classes %{y} and %{x} share %{z:.1%} of the weights<extra></extra>"))
+    # square cells by shrinking the plot area (constrain="domain"), not by widening the axis range, which
+    # would leave an empty band between the heatmap and its x labels
+    fig.update_xaxes(type="category", constrain="domain")
+    fig.update_yaxes(type="category", autorange="reversed", scaleanchor="x", constrain="domain")
     return _layout(fig, title, "class", "class", height=480)
 
 
-def overlap_by_layer(layers: Mapping[str, float], title: str = "Where the overlap lives") -> go.Figure:
+def overlap_by_layer(layers: Mapping[str, float], title: str = "Where the overlap lives",
+                     colour: str = PAIR_COLOURS[0]) -> go.Figure:
     """Bars: mean pairwise overlap contributed by each layer (fraction of full-model parameters)."""
-    fig = go.Figure(go.Bar(x=list(layers), y=list(layers.values()), marker_color=PAIR_COLOURS[0],
-                           hovertemplate="%{x}: %{y:.2%} of all weights<extra></extra>"))
+    fig = go.Figure(go.Bar(x=list(layers), y=list(layers.values()), marker_color=colour,
+                           hovertemplate="%{x}: %{y:.1%} of all weights<extra></extra>"))
     fig.update_layout(yaxis_tickformat=".1%")
     return _layout(fig, title, "layer", "mean pairwise overlap")
 
@@ -145,22 +203,43 @@ def overlap_by_layer_pair(layers: Mapping[str, Mapping[str, float]]) -> go.Figur
     """Grouped bars: per layer, the mean pairwise overlap of each run (``{run label: {layer: value}}``)."""
     fig = go.Figure([go.Bar(x=list(values), y=list(values.values()), name=label,
                             marker_color=PAIR_COLOURS[i % len(PAIR_COLOURS)],
-                            hovertemplate="%{x}: %{y:.2%} of all weights<extra>" + label + "</extra>")
+                            hovertemplate="%{x}: %{y:.1%} of all weights<extra>" + label + "</extra>")
                      for i, (label, values) in enumerate(layers.items())])
     fig.update_layout(barmode="group", yaxis_tickformat=".1%", legend=dict(orientation="h", yanchor="bottom", y=1.0))
     return _layout(fig, "Where the overlap lives: mean pairwise overlap per layer", "layer",
                    "mean pairwise overlap")
 
 
+NOT_TRAINED = "measured, not trained"
+
+
+def _epoch_ticks(fig: go.Figure, epochs: Sequence[float]) -> None:
+    """Whole epochs only on the x axis (never 1.5, 2.5)."""
+    last = max([int(e) for e in epochs], default=1)
+    if last <= 12:
+        fig.update_xaxes(tickmode="linear", tick0=1, dtick=1)
+    elif last <= 60:
+        fig.update_xaxes(tickmode="linear", tick0=0, dtick=2 if last <= 24 else 5)
+    else:
+        fig.update_xaxes(tickformat="d")  # plotly's own steps are whole numbers at this range
+
+
 def history_figure(history: Sequence[Mapping[str, float]], terms: Sequence[str] = HISTORY_TERMS,
-                   title: str = "Training losses per epoch") -> go.Figure:
-    """Lines of loss terms per epoch (one trace per term present in the history)."""
+                   title: str = "Training losses per epoch",
+                   trained: Mapping[str, bool] | None = None) -> go.Figure:
+    """Lines of loss terms per epoch (one trace per term present in the history). ``trained`` says which
+    terms were part of the training loss (weight > 0); the others (e.g. the modular terms of a standard
+    run, only measured) are dashed and named "TERM (measured, not trained)"."""
     epochs = [row["epoch"] for row in history]
     fig = go.Figure()
     for term in terms:
         values = [row.get(term, float("nan")) for row in history]
         if values and not all(np.isnan(values)):
-            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=term))
+            measured_only = trained is not None and not trained.get(term, True)
+            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers",
+                                     name=f"{term} ({NOT_TRAINED})" if measured_only else term,
+                                     line=dict(dash="dash") if measured_only else None))
+    _epoch_ticks(fig, epochs)
     return _layout(fig, title, "epoch", "loss term")
 
 
@@ -170,6 +249,7 @@ def accuracy_figure(history: Sequence[Mapping[str, float]], title: str = "Accura
                                 name=k.replace("_", " "), line=dict(color=c))
                      for k, c in (("train_accuracy", PAIR_COLOURS[0]), ("test_accuracy", PAIR_COLOURS[1]))])
     fig.update_layout(yaxis_tickformat=".0%")
+    _epoch_ticks(fig, epochs)
     return _layout(fig, title, "epoch", "accuracy")
 
 
@@ -190,23 +270,37 @@ def compose_bars(report: Mapping[str, float]) -> go.Figure:
                    "measure", "share / accuracy")
 
 
-def swap_bars(class_names: Sequence[str], before: Sequence[float], after: Sequence[float],
+# the Swap page: the weak model's accuracy, then one "after" series per repair strategy (Okabe–Ito, so the
+# three strategies keep one colour each and stay apart from the orange "before")
+SWAP_BEFORE_COLOUR = OKABE_ITO[1]
+SWAP_COLOURS = {"calibrate": OKABE_ITO[0], "normalize": OKABE_ITO[3], "affine": OKABE_ITO[2]}
+
+
+def swap_bars(class_names: Sequence[str], before: Sequence[float], afters: Mapping[str, Sequence[float]],
               target: str | None = None) -> go.Figure:
-    """Per-class accuracy before and after a module swap, as grouped bars (the target class annotated)."""
-    names = list(class_names)
-    fig = go.Figure([
-        go.Bar(x=names, y=list(before), name="before (weak model)", marker_color=PAIR_COLOURS[1],
-               hovertemplate="class %{x}: %{y:.1%}<extra>before</extra>"),
-        go.Bar(x=names, y=list(after), name="after the swap", marker_color=PAIR_COLOURS[0],
-               hovertemplate="class %{x}: %{y:.1%}<extra>after</extra>"),
-    ])
-    if target is not None and target in names:
-        fig.add_annotation(x=target, y=max(before[names.index(target)], after[names.index(target)]), text="target",
-                           showarrow=True, arrowhead=2, ay=-30)
-    fig.update_layout(barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1.1],
+    """Per-class test accuracy before a module swap and after it, one "after" series per strategy
+    (``afters``: strategy → accuracies in ``class_names`` order), as grouped bars; an arrow marks the
+    target class.
+
+    The x axis is categorical in the given order (class names such as "3" must never be read as
+    positions), and the arrow's x is the target's position on that axis: plotly places annotations on
+    a category axis by serial number, so the name "3" would point at the fourth category."""
+    names = [str(n) for n in class_names]
+    fig = go.Figure([go.Bar(x=names, y=list(before), name="before (weak model)", marker_color=SWAP_BEFORE_COLOUR,
+                            hovertemplate="class %{x}: %{y:.1%}<extra>before</extra>")])
+    for k, (strategy, after) in enumerate(afters.items()):
+        fig.add_trace(go.Bar(x=names, y=list(after), name=f"after: {strategy}",
+                             marker_color=SWAP_COLOURS.get(strategy, OKABE_ITO[4 + k % 4]),
+                             hovertemplate=f"class %{{x}}: %{{y:.1%}}<extra>{strategy}</extra>"))
+    if target is not None and str(target) in names:
+        position = names.index(str(target))
+        top = max([before[position], *(after[position] for after in afters.values())])
+        fig.add_annotation(x=position, y=top, yshift=4, text=f"target (class {target})", showarrow=True,
+                           arrowhead=2, ay=-30)
+    fig.update_layout(barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1.15],
                       legend=dict(orientation="h", yanchor="bottom", y=1.0))
-    fig.update_xaxes(type="category")
-    return _layout(fig, "Per-class test accuracy before and after the swap", "class", "accuracy")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=names)
+    return _layout(fig, "Per-class test accuracy before and after the swap, per strategy", "class", "accuracy")
 
 
 # --- Compare page: standard training vs MODA vs MwT, one row per model × method -------------------------------
@@ -283,11 +377,12 @@ def _method_bars(rows: Sequence[Mapping], column: str, title: str, y_title: str)
     models, values = _by_model(rows, column)
     colours = method_colours(list(values))
     fig = go.Figure([go.Bar(x=models, y=v, name=method_label(m), marker_color=colours[m],
-                            text=_text(v, "{:.1%}"), textposition="outside", cliponaxis=False,
+                            text=_text(v, "{:.1%}"), textposition="outside", cliponaxis=False, textangle=-90,
                             hovertemplate="%{x}: %{y:.1%}<extra>" + method_label(m) + "</extra>")
                      for m, v in values.items()])
     fig.update_layout(barmode="group", yaxis_tickformat=".0%")
-    fig.update_yaxes(rangemode="tozero")
+    top = max([v for series in values.values() for v in series if not np.isnan(v)], default=1.0)
+    fig.update_yaxes(range=[0, top * 1.22 if top > 0 else 1.0])  # room above the tallest bar for its label
     fig.update_xaxes(type="category")
     _legend_on_top(fig)
     return _layout(fig, title, "model", y_title, height=420)
@@ -331,22 +426,38 @@ def compare_accuracy(rows: Sequence[Mapping]) -> go.Figure:
         for m, v in values.items():
             fig.add_trace(go.Bar(x=models, y=v, name=method_label(m), marker_color=colours[m], legendgroup=m,
                                  showlegend=col == 1, text=_text(v, "{:.1%}"), textposition="outside",
-                                 cliponaxis=False,
+                                 cliponaxis=False, textangle=-90,
                                  hovertemplate="%{x}: %{y:.1%}<extra>" + f"{method_label(m)}, {what}</extra>"),
                           row=1, col=col)
     reference = _reference(rows, models, "pair_standard_accuracy")
     fig.add_trace(go.Bar(x=models, y=reference, name="standard model, same pairs", marker_color=REFERENCE_COLOUR,
                          legendgroup="reference", text=_text(reference, "{:.1%}"), textposition="outside",
-                         cliponaxis=False,
+                         cliponaxis=False, textangle=-90,
                          hovertemplate="%{x}: %{y:.1%}<extra>standard model on the same pairs</extra>"),
                   row=1, col=2)
     fig.update_layout(barmode="group", yaxis_tickformat=".0%")
-    fig.update_yaxes(range=[0, 1.12])
+    low, high = accuracy_axis_range([*full.values(), *pairs.values(), reference])
+    span = 1.0 - low
+    step = 0.02 if span <= 0.12 else 0.05 if span <= 0.3 else 0.1 if span <= 0.5 else 0.2
+    # ticks up to 100% only: the room above is for the value labels, not for accuracies over 100%
+    fig.update_yaxes(range=[low, high], tickmode="array",
+                     tickvals=[round(v, 4) for v in np.arange(low, 1.0 + 1e-9, step)])
     fig.update_xaxes(type="category", title_text="model")
-    _layout(fig, "Test accuracy: whole model, and modules composed for two classes", "model", "test accuracy",
-            height=480)
+    y_title = "test accuracy" if low == 0 else f"test accuracy (axis starts at {low:.0%})"
+    _layout(fig, "Test accuracy: whole model, and modules composed for two classes"
+            + ("" if low == 0 else f" (axis zoomed to {low:.0%}–100%)"), "model", y_title, height=480)
     _legend_on_top(fig, above_panel_titles=True)
     return fig
+
+
+def accuracy_axis_range(values: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """Y range for accuracy bars: zoomed to the data (from 5 points below the lowest value, rounded down to
+    5 points) so that 1–3-point differences show, with room above 100% for vertical value labels; from 0
+    when some accuracy is below 50% (then the differences are large anyway)."""
+    flat = [float(v) for series in values for v in series if not np.isnan(_value(v))]
+    lowest = min(flat, default=0.0)
+    low = 0.0 if lowest < 0.5 else float(np.floor((lowest - 0.05) * 20) / 20)
+    return max(0.0, low), 1.0 + (1.0 - max(0.0, low)) * 0.2
 
 
 def overhead_ratios(overhead: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
@@ -375,7 +486,7 @@ def compare_cost(rows: Sequence[Mapping], overhead: Mapping[str, Mapping[str, fl
         step_models = list(dict.fromkeys(model for values in steps.values() for model in values))
         step_values = {m: [steps[m].get(model, float("nan")) for model in step_models]
                        for m in methods if m in steps}
-        panels.append((step_values, step_models, "Time per training step" + (f" ({device})" if device else "")))
+        panels.append((step_values, step_models, "Time per training step" + (f", on {device}" if device else "")))
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.08,
                         subplot_titles=[title for _, _, title in panels])
     shown = set()
@@ -399,3 +510,121 @@ def compare_cost(rows: Sequence[Mapping], overhead: Mapping[str, Mapping[str, fl
             "time ÷ standard training's time", height=460)
     _legend_on_top(fig, above_panel_titles=True)
     return fig
+
+
+# ----- the new views: modules forming over training, the τ trade-off, how a union of masks grows -------
+
+EVOLUTION_PANELS = (("mean_module_size", "Mean module size (share of the weights)"),
+                    ("mean_overlap", "Mean pairwise overlap (share of the weights)"),
+                    ("test_accuracy", "Test accuracy"))
+TAU_PANELS = (("mean_module_size", "Mean module size (share of the weights)"),
+              ("mean_overlap", "Mean pairwise overlap (share of the weights)"),
+              ("pair_accuracy", "Composed two-class modules: accuracy"))
+
+
+def integer_dtick(last: float, ticks: int = 10) -> int:
+    """A whole-number tick step (1, 2, 5, 10, 20, 25, 50, …) that gives at most about ``ticks`` ticks up to
+    ``last``: epoch axes never show 1.5."""
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        if last / step <= ticks:
+            return step
+    return int(10 ** np.ceil(np.log10(max(last, 1) / ticks)))
+
+
+def _stacked_lines(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None,
+                   x_column: str, panels: Sequence[tuple[str, str]], hover_x: str):
+    """Stacked panels sharing one x axis; one line per series (label → columns), the same colour in every
+    panel and one legend entry (legend groups), colour by method where ``methods`` names one."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[title for _, title in panels])
+    methods = dict(methods or {})
+    colours = method_colours(list(dict.fromkeys(methods.get(label, label) for label in series)))
+    for k, (label, columns) in enumerate(series.items()):
+        colour = colours[methods.get(label, label)] if label in methods else OKABE_ITO[k % len(OKABE_ITO)]
+        for row, (column, title) in enumerate(panels, start=1):
+            fig.add_trace(go.Scatter(x=[float(v) for v in columns[x_column]], y=[float(v) for v in columns[column]],
+                                     mode="lines+markers", name=label, legendgroup=label, showlegend=row == 1,
+                                     line=dict(color=colour),
+                                     hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{label}</extra>"),
+                          row=row, col=1)
+            fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=row, col=1)
+    fig.update_layout(template="plotly_white", height=260 * len(panels) + 80, margin=dict(l=60, r=20, t=90, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
+    return fig
+
+
+def evolution_figure(series: Mapping[str, Mapping[str, Sequence[float]]],
+                     methods: Mapping[str, str] | None = None) -> go.Figure:
+    """Modules forming over training: mean module size, mean overlap and test accuracy per epoch (three
+    stacked panels sharing the epoch axis, whole-epoch ticks), one line per run (``series``: run label →
+    columns ``epoch``, ``mean_module_size``, ``mean_overlap``, ``test_accuracy``, as fractions), coloured
+    by training method (``methods``: label → moda / standard / mwt)."""
+    fig = _stacked_lines(series, methods, "epoch", EVOLUTION_PANELS, "epoch")
+    last = max((float(e) for columns in series.values() for e in columns["epoch"]), default=1.0)
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(last), tickformat="d")
+    fig.update_xaxes(title_text="epoch", row=len(EVOLUTION_PANELS), col=1)
+    fig.update_layout(title="Modules forming over training")
+    return fig
+
+
+def tau_figure(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None = None,
+               tau: float | None = None) -> go.Figure:
+    """The τ trade-off: mean module size, mean overlap and composed-pair accuracy as τ grows (stacked panels
+    sharing the τ axis), one line per run (``series``: label → columns ``tau``, ``mean_module_size``,
+    ``mean_overlap``, ``pair_accuracy``); a dotted line marks the τ chosen on the pages (``tau``)."""
+    fig = _stacked_lines(series, methods, "tau", TAU_PANELS, "τ =")
+    grid = sorted({round(float(t), 4) for columns in series.values() for t in columns["tau"]})
+    fig.update_xaxes(tickmode="array", tickvals=grid, ticktext=[f"{t:g}" for t in grid])
+    fig.update_xaxes(title_text="threshold τ (a unit joins a module when it fires on ≥ τ of the class)",
+                     row=len(TAU_PANELS), col=1)
+    if tau is not None:
+        fig.add_vline(x=float(tau), line_dash="dot", line_color=REFERENCE_LINE, row="all", col=1)
+        fig.add_annotation(x=float(tau), y=1.0, yref="y domain", text=f"τ = {float(tau):.2f} (the pages' τ)",
+                           showarrow=False, yanchor="bottom", font=dict(size=11, color=REFERENCE_LINE))
+    fig.update_layout(title="The τ trade-off: higher τ keeps fewer units")
+    return fig
+
+
+UNION_CELLS = {0: "kept by neither", 1: "only module A", 2: "only module B", 3: "both modules (overlap)",
+               4: "only the union (A's inputs × B's outputs, or B's × A's)"}
+UNION_COLOURS = ("#F2F2F2", OKABE_ITO[0], OKABE_ITO[1], "#000000", OKABE_ITO[5])
+
+
+def union_cells(inputs_a: Sequence[bool], outputs_a: Sequence[bool], inputs_b: Sequence[bool],
+                outputs_b: Sequence[bool]) -> np.ndarray:
+    """For one fully-connected layer (rows: output units, columns: input units), which module keeps each
+    weight (codes of ``UNION_CELLS``): a module keeps the weights between its kept inputs and kept outputs,
+    the union module keeps those between the union's inputs and outputs."""
+    ia, oa, ib, ob = (np.asarray(v, dtype=bool) for v in (inputs_a, outputs_a, inputs_b, outputs_b))
+    in_a, in_b = np.outer(oa, ia), np.outer(ob, ib)
+    union = np.outer(oa | ob, ia | ib)
+    cells = np.zeros(union.shape, dtype=int)
+    cells[union] = 4
+    cells[in_a & ~in_b] = 1
+    cells[in_b & ~in_a] = 2
+    cells[in_a & in_b] = 3
+    return cells
+
+
+def union_figure(cells: np.ndarray) -> go.Figure:
+    """The weight grid of ``union_cells``: one square per weight, coloured by which module keeps it."""
+    codes = list(UNION_CELLS)
+    n = len(codes)
+    # a discrete colour scale: code k fills the band [k/n, (k+1)/n]
+    scale = [[edge, UNION_COLOURS[k]] for k in range(n) for edge in (k / n, (k + 1) / n)]
+    rows, cols = cells.shape
+    fig = go.Figure(go.Heatmap(z=cells.tolist(), zmin=-0.5, zmax=n - 0.5, colorscale=scale, showscale=False,
+                               xgap=2, ygap=2,
+                               x=[f"in {j + 1}" for j in range(cols)], y=[f"out {i + 1}" for i in range(rows)],
+                               customdata=[[UNION_CELLS[int(c)] for c in row] for row in cells],
+                               hovertemplate="%{y} ← %{x}: %{customdata}<extra></extra>"))
+    for code in codes:  # legend entries (traces with no points)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=UNION_CELLS[code], hoverinfo="skip",
+                                 marker=dict(symbol="square", size=14, color=UNION_COLOURS[code],
+                                             line=dict(color="#666666", width=1))))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", side="top")
+    fig.update_layout(legend=dict(orientation="v", x=1.02, y=1), plot_bgcolor="white")
+    return _layout(fig, "One layer's weights: who keeps which", "input unit", "output unit", height=360)

@@ -1,53 +1,219 @@
-"""Widgets shared by several pages: the run picker and the empty / broken-run messages."""
+"""Widgets shared by several pages: the runs-folder and run pickers, the empty / broken-run messages,
+and the page guard that turns an error into a short message (no traceback, no server path)."""
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any, Callable
 
 import streamlit as st
 
 from dashboard import state
+from moda_core.decompose import DEFAULT_TAU
+from moda_core.errors import ModaError
 
+LOG = logging.getLogger("moda.dashboard")
 HOW_TO_TRAIN = ("Train one on the **Runs & training** page, or from a terminal: "
                 "`.venv/bin/python -m moda_core train --model lenet5 --epochs 5 --runs-dir runs`. "
                 "The bundled demo runs live in `assets/demo/` (regenerate them with "
                 "`.venv/bin/python assets/make_demo.py`).")
+# the start of the message a page shows instead of a traceback (tests look for it)
+PAGE_STOPPED = "This page stopped"
+
+
+def runs_folder_picker() -> None:
+    """The sidebar's choice among the runs folders the server was started with (no typed paths)."""
+    choices = state.folder_choices()
+    if len(choices) > 1:
+        st.selectbox("Runs folder", choices, key="runs_folder",
+                     help="The folders this server was started with (MODA_RUNS_DIR); every page lists the runs "
+                          "in the folder picked here.")
+    else:
+        st.caption(f"Runs folder: `{choices[0]}`")
+    for problem in state.runs_dir_problems():
+        st.warning(problem)
+
+
+def run_page(page) -> None:
+    """Run a page; an error becomes one short message (the traceback goes to the server's terminal only)."""
+    try:
+        page.run()
+    except ModaError as error:
+        LOG.warning("page %s stopped: %s", getattr(page, "url_path", "?"), error)
+        st.error(f"{PAGE_STOPPED}: {state.public(str(error))}")
+    except Exception:  # noqa: BLE001 - visitors get a short message; the terminal gets the details
+        LOG.exception("page %s stopped on an unexpected error", getattr(page, "url_path", "?"))
+        st.error(f"{PAGE_STOPPED} on an unexpected error; the details are in the server's terminal. "
+                 "Pick another run, or reload the page.")
 
 
 def show_broken(summaries: list[dict[str, Any]]) -> None:
     """List run folders that do not load, with their error, without stopping the page."""
-    broken = [s for s in summaries if s.get("error")]
+    broken = [s for s in summaries if not state.openable(s)]
     if broken:
         with st.expander(f"{len(broken)} run folder(s) could not be loaded", expanded=False):
             for s in broken:
-                st.warning(f"`{s['path']}`: {s['error']}")
+                st.warning(f"`{state.run_label(s['path'])}` ({state.run_status(s)}): "
+                           f"{state.public(s.get('error') or 'does not load')}")
 
 
 def pick_run(label: str, key: str, with_checkpoints: bool = False,
              prefer: Callable[[dict], bool] | tuple[Callable[[dict], bool], ...] | None = None,
              summaries: list[dict[str, Any]] | None = None, help: str | None = None,
-             prefer_spec: Callable[[str], bool] | None = None) -> str | None:
-    """A select box of the loadable runs; None (after a friendly message) when there are none.
+             prefer_spec: Callable[[str], bool] | None = None, shared: bool = True) -> str | None:
+    """A select box of the runs a page can open; None (after a friendly message) when there are none.
 
-    ``prefer`` (a predicate on run summaries, or several tried in order) and ``prefer_spec`` (on
-    run specs, checkpoints included) choose the default selection."""
+    The default is a complete run: the first that ``prefer`` (a predicate on run summaries, or several
+    tried in order) accepts, else the first complete one; ``prefer_spec`` (on run specs, checkpoints
+    included) overrides it. Broken runs are not offered; interrupted or running ones never by default.
+
+    A ``shared`` picker (the default) is *the* run of the session: every page's shared picker shows the run
+    last chosen on any page (or named by the URL's ``?run=``, see ``run_token``), and the URL follows it.
+    Pages with a second run (Swap's weak/strong, Modules' run B) pass ``shared=False`` for it."""
     summaries = state.list_runs() if summaries is None else summaries
     specs = state.loadable_specs(summaries, with_checkpoints)
     if not specs:
-        folders = ", ".join(f"`{f}`" for f in state.runs_dirs())
-        st.info(f"No runs yet in {folders}. {HOW_TO_TRAIN}")
+        st.info(f"No runs yet in {state.folders_text()}. {HOW_TO_TRAIN}")
         return None
-    index = 0
-    if prefer is not None:
-        good = [s for s in summaries if not s.get("error")]
-        predicates = prefer if isinstance(prefer, tuple) else (prefer,)
-        index = specs.index(good[default_index(summaries, *predicates)]["path"])
+    predicates = prefer if isinstance(prefer, tuple) else (prefer,) if prefer else ()
+    runs = [s for s in summaries if state.openable(s)]
+    index = specs.index(runs[default_index(summaries, *predicates)]["path"])
     if prefer_spec is not None:
-        index = next((i for i, spec in enumerate(specs) if prefer_spec(spec)), index)
-    return st.selectbox(label, specs, index=index, key=key, format_func=state.run_label, help=help)
+        index = next((i for i, spec in enumerate(specs) if prefer_spec(spec) and _healthy(spec, runs)), index)
+    if not shared:
+        return st.selectbox(label, specs, index=index, key=key, format_func=state.run_label, help=help)
+    wanted = _shared_run(state.loadable_specs(summaries, with_checkpoints=True))
+    chosen = _resolve_token(wanted, specs) if wanted else None
+    if chosen is None and (key not in st.session_state or st.session_state[key] not in specs):
+        chosen = specs[index]
+    if chosen is not None:
+        st.session_state[key] = chosen  # set before the widget exists: no index, or Streamlit warns
+    spec = st.selectbox(label, specs, key=key, format_func=state.run_label, help=help,
+                        on_change=_remember_run, args=(key,))
+    _set_url(RUN_PARAM, run_token(spec))
+    return spec
+
+
+# ----- one run and one τ for the whole session, mirrored in the URL ----------------------------------
+
+SHARED_RUN = "shared_run"  # session key: the session's run as a run token (public, never a path)
+SHARED_TAU = "shared_tau"  # session key: the session's τ
+RUN_PARAM, TAU_PARAM = "run", "tau"  # the URL's query parameters (?run=demo/vgg11-moda&tau=0.90)
+TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 1.0, 0.01
+
+
+def run_token(spec: str) -> str:
+    """How the URL names a run: ``FOLDER/RUN`` or ``FOLDER/RUN@EPOCH`` with the folder's public label (the
+    bundled demo is ``demo``); never a server path. Links are resolved only against the offered runs."""
+    label = state.run_label(spec)
+    name, _, epoch = label.partition(" @ epoch ")
+    demo = next((f.label for f in state.configured_folders() if f.bundled), None)
+    if demo and name.startswith(demo + "/"):
+        name = "demo" + name[len(demo):]
+    return f"{name}@{epoch}" if epoch else name
+
+
+def _resolve_token(token: str, specs: list[str]) -> str | None:
+    """The offered spec a token names; a checkpoint token falls back to its run on pages without checkpoints."""
+    by_token = {run_token(s): s for s in specs}
+    return by_token.get(token) or by_token.get(token.split("@")[0])
+
+
+def _remember_run(key: str) -> None:
+    st.session_state[SHARED_RUN] = run_token(st.session_state[key])
+
+
+def _remember_tau(key: str) -> None:
+    st.session_state[SHARED_TAU] = float(st.session_state[key])
+
+
+def _from_url_once(param: str) -> str | None:
+    """The URL's value of ``param`` the first time a session asks (a fresh tab, a reload, a bookmark); later
+    the session's own choice wins and the URL only follows it."""
+    flag = f"url_read_{param}"
+    if st.session_state.get(flag):
+        return None
+    st.session_state[flag] = True
+    value = st.query_params.get(param)
+    return None if value is None else str(value)
+
+
+def _note(message: str) -> None:
+    """Say (once, where the widget is) that the URL named something this server cannot show."""
+    st.info(message)
+
+
+def _quoted(value: str) -> str:
+    """A value from the URL, made harmless for markdown (no backticks, bounded length)."""
+    value = value.replace("`", "'").strip()
+    return value if len(value) <= 60 else value[:57] + "..."
+
+
+def _shared_run(all_specs: list[str]) -> str | None:
+    """The session's run token: chosen on some page, else named by the URL (checked against every offered
+    run and checkpoint; an unknown one gives a gentle note and the page's default)."""
+    token = _from_url_once(RUN_PARAM)
+    if token is not None and SHARED_RUN not in st.session_state:
+        if _resolve_token(token, all_specs) is None:
+            _note(f"The link names the run `{_quoted(token)}`, which this server does not offer (any more); "
+                  "showing the default run instead.")
+        else:
+            st.session_state[SHARED_RUN] = token
+    return st.session_state.get(SHARED_RUN)
+
+
+def parse_tau(value: str) -> float | None:
+    """τ from a URL value: a number in [0.5, 1.0], rounded to the slider's step; None if it is not one."""
+    try:
+        tau = float(str(value).strip())
+    except ValueError:
+        return None
+    if not math.isfinite(tau) or not TAU_MIN - 1e-9 <= tau <= TAU_MAX + 1e-9:
+        return None
+    return round(min(max(tau, TAU_MIN), TAU_MAX), 2)
+
+
+def shared_tau() -> float:
+    """The session's τ: chosen on some page, else the URL's ``?tau=`` if valid, else the default 0.9."""
+    value = _from_url_once(TAU_PARAM)
+    if value is not None and SHARED_TAU not in st.session_state:
+        tau = parse_tau(value)
+        if tau is None:
+            _note(f"The link's τ `{_quoted(value)}` is not a number between {TAU_MIN} and {TAU_MAX}; "
+                  f"using τ = {DEFAULT_TAU:.2f}.")
+        else:
+            st.session_state[SHARED_TAU] = tau
+    return float(st.session_state.get(SHARED_TAU, DEFAULT_TAU))
+
+
+def sync_url_state() -> None:
+    """Before every page (app.py): take the session's run and τ from the URL on a fresh session (a reload, a
+    bookmark; an unknown run or an invalid τ gets a gentle note and the defaults), and keep them in the URL on
+    pages without a run picker or τ slider, so a reload anywhere keeps them."""
+    try:
+        tau = shared_tau()
+        if SHARED_TAU in st.session_state:
+            _set_url(TAU_PARAM, f"{tau:.2f}")
+        if not st.session_state.get(f"url_read_{RUN_PARAM}"):  # list the runs only on a session's first run
+            _shared_run(state.loadable_specs(state.list_runs(), with_checkpoints=True))
+        if SHARED_RUN in st.session_state:
+            _set_url(RUN_PARAM, st.session_state[SHARED_RUN])
+    except Exception:  # noqa: BLE001 - the URL is a convenience: never stop a page over it
+        LOG.exception("could not sync the run and τ with the URL")
+
+
+def _set_url(param: str, value: str) -> None:
+    if st.query_params.get(param) != value:
+        st.query_params[param] = value
+
+
+def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:
+    path = spec.split("@")[0] if "@" in spec else spec
+    return any(s["path"] == path and state.run_status(s) == state.HEALTHY for s in runs)
 
 
 def load_or_stop(spec: str):
-    """Load a run or show why it does not load and stop the page."""
+    """Load a run or show why it does not load (no server paths) and stop the page."""
     run, error = state.try_load(spec)
     if error:
         st.error(f"This run does not load: {error}")
@@ -56,8 +222,13 @@ def load_or_stop(spec: str):
 
 
 def tau_slider(key: str = "tau") -> float:
-    return st.slider("Threshold τ (a unit joins a class module when it fires on at least τ of the class's samples)",
-                     min_value=0.5, max_value=1.0, value=0.9, step=0.01, key=key)
+    """The τ slider; every page's slider shows the session's one τ (see ``shared_tau``), and the URL follows."""
+    st.session_state[key] = shared_tau()  # set before the widget exists: no value argument, or Streamlit warns
+    tau = st.slider("Threshold τ (a unit joins a class module when it fires on at least τ of the class's samples)",
+                    min_value=TAU_MIN, max_value=TAU_MAX, step=TAU_STEP, key=key, on_change=_remember_tau,
+                    args=(key,))
+    _set_url(TAU_PARAM, f"{tau:.2f}")
+    return float(tau)
 
 
 def training_kind(summary: dict) -> str:
@@ -72,14 +243,16 @@ def is_modular(summary: dict) -> bool:
 
 
 def default_index(summaries: list[dict[str, Any]], *predicates: Callable[[dict], bool]) -> int:
-    """Position (among the loadable runs) of the first run matching the first predicate that any run
-    matches, else 0."""
-    good = [s for s in summaries if not s.get("error")]
+    """Position (among the runs a page can open) of the default run: the first complete run matching the
+    first predicate that any complete run matches, else the first complete run, else 0. Broken,
+    interrupted and running runs are never the default."""
+    runs = [s for s in summaries if state.openable(s)]
+    healthy = [i for i, s in enumerate(runs) if state.run_status(s) == state.HEALTHY]
     for predicate in predicates:
-        index = next((i for i, s in enumerate(good) if predicate(s)), None)
+        index = next((i for i in healthy if predicate(runs[i])), None)
         if index is not None:
             return index
-    return 0
+    return healthy[0] if healthy else 0
 
 
 def modular_demo_first(summary: dict) -> bool:

@@ -2,7 +2,7 @@
 
 ``record_activations`` captures the outputs of named points with forward hooks (any model works, not
 only the zoo); ``mask_points`` zeroes units at points, which is how the "masked full model" of the
-composition contract is made.
+composition contract is made; ``units_firing`` says which units of a recorded activation fire.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from moda_core.errors import ModaError
+from moda_core.hooks import hooks
 
 
 def modular_points(model: nn.Module) -> list[str]:
@@ -65,13 +66,8 @@ def record_activations(model: nn.Module, points: Sequence[str] | None = None,
             recorder.cache[name] = output.detach() if detach else output
         return hook
 
-    handles = [model.register_forward_pre_hook(start)]
-    handles += [modules[name].register_forward_hook(hook_for(name)) for name in recorder.points]
-    try:
+    with hooks(forward=[(modules[name], hook_for(name)) for name in recorder.points], pre=[(model, start)]):
         yield recorder
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def run_with_cache(model: nn.Module, x: torch.Tensor,
@@ -96,9 +92,13 @@ def mask_points(model: nn.Module, unit_masks: Mapping[str, torch.Tensor]) -> Ite
             return output * mask.to(output.device, output.dtype).view(shape)
         return hook
 
-    handles = [modules[name].register_forward_hook(hook_for(mask)) for name, mask in unit_masks.items()]
-    try:
+    with hooks(forward=[(modules[name], hook_for(mask)) for name, mask in unit_masks.items()]):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+def units_firing(activation: torch.Tensor) -> torch.Tensor:
+    """B×N bool: which units fire per sample (units on dim 1; a conv channel fires when its mean
+    |activation| over H,W is non-zero, i.e. when any position is non-zero)."""
+    if activation.dim() > 2:
+        return activation.flatten(2).abs().amax(2) > 0
+    return activation != 0

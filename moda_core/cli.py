@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
+from moda_core.methods import METHODS
 from moda_core.models import MODELS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {}
@@ -25,10 +28,37 @@ def command(name: str):
     return register
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) turned into None, so it is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
-    """Print the result (under torchrun: on rank 0 only)."""
+    """Print the result (under torchrun: on rank 0 only); ``--json`` never prints NaN (null instead)."""
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(result) if args.json else text)
+        print(json.dumps(json_safe(result), allow_nan=False) if args.json else text)
+
+
+def check_output_file(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be a file (a folder, or under a file) before any work is done."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ModaError(f"{flag} {path} is a folder: give a file name")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ModaError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModaError(f"{flag} {path}: folder {parent} is not writable")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,8 +70,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="lenet5", help=f"one of {', '.join(MODELS)}")
     train.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
     train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--method", default="moda", choices=["moda", "mwt"],
-                       help="moda (activation terms) or mwt (the mask-based MwT baseline)")
+    train.add_argument("--method", default="moda", choices=list(METHODS),
+                       help="moda (activation terms), mwt (the mask-based MwT baseline) or standard "
+                            "(cross-entropy only, same as --standard)")
     train.add_argument("--alpha", type=float, help="affinity weight (MODA default 1.0, MwT 0.5)")
     train.add_argument("--beta", type=float, help="dispersion weight (MODA default 1.0, MwT 1.5)")
     train.add_argument("--gamma", type=float, help="compactness weight (MODA default 0.3; MwT has none)")
@@ -60,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--download", action="store_true", help="download the data set into --data-root")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--resume", action="store_true", help="continue the run named --name from its last epoch")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run named --name (refused while it is training)")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     train.add_argument("--json", action="store_true")
 
@@ -93,9 +126,10 @@ def parser() -> argparse.ArgumentParser:
     replace.add_argument("--weak-class", type=int, help="the class to repair, as an index into the weak model's logits")
     replace.add_argument("--strong-class", type=int, help="the module to use, as an index into the strong model's logits")
     replace.add_argument("--class-id", type=int, help="original class id learnt by both runs (instead of the two indices)")
-    replace.add_argument("--strategy", default="calibrate", metavar="calibrate|normalize",
+    replace.add_argument("--strategy", default="calibrate", metavar="calibrate|normalize|affine",
                          help="calibrate: train a Linear(K,K) calibration layer (MODA); normalize: min-max "
-                              "normalised module output, no training (CNNSplitter-style baseline)")
+                              "normalised module output, no training (CNNSplitter-style baseline); affine: only "
+                              "the target's logit changes, to a fitted a·s + c·w + b (ours)")
     replace.add_argument("--epochs", type=int, default=5, help="calibration epochs")
     replace.add_argument("--lr", type=float, default=0.01, help="calibration learning rate (Adam)")
     replace.add_argument("--seed", type=int, default=0)
@@ -117,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.standard:
         args.alpha = args.beta = args.gamma = 0.0
-    if args.standard and args.method != "moda":
+    if args.standard and args.method not in ("moda", "standard"):
         raise ModaError("--standard trains without modular terms: it cannot be combined with --method mwt")
     config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, method=args.method, alpha=args.alpha,
                          beta=args.beta, gamma=args.gamma, width=args.width, batch_size=args.batch_size,
@@ -127,6 +161,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                          compile=args.compile)
     if args.resume and not args.name:
         raise ModaError("--resume needs --name: the run to continue")
+    if args.overwrite and not args.name:
+        raise ModaError("--overwrite needs --name: the run to replace")
+    if args.overwrite and args.resume:
+        raise ModaError("--resume continues a run and --overwrite replaces it: give one of them")
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True,
                disable=None if int(os.environ.get("RANK", "0")) == 0 else True)
 
@@ -141,7 +179,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             bar.set_postfix(ce=f"{event.record['ce']:.3f}", test_acc=f"{event.record['test_accuracy']:.3f}")
 
     try:
-        run = train(config, args.runs_dir, args.name, progress=progress, resume=args.resume)
+        run = train(config, args.runs_dir, args.name, progress=progress, resume=args.resume,
+                    overwrite=args.overwrite)
     finally:
         bar.close()
     result = {"run": str(run.path), "test_accuracy": run.metrics["test_accuracy"],
@@ -176,23 +215,26 @@ def load_decomposed(spec: str, tau: float, recompute: bool = False):
     from moda_core.runs import load_run
 
     run = load_run(spec)
-    return run, decompose(run, tau, progress=tqdm_progress("decomposing"), recompute=recompute)
+    decomposition = decompose(run, tau, progress=tqdm_progress("decomposing"), recompute=recompute)
+    if decomposition.note and int(os.environ.get("RANK", "0")) == 0:
+        print(f"info: {decomposition.note}", file=sys.stderr)
+    return run, decomposition
 
 
 @command("decompose")
 def cmd_decompose(args: argparse.Namespace) -> dict[str, Any]:
-    from moda_core.metrics import mean_off_diagonal, module_sizes, overlap_matrix
+    from moda_core.summary import module_summary
 
     run, decomposition = load_decomposed(args.run, args.tau, args.recompute)
-    sizes = module_sizes(run.model, decomposition.masks)
-    overlap = overlap_matrix(run.model, decomposition.masks)
+    summary = module_summary(run.model, decomposition.masks)
+    sizes = summary.sizes
     names = run.config.get("data", {}).get("class_names") or [str(c) for c in range(len(sizes))]
     result = {"run": run.spec, "tau": decomposition.tau, "points": decomposition.points,
               "kept_units": decomposition.kept_units(),
               "module_size": {str(c): s for c, s in enumerate(sizes)},
-              "mean_module_size": sum(sizes) / len(sizes), "overlap": overlap.tolist(),
-              "mean_overlap": mean_off_diagonal(overlap)}
-    lines = [f"run {run.spec}, tau {decomposition.tau:.2f}: {len(decomposition.points)} points",
+              "mean_module_size": summary.mean_size, "overlap": summary.overlap.tolist(),
+              "mean_overlap": summary.mean_overlap, "mean_overlap_by_layer": summary.mean_overlap_by_layer}
+    lines = [f"run {run.spec}, tau {decomposition.tau:g}: {len(decomposition.points)} points",
              *(f"  class {c} ({names[c]}): module size {s:.1%}" for c, s in enumerate(sizes)),
              f"mean module size {result['mean_module_size']:.1%}, mean pairwise overlap {result['mean_overlap']:.1%}"]
     emit(args, result, "\n".join(lines))
@@ -274,8 +316,13 @@ def cmd_replace(args: argparse.Namespace) -> dict[str, Any]:
              f"{report['strong_class_id']} of {report['strong']} ({report['module_params_fraction']:.1%} of its weights)",
              *(f"  class {c}: {report['before'][c]:.4f} -> {report['after'][c]:.4f}{'  (target)' if c == target else ''}"
                for c in report["before"]),
-             f"target gain {report['target_gain']:+.4f}, largest change on another class "
-             f"{report['other_max_change']:.4f} (largest drop {report['other_max_drop']:.4f}); accuracy {report['accuracy_before']:.4f} -> {report['accuracy_after']:.4f}"
+             f"target class {target}: {report['target_before']:.4f} -> {report['target_after']:.4f} "
+             f"({report['target_gain'] * 100:+.2f} points); mean of the other classes: "
+             f"{report['other_mean_before']:.4f} -> {report['other_mean_after']:.4f} "
+             f"({report['other_mean_change'] * 100:+.2f} points)",
+             f"largest drop on another class {report['other_max_drop'] * 100:.2f} points (largest change "
+             f"{report['other_max_change'] * 100:.2f}); accuracy {report['accuracy_before']:.4f} -> "
+             f"{report['accuracy_after']:.4f} ({report['accuracy_change'] * 100:+.2f} points)"
              + (f"; exported to {report['out']}" if args.out else "")]
     emit(args, report, "\n".join(lines))
     return report
@@ -285,15 +332,21 @@ def cmd_replace(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     from moda_core.runs import list_runs
 
+    if os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
+        raise ModaError(f"runs folder {args.runs_dir} is a file, not a folder")
     summaries = list_runs(args.runs_dir)
     lines = []
     for s in summaries:
-        if s["error"]:
-            lines.append(f"{s['name']}: does not load: {s['error']}")
+        if s["status"] == "broken":
+            lines.append(f"{s['name']}: broken: {s['error']}")
+        elif s["error"]:
+            lines.append(f"{s['name']}: {s['status']}, {s['error']}"
+                         + (" (continue with train --resume, or --overwrite)" if s["status"] == "interrupted" else ""))
         else:
             acc = "-" if s["test_accuracy"] is None else f"{s['test_accuracy']:.4f}"
+            planned = f"/{s['epochs']}" if s["epochs"] is not None else ""
             lines.append(f"{s['name']}: {s['model']} on {s['dataset']} α={s['alpha']} β={s['beta']} γ={s['gamma']} "
-                         f"{s['status']} epochs={s['epochs_done']} test_acc={acc}")
+                         f"{s['status']} epochs={s['epochs_done']}{planned} test_acc={acc}")
     result = {"runs_dir": args.runs_dir, "runs": summaries}
     emit(args, result, "\n".join(lines) or f"no runs in {args.runs_dir}")
     return result
@@ -302,9 +355,15 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        check_output_file(getattr(args, "out", None), "--out")
+        check_output_file(getattr(args, "csv", None), "--csv")
         COMMANDS[args.command](args)
     except ModaError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system refused (permissions, a folder where a file goes, a full disk)
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error:{where}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the run store keeps the last finished epoch (continue with --resume)", file=sys.stderr)

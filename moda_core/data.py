@@ -9,28 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from moda_core.errors import ModaError
+from moda_core.rawdata import DIGITS, RawData  # noqa: F401  (DIGITS: re-exported)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MNIST5K_FILE = ASSETS / "mnist5k.npz"
-DIGITS = [str(d) for d in range(10)]
-
-
-@dataclass(frozen=True)
-class RawData:
-    """Arrays as read from disk: uint8 images N×C×H×W and int64 labels, for train and test."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    class_names: list[str]
-
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -176,14 +164,16 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4,
     return padded[batch_index, channel_index, rows, cols]
 
 
-def _select(images: np.ndarray, labels: np.ndarray, classes: list[int], fraction: float,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _select(images: np.ndarray, labels: np.ndarray, classes: list[int], fraction: float, seed: int,
+            class_fractions: Mapping[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     keep = np.isin(labels, classes)
     images, labels = images[keep], labels[keep]
-    if fraction < 1.0:
-        # stratified: the same fraction of every class, chosen with a fixed seed
+    fractions = {c: (class_fractions or {}).get(c, fraction) for c in classes}
+    if any(f < 1.0 for f in fractions.values()):
+        # stratified: a fixed share of every class (``fraction``, or the class's own in ``class_fractions``),
+        # chosen with a fixed seed; one permutation per class in class order, whatever the shares
         rng = np.random.default_rng(seed)
-        chosen = [rng.permutation(np.flatnonzero(labels == c))[: max(1, round(fraction * (labels == c).sum()))]
+        chosen = [rng.permutation(np.flatnonzero(labels == c))[: max(1, round(fractions[c] * (labels == c).sum()))]
                   for c in classes]
         index = np.sort(np.concatenate(chosen))
         images, labels = images[index], labels[index]
@@ -192,11 +182,35 @@ def _select(images: np.ndarray, labels: np.ndarray, classes: list[int], fraction
     return images, remap[labels]
 
 
+def check_class_fractions(class_fractions: Mapping, classes: Sequence[int], what: str) -> dict[int, float]:
+    """Validate per-class training fractions (original class id -> share in (0, 1]) against the classes
+    learnt; keys may be strings (as read back from JSON). Returns them with int keys, sorted."""
+    checked: dict[int, float] = {}
+    for key, value in class_fractions.items():
+        try:
+            class_id = int(key)
+        except (TypeError, ValueError):
+            raise ModaError(f"class fraction key {key!r} for {what} is not a class id") from None
+        if class_id not in classes:
+            raise ModaError(f"class fraction given for class {class_id} for {what}, but that class is not learnt "
+                            f"(the classes are {list(classes)})")
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise ModaError(f"class fraction of class {class_id} for {what} must be a number, got {value!r}") from None
+        if not 0.0 < share <= 1.0:
+            raise ModaError(f"class fraction of class {class_id} for {what} must be in (0, 1], got {value}")
+        checked[class_id] = share
+    return dict(sorted(checked.items()))
+
+
 def load_dataset(name: str = "mnist5k", root: str | None = None, download: bool = False,
                  classes: Sequence[int] | None = None, train_fraction: float = 1.0, seed: int = 0,
-                 device: str | torch.device = "cpu") -> Dataset:
+                 device: str | torch.device = "cpu",
+                 class_fractions: Mapping[int, float] | None = None) -> Dataset:
     """Load a registered data set onto ``device``, optionally keeping only ``classes`` (relabelled
-    0..k-1 in sorted order) and a stratified ``train_fraction`` of the training split."""
+    0..k-1 in sorted order) and a stratified ``train_fraction`` of the training split;
+    ``class_fractions`` (original class id -> share) overrides that share for the classes it names."""
     info = dataset_info(name)
     if info.needs_root and not root:
         raise ModaError(f"data set {name!r} needs a local folder: pass --data-root DIR "
@@ -206,8 +220,11 @@ def load_dataset(name: str = "mnist5k", root: str | None = None, download: bool 
     if classes is None:
         classes = list(range(info.num_classes))
     classes = check_classes(classes, info.num_classes, what=f"data set {name!r}")
+    if class_fractions:
+        class_fractions = check_class_fractions(class_fractions, classes, what=f"this selection of {name!r}")
     raw = info.loader(root, download)
-    train_images, train_labels = _select(raw.train_images, raw.train_labels, classes, train_fraction, seed)
+    train_images, train_labels = _select(raw.train_images, raw.train_labels, classes, train_fraction, seed,
+                                         class_fractions)
     test_images, test_labels = _select(raw.test_images, raw.test_labels, classes, 1.0, seed)
     for split, labels in (("train", train_labels), ("test", test_labels)):
         counts = np.bincount(labels, minlength=len(classes))

@@ -8,31 +8,49 @@ that floor and the most units any class keeps there.
 
 Results live in the run folder as ``rates.safetensors`` and ``masks-tau0.90.safetensors`` keyed by
 point name (for ``RUN@EPOCH``: under ``checkpoints/epoch-NNNN/``), tagged with a fingerprint of the
-weights they were computed from, so a stale file is recomputed rather than trusted.
+weights they were computed from, so a stale file is recomputed rather than trusted. A masks file is
+named by its exact τ (``masks_file``) and stores that τ, which is checked when it is read. When the
+run folder cannot be written (a shared or read-only mount), the decomposition is computed in memory
+and cached under the user's cache folder (``$XDG_CACHE_HOME/moda-studio``) instead; ``note`` says so.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, ContextManager, Mapping
 
 import torch
 from torch import nn
 
 from moda_core import distributed, runs
-from moda_core.activations import modular_points, record_activations
+from moda_core.activations import modular_points, units_firing  # noqa: F401  (units_firing: re-exported)
 from moda_core.data import Split
 from moda_core.errors import ModaError
+from moda_core.hooks import eval_mode
+from moda_core.methods import METHODS, method_of_config
+from moda_core.methods.base import Indicators
 
 RATES_FILE = "rates.safetensors"
 DEFAULT_TAU = 0.9
 
 
 def masks_file(tau: float) -> str:
-    return f"masks-tau{tau:.2f}.safetensors"
+    """The masks file of exactly this τ: ``masks-tau0.90.safetensors`` when τ is exactly a two-decimal
+    number (the name older versions used), else the shortest exact spelling (``masks-tau0.895…``)."""
+    tau = float(tau)
+    two = f"{tau:.2f}"
+    return f"masks-tau{two if float(two) == tau else repr(tau)}.safetensors"
+
+
+def _stored_tau_matches(meta: dict[str, str], tau: float) -> bool:
+    try:
+        return float(meta.get("tau", "nan")) == tau
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -43,6 +61,7 @@ class Decomposition:
     masks: dict[str, torch.Tensor]
     tau: float
     class_counts: list[int]
+    note: str | None = None  # where it was kept, when not in the run folder (e.g. a read-only folder)
 
     @property
     def points(self) -> list[str]:
@@ -66,9 +85,14 @@ def check_tau(tau: float) -> float:
 
 @torch.no_grad()
 def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_size: int = 500,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], list[int]]:
+                     progress: Callable[[int, int], None] | None = None,
+                     indicators: Callable[[nn.Module], ContextManager[Indicators]] | None = None,
+                     ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """Per-class firing rates at every modular point, over ``split`` in eval mode (no augmentation).
 
+    ``indicators`` (default: standard/MODA's, a unit fires when its activation is non-zero) is the
+    training method's ``unit_indicators``: after each forward pass it says which units fired per
+    sample; a point it does not report counts as always firing (e.g. MwT's ungated layers).
     Under torchrun each rank counts a strided shard of the samples and the counts are summed over
     ranks, so the rates equal a single-process pass exactly (the counts are integers).
     """
@@ -76,24 +100,20 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
     ctx = distributed.context()
     class_counts = class_counts_of(split, num_classes)
     counts: dict[str, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
     shard = torch.arange(ctx.rank, len(split), ctx.world_size, device=split.labels.device)
     steps = math.ceil(len(shard) / batch_size)
-    try:
-        with record_activations(model, points, detach=True) as recorder:
-            for step in range(steps):
-                x, y = split.batch(shard[step * batch_size:(step + 1) * batch_size])
-                model(x)
-                onehot = (y[:, None] == torch.arange(num_classes, device=y.device)).float()
-                for point, activation in zip(points, recorder.values()):
-                    fired = units_firing(activation)
-                    update = onehot.T @ fired.float()
-                    counts[point] = counts[point] + update if point in counts else update
-                if progress:
-                    progress(step + 1, steps)
-    finally:
-        model.train(was_training)
+    indicators = indicators or METHODS["moda"].unit_indicators
+    with eval_mode(model), indicators(model) as read:
+        for step in range(steps):
+            x, y = split.batch(shard[step * batch_size:(step + 1) * batch_size])
+            model(x)
+            onehot = (y[:, None] == torch.arange(num_classes, device=y.device)).float()
+            fired = read()
+            for point in points:
+                update = onehot.T @ fired[point].float()
+                counts[point] = counts[point] + update if point in counts else update
+            if progress:
+                progress(step + 1, steps)
     if ctx.active:
         packed = torch.cat([counts[p].flatten() for p in points])
         distributed.all_reduce_sum(packed, ctx)  # one collective for all points
@@ -101,14 +121,6 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
         counts = {p: chunk.view_as(counts[p]) for p, chunk in zip(points, packed.split(sizes))}
     denominator = torch.tensor(class_counts, dtype=torch.float32, device=split.labels.device)[:, None]
     return {p: (c / denominator).cpu() for p, c in counts.items()}, class_counts
-
-
-def units_firing(activation: torch.Tensor) -> torch.Tensor:
-    """B×N bool: which units fire per sample (a conv channel fires when its mean |activation| over
-    H,W is non-zero, i.e. when any position is non-zero)."""
-    if activation.dim() > 2:
-        return activation.flatten(2).abs().amax(2) > 0
-    return activation != 0
 
 
 def class_counts_of(split: Split, num_classes: int) -> list[int]:
@@ -158,33 +170,91 @@ def decomposition_dir(run: runs.Run) -> Path:
 
 
 def _weights_file(run: runs.Run) -> Path:
+    if run.weights_path is not None:
+        return run.weights_path
     return run.path / runs.MODEL if run.spec == str(run.path) else runs.checkpoint_path(run.path, run.epoch)
 
 
-def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = True) -> Decomposition | None:
-    """The stored decomposition of ``run`` at τ, or None if there is none for these exact weights.
+def cache_root() -> Path:
+    """The user's cache folder for decompositions of runs whose folder cannot be written."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "moda-studio" / "decompositions"
 
-    Masks for a τ not stored yet come from the stored rates, and are saved unless ``save`` is False."""
-    tau = check_tau(tau)
+
+def _cache_dir(run: runs.Run, fingerprint: str) -> Path:
+    """The cache entry of these exact weights and data set (content-addressed, so copies share it)."""
+    data = json.dumps([run.config.get("data"), (run.config.get("train") or {}).get("classes")], sort_keys=True)
+    return cache_root() / f"{run.name}-{fingerprint}-{hashlib.sha256(data.encode()).hexdigest()[:8]}"
+
+
+def _save_somewhere(run: runs.Run, fingerprint: str, files: dict[str, tuple[dict, dict]]) -> str | None:
+    """Save ``files`` (name → (tensors, metadata)) in the run's decomposition folder; if that folder
+    cannot be written, in the user cache; if neither can, nowhere. Returns a note unless saved in the run."""
     folder = decomposition_dir(run)
+    try:
+        for name, (tensors, meta) in files.items():
+            runs.save_tensors(folder / name, tensors, meta)
+        return None
+    except OSError as error:
+        reason = f"run folder {run.path} is not writable ({error.strerror or error})"
+    cache = _cache_dir(run, fingerprint)
+    try:
+        for name, (tensors, meta) in files.items():
+            runs.save_tensors(cache / name, tensors, meta)
+        return f"{reason}: the decomposition was computed in memory and cached in {cache}"
+    except OSError:
+        return f"{reason}: the decomposition was computed in memory (not saved)"
+
+
+def _read_from(folder: Path, run: runs.Run, tau: float, fingerprint: str,
+               points: list[str]) -> tuple[dict, list[int], dict | None] | None:
+    """Rates, class counts and (if stored for exactly this τ) masks from ``folder``, or None if absent
+    or stale."""
     if not (folder / RATES_FILE).exists():
         return None
     rates, meta = runs.load_tensors(folder / RATES_FILE)
-    if meta.get("weights") != weights_fingerprint(_weights_file(run)):
-        return None
-    points = modular_points(run.model)
-    if list(json.loads(meta.get("points", "[]"))) != points:
+    if meta.get("weights") != fingerprint or list(json.loads(meta.get("points", "[]"))) != points:
         return None
     rates = {p: rates[p] for p in points}
     class_counts = json.loads(meta["class_counts"])
+    masks = None
     if (folder / masks_file(tau)).exists():
-        masks, mask_meta = runs.load_tensors(folder / masks_file(tau))
-        if mask_meta.get("weights") == meta.get("weights") and set(masks) == set(points):
-            return Decomposition(rates, {p: masks[p].bool() for p in points}, tau, class_counts)
-    masks = masks_from_rates(rates, tau)
-    if save:
-        runs.save_tensors(folder / masks_file(tau), masks, {"weights": meta["weights"], "tau": f"{tau:.2f}"})
-    return Decomposition(rates, masks, tau, class_counts)
+        stored, mask_meta = runs.load_tensors(folder / masks_file(tau))
+        if (mask_meta.get("weights") == fingerprint and _stored_tau_matches(mask_meta, tau)
+                and set(stored) == set(points)):
+            masks = {p: stored[p].bool() for p in points}
+    return rates, class_counts, masks
+
+
+def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = True) -> Decomposition | None:
+    """The stored decomposition of ``run`` at τ (in its folder, or in the user cache for a read-only
+    folder), or None if there is none for these exact weights.
+
+    Masks for a τ not stored yet come from the stored rates, and are saved unless ``save`` is False."""
+    tau = check_tau(tau)
+    fingerprint = weights_fingerprint(_weights_file(run))
+    points = modular_points(run.model)
+    for folder, note in ((decomposition_dir(run), None),
+                         (_cache_dir(run, fingerprint), "read from the user cache")):
+        found = _read_from(folder, run, tau, fingerprint, points)
+        if found is None:
+            continue
+        rates, class_counts, masks = found
+        if note is not None:
+            note = f"the decomposition of {run.spec} was {note} {folder} (its run folder was not writable)"
+        if masks is None:
+            masks = masks_from_rates(rates, tau)
+            if save:
+                mask_meta = {"weights": fingerprint, "tau": repr(tau)}
+                if note is None:  # found in the run folder
+                    note = _save_somewhere(run, fingerprint, {masks_file(tau): (masks, mask_meta)})
+                else:
+                    try:
+                        runs.save_tensors(folder / masks_file(tau), masks, mask_meta)
+                    except OSError:
+                        pass  # the cache is only a cache
+        return Decomposition(rates, masks, tau, class_counts, note)
+    return None
 
 
 def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, int], None] | None = None,
@@ -196,18 +266,42 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
         if stored is not None:
             return stored
     data = runs.run_dataset(run)
-    if run.model.arch.get("mwt"):  # the MwT baseline decomposes by its masks, not by activations
-        from moda_core.baselines.mwt import mask_rates
-
-        rates, class_counts = mask_rates(run.model, data.train, data.num_classes, progress=progress)
-    else:
-        rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress)
+    method = method_of_config(run.config)  # e.g. MwT counts its gates' masks instead of activations
+    rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress,
+                                           indicators=method.unit_indicators)
     masks = masks_from_rates(rates, tau)
+    note = None
     if save and distributed.context().is_main:
-        folder = decomposition_dir(run)
         fingerprint = weights_fingerprint(_weights_file(run))
         meta = {"weights": fingerprint, "points": json.dumps(list(rates)), "class_counts": json.dumps(class_counts)}
-        runs.save_tensors(folder / RATES_FILE, rates, meta)
-        runs.save_tensors(folder / masks_file(tau), masks, {"weights": fingerprint, "tau": f"{tau:.2f}"})
+        note = _save_somewhere(run, fingerprint, {RATES_FILE: (rates, meta),
+                                                  masks_file(tau): (masks, {"weights": fingerprint, "tau": repr(tau)})})
     distributed.barrier(distributed.context())
-    return Decomposition(rates, masks, tau, class_counts)
+    return Decomposition(rates, masks, tau, class_counts, note)
+
+
+def class_structure(rates: torch.Tensor, masks: torch.Tensor) -> float:
+    """How clearly one point's units are split by class: the mean over classes of (the class's mean rate on
+    the units its module keeps − the other classes' mean rate on those units). 0 when every class keeps
+    units that every class fires on (early layers); near 1 when each module's units fire for its class only."""
+    rates, masks = rates.float(), masks.bool()
+    classes = rates.shape[0]
+    if classes < 2:
+        return 0.0
+    gaps = []
+    for c in range(classes):
+        kept = masks[c]
+        if not kept.any():
+            continue
+        own = rates[c, kept].mean()
+        others = torch.cat([rates[:c, kept], rates[c + 1:, kept]]).mean()
+        gaps.append(float(own - others))
+    return sum(gaps) / len(gaps) if gaps else 0.0
+
+
+def clearest_point(rates: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> str:
+    """The activation point with the clearest class structure (largest ``class_structure``; the first such
+    point on ties): a good first view of a decomposition."""
+    if not rates:
+        raise ModaError("clearest_point: no activation points to choose from")
+    return max(rates, key=lambda p: (class_structure(rates[p], masks[p]), -list(rates).index(p)))

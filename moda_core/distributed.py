@@ -76,6 +76,15 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     return tensor
 
 
+def broadcast_object(obj, ctx: Context):
+    """Rank 0's ``obj`` (picklable) on every rank; returns ``obj`` itself for one process."""
+    if not ctx.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(ctx: Context) -> None:
     if ctx.active:
         dist.barrier()

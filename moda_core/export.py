@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moda_core.runs import atomic_write_with
+from moda_core.io import atomic_write_with
 
 
 def export_program(module: nn.Module, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:

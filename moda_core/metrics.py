@@ -1,4 +1,5 @@
-"""Evaluation and module metrics. Accuracy is computed here and nowhere else."""
+"""Module metrics (DESIGN.md §1.5): sizes and overlap (from ``moda_core.summary``), FLOPs, and the
+accuracy of composed sub-task models next to the full model's (accuracy itself: ``moda_core.evaluate``)."""
 from __future__ import annotations
 
 import itertools
@@ -11,54 +12,24 @@ from torch import nn
 
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.data import Split
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of ``model`` (put in eval mode for the pass) over a whole split, in order."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x).float() for x, _ in split.batches(batch_size)])
-    finally:
-        model.train(was_training)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max equals the label (0–1)."""
-    if len(labels) == 0:
-        raise ValueError("accuracy of an empty set is undefined")
-    return (logits.argmax(1) == labels).float().mean().item()
-
-
-def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
-    """Accuracy over the samples of each class (NaN for a class without samples)."""
-    correct = (logits.argmax(1) == labels).float()
-    totals = torch.bincount(labels, minlength=num_classes).float()
-    hits = torch.bincount(labels, weights=correct, minlength=num_classes)
-    return (hits / totals).tolist()
+from moda_core.evaluate import accuracy, per_class_accuracy, predict_logits  # noqa: F401  (re-exported)
+from moda_core.hooks import eval_mode
+from moda_core.summary import mean_off_diagonal, module_summary  # noqa: F401  (re-exported)
 
 
 # ----------------------------------------------------------------------------------------------
 # module metrics (DESIGN.md §1.5)
 
 def module_sizes(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[float]:
-    """Per class: parameters of its single-class composed module ÷ parameters of the full model."""
+    """Per class: parameters of its single-class composed module ÷ parameters of the full model
+    (``module_summary(...).sizes``, when the other numbers are not needed)."""
     return (overlap_counts(model, masks).diagonal() / parameter_count(model)).tolist()
 
 
 def overlap_matrix(model: nn.Module, masks: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Class×class fraction of full-model parameters kept by both single-class modules (analytic)."""
+    """Class×class fraction of full-model parameters kept by both single-class modules (analytic;
+    ``module_summary(...).overlap``)."""
     return overlap_counts(model, masks) / parameter_count(model)
-
-
-def mean_off_diagonal(matrix: torch.Tensor) -> float:
-    """Mean over class pairs i<j (the mean pairwise overlap); NaN with a single class."""
-    k = matrix.shape[0]
-    if k < 2:
-        return float("nan")
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool), diagonal=1)
-    return matrix[upper].mean().item()
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -66,13 +37,8 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, dtype=param.dtype, device=param.device))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape, dtype=param.dtype, device=param.device))
     return int(counter.get_total_flops())
 
 
@@ -93,8 +59,9 @@ def restricted_accuracy(full_logits: torch.Tensor, split: Split, classes: list[i
 def composed_accuracy(composed: nn.Module, split: Split, classes: list[int], batch_size: int = 1000) -> float:
     """Accuracy of a composed module (logits = sorted ``classes``) on the samples of those classes."""
     index, labels = subtask_split(split, classes)
-    composed.eval()
-    logits = torch.cat([composed(split.batch(index[i:i + batch_size])[0]) for i in range(0, len(index), batch_size)])
+    with eval_mode(composed):
+        logits = torch.cat([composed(split.batch(index[i:i + batch_size])[0])
+                            for i in range(0, len(index), batch_size)])
     return accuracy(logits, labels)
 
 

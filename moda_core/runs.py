@@ -3,141 +3,59 @@
 ::
 
     RUN/config.json              everything needed to rebuild the model and the data
-    RUN/model.safetensors        weights after the last finished epoch (metadata: epoch)
+    RUN/model.safetensors        weights after the last committed epoch (metadata: epoch)
     RUN/optimizer.safetensors    optimizer state for resuming (metadata: epoch)
     RUN/history.csv              one row per epoch: losses, accuracies, seconds
-    RUN/metrics.json             status and final figures
+    RUN/metrics.json             final figures of the last committed epoch
+    RUN/commit.json              the commit record: which epoch the files above belong to
     RUN/checkpoints/epoch-0005.safetensors   periodic weights, addressed as ``RUN@5``
+    RUN/.lock                    held (flock) by the process training into the run
 
 Every file is written to a temporary name in the same folder and renamed into place, so a crash
 never leaves a half-written file; weights are safetensors and metadata is JSON, so loading a run
-never unpickles code. A folder without ``model.safetensors`` (no epoch finished yet) does not load.
+never unpickles code. An epoch's files are saved as one commit (:func:`commit_epoch`): they are
+first written under staged names (``.e0005.model.safetensors`` …), then ``commit.json`` is renamed
+into place (the commit point), then the staged files are renamed to their readable names. Readers
+resolve each file through the commit record, so they always see one epoch's consistent set; the
+process that holds the run's lock finishes an interrupted commit or discards an uncommitted one
+(:func:`recover`). A folder without ``commit.json`` (older runs, the bundled demo) is read as
+before. A folder without ``model.safetensors`` (no epoch finished yet) does not load.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import os
 import re
-import tempfile
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from moda_core.data import Dataset, load_dataset
+from moda_core import io as store_io  # writes go through store_io.* at call time (tests inject failures)
 from moda_core.errors import ModaError
+from moda_core.io import (  # noqa: F401  (re-exported: older code imports these from moda_core.runs)
+    FILE_MODE, _plain_file_mode, atomic_write_bytes, atomic_write_with, load_tensors, read_json,
+    read_tensor_header, read_tensor_metadata, save_tensors, tensors_bytes, write_json)
+from moda_core.methods import method_name, method_of_config, training_kind
 from moda_core.models import ZooNet, build_model
 
 CONFIG, MODEL, OPTIMIZER, HISTORY, METRICS = (
     "config.json", "model.safetensors", "optimizer.safetensors", "history.csv", "metrics.json")
 CHECKPOINTS = "checkpoints"
-
-
-def _plain_file_mode() -> int:
-    """The mode a plainly created file gets under this process's umask (mkstemp's files are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-FILE_MODE = _plain_file_mode()  # read once at import: os.umask is process-wide, not thread-safe
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """Let ``writer`` write a temporary file next to ``path``, then rename it into place.
-
-    The temporary name keeps ``path``'s suffix, for writers that insist on one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise ModaError(f"missing file {path}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModaError(f"corrupt JSON file {path}: {error}") from None
-
-
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    atomic_write_bytes(path, save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()}))
-
-
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; a missing or corrupt file is a ``ModaError``."""
-    path = Path(path)
-    if not path.exists():
-        raise ModaError(f"missing tensor file {path}")
-    metadata = read_tensor_metadata(path)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModaError(f"corrupt tensor file {path}: {error}") from None
-    return tensors, metadata
-
-
-def read_tensor_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a safetensors file from its JSON header alone (cheap: no tensor data is read)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            if not 2 <= header_size <= min(100_000_000, path.stat().st_size - 8):
-                raise ValueError(f"header size {header_size} does not fit the file")
-            header = json.loads(handle.read(header_size))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise ModaError(f"corrupt tensor file {path}: {error}") from None
-    return header.get("__metadata__") or {}
+COMMIT, LOCK = "commit.json", ".lock"
+COMMITTED_FILES = (OPTIMIZER, MODEL, HISTORY, METRICS)  # what one epoch's commit contains
+_STAGED = re.compile(r"\.e(\d{4,})\.(.+)")
 
 
 def write_history(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    if rows:
-        fields = list(dict.fromkeys(key for row in rows for key in row))  # rows from older versions may lack some
-        writer = csv.DictWriter(buffer, fieldnames=fields, restval="nan", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    store_io.atomic_write_bytes(path, history_bytes(rows))
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
@@ -151,17 +69,219 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
         raise ModaError(f"corrupt history file {path}: {error}") from None
 
 
+def history_bytes(rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    if rows:
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # rows from older versions may lack some
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="nan", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+# ----- one epoch = one commit ---------------------------------------------------------------------
+
+def staged_name(name: str, epoch: int) -> str:
+    """The name an epoch's file has until its commit is finished: ``.e0005.model.safetensors``."""
+    return f".e{epoch:04d}.{name}"
+
+
+def read_commit(run_dir: str | Path) -> dict[str, Any] | None:
+    """The commit record of a run (``{"epoch": E, "files": [...]}``), or None for a run without one."""
+    path = Path(run_dir) / COMMIT
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and isinstance(record.get("files"), list)):
+        raise ModaError(f"corrupt commit record {path}: expected an epoch and a list of files")
+    return record
+
+
+def resolve_files(run_dir: str | Path) -> tuple[int | None, dict[str, Path]]:
+    """The committed epoch (None without a commit record) and where each of its files is now.
+
+    After the commit point and before the staged files are renamed, a file's current version is
+    still under its staged name; otherwise it is under its readable name."""
+    run_dir = Path(run_dir)
+    record = read_commit(run_dir)
+    files = {name: run_dir / name for name in COMMITTED_FILES}
+    if record is None:
+        return None, files
+    epoch = record["epoch"]
+    for name in record["files"]:
+        if name in files:
+            staged = run_dir / staged_name(name, epoch)
+            if staged.exists():
+                files[name] = staged
+    return epoch, files
+
+
+def commit_epoch(run_dir: str | Path, epoch: int, files: dict[str, bytes],
+                 extra: dict[str, bytes] | None = None) -> None:
+    """Save one epoch as one commit.
+
+    ``files`` maps readable names in the run folder (``model.safetensors`` …) to their contents;
+    ``extra`` maps paths relative to the run folder that already carry the epoch in their name
+    (periodic checkpoints) to theirs. A crash at any point leaves either the previous commit or this
+    one, never a mix; leftovers are removed by the next :func:`recover`."""
+    run_dir = Path(run_dir)
+    for relative, data in (extra or {}).items():
+        store_io.atomic_write_bytes(run_dir / relative, data)
+    for name, data in files.items():
+        store_io.atomic_write_bytes(run_dir / staged_name(name, epoch), data)
+    store_io.write_json(run_dir / COMMIT, {"epoch": epoch, "files": sorted(files)})  # the commit point
+    recover(run_dir)
+
+
+def _is_temporary(name: str) -> bool:
+    """Temporary files of :func:`atomic_write_bytes` / :func:`atomic_write_with` left by a crash."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)
+
+
+def recover(run_dir: str | Path) -> int:
+    """Finish an interrupted commit or discard an uncommitted one; returns the committed epoch (0: none).
+
+    Only the process that holds the run's lock may call this (it renames and deletes files)."""
+    run_dir = Path(run_dir)
+    record = read_commit(run_dir)
+    if record is not None:
+        epoch, names = record["epoch"], set(record["files"])
+    else:  # an older run, or a new one whose first commit never happened
+        epoch, names = (weights_epoch(run_dir / MODEL) if (run_dir / MODEL).exists() else 0), set()
+    for path in sorted(run_dir.iterdir()):
+        match = _STAGED.fullmatch(path.name)
+        if match and int(match.group(1)) == epoch and match.group(2) in names:
+            os.replace(path, run_dir / match.group(2))  # roll the committed epoch forward
+        elif match or _is_temporary(path.name):
+            path.unlink(missing_ok=True)  # an epoch that never committed, or a half-written file
+    folder = run_dir / CHECKPOINTS
+    if folder.is_dir():
+        for path in folder.iterdir():
+            number = _checkpoint_epoch(path.name)
+            uncommitted = number is not None and number > epoch and (record is not None or epoch == 0)
+            if _is_temporary(path.name) or uncommitted:
+                path.unlink(missing_ok=True)
+    return epoch
+
+
+def weights_epoch(path: str | Path) -> int:
+    """The epoch a weights file says it holds (its own metadata); a file without one is an error."""
+    value = read_tensor_metadata(path).get("epoch")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ModaError(f"weights file {path} does not say which epoch it holds (metadata epoch={value!r})") from None
+
+
+# ----- the training lock --------------------------------------------------------------------------
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` held while a process trains into the run.
+
+    The kernel releases it when the process dies (kill -9 included), so a run whose lock is free
+    and whose epochs are not all done is *interrupted*, never "running" forever. The file stays."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self, attempts: int = 20) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        for attempt in range(attempts):  # a reader's brief shared lock may be in the way
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == attempts - 1:
+                    os.close(fd)
+                    return False
+                time.sleep(0.05)
+        try:
+            same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            same_file = False
+        if not same_file:  # the folder was moved or replaced while we waited (an overwrite)
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)  # no stale pid left behind
+            except OSError:
+                pass
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The pid recorded in an open lock file (None if it cannot be read)."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return int(record["pid"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def training_pid(run_dir: str | Path) -> int | None:
+    """The pid of the process training into ``run_dir`` now, 0 if one does but its pid is unknown,
+    None if none does (the lock is free or absent)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: nothing is known to be running
+        return None
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder_pid(fd) or 0
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+# ----- loading ------------------------------------------------------------------------------------
+
 def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
     """Load safetensors weights into ``model`` strictly; returns the file's metadata.
 
-    Missing keys, unexpected keys or shape differences are a ``ModaError`` that names them.
+    Missing keys, unexpected keys, shape differences or non-finite values are a ``ModaError`` that
+    names them.
     """
     tensors, metadata = load_tensors(path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{k}: file {tuple(tensors[k].shape)}, model {tuple(expected[k].shape)}"
-             for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in tensors.items()}, path)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ModaError(f"checkpoint {path} holds non-finite weights (NaN or infinity) in "
+                        f"{bad[:5]}{' …' if len(bad) > 5 else ''}: it cannot be used")
+    model.load_state_dict(tensors)
+    return metadata
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]], path: str | Path) -> None:
+    """A ``ModaError`` naming the differences if a file's tensors (name → shape) are not the model's."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{k}: file {shapes[k]}, model {expected[k]}" for k in expected if k in shapes and shapes[k] != expected[k]]
     if missing or unexpected or wrong:
         details = []
         if missing:
@@ -171,12 +291,15 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
         if wrong:
             details.append(f"shape mismatch {wrong[:3]}{' …' if len(wrong) > 3 else ''}")
         raise ModaError(f"checkpoint {path} does not match the model in its config: {'; '.join(details)}")
-    model.load_state_dict(tensors)
-    return metadata
 
 
 def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"epoch-{epoch:04d}.safetensors"
+
+
+def _checkpoint_epoch(name: str) -> int | None:
+    match = re.fullmatch(r"epoch-(\d+)\.safetensors", name)
+    return int(match.group(1)) if match else None
 
 
 def split_run_spec(spec: str | Path) -> tuple[Path, int | None]:
@@ -189,7 +312,10 @@ def split_run_spec(spec: str | Path) -> tuple[Path, int | None]:
 
 @dataclass
 class Run:
-    """A loaded run: its folder, config, model (eval mode) and records."""
+    """A loaded run: its folder, config, model (eval mode) and records.
+
+    ``weights_path`` is the file the weights came from; ``latest`` says whether they are the run's
+    latest weights (then ``spec`` is ``RUN``, else ``RUN@EPOCH``)."""
 
     path: Path
     config: dict[str, Any]
@@ -197,54 +323,89 @@ class Run:
     epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    weights_path: Path | None = None
+    latest: bool | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
 
     @property
-    def spec(self) -> str:
-        """``RUN`` or ``RUN@EPOCH``, the string that loads this exact state again."""
-        last = self.metrics.get("epochs_done")
-        return str(self.path) if last == self.epoch else f"{self.path}@{self.epoch}"
+    def method(self) -> str:
+        """The training method's name (``config["train"]["method"]``; older runs: from ``arch["mwt"]``)."""
+        return method_name(self.config)
 
+    @property
+    def kind(self) -> str:
+        """standard, moda or mwt (``moda_core.methods.training_kind``)."""
+        return method_of_config(self.config).name
+
+    @property
+    def spec(self) -> str:
+        """``RUN`` or ``RUN@EPOCH``, the string that loads this exact state again (derived from the
+        weights files' own metadata, never from ``metrics.json``)."""
+        latest = self.latest
+        if latest is None:
+            try:
+                latest = weights_epoch(resolve_files(self.path)[1][MODEL]) == self.epoch
+            except ModaError:
+                latest = False
+        return str(self.path) if latest else f"{self.path}@{self.epoch}"
 
 def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> ZooNet:
     try:
         arch = config["arch"]
         model = build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
                             arch.get("width", 1.0))
-        if arch.get("mwt"):
-            from moda_core.baselines.mwt import to_mwt
-
-            model = to_mwt(model)
-        return model
+        return method_of_config(config).prepare(model)  # e.g. MwT's gated blocks
     except (KeyError, TypeError) as error:
         raise ModaError(f"config in {where} does not describe a model (missing {error})") from None
 
 
 def load_run(spec: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Load ``RUN`` (last finished epoch) or ``RUN@EPOCH`` (a periodic checkpoint)."""
+    """Load ``RUN`` (last committed epoch) or ``RUN@EPOCH`` (a periodic checkpoint)."""
     path, epoch = split_run_spec(spec)
     if not path.is_dir():
         raise ModaError(f"no run folder at {path}")
+    for attempt in range(3):  # a trainer may finish a commit (rename staged files) while we read
+        try:
+            return _load_run(path, epoch, device)
+        except ModaError:
+            if attempt == 2 or not _moved_meanwhile(path):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _moved_meanwhile(path: Path) -> bool:
+    """Whether a trainer holds the run (its files may have been renamed under a reader)."""
+    return training_pid(path) is not None
+
+
+def _load_run(path: Path, epoch: int | None, device: str | torch.device) -> Run:
     config = read_json(path / CONFIG)
     model = build_model_from_config(config, path / CONFIG)
-    if epoch is None:
-        weights = path / MODEL
-        if not weights.exists():
+    committed, files = resolve_files(path)
+    latest_file = files[MODEL]
+    latest_epoch = weights_epoch(latest_file) if latest_file.exists() else None
+    if committed is not None and latest_epoch is not None and latest_epoch != committed:
+        raise ModaError(f"run {path}: {latest_file.name} holds epoch {latest_epoch} but the commit record says "
+                        f"epoch {committed}")
+    if epoch is None or epoch == latest_epoch:
+        weights = latest_file
+        if latest_epoch is None:
             raise ModaError(f"run {path} has no weights yet ({MODEL} is missing): training has not finished an epoch")
     else:
         weights = checkpoint_path(path, epoch)
-        if not weights.exists():
+        if not weights.exists() or epoch not in list_checkpoints(path):
             available = list_checkpoints(path)
             raise ModaError(f"run {path} has no checkpoint for epoch {epoch}; "
                             f"available epochs: {available or 'none'}")
     metadata = load_weights(model, weights)
-    metrics = read_json(path / METRICS) if (path / METRICS).exists() else {}
+    loaded_epoch = int(metadata.get("epoch", epoch or 0))
+    metrics = read_json(files[METRICS]) if files[METRICS].exists() else {}
     model.to(device).eval()
-    return Run(path, config, model, int(metadata.get("epoch", epoch or 0)),
-               read_history(path / HISTORY), metrics)
+    return Run(path, config, model, loaded_epoch, read_history(files[HISTORY]), metrics,
+               weights_path=weights, latest=weights == latest_file)
 
 
 def dataset_name(run: Run) -> str | None:
@@ -259,36 +420,108 @@ def run_dataset(run: Run, device: str | torch.device | None = None) -> Dataset:
         device = next(run.model.parameters()).device
     return load_dataset(dataset_name(run), root=train.get("data_root"),
                         classes=train.get("classes"), train_fraction=train.get("train_fraction", 1.0),
-                        seed=train.get("seed", 0), device=device)
+                        seed=train.get("seed", 0), device=device, class_fractions=train.get("class_fractions"))
 
 
 def list_checkpoints(run_dir: str | Path) -> list[int]:
+    """Epochs of the run's committed periodic checkpoints (``RUN@EPOCH``)."""
     folder = Path(run_dir) / CHECKPOINTS
-    return sorted(int(m.group(1)) for p in folder.glob("epoch-*.safetensors")
-                  if (m := re.fullmatch(r"epoch-(\d+)\.safetensors", p.name)))
+    try:
+        committed = read_commit(run_dir)
+    except ModaError:
+        committed = None
+    last = committed["epoch"] if committed else None
+    found = (_checkpoint_epoch(p.name) for p in folder.glob("epoch-*.safetensors")) if folder.is_dir() else ()
+    return sorted(e for e in found if e is not None and (last is None or e <= last))
+
+
+def _model_shapes(config: dict[str, Any], where: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of the model a config describes, built without allocating weights."""
+    try:
+        with torch.device("meta"):
+            model = build_model_from_config(config, where)
+    except ModaError:
+        raise
+    except Exception:  # a model that cannot be built on the meta device: build it for real
+        model = build_model_from_config(config, where)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def summarize_run(path: str | Path) -> dict[str, Any]:
+    """One ``list_runs`` entry (fields documented there); reads JSON files and safetensors headers only."""
+    path = Path(path)
+    summary: dict[str, Any] = {
+        "name": path.name, "path": str(path), "status": "broken", "error": None, "loadable": False,
+        "epochs_done": 0, "epochs": None, "model": None, "dataset": None, "method": None, "kind": None,
+        "alpha": None, "beta": None, "gamma": None, "test_accuracy": None, "checkpoints": [], "pid": training_pid(path)}
+    running = summary["pid"] is not None
+    for attempt in range(3):
+        try:
+            _fill_summary(path, summary)
+            break
+        except (ModaError, KeyError, TypeError, ValueError, OSError) as error:
+            message = str(error) if isinstance(error, (ModaError, OSError)) else f"config is missing {error}"
+            if attempt < 2 and running:
+                continue  # the trainer may have renamed a staged file under us
+            summary["error"] = message
+            if summary["error"] and "no finished epoch" in summary["error"]:
+                summary["status"] = "running" if running else "interrupted"
+            else:
+                summary["status"] = "broken"
+            return summary
+    summary["loadable"] = True
+    if running:
+        summary["status"] = "running"
+    elif summary["epochs"] is not None and summary["epochs_done"] >= summary["epochs"]:
+        summary["status"] = "complete"
+    else:
+        summary["status"] = "interrupted"
+    return summary
+
+
+def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
+    if not (path / CONFIG).exists() and (summary["pid"] is not None or (path / LOCK).exists()):
+        raise ModaError("no finished epoch yet (the run is starting, or stopped as it started)")
+    config = read_json(path / CONFIG)
+    train = config.get("train") or {}
+    summary.update(model=config["arch"]["name"], dataset=(config.get("data") or {}).get("name", train.get("dataset")),
+                   alpha=train.get("alpha"), beta=train.get("beta"), gamma=train.get("gamma"),
+                   method=method_name(config), epochs=train.get("epochs"),
+                   kind=training_kind({**train, "method": method_name(config)}))
+    committed, files = resolve_files(path)
+    weights = files[MODEL]
+    if not weights.exists():
+        raise ModaError(f"no finished epoch yet ({MODEL} is missing)")
+    header = read_tensor_header(weights)
+    shapes = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
+    check_shapes(_model_shapes(config, path / CONFIG), shapes, weights)
+    epoch = weights_epoch(weights)
+    if committed is not None and committed != epoch:
+        raise ModaError(f"{weights.name} holds epoch {epoch} but the commit record says epoch {committed}")
+    summary["epochs_done"] = epoch
+    metrics = read_json(files[METRICS]) if files[METRICS].exists() else {}
+    if isinstance(metrics, dict) and metrics.get("epochs_done") == epoch:
+        summary["test_accuracy"] = _finite(metrics.get("test_accuracy"))
+    else:  # metrics.json from another epoch (an older run's crash): take the history row of this one
+        rows = [r for r in read_history(files[HISTORY]) if r.get("epoch") == epoch]
+        summary["test_accuracy"] = _finite(rows[-1].get("test_accuracy")) if rows else None
+    summary["checkpoints"] = list_checkpoints(path)
+    summary["error"] = None
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Summaries of every run folder under ``runs_dir``; a folder that does not load is listed with its error."""
+    """Summaries of every run folder under ``runs_dir`` (:func:`summarize_run`): status complete / running / interrupted / broken, ``error`` (why it does
+    not load, or None), ``loadable``, ``epochs_done`` (from the weights' own metadata), ``epochs``,
+    model, data set, method, α β γ, test accuracy, committed checkpoints, and the trainer's pid."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+    if not runs_dir.is_dir():  # absent, or a file (the command line says so; pages just show no runs)
         return []
-    summaries = []
-    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        summary: dict[str, Any] = {"name": path.name, "path": str(path)}
-        try:
-            config = read_json(path / CONFIG)
-            metrics = read_json(path / METRICS) if (path / METRICS).exists() else {}
-            if not (path / MODEL).exists():
-                raise ModaError(f"{MODEL} is missing (no finished epoch)")
-            read_tensor_metadata(path / MODEL)
-            summary.update(model=config["arch"]["name"], dataset=config["data"]["name"],
-                           alpha=config["train"]["alpha"], beta=config["train"]["beta"],
-                           gamma=config["train"]["gamma"], method=config["train"].get("method", "moda"),
-                           status=metrics.get("status", "unknown"),
-                           epochs_done=metrics.get("epochs_done"), test_accuracy=metrics.get("test_accuracy"),
-                           checkpoints=list_checkpoints(path), error=None)
-        except (ModaError, KeyError, TypeError) as error:
-            summary["error"] = str(error)
-        summaries.append(summary)
-    return summaries
+    try:
+        folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise ModaError(f"cannot read runs folder {runs_dir}: {error.strerror}") from None
+    return [summarize_run(p) for p in folders]

@@ -1,4 +1,5 @@
-"""One trainer for standard (α=β=γ=0) and MODA training, writing into the run store.
+"""One trainer for every training method (standard, MODA, MwT: ``moda_core.methods``), writing into
+the run store. ``train_step`` is one optimisation step (the benchmarks time exactly that).
 
 SGD with Nesterov momentum 0.9, a per-step cosine learning-rate schedule and no weight decay, as in
 the paper. Data stays on the device; each epoch's order and augmentation come from a generator seeded
@@ -7,9 +8,12 @@ Per-batch figures are accumulated on the device and read once per epoch (no host
 """
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import platform
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -17,19 +21,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from moda_core import distributed, runs
-from moda_core.activations import record_activations
-from moda_core.baselines.mwt import mwt_loss, record_masks, to_mwt
-from moda_core.data import Dataset, check_classes, dataset_info, load_dataset
+from moda_core.data import Dataset, check_class_fractions, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError
-from moda_core.losses import modular_losses
-from moda_core.metrics import accuracy, predict_logits
+from moda_core.evaluate import accuracy, predict_logits
+from moda_core.methods import METHODS, Method, StepLosses, get_method, resolve, training_kind
 from moda_core.models import MODELS, ZooNet, build_model
 
 
-METHOD_DEFAULTS = {"moda": (1.0, 1.0, 0.3), "mwt": (0.5, 1.5, 0.0)}  # (alpha, beta, gamma)
 
 
 @dataclass
@@ -37,11 +37,11 @@ class TrainConfig:
     model: str = "lenet5"
     dataset: str = "mnist5k"
     epochs: int = 10
-    # loss weights; None = the method's defaults (MODA: 1, 1, 0.3; MwT: 0.5, 1.5, 0). α=β=γ=0: standard
+    # loss weights; None = the method's defaults (moda_core.methods: MODA 1, 1, 0.3). MODA with α=β=γ=0: standard
     alpha: float | None = None
     beta: float | None = None
     gamma: float | None = None
-    method: str = "moda"  # "moda" (activation terms; standard when α=β=γ=0) or "mwt" (the mask baseline)
+    method: str = "moda"  # a name in moda_core.methods.METHODS: standard, moda (standard when α=β=γ=0) or mwt
     width: float = 1.0
     batch_size: int = 128
     lr: float = 0.05
@@ -49,6 +49,9 @@ class TrainConfig:
     seed: int = 0
     classes: list[int] | None = None  # original class ids to learn; None = all
     train_fraction: float = 1.0
+    # original class id -> share of that class's training data, overriding train_fraction for the classes it
+    # names (e.g. {3: 0.02}: the scarce-target weak runs of module replacement, DESIGN.md §1.6)
+    class_fractions: dict[int, float] | None = None
     augment: bool | None = None  # None: the data set's default (crop+flip for RGB sets)
     data_root: str | None = None
     download: bool = False
@@ -58,7 +61,7 @@ class TrainConfig:
     track_modular_terms: bool = True  # log the modular terms of standard runs too (detached)
 
     def __post_init__(self) -> None:
-        defaults = METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["moda"])
+        defaults = METHODS[self.method].defaults if self.method in METHODS else METHODS["moda"].defaults
         for name, value in zip(("alpha", "beta", "gamma"), defaults):
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -70,20 +73,23 @@ class TrainConfig:
     @property
     def kind(self) -> str:
         """The kind of training, as run names and tables call it: standard, moda or mwt."""
-        if self.method == "mwt":
-            return "mwt"
-        return "moda" if self.modular else "standard"
+        return training_kind({"method": self.method, "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma})
+
+    @property
+    def training_method(self) -> Method:
+        """The method that trains (MODA with α=β=γ=0 is standard training)."""
+        return resolve(self.method, self.alpha, self.beta, self.gamma)
 
     def validate(self) -> None:
-        if self.method not in METHOD_DEFAULTS:
-            raise ModaError(f"unknown training method {self.method!r}: expected one of {', '.join(METHOD_DEFAULTS)}")
-        if self.method == "mwt" and self.gamma:
-            raise ModaError(f"MwT has no compactness term: gamma must be 0, got {self.gamma}")
+        get_method(self.method)  # a ModaError naming the known methods
         if self.model not in MODELS:
             raise ModaError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}")
         info = dataset_info(self.dataset)
         if self.classes is not None:
             self.classes = check_classes(self.classes, info.num_classes, f"data set {self.dataset!r}")
+            if len(self.classes) < 2:
+                raise ModaError(f"training needs at least 2 classes, got {self.classes}: a 1-class model has "
+                                "nothing to tell apart and no modules to decompose")
         if self.epochs < 1:
             raise ModaError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -96,6 +102,10 @@ class TrainConfig:
                 raise ModaError(f"{name} must be a non-negative number, got {value}")
         if self.checkpoint_every < 0:
             raise ModaError(f"checkpoint interval must be >= 0, got {self.checkpoint_every}")
+        self.training_method.validate(self)
+        if self.class_fractions:
+            learnt = self.classes if self.classes is not None else list(range(info.num_classes))
+            self.class_fractions = check_class_fractions(self.class_fractions, learnt, f"data set {self.dataset!r}")
 
 
 @dataclass
@@ -130,7 +140,8 @@ def make_config_record(config: TrainConfig, model: ZooNet, data: Dataset, device
     return {
         "arch": model.arch,
         "data": {"name": config.dataset, "classes": data.classes, "class_names": data.class_names,
-                 "train_fraction": config.train_fraction, "seed": config.seed, "data_root": config.data_root,
+                 "train_fraction": config.train_fraction, "class_fractions": config.class_fractions,
+                 "seed": config.seed, "data_root": config.data_root,
                  "train_size": len(data.train), "test_size": len(data.test)},
         "train": {k: v for k, v in train.items() if k not in ("download",)},
         "created": datetime.now().isoformat(timespec="seconds"),
@@ -140,53 +151,168 @@ def make_config_record(config: TrainConfig, model: ZooNet, data: Dataset, device
 
 
 def default_run_name(config: TrainConfig) -> str:
-    kind = config.kind
-    return f"{config.model}-{config.dataset}-{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+    """``model-dataset-kind-YYYYmmdd-HHMMSS-mmm`` (milliseconds; a clash still gets a ``-2`` suffix)."""
+    now = datetime.now()
+    return f"{config.model}-{config.dataset}-{config.kind}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
 
 
 def data_for_config(config: TrainConfig, device: torch.device) -> Dataset:
     return load_dataset(config.dataset, root=config.data_root, download=config.download, classes=config.classes,
-                        train_fraction=config.train_fraction, seed=config.seed, device=device)
+                        train_fraction=config.train_fraction, seed=config.seed, device=device,
+                        class_fractions=config.class_fractions)
 
 
 def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None = None,
-          progress: ProgressCallback | None = None, resume: bool = False) -> runs.Run:
+          progress: ProgressCallback | None = None, resume: bool = False, overwrite: bool = False) -> runs.Run:
     """Train into ``runs_dir/name`` and return the loaded run.
 
-    ``resume=True`` continues an interrupted run with the same name from its last finished epoch
-    (its stored config wins over ``config``, except for ``epochs``, which may be raised).
+    The run folder is created atomically before any work (an existing name is an error) and locked
+    while training, so a run whose process dies is listed as interrupted. ``resume=True`` continues
+    an interrupted run with the same name from its last committed epoch (its stored config wins over
+    ``config``, except for ``epochs``, which may be raised); ``overwrite=True`` replaces a run that is
+    not training now. Under torchrun rank 0 picks the folder and tells the other ranks.
     """
     config.validate()
     if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ModaError(f"run name {name!r} must use letters, digits, '.', '_' or '-'")
+    if resume and name is None:
+        raise ModaError("resuming needs the name of the run to continue")
+    if resume and overwrite:
+        raise ModaError("resume continues a run and overwrite replaces it: choose one")
     ctx = distributed.context()
-    if ctx.active and name is None:
-        raise ModaError("under torchrun every process must agree on the run folder: pass --name")
-    run_dir = Path(runs_dir) / (name or default_run_name(config))
-    if name is None and not resume:
-        base, number = run_dir, 2
-        while run_dir.exists():  # two default names in the same second
-            run_dir, number = base.with_name(f"{base.name}-{number}"), number + 1
+    lock, outcome = None, None
+    if ctx.is_main:
+        try:
+            run_dir, lock = _open_run_folder(Path(runs_dir), name, config, resume, overwrite)
+            outcome = ("ok", str(run_dir))
+        except ModaError as error:
+            if not ctx.active:
+                raise
+            outcome = ("error", str(error))
+    try:
+        status, value = distributed.broadcast_object(outcome, ctx)  # every rank trains into rank 0's folder
+        if status == "error":
+            raise ModaError(value)
+        return _train(config, Path(value), ctx, progress, resume)
+    except BaseException:
+        if lock is not None and not resume and not (run_dir / runs.CONFIG).exists():
+            _remove_unstarted(run_dir)  # failed before it began (bad device, data): leave no folder behind
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove a folder this process created that holds nothing but its lock."""
+    (run_dir / runs.LOCK).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def _open_run_folder(runs_dir: Path, name: str | None, config: TrainConfig, resume: bool,
+                     overwrite: bool) -> tuple[Path, runs.RunLock]:
+    """Create (or, to resume, take over) the run folder and hold its lock; nothing else is touched
+    when this fails."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ModaError(f"runs folder {runs_dir} is a file, not a folder") from None
+    except OSError as error:
+        raise ModaError(f"cannot create runs folder {runs_dir}: {error.strerror}") from None
+    if not runs_dir.is_dir():
+        raise ModaError(f"runs folder {runs_dir} is a file, not a folder")
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise ModaError(f"runs folder {runs_dir} is not writable")
+    if resume:
+        run_dir = runs_dir / name
+        if not run_dir.is_dir():
+            raise ModaError(f"cannot resume: no run at {run_dir}")
+        lock = _lock_or_refuse(run_dir)
+        try:
+            runs.recover(run_dir)  # finish or discard an epoch's commit that a crash interrupted
+        except BaseException:
+            lock.release()
+            raise
+        return run_dir, lock
+    if name is None:
+        base = default_run_name(config)
+        for number in itertools.count(1):
+            run_dir = runs_dir / (base if number == 1 else f"{base}-{number}")
+            if _make_folder(run_dir):
+                break
+    else:
+        run_dir = runs_dir / name
+        if overwrite and (run_dir.exists() or run_dir.is_symlink()):
+            _discard_run(run_dir)
+        if not _make_folder(run_dir):
+            raise ModaError(f"run folder {run_dir} already exists: pick another --name, --resume to continue it, "
+                            "or --overwrite to replace it")
+    lock = runs.RunLock(run_dir)
+    if not lock.acquire():
+        raise ModaError(f"run folder {run_dir} was taken by another process as it was created")
+    return run_dir, lock
+
+
+def _make_folder(run_dir: Path) -> bool:
+    """``os.mkdir`` without exist_ok: True if this call created the folder, False if it existed."""
+    try:
+        os.mkdir(run_dir)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        raise ModaError(f"cannot create run folder {run_dir}: {error.strerror}") from None
+
+
+def _lock_or_refuse(run_dir: Path) -> runs.RunLock:
+    lock = runs.RunLock(run_dir)
+    try:
+        acquired = lock.acquire()
+    except OSError as error:
+        raise ModaError(f"cannot lock run {run_dir}: {error.strerror}") from None
+    if not acquired:
+        pid = runs.training_pid(run_dir)
+        raise ModaError(f"run {run_dir} is training now{f' (process {pid})' if pid else ''}: wait for it to finish")
+    return lock
+
+
+def _discard_run(run_dir: Path) -> None:
+    """Remove a run that is not training now (for ``overwrite``): moved aside atomically, then deleted."""
+    if not run_dir.is_dir() or run_dir.is_symlink():
+        raise ModaError(f"cannot overwrite {run_dir}: it is not a run folder")
+    lock = _lock_or_refuse(run_dir)
+    aside = run_dir.with_name(f".{run_dir.name}.discarded-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.rename(run_dir, aside)
+    except OSError as error:
+        raise ModaError(f"cannot overwrite {run_dir}: {error.strerror}") from None
+    finally:
+        lock.release()
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _train(config: TrainConfig, run_dir: Path, ctx: distributed.Context, progress: ProgressCallback | None,
+           resume: bool) -> runs.Run:
     start_epoch, history, optimizer_state = 0, [], None
     if resume:
         config, start_epoch, history, optimizer_state = _resume_state(run_dir, config)
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ModaError(f"run folder {run_dir} already exists: pick another --name, or --resume to continue it")
-    distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
 
     device = resolve_device(distributed.device_for(config.device, ctx))
     torch.manual_seed(config.seed)
     data = data_for_config(config, device)
     model = build_model(config.model, data.info.in_channels, data.info.image_size, data.num_classes, config.width)
-    if config.method == "mwt":
-        model = to_mwt(model)
+    method = config.training_method
+    model = method.prepare(model)
     model.to(device)
     channels_last = device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=0.0)
-    if resume:
+    if start_epoch > 0:
         runs.load_weights(model, run_dir / runs.MODEL)
         model.to(device)
         optimizer.load_state_dict(_optimizer_state_dict(optimizer, optimizer_state, device))
@@ -206,8 +332,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     steps = len(distributed.shard_batches(torch.arange(len(data.train)), config.batch_size, ctx))
     total_steps = config.epochs * steps
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    record_terms = config.modular or config.track_modular_terms
-    mwt = config.method == "mwt"
+    logged = method.logged_terms(config)
     seconds_total = sum(row["seconds"] for row in history)
 
     for epoch in range(start_epoch, config.epochs):
@@ -224,14 +349,10 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
             x, y = data.train.batch(index, augment=augment, generator=generator)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits, ce, loss, affinity, dispersion, compactness = forward_losses(
-                config, model, network, x, y, autocast, record_terms)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            out = train_step(method, config, model, network, optimizer, x, y, autocast)
             n = y.numel()
-            sums += torch.stack([ce.detach() * n, affinity.detach() * n, dispersion.detach() * n,
-                                 compactness.detach() * n, (logits.argmax(1) == y).sum().float(),
+            sums += torch.stack([out.ce.detach() * n, out.affinity.detach() * n, out.dispersion.detach() * n,
+                                 out.compactness.detach() * n, (out.logits.argmax(1) == y).sum().float(),
                                  torch.full((), float(n), device=device)])
             if progress and ctx.is_main:
                 progress(Progress("batch", epoch + 1, config.epochs, step + 1, steps))
@@ -249,9 +370,9 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
         seconds = time.perf_counter() - started
         seconds_total += seconds
         row = {"epoch": epoch + 1, "ce": ce_sum / seen,
-               "affinity": aff_sum / seen if record_terms or mwt else float("nan"),
-               "dispersion": dis_sum / seen if record_terms or mwt else float("nan"),
-               "compactness": com_sum / seen if record_terms and not mwt else float("nan"),
+               "affinity": aff_sum / seen if logged[0] else float("nan"),
+               "dispersion": dis_sum / seen if logged[1] else float("nan"),
+               "compactness": com_sum / seen if logged[2] else float("nan"),
                "train_accuracy": correct / seen, "test_accuracy": test_accuracy, "seconds": seconds,
                "train_seconds": train_seconds}
         history.append(row)
@@ -262,52 +383,37 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     return runs.load_run(run_dir, device)
 
 
-def forward_losses(config: TrainConfig, model: ZooNet, network: torch.nn.Module, x: torch.Tensor,
-                    y: torch.Tensor, autocast: torch.autocast, record_terms: bool) -> tuple[torch.Tensor, ...]:
-    """One forward pass: ``(logits, ce, loss, affinity, dispersion, compactness)``.
-
-    MODA adds its activation terms to the loss (standard training only logs them, detached, when
-    ``record_terms``); MwT adds its mask terms, which then fill the affinity and dispersion columns.
-    """
-    zero = torch.zeros((), device=x.device)
-    if config.method == "mwt":
-        with record_masks(model) as masks, autocast:
-            logits = network(x)
-        ce = F.cross_entropy(logits.float(), y)
-        mask_loss, affinity, dispersion = mwt_loss([m.float() for m in masks.values()], y, config.alpha, config.beta)
-        return logits, ce, ce + mask_loss, affinity, dispersion, zero
-    if not record_terms:
-        with autocast:
-            logits = network(x)
-        ce = F.cross_entropy(logits.float(), y)
-        return logits, ce, ce, zero, zero, zero
-    with record_activations(model, detach=not config.modular) as recorder, autocast:
-        logits = network(x)
-    ce = F.cross_entropy(logits.float(), y)
-    with torch.set_grad_enabled(config.modular):
-        affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=True)  # ReLU outputs
-    loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness if config.modular else ce
-    return logits, ce, loss, affinity, dispersion, compactness
+def train_step(method: Method, config: TrainConfig, model: ZooNet, network: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               autocast: torch.autocast) -> StepLosses:
+    """One optimisation step of ``method`` on the batch ``(x, y)``: forward pass and loss terms
+    (``method.losses``), backward pass, optimizer step. ``network`` is ``model`` or its DDP/compiled
+    wrapper. Returns the step's logits and (undetached) loss terms."""
+    out = method.losses(config, model, network, x, y, autocast)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    return out
 
 
 def _save_epoch(run_dir: Path, model: ZooNet, optimizer: torch.optim.Optimizer, history: list[dict],
                 epoch: int, config: TrainConfig, seconds_total: float, device: torch.device) -> None:
-    # Order matters for resuming: optimizer, then weights, then the records that point at them.
+    """Save the epoch as one commit (``runs.commit_epoch``): a crash leaves this epoch or the last."""
     state = optimizer.state_dict()["state"]
     buffers = {f"{index}.momentum_buffer": s["momentum_buffer"] for index, s in state.items()
                if s.get("momentum_buffer") is not None}
-    runs.save_tensors(run_dir / runs.OPTIMIZER, buffers, {"epoch": epoch})
-    weights = model.state_dict()
-    runs.save_tensors(run_dir / runs.MODEL, weights, {"epoch": epoch})
-    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-        runs.save_tensors(runs.checkpoint_path(run_dir, epoch), weights, {"epoch": epoch})
-    runs.write_history(run_dir / runs.HISTORY, history)
+    weights = runs.tensors_bytes(model.state_dict(), {"epoch": epoch})
     last = history[-1]
-    runs.write_json(run_dir / runs.METRICS, {
-        "status": "complete" if epoch == config.epochs else "running", "epochs_done": epoch,
-        "epochs": config.epochs, "test_accuracy": last["test_accuracy"],
-        "train_accuracy": last["train_accuracy"], "seconds": seconds_total,
-        "seconds_per_epoch": seconds_total / len(history), "device": str(device)})
+    metrics = {"status": "complete" if epoch == config.epochs else "running", "epochs_done": epoch,
+               "epochs": config.epochs, "test_accuracy": last["test_accuracy"],
+               "train_accuracy": last["train_accuracy"], "seconds": seconds_total,
+               "seconds_per_epoch": seconds_total / len(history), "device": str(device)}
+    extra = {}
+    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+        extra[str(runs.checkpoint_path(".", epoch))] = weights
+    runs.commit_epoch(run_dir, epoch, {
+        runs.OPTIMIZER: runs.tensors_bytes(buffers, {"epoch": epoch}), runs.MODEL: weights,
+        runs.HISTORY: runs.history_bytes(history), runs.METRICS: runs.json_bytes(metrics)}, extra)
 
 
 def _optimizer_state_dict(optimizer: torch.optim.Optimizer, buffers: dict[str, torch.Tensor],
@@ -320,7 +426,8 @@ def _optimizer_state_dict(optimizer: torch.optim.Optimizer, buffers: dict[str, t
 
 def _resume_state(run_dir: Path, config: TrainConfig) -> tuple[TrainConfig, int, list[dict], dict]:
     if not (run_dir / runs.CONFIG).exists():
-        raise ModaError(f"cannot resume: no run at {run_dir} (missing {runs.CONFIG})")
+        raise ModaError(f"cannot resume {run_dir}: it has no {runs.CONFIG} (it died as it started); "
+                        "start it again with --overwrite")
     stored = runs.read_json(run_dir / runs.CONFIG)
     try:
         fields = {k: v for k, v in stored["train"].items() if k in TrainConfig.__dataclass_fields__}
@@ -330,7 +437,7 @@ def _resume_state(run_dir: Path, config: TrainConfig) -> tuple[TrainConfig, int,
     resumed.epochs = max(resumed.epochs, config.epochs)
     resumed.device = config.device
     if not (run_dir / runs.MODEL).exists():
-        raise ModaError(f"cannot resume {run_dir}: no finished epoch to resume from; start it again")
+        return resumed, 0, [], {}  # no epoch finished: start again from epoch 1 with the stored config
     _, model_meta = runs.load_tensors(run_dir / runs.MODEL)
     buffers, optimizer_meta = runs.load_tensors(run_dir / runs.OPTIMIZER)
     epoch = int(model_meta.get("epoch", -1))

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from moda_core.data import DIGITS, RawData
 from moda_core.errors import ModaError
+from moda_core.rawdata import DIGITS, RawData
 
 try:  # numpy >= 2 moved the array pickling helpers to numpy._core
     from numpy._core import multiarray as _np_multiarray, numeric as _np_numeric

@@ -1,4 +1,9 @@
-"""Shared fixtures: small trained runs on the embedded data set, made once per test session."""
+"""Shared fixtures: small trained runs on the embedded data set, made once per test session.
+
+The fast lane (``pytest -m "not slow"``) leaves out every test marked slow: trainings, torchrun,
+CLI subprocesses and the browser. Tests that use a fixture which trains a model are marked slow
+here automatically (``TRAINING_FIXTURES``), and so are browser tests.
+"""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +12,14 @@ import torch
 from moda_core.train import TrainConfig, train
 
 torch.set_num_threads(2)
+
+TRAINING_FIXTURES = {"lenet_moda_run", "pair", "masks"}  # conftest's and test_replace.py's trained runs
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,18 @@
 """Real-browser test: `streamlit run` on the demo bundle, driven through Debian's Chromium with Playwright.
 
-Visits every page, moves the τ slider, composes classes, runs one swap, shows the Compare page on a
-hand-made comparison table (unless MODA_COMPARE_CSV names one), and saves a screenshot of each page
-(to $MODA_SCREENSHOTS_DIR; `make screenshots` refreshes docs/screenshots/ for the README). Prints the
-start-up time (process start → title visible) and the slider response time (key press → heatmap redrawn).
+Visits every page, moves the τ slider, composes classes, runs one swap (and checks where its "target" arrow
+points, in plotly's data and on screen), shows the Compare page on a hand-made comparison table (unless
+MODA_COMPARE_CSV names one), follows one run and one τ across pages and a reload (the URL keeps them), draws
+the two study views, and saves a screenshot of each page (to $MODA_SCREENSHOTS_DIR; `make screenshots`
+refreshes docs/screenshots/ for the README). Prints the start-up time (process start → title visible), the
+slider response time (key press → heatmap redrawn) and the page-switch time (sidebar click → chart drawn).
 Select it with ``pytest -m browser``; it skips with the reason when Chromium or Playwright is missing.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -32,7 +35,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGE_TIMEOUT_MS = 120_000
 
-pytestmark = [pytest.mark.browser,
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")]
 
 
@@ -101,6 +104,8 @@ def wait_ready(page) -> None:
                            timeout=PAGE_TIMEOUT_MS)
     assert page.locator("[data-testid='stException']").count() == 0, page.locator(
         "[data-testid='stException']").first.inner_text()
+    stopped = page.get_by_text("This page stopped")  # dashboard.ui.run_page's message instead of a traceback
+    assert stopped.count() == 0, stopped.first.inner_text()
 
 
 def wait_charts(page, count: int) -> None:
@@ -179,15 +184,16 @@ def test_every_page_in_a_real_browser(server, browser):
     wait_charts(page, 1)
     page.screenshot(path=str(SHOTS / "compose.png"), full_page=True)
 
-    # Swap: the demo pair with the default (calibrate) strategy
+    # Swap: the demo pair, the three strategies at once
     page.goto(f"{url}/swap")
     page.get_by_role("heading", name="Swap").wait_for()
     wait_ready(page)
     page.get_by_role("button", name="Run swap").click()
-    page.get_by_text("Largest change elsewhere").wait_for()
+    page.get_by_text("calibrate trained its layer for").wait_for()
     wait_ready(page)
     page.locator(".js-plotly-plot").first.wait_for()
     assert page.get_by_text("before (weak model)").first.is_visible()
+    check_swap_arrow(page)
     page.screenshot(path=str(SHOTS / "swap.png"), full_page=True)
 
     # Compare: standard training vs MODA vs MwT from the comparison table (four charts and the table)
@@ -202,3 +208,140 @@ def test_every_page_in_a_real_browser(server, browser):
 
     print("\nbrowser timings:", json.dumps(timings))
     (Path(os.environ.get("MODA_BROWSER_TIMINGS", "/tmp/moda_browser_timings.json"))).write_text(json.dumps(timings))
+
+
+# The Swap chart's "target" arrow: plotly puts an annotation on a category axis by position, so its x must be
+# the repaired class's index among the categories (class "3" is the first category of the demo's weak run,
+# not the fourth), and on screen the arrow must stand over that class's tick label.
+ARROW_JS = """() => {
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const notes = (plot.layout && plot.layout.annotations) || [];
+    const note = notes.find(a => String(a.text || '').startsWith('target'));
+    if (!note) continue;
+    const arrow = plot.querySelector('.annotation-arrow-g path');
+    const ticks = {};
+    for (const tick of plot.querySelectorAll('.xtick text')) {
+      const box = tick.getBoundingClientRect();
+      ticks[tick.textContent] = box.left + box.width / 2;
+    }
+    const box = arrow ? arrow.getBoundingClientRect() : null;
+    return {x: note.x, text: note.text, categories: plot.data[0].x, ticks,
+            arrow: box ? box.left + box.width / 2 : null};
+  }
+  return null;
+}"""
+
+
+def check_swap_arrow(page) -> None:
+    sentence = page.get_by_text("repaired with the module of").first.inner_text()  # "…, class 3 repaired with…"
+    target = re.search(r"class (\S+) repaired", sentence).group(1)
+    found = page.evaluate(ARROW_JS)
+    assert found is not None, "no target arrow on the Swap chart"
+    assert found["text"] == f"target (class {target})", found
+    assert found["x"] == found["categories"].index(target), found
+    assert found["arrow"] is not None and abs(found["arrow"] - found["ticks"][target]) < 8, found
+
+
+def slider_value(page) -> str:
+    """The τ slider's value as its thumb shows it (e.g. "0.80")."""
+    return page.evaluate("""() => {
+      const thumb = document.querySelector("[data-testid='stSliderThumbValue']");
+      const slider = document.querySelector("[role='slider']");
+      return (thumb && thumb.innerText) || slider.getAttribute('aria-valuetext') || slider.getAttribute('aria-valuenow');
+    }""").strip()
+
+
+def run_picker_text(page) -> str:
+    """What the page's first select box (its run picker) shows: its text and its input's value."""
+    return page.evaluate("""() => {
+      const box = document.querySelector("[data-testid='stSelectbox']");
+      return box.innerText + ' ' + [...box.querySelectorAll('input')].map(i => i.value).join(' ');
+    }""")
+
+
+def url_state(page) -> dict[str, str]:
+    return page.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")
+
+
+def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
+    url, _ = server
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+
+    # a bookmarked view: the standard run at τ = 0.80 on Activations
+    page.goto(f"{url}/activations?run=demo/vgg11-standard&tau=0.8")
+    page.get_by_role("heading", name="Activations").wait_for()
+    page.get_by_text("τ = 0.80").first.wait_for()
+    wait_ready(page)
+    assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.80"
+    # change τ here, then go to Compose through the sidebar: the same run and τ
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("ArrowLeft")
+    page.get_by_text("τ = 0.79").first.wait_for()
+    wait_ready(page)
+    page.wait_for_function("() => new URLSearchParams(location.search).get('tau') === '0.79'")
+    clicked = time.perf_counter()
+    page.get_by_role("link", name="Compose").click()
+    page.get_by_role("heading", name="Compose").wait_for()
+    page.get_by_text("Accuracy on these classes").wait_for()
+    wait_charts(page, 1)
+    timings["page_switch_seconds"] = time.perf_counter() - clicked
+    wait_ready(page)
+    assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.79"
+    page.wait_for_function("() => new URLSearchParams(location.search).get('tau') === '0.79'")
+    assert url_state(page) == {"run": "demo/vgg11-standard", "tau": "0.79"}
+    # a reload keeps both (a new session, rebuilt from the URL)
+    page.reload()
+    page.get_by_role("heading", name="Compose").wait_for()
+    page.get_by_text("Accuracy on these classes").wait_for()
+    wait_ready(page)
+    assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.79"
+    # and a page without pickers keeps them too, through a reload
+    page.get_by_role("link", name="How MODA works").click()
+    page.get_by_role("heading", name="How MODA works").wait_for()
+    wait_ready(page)
+    wait_charts(page, 1)
+    page.screenshot(path=str(SHOTS / "how.png"), full_page=True)
+    page.reload()
+    page.get_by_role("heading", name="How MODA works").wait_for()
+    wait_ready(page)
+    page.get_by_role("link", name="Activations").click()
+    page.get_by_text("τ = 0.79").first.wait_for()
+    wait_ready(page)
+    assert "vgg11-standard" in run_picker_text(page)
+
+    # Modules over training: the MODA run and its twins, per epoch (computed on request if not shipped)
+    page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.9")
+    page.get_by_role("heading", name="Modules forming over training").wait_for()
+    wait_ready(page)
+    compute = page.get_by_role("button", name="Compute")
+    if compute.count():
+        compute.click()
+    wait_charts(page, 1)
+    wait_ready(page)
+    traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data"
+                           ".map(t => ({name: t.name, axis: t.yaxis, n: t.x.length}))")
+    names = {t["name"].split(" (")[0] for t in traces}
+    assert {"MODA", "standard training"} <= names, traces
+    assert {t["axis"] for t in traces} == {"y", "y2", "y3"}, traces
+    page.screenshot(path=str(SHOTS / "evolution.png"), full_page=True)
+
+    # the τ trade-off: the MODA run and its standard twin over the τ grid (about a minute per run if not shipped)
+    page.goto(f"{url}/tau?run=demo/vgg11-moda&tau=0.9")
+    page.get_by_role("heading", name="The τ trade-off").wait_for()
+    wait_ready(page)
+    compute = page.get_by_role("button", name="Compute the trade-off")
+    if compute.count():
+        compute.click()
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".some(chart => chart.querySelector('.main-svg'))", timeout=600_000)
+    wait_ready(page)
+    traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+    assert any(t.startswith("MODA") for t in traces) and any(t.startswith("standard") for t in traces), traces
+    page.screenshot(path=str(SHOTS / "tau.png"), full_page=True)
+
+    print("\nbrowser timings (shared state):", json.dumps(timings))
+    path = Path(os.environ.get("MODA_BROWSER_TIMINGS", "/tmp/moda_browser_timings.json"))
+    path.with_name(path.stem + "_state.json").write_text(json.dumps(timings))

@@ -99,6 +99,7 @@ def test_masks_from_another_model_are_rejected():
         compose_module(lenet, random_masks(wide, 0.5, 0), [0])
 
 
+@pytest.mark.slow
 def test_export_runs_without_moda_core(tmp_path):
     model = randomised("mobilenet", 3, 32)
     composed = compose_module(model, random_masks(model, 0.4, 0), [2, 5])

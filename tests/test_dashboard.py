@@ -3,12 +3,15 @@ it renders without exception, and moving the main widgets changes what is shown.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
+from dashboard.ui import PAGE_STOPPED
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,13 +25,30 @@ def demo_env(monkeypatch):
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
 
 
-def open_page(page: str | None = None) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    app.run()
+@pytest.fixture(autouse=True)
+def pages_through_app_py(monkeypatch):
+    """Open every page through app.py (sidebar, error guard), as the served app does.
+
+    AppTest resets Streamlit's "pages/ folder" flag before each run, and since dashboard/pages/ exists it
+    would then run a switched-to page file on its own, without app.py."""
+    init = PagesManager.__init__
+
+    def navigation_only(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+
+
+def open_page(page: str | None = None, app: AppTest | None = None) -> AppTest:
+    if app is None:
+        app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        app.run()
     if page:
         app.switch_page(f"pages/{page}.py")
         app.run()
     assert not app.exception, [e.value for e in app.exception]
+    assert not [e.value for e in app.error if e.value.startswith(PAGE_STOPPED)]
     return app
 
 
@@ -64,6 +84,8 @@ def test_activations_page_tau_slider_and_ordering_change_the_heatmap(demo_env):
     kept_at_060 = len(charts(app)[0]["data"][1]["x"])
     assert kept_at_060 > kept_at_090  # a lower threshold keeps more units in the modules
     assert "τ = 0.60" in texts(app)
+    assert app.radio(key="act_order").value == "class they serve"  # the default: units grouped by class
+    app.radio(key="act_order").set_value("unit index").run()
     before = charts(app)[0]["data"][0]["x"]
     app.radio(key="act_order").set_value("class they serve").run()
     after = charts(app)[0]["data"][0]["x"]
@@ -98,18 +120,6 @@ def test_compose_page_reports_and_exports(demo_env):
     assert app.get("download_button")
 
 
-def test_swap_page_runs_one_swap(demo_env):
-    app = open_page("swap")
-    assert "Run swap" in texts(app)
-    app.radio(key="swap_strategy").set_value("normalize")
-    app.button(key="swap_go").click().run()
-    assert not app.exception, [e.value for e in app.exception]
-    labels = [m.label for m in app.metric]
-    assert "Largest change elsewhere" in labels
-    bars = charts(app)[0]
-    assert [t["name"] for t in bars["data"]] == ["before (weak model)", "after the swap"]
-
-
 def test_empty_and_broken_runs_folders(monkeypatch, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -127,26 +137,42 @@ def test_empty_and_broken_runs_folders(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", str(broken))
     app = open_page()
     assert any("bad" in w.value and "corrupt JSON" in w.value for w in app.warning)
-    assert len(app.dataframe[0].value) == 1  # the good run is listed and the rest works
+    assert str(tmp_path) not in texts(app)  # no server path, the folder's label instead
+    table = app.dataframe[0].value
+    assert dict(zip(table["run"], table["status"])) == {"mixed/bad": "broken", "mixed/good": "complete"}
+    assert app.selectbox(key="runs_run").options == ["mixed/good"]  # the broken run is listed, never picked
 
 
+@pytest.mark.slow
 def test_runs_page_trains_a_new_run_with_live_progress(monkeypatch, tmp_path):
+    from dashboard import training
+
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
     app = open_page()
     app.selectbox(key="train_model").set_value("mlp")
-    app.number_input(key="train_epochs").set_value(1)
+    app.number_input(key="train_epochs").set_value(2)
     app.text_input(key="train_name").set_value("from-the-page")
     app.form_submit_button[0].click().run()
     assert not app.exception, [e.value for e in app.exception]
+    assert app.get("progress") and app.form_submit_button[0].disabled  # training in the background
+    assert any("busy: " in i.value and "from-the-page is training" in i.value for i in app.info), texts(app)
+    assert training.slot().wait(timeout=300)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
     assert any("from-the-page" in s.value for s in app.success), texts(app)
+    assert str(tmp_path) not in texts(app)
     assert (tmp_path / "from-the-page" / "model.safetensors").exists()
-    assert app.get("progress")
+    assert not app.form_submit_button[0].disabled
+    assert "from-the-page" in app.dataframe[0].value["run"].iloc[0]
 
 
 def test_a_path_that_is_not_a_runs_folder_says_why(monkeypatch, tmp_path):
-    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("MODA_RUNS_DIR", os.pathsep.join([str(DEMO), str(tmp_path / "nowhere")]))
+    monkeypatch.setenv("MODA_TRAINING", "off")
     app = open_page()
     assert any("does not exist" in w.value for w in app.sidebar.warning)
+    assert str(tmp_path) not in texts(app) + "".join(w.value for w in app.sidebar.warning)
+    monkeypatch.delenv("MODA_TRAINING")
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO / "vgg11-moda"))
     app = open_page()
     assert any("single run, not a folder of runs" in w.value for w in app.sidebar.warning)
@@ -217,7 +243,8 @@ def test_compare_page_names_the_file_and_the_problem(monkeypatch, tmp_path, cont
     monkeypatch.setenv("MODA_COMPARE_CSV", str(table))
     app = open_page("compare")
     assert len(app.error) == 1 and not charts(app)
-    assert str(table) in app.error[0].value and problem in app.error[0].value, app.error[0].value
+    assert "compare.csv" in app.error[0].value and problem in app.error[0].value, app.error[0].value
+    assert str(tmp_path) not in app.error[0].value  # no server path
 
 
 def test_compare_page_reports_an_unreadable_file(monkeypatch, tmp_path):
@@ -225,7 +252,7 @@ def test_compare_page_reports_an_unreadable_file(monkeypatch, tmp_path):
     table.write_bytes(b"\xff\xfe\x00garbage\x00\x81")
     monkeypatch.setenv("MODA_COMPARE_CSV", str(table))
     app = open_page("compare")
-    assert len(app.error) == 1 and str(table) in app.error[0].value
+    assert len(app.error) == 1 and "compare.csv" in app.error[0].value and str(tmp_path) not in app.error[0].value
     monkeypatch.setenv("MODA_COMPARE_CSV", str(tmp_path))  # a folder, not a file
     app = open_page("compare")
     assert len(app.error) == 1 and "not a readable CSV file" in app.error[0].value
@@ -237,3 +264,234 @@ def test_runs_table_names_the_training_kind():
     assert training_kind({"method": "mwt", "alpha": 0.5, "beta": 1.5, "gamma": 0.0}) == "MwT"
     assert training_kind({"method": "moda", "alpha": 1.0, "beta": 1.0, "gamma": 0.3}) == "MODA"
     assert training_kind({"alpha": 0.0, "beta": 0.0, "gamma": 0.0}) == "standard"
+
+
+# --- issue 13 §4.4–4.9 (bugs on the existing pages) ------------------------------------------------------
+
+
+def test_activations_module_class_follows_each_new_images_prediction(demo_env):
+    from dashboard import state
+
+    app = open_page("activations")
+    spec, first = app.session_state["act_module_image"]
+    names = state.class_names(spec)
+
+    def predicted(i: int) -> str:
+        return names[state.image_activations(spec, i)["predicted"]]
+
+    assert first == 0 and app.selectbox(key="act_module_class").value == predicted(0)
+    other_image = next(i for i in range(50, 1000, 50) if predicted(i) != predicted(0))  # test set is by class
+    picked = next(n for n in names if n not in (predicted(0), predicted(other_image)))
+    app.selectbox(key="act_module_class").set_value(picked).run()
+    app.run()  # a rerun for the same image keeps the visitor's pick
+    assert app.selectbox(key="act_module_class").value == picked
+    app.number_input(key="act_image").set_value(other_image).run()
+    assert not app.exception
+    assert app.selectbox(key="act_module_class").value == predicted(other_image)  # not the old pick, nor image 0's
+
+
+def test_activations_kept_units_sentence_and_shared_group(demo_env):
+    from dashboard import figures
+
+    assert figures.kept_units_text([16, 16], 16) == "each class module keeps all 16 units."
+    assert figures.kept_units_text([4, 4], 16) == "each class module keeps 4 of 16 units."
+    assert figures.kept_units_text([3, 9], 16).startswith("each class module keeps 3–9 of 16 units")
+    app = open_page("activations")
+    assert "16–16" not in texts(app)
+    app.radio(key="act_order").set_value("class they serve").run()
+    annotations = [a["text"] for a in charts(app)[0]["layout"].get("annotations", [])]
+    assert annotations and len(set(annotations)) == len(annotations)  # one label per group, each group once
+
+
+def test_train_form_width_follows_the_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    app = open_page()
+    assert app.selectbox(key="train_model").value == "lenet5" and app.select_slider(key="train_width").value == 1.0
+    app.selectbox(key="train_model").set_value("vgg11").run()
+    assert app.select_slider(key="train_width").value == 0.25  # not a full-width VGG on a laptop CPU
+    app.selectbox(key="train_model").set_value("mlp").run()
+    assert app.select_slider(key="train_width").value == 1.0
+
+
+def test_runs_table_has_width_classes_and_data_fraction(demo_env):
+    app = open_page()
+    table = app.dataframe[0].value.set_index("run")
+    assert {"width", "classes", "data fraction"} <= set(table.columns)
+    weak = table.loc[[r for r in table.index if r.endswith("/swap-weak")][0]]
+    assert weak["classes"] == "3, 5, 6, 7, 8, 9" and weak["data fraction"] == pytest.approx(10.0)
+    vgg = table.loc[[r for r in table.index if r.endswith("/vgg11-moda")][0]]
+    assert vgg["width"] == 0.25 and vgg["classes"] == "all 10"
+
+
+def test_standard_runs_loss_curves_say_modular_terms_were_not_trained(demo_env):
+    app = open_page()
+    standard = next(o for o in app.selectbox(key="runs_run").options if o.endswith("vgg11-standard"))
+    app.selectbox(key="runs_run").set_value(standard).run()
+    names = [t["name"] for t in charts(app)[0]["data"]]
+    assert "ce" in names and "dispersion (measured, not trained)" in names
+    assert "measured, not trained" in texts(app)
+    moda = next(o for o in app.selectbox(key="runs_run").options if o.endswith("vgg11-moda"))
+    app.selectbox(key="runs_run").set_value(moda).run()
+    assert not any("not trained" in t["name"] for t in charts(app)[0]["data"])
+
+
+def test_invalid_run_name_says_why_and_starts_nothing(monkeypatch, tmp_path):
+    from dashboard import training
+
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    (tmp_path / "taken").mkdir()
+    app = open_page()
+    for name, why in (("has space/slash", "not a plain folder name"), ("taken", "already exists")):
+        app.text_input(key="train_name").set_value(name)
+        app.form_submit_button[0].click().run()
+        assert any(why in e.value for e in app.error), texts(app)
+        assert not app.get("progress") and not training.slot().status().busy
+
+
+def test_failed_training_shows_why_without_cli_flags_or_a_stuck_bar(monkeypatch, tmp_path):
+    from dashboard import training
+    from moda_core.errors import ModaError
+
+    def failing(config, runs_dir, name, progress=None, **kwargs):
+        raise ModaError(f"run folder {runs_dir}/x already exists: pick another --name, --resume to continue it, "
+                        "or --overwrite to replace it")
+
+    slot = training.TrainingSlot(runner=failing)
+    monkeypatch.setattr(training, "slot", lambda: slot)
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    app = open_page()
+    app.form_submit_button[0].click().run()
+    assert slot.wait(timeout=30)
+    app.run()
+    shown = texts(app)
+    assert any("already exists" in e.value for e in app.error), shown
+    errors = "".join(e.value for e in app.error)
+    assert "--" not in errors and str(tmp_path) not in shown
+    assert not app.get("progress")  # no "starting…" bar left behind
+
+
+@pytest.mark.slow
+def test_training_goes_on_after_leaving_the_page_and_interrupted_runs_offer_resume_and_delete(monkeypatch, tmp_path):
+    from dashboard import training
+
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    slot = training.TrainingSlot()
+    monkeypatch.setattr(training, "slot", lambda: slot)
+    app = open_page()
+    app.selectbox(key="train_model").set_value("mlp").run()
+    app.number_input(key="train_epochs").set_value(2)
+    app.text_input(key="train_name").set_value("left-behind")
+    app.form_submit_button[0].click().run()
+    assert slot.status().busy
+    open_page("compare", app)  # leave the Runs page while it trains
+    assert slot.wait(timeout=300) and slot.status().outcome == "done", slot.status().message
+    assert (tmp_path / "left-behind" / "model.safetensors").exists()
+
+    # an interrupted run (its last epochs never came): offered for resume and delete
+    config = json.loads((tmp_path / "left-behind" / "config.json").read_text())
+    config["train"]["epochs"] = 3
+    (tmp_path / "left-behind" / "config.json").write_text(json.dumps(config))
+    app = open_page()
+    assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"]))[
+        f"{tmp_path.name}/left-behind"] == "interrupted"
+    assert app.button(key="resume_left-behind") and app.button(key="delete_left-behind")
+    app.button(key="resume_left-behind").click().run()
+    assert slot.wait(timeout=300) and slot.status().outcome == "done", slot.status().message
+    app.run()
+    assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"]))[
+        f"{tmp_path.name}/left-behind"] == "complete"
+
+
+def test_compose_keeps_valid_picks_across_runs_and_names_the_file_by_class(demo_env):
+    app = open_page("compose")
+    runs = app.selectbox(key="comp_run")
+    moda = next(o for o in runs.options if o.endswith("/vgg11-moda"))
+    weak = next(o for o in runs.options if o.endswith("/swap-weak"))  # classes 3, 5, 6, 7, 8, 9
+    runs.set_value(moda).run()
+    app.multiselect(key="comp_classes").set_value(["1", "3", "9"]).run()
+    app.selectbox(key="comp_run").set_value(weak).run()
+    assert not app.exception
+    assert app.multiselect(key="comp_classes").value == ["3", "9"]  # "1" is not a class of swap-weak
+    app.button(key="comp_export").click().run()
+    assert not app.exception
+    assert app.get("download_button")
+    caption = " ".join(c.value for c in app.caption)
+    assert "`swap-weak-classes-3-9.pt2`" in caption  # class ids, not positions 0 and 5
+    assert "mean (" in caption and "std (" in caption  # the normalisation's numbers, not just "as in training"
+
+
+def test_compose_metric_cards_have_no_arrows_on_shares(demo_env):
+    app = open_page("compose")
+    params, flops, accuracy = app.metric[:3]
+    for card in (params, flops):  # "12.3% of 1,234" is a share, not a change: no arrow, no colour
+        assert " of " in card.proto.delta and card.proto.direction == 2 and card.proto.color == 2, card.proto
+    delta = accuracy.proto.delta
+    assert "same as the full model" in delta or " points vs full model" in delta
+    if "same as" in delta:  # no green up-arrow on +0.0%
+        assert accuracy.proto.direction == 2 and accuracy.proto.color == 2
+
+
+def test_modules_size_charts_of_runs_with_different_classes_are_told_apart(demo_env):
+    app = open_page("modules")
+    app.selectbox(key="mod_run_b").set_value(str(DEMO / "swap-weak")).run()
+    assert not app.exception
+    sizes = [f for f in charts(app).values() if f["layout"]["title"]["text"].startswith("Module size per class")]
+    assert len(sizes) == 2
+    assert sizes[0]["layout"]["title"]["text"] != sizes[1]["layout"]["title"]["text"]
+    assert sizes[0]["data"][0]["marker"]["color"] != sizes[1]["data"][0]["marker"]["color"]
+    assert all(f["data"][0].get("showlegend") for f in sizes)
+
+
+def test_compare_page_zooms_accuracy_and_shows_one_decimal_percentages(monkeypatch, tmp_path):
+    table = tmp_path / "compare.csv"
+    table.write_text(COMPARE_CSV)
+    monkeypatch.setenv("MODA_COMPARE_CSV", str(table))
+    app = open_page("compare")
+    accuracy = next(f for f in charts(app).values() if "Test accuracy" in f["layout"]["title"]["text"])
+    low = accuracy["layout"]["yaxis"]["range"][0]
+    assert low > 0 and "zoomed" in accuracy["layout"]["title"]["text"]  # 1–3-point differences visible
+    assert all(t.get("textangle") == -90 for t in accuracy["data"] if t["type"] == "bar")
+    shown = app.dataframe[0]
+    assert shown.value["test_accuracy"].max() > 1  # percent, not shares
+    assert shown.proto.columns and "%.1f%%" in shown.proto.columns
+
+
+def test_empty_state_names_the_folder(monkeypatch, tmp_path):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path / "empty"))
+    app = open_page()
+    message = next(i.value for i in app.info if "No runs yet" in i.value)
+    assert "No runs yet in `empty`" in message and " in ." not in message
+
+
+def test_run_labels_say_which_epoch(demo_env):
+    from dashboard import state
+
+    from moda_core import runs as run_store
+
+    weak = str(DEMO / "swap-weak")
+    final = run_store.weights_epoch(DEMO / "swap-weak" / run_store.MODEL)
+    first, last = run_store.list_checkpoints(weak)[0], run_store.list_checkpoints(weak)[-1]
+    assert state.run_epoch_label(weak).endswith(f"swap-weak @ epoch {final} (final)")
+    assert state.run_epoch_label(f"{weak}@{first}").endswith(f"swap-weak @ epoch {first} of {final} (early)")
+    if last > final / 2:
+        assert state.run_epoch_label(f"{weak}@{last}").endswith("(late)")
+    app = open_page("modules")
+    assert "@ epoch" in app.selectbox(key="mod_run_b").format_func(app.selectbox(key="mod_run_b").value)
+
+
+def test_an_interrupted_run_can_be_deleted_after_a_confirmation(monkeypatch, tmp_path):
+    run = tmp_path / "cut-short"
+    shutil.copytree(DEMO / "swap-weak", run, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["epochs"] += 10  # its last epochs never came
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    app = open_page()
+    assert any("stopped before their last epoch" in w.value for w in app.warning)
+    assert app.button(key="resume_cut-short")
+    app.button(key="delete_cut-short").click().run()
+    assert run.exists() and any("cannot be undone" in e.value for e in app.error)
+    app.button(key="delete_yes_cut-short").click().run()
+    assert not app.exception and not run.exists()
+    assert "cut-short" not in texts(app)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import moda_core.decompose as decompose_module
 from moda_core.activations import run_with_cache
@@ -29,19 +30,35 @@ def tiny_split(n=12, classes=3, seed=0):
     return Split(images, labels, torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.5).view(1, 1, 1, 1))
 
 
+def lenet_activations_by_hand(model, x):
+    """LeNet-5's ReLU outputs computed with plain functional ops from its weights (no hooks, no recorder)."""
+    f, c = model.features, model.classifier
+    a0 = F.relu(F.conv2d(x, f[0].conv.weight, f[0].conv.bias, padding=f[0].conv.padding))
+    a1 = F.relu(F.conv2d(F.max_pool2d(a0, 2), f[2].conv.weight, f[2].conv.bias))
+    a2 = F.relu(F.linear(F.max_pool2d(a1, 2).flatten(1), c[0].linear.weight, c[0].linear.bias))
+    a3 = F.relu(F.linear(a2, c[1].linear.weight, c[1].linear.bias))
+    return {"features.0.relu": a0, "features.2.relu": a1, "classifier.0.relu": a2, "classifier.1.relu": a3}
+
+
 def test_rates_equal_per_sample_count():
     torch.manual_seed(0)
     model = build_model("lenet5", num_classes=3).eval()
+    with torch.no_grad():
+        model.classifier[0].linear.bias.sub_(0.05)  # some hidden units fire on some samples only
     split = tiny_split()
     rates, counts = activation_rates(model, split, 3, batch_size=5)
     assert counts == [4, 4, 4]
-    for i in range(len(split)):
-        x, y = split.batch(torch.tensor([i]))
-        _, cache = run_with_cache(model, x)
-        for point, act in cache.items():
-            fired = (act.abs().mean(dim=(2, 3)) if act.dim() == 4 else act)[0] != 0
-            rates[point][y.item()] -= fired.float() / 4
-    assert all(r.abs().max() < 1e-6 for r in rates.values())
+    expected = {}
+    with torch.no_grad():
+        for i in range(len(split)):
+            x, y = split.batch(torch.tensor([i]))
+            for point, act in lenet_activations_by_hand(model, x).items():
+                fired = (act.abs().mean(dim=(2, 3)) if act.dim() == 4 else act)[0] != 0
+                expected.setdefault(point, torch.zeros(3, fired.numel()))[y.item()] += fired.float() / 4
+    assert set(rates) == set(expected)
+    for point in expected:
+        torch.testing.assert_close(rates[point], expected[point])
+    assert any(((r > 0) & (r < 1)).any() for r in rates.values()), "degenerate: every unit always or never fires"
 
 
 def test_empty_class_is_an_error():
@@ -146,9 +163,19 @@ def test_sweep_with_reference(lenet_moda_run):
     run = load_run(lenet_moda_run.path)
     decomposition = decompose(run, 0.9)
     test = run_dataset(run).test
-    rows = subtask_sweep(run.model, decomposition.masks, test, [[0, 1], [2, 3, 4]], reference=run.model)
+    torch.manual_seed(5)
+    reference = build_model("lenet5").eval()  # untrained: a reference that disagrees with the run
+    rows = subtask_sweep(run.model, decomposition.masks, test, [[0, 1], [2, 3, 4]], reference=reference)
     assert [r["size"] for r in rows] == [2, 3]
-    assert all(r["reference_accuracy"] == r["full_accuracy"] for r in rows)
+    with torch.no_grad():
+        reference_logits = reference(test.batch(slice(None))[0])
+    for row in rows:
+        classes = torch.tensor(row["classes"])
+        pick = torch.isin(test.labels, classes)
+        labels = torch.searchsorted(classes, test.labels[pick])
+        by_hand = (reference_logits[pick][:, classes].argmax(1) == labels).float().mean().item()
+        assert row["reference_accuracy"] == pytest.approx(by_hand)
+    assert any(r["reference_accuracy"] != r["full_accuracy"] for r in rows)
 
 
 def cli(*args):
@@ -157,6 +184,7 @@ def cli(*args):
     return result
 
 
+@pytest.mark.slow
 def test_module_cli(lenet_moda_run, tmp_path):
     run = str(lenet_moda_run.path)
     out = cli("decompose", run, "--tau", "0.9", "--json")

@@ -1,19 +1,31 @@
 """The bundled demo runs (assets/demo/, made by assets/make_demo.py) are what they claim to be:
-their stored metrics and decompositions match a fresh evaluation of the stored weights."""
+their stored metrics, decompositions and evolution tables match a fresh evaluation of the stored
+weights, and the converged MODA run shows what the method promises (issue 13 §1)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from moda_core import runs
 from moda_core.decompose import DEFAULT_TAU, decompose, load_decomposition
 from moda_core.metrics import accuracy, predict_logits
+from moda_core.studies import EVOLUTION_COLUMNS
+from moda_core.summary import module_summary
 
-DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
-DEMO_RUNS = ["vgg11-moda", "vgg11-standard", "swap-strong", "swap-weak"]
-DECOMPOSED = ["vgg11-moda", "vgg11-standard", "swap-strong"]
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEMO = ASSETS / "demo"
+VGG_RUNS = ["vgg11-moda", "vgg11-standard", "vgg11-mwt"]
+DEMO_RUNS = [*VGG_RUNS, "swap-strong", "swap-weak"]
+DECOMPOSED = [*VGG_RUNS, "swap-strong"]
+EVOLUTION = "evolution.csv"
+DEMO_BUDGET_MB = 16.5  # assets/ stays under ~20 MB with mnist5k.npz (0.8 MB) and the ViT pair (~3 MB)
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
 def test_bundle_is_complete_and_small():
@@ -21,9 +33,21 @@ def test_bundle_is_complete_and_small():
     assert sorted(summaries) == sorted(DEMO_RUNS)
     assert all(s["error"] is None and s["status"] == "complete" for s in summaries.values())
     assert summaries["vgg11-moda"]["alpha"] > 0 and summaries["vgg11-standard"]["alpha"] == 0
-    assert len(summaries["swap-weak"]["checkpoints"]) >= 2  # an early and a late checkpoint
+    assert summaries["vgg11-mwt"]["method"] == "mwt"
+    assert all(summaries[name]["epochs_done"] == 100 for name in [*VGG_RUNS, "swap-strong"])  # converged budget
+    weak = summaries["swap-weak"]
+    assert weak["checkpoints"] and max(weak["checkpoints"]) < weak["epochs_done"]  # under-fit early, over-fit last
+    assert len(summaries["vgg11-moda"]["checkpoints"]) >= 2 and summaries["vgg11-standard"]["checkpoints"]
     assert not list(DEMO.rglob(runs.OPTIMIZER))  # demo runs are not resumable: no optimizer state
-    assert sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file()) < 15e6
+    assert _size_mb(DEMO) < DEMO_BUDGET_MB
+
+
+def test_half_precision_checkpoints_load_as_float32():
+    spec = f"{DEMO / 'vgg11-moda'}@{runs.list_checkpoints(DEMO / 'vgg11-moda')[0]}"
+    header = runs.read_tensor_header(runs.load_run(spec).weights_path)
+    assert {info["dtype"] for name, info in header.items() if name != "__metadata__" and "weight" in name} == {"F16"}
+    run = runs.load_run(spec)
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
 
 
 @pytest.mark.parametrize("name", DEMO_RUNS)
@@ -38,10 +62,46 @@ def test_bundled_metrics_match_fresh_evaluation(name):
 @pytest.mark.parametrize("name", DECOMPOSED)
 def test_bundled_decomposition_matches_recomputation(name):
     run = runs.load_run(DEMO / name)
-    stored = load_decomposition(run, DEFAULT_TAU)
+    stored = load_decomposition(run, DEFAULT_TAU, save=False)
     assert stored is not None, "the bundle must carry a current decomposition at the default tau"
     fresh = decompose(run, DEFAULT_TAU, recompute=True, save=False)
     assert stored.points == fresh.points and stored.class_counts == fresh.class_counts
     for point in fresh.points:
         torch.testing.assert_close(stored.rates[point], fresh.rates[point])
         assert torch.equal(stored.masks[point], fresh.masks[point]), point
+    for epoch in runs.list_checkpoints(DEMO / name):  # kept checkpoints open without computing too
+        assert load_decomposition(runs.load_run(f"{DEMO / name}@{epoch}"), DEFAULT_TAU, save=False) is not None
+
+
+@pytest.mark.parametrize("name", VGG_RUNS)
+def test_evolution_table_ends_at_a_fresh_summary_of_the_final_weights(name):
+    table = pd.read_csv(DEMO / name / EVOLUTION)
+    run = runs.load_run(DEMO / name)
+    assert list(table.columns) == EVOLUTION_COLUMNS
+    assert table["epoch"].tolist() == list(range(5, 101, 5))  # every 5-epoch checkpoint, the last = final weights
+    summary = module_summary(run.model, load_decomposition(run, DEFAULT_TAU, save=False).masks)
+    last = table.iloc[-1]
+    assert last["mean_module_size"] == pytest.approx(summary.mean_size, abs=1e-6)
+    assert last["mean_overlap"] == pytest.approx(summary.mean_overlap, abs=1e-6)
+    assert last["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
+    for epoch in runs.list_checkpoints(DEMO / name):  # shipped in float16: within rounding of the float32 row
+        checkpoint = runs.load_run(f"{DEMO / name}@{epoch}")
+        row = table[table["epoch"] == epoch].iloc[0]
+        early = module_summary(checkpoint.model, load_decomposition(checkpoint, DEFAULT_TAU, save=False).masks)
+        assert early.mean_size == pytest.approx(row["mean_module_size"], abs=0.01)
+        assert checkpoint.history[epoch - 1]["test_accuracy"] == pytest.approx(row["test_accuracy"], abs=1e-6)
+        test = runs.run_dataset(checkpoint).test
+        assert accuracy(predict_logits(checkpoint.model, test), test.labels) == pytest.approx(row["test_accuracy"],
+                                                                                             abs=0.005)
+
+
+def test_converged_moda_demo_keeps_the_papers_promise():
+    """issue 13 "done means": MODA's modules ≤ 12% of the weights, mean overlap ≤ 5%, accuracy within
+    1.5 points of standard training, whose modules stay large."""
+    final = {name: pd.read_csv(DEMO / name / EVOLUTION).iloc[-1] for name in VGG_RUNS}
+    moda, standard = final["vgg11-moda"], final["vgg11-standard"]
+    assert moda["mean_module_size"] <= 0.12 and moda["mean_overlap"] <= 0.05
+    assert abs(moda["test_accuracy"] - standard["test_accuracy"]) <= 0.015
+    assert standard["mean_module_size"] >= 0.5
+    evolution = pd.read_csv(DEMO / "vgg11-moda" / EVOLUTION)
+    assert evolution["mean_module_size"].iloc[0] > 2 * moda["mean_module_size"]  # modules form over training

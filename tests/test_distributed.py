@@ -51,6 +51,7 @@ def torchrun(*args, nproc=2):
     return result
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path):
     result = torchrun("train", "--model", "lenet5", "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "ddp",
                       "--json")

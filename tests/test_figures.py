@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.colors
+import pytest
 
 from dashboard import figures
 
@@ -84,9 +85,27 @@ def test_history_accuracy_compose_and_swap_figures():
     report = {"params_fraction": 0.2, "flops_fraction": 0.3, "accuracy": 0.99, "full_accuracy": 0.98}
     comp = figures.compose_bars(report)
     assert list(comp.data[1].y) == [0.2, 0.3, 0.99] and list(comp.data[0].y) == [1.0, 1.0, 0.98]
-    swap = figures.swap_bars(["2", "5"], [0.3, 0.9], [0.8, 0.9], target="2")
+    swap = figures.swap_bars(["2", "5"], [0.3, 0.9], {"calibrate": [0.8, 0.9]}, target="2")
     assert list(swap.data[0].y) == [0.3, 0.9] and list(swap.data[1].y) == [0.8, 0.9]
-    assert swap.layout.annotations[0].text == "target" and swap.layout.yaxis.title.text == "accuracy"
+    assert swap.layout.annotations[0].text.startswith("target") and swap.layout.yaxis.title.text == "accuracy"
+
+
+@pytest.mark.parametrize("target", ["3", "7", "9", "cat"])
+def test_swap_arrow_marks_the_target_category(target):
+    """Issue 13 §4.1: numeric-looking class names on a category axis; the arrow must stand over the target."""
+    names = ["3", "5", "6", "7", "8", "9"] if target != "cat" else ["dog", "cat", "ship"]
+    before = [0.1 * (k + 1) for k in range(len(names))]
+    afters = {"calibrate": [0.9] * len(names), "normalize": [0.5] * len(names), "affine": [0.95] * len(names)}
+    fig = figures.swap_bars(names, before, afters, target=target)
+    assert [t.name for t in fig.data] == ["before (weak model)", "after: calibrate", "after: normalize",
+                                          "after: affine"]
+    assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.categoryarray) == names
+    arrow = fig.layout.annotations[0]
+    # plotly reads an annotation's x on a category axis as the category's serial number
+    assert isinstance(arrow.x, int) and names[arrow.x] == target
+    assert arrow.y == max(before[names.index(target)], 0.95)
+    assert len({t.marker.color for t in fig.data}) == 4
+    assert not figures.swap_bars(names, before, afters, target="42").layout.annotations
 
 
 def _compare_rows() -> list[dict]:
@@ -138,7 +157,7 @@ def test_compare_accuracy_panels_and_reference():
     assert pairs[2].y[0] == 0.98 and np.isnan(pairs[2].y[1]) and pairs[2].text[1] == ""  # no pairs: no bar
     assert list(pairs[3].y) == [0.995, 0.997] and pairs[3].marker.color == figures.REFERENCE_COLOUR
     assert [t.showlegend for t in pairs[:3]] == [False] * 3  # one legend entry per method
-    assert fig.layout.yaxis.title.text == "test accuracy" and fig.layout.yaxis.tickformat == ".0%"
+    assert fig.layout.yaxis.title.text.startswith("test accuracy") and fig.layout.yaxis.tickformat == ".0%"
     assert "Test accuracy" in fig.layout.title.text
     assert [a.text for a in fig.layout.annotations] == ["Whole model, all classes",
                                                         "Two-class modules, mean over class pairs"]
@@ -170,3 +189,90 @@ def test_model_label_marks_width():
     assert figures.model_label({"model": "vgg11", "width": 0.25}) == "vgg11 ×0.25"
     assert figures.model_label({"model": "lenet5", "width": 1.0}) == "lenet5"
     assert figures.model_label({"model": "mlp", "width": float("nan")}) == "mlp"
+
+
+# --- issue 13 §4.8–4.9: visual and teaching fixes -------------------------------------------------------
+
+
+def test_rate_heatmap_outlines_are_visible_on_the_legend_and_on_kept_cells():
+    rates = np.array([[0.99, 0.1], [0.95, 0.97]])
+    fig = figures.rate_heatmap(rates, ["a", "b"], "p", tau=0.9, masks=rates >= 0.9)
+    marker = fig.data[1].marker
+    # white outlines vanished on the white legend and on yellow cells; kept cells are teal to yellow
+    assert marker.color.lower() not in ("white", "#fff", "#ffffff") and marker.color == figures.OUTLINE_COLOUR
+    assert marker.line.width >= 2
+
+
+def test_units_by_class_order_puts_shared_units_in_their_own_group():
+    rates = np.array([[0.95, 0.92, 0.1, 0.2], [0.0, 0.96, 0.93, 0.1]])
+    masks = rates >= 0.9
+    # unit 0: class a only; unit 2: class b only; unit 1: both (shared, not filed under a); unit 3: none
+    assert figures.units_by_class_order(rates, masks) == [0, 2, 1, 3]
+    groups = figures.unit_groups(masks, ["a", "b"])
+    assert groups == ["a", figures.SHARED_GROUP, "b", figures.UNKEPT_GROUP]
+    fig = figures.rate_heatmap(rates, ["a", "b"], "p", unit_order=[0, 2, 1, 3], tau=0.9, masks=masks, groups=groups)
+    assert [a.text for a in fig.layout.annotations] == ["a", "b", figures.SHARED_GROUP, figures.UNKEPT_GROUP]
+    assert sorted(s.x0 for s in fig.layout.shapes) == [0.5, 1.5, 2.5]  # a line between neighbouring groups
+
+
+def test_epoch_axes_show_whole_epochs_only():
+    history = [{"epoch": e, "ce": 1.0 / e, "train_accuracy": 0.9, "test_accuracy": 0.8} for e in (1, 2, 3)]
+    for fig in (figures.history_figure(history), figures.accuracy_figure(history)):
+        assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 1 and fig.layout.xaxis.tickmode == "linear"
+    long = [{"epoch": e, "ce": 1.0} for e in range(1, 41)]
+    axis = figures.history_figure(long).layout.xaxis
+    assert axis.dtick == 5 and float(axis.dtick).is_integer()
+
+
+def test_loss_terms_that_were_not_trained_say_so():
+    history = [{"epoch": 1, "ce": 1.0, "affinity": 0.3, "dispersion": 0.5, "compactness": 0.2}]
+    fig = figures.history_figure(history, trained={"ce": True, "affinity": False, "dispersion": False,
+                                                   "compactness": False})
+    assert [t.name for t in fig.data] == ["ce"] + [f"{t} (measured, not trained)"
+                                                   for t in ("affinity", "dispersion", "compactness")]
+    assert fig.data[0].line.dash is None and fig.data[1].line.dash == "dash"
+    assert [t.name for t in figures.history_figure(history).data] == ["ce", "affinity", "dispersion", "compactness"]
+
+
+def test_two_module_size_charts_differ_in_title_colour_and_have_a_legend():
+    a = figures.module_size_bars({"A: demo/moda": [0.1, 0.2]}, ["x", "y"], title="Module size per class, run A")
+    b = figures.module_size_bars({"B: demo/standard": [0.8, 0.9]}, ["x", "y"], title="Module size per class, run B",
+                                 first_colour=1)
+    assert a.layout.title.text != b.layout.title.text
+    assert a.data[0].marker.color != b.data[0].marker.color
+    assert a.data[0].showlegend and b.data[0].showlegend  # a single trace still names its run
+
+
+def test_overlap_heatmap_keeps_its_x_labels_against_the_cells():
+    fig = figures.overlap_heatmap(np.eye(3) * 0.1, ["a", "b", "c"])
+    # square cells by shrinking the domain, not by padding the range (which left labels floating below)
+    assert fig.layout.xaxis.constrain == "domain" and fig.layout.yaxis.constrain == "domain"
+
+
+def test_compare_labels_do_not_collide_and_the_accuracy_axis_is_zoomed():
+    rows = _compare_rows()
+    for fig in (figures.compare_module_size(rows), figures.compare_accuracy(rows)):
+        assert all(t.textangle == -90 for t in fig.data if t.type == "bar")
+    fig = figures.compare_accuracy(rows)
+    low, high = fig.layout.yaxis.range
+    assert 0.5 <= low <= min(min(t.y) for t in fig.data if t.y is not None and not np.isnan(min(t.y))) - 0.01
+    assert high > 1.0 and f"{low:.0%}" in fig.layout.yaxis.title.text and "zoomed" in fig.layout.title.text
+    assert max(fig.layout.yaxis.tickvals) <= 1.0  # no "102%" tick
+    assert figures.accuracy_axis_range([[0.3, 0.9]])[0] == 0.0  # a low accuracy: the axis starts at 0
+
+
+def test_compare_cost_title_has_no_nested_parentheses():
+    fig = figures.compare_cost(_compare_rows(), {"lenet5": {"moda_ratio": 1.4}}, device="cpu (2 threads)")
+    titles = [a.text for a in fig.layout.annotations]
+    assert "Time per training step, on cpu (2 threads)" in titles and not any("((" in t or "))" in t for t in titles)
+
+
+def test_percentages_in_hover_texts_use_one_decimal():
+    rates = np.array([[0.95, 0.1]])
+    figs = [figures.rate_heatmap(rates, ["a"], "p", masks=rates >= 0.9), figures.overlap_heatmap(np.eye(2), ["a", "b"]),
+            figures.overlap_by_layer({"l": 0.1}), figures.overlap_by_layer_pair({"A": {"l": 0.1}}),
+            figures.image_module_match({"p": np.array([True, False])}, {"p": np.array([[True, False]])}, ["a"])]
+    for fig in figs:
+        for trace in fig.data:
+            template = trace.hovertemplate or ""
+            assert ":.0%" not in template and ":.2%" not in template, template

@@ -6,11 +6,15 @@ import pytest
 import torch
 
 from helpers import NUM_CLASSES, brute_force_overlap, masked_logits, random_masks, randomised
+from moda_core import io
 from moda_core.baselines.mwt import MaskGenerator, gated_points, mwt_loss, record_masks, to_mwt
+from moda_core.methods.mwt import GatedConvUnit
+from moda_core.metrics import accuracy, predict_logits
+from moda_core.models.blocks import ConvUnit
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
-from moda_core.runs import list_runs, load_run
+from moda_core.runs import list_runs, load_run, run_dataset
 from moda_core.train import TrainConfig, train
 
 GATED = ["lenet5", "vgg11", "resnet18", "mobilenet"]
@@ -33,7 +37,8 @@ def test_gates_sit_after_the_first_conv_and_are_not_points():
     points = gated_points(model)
     assert "features.0.relu" not in points and "features.2.relu" in points
     assert "classifier.0.relu" not in points  # fully-connected layers stay whole
-    assert model.arch["mwt"] is True
+    assert "mwt" not in model.arch  # the method is recorded in the run's config, not patched into arch
+    assert isinstance(model.features[2], GatedConvUnit) and type(model.features[0]) is ConvUnit
     resnet = to_mwt(randomised("resnet18", 3, 32))
     assert {"layer1.0.relu1", "layer1.0.relu2"} <= set(gated_points(resnet)) and "stem.relu" not in gated_points(resnet)
     with pytest.raises(ModaError, match="no conv layer"):
@@ -78,6 +83,7 @@ def test_overlap_with_gates_equals_brute_force(name):
     assert torch.equal(overlap_counts(model, masks), brute_force_overlap(model, masks))
 
 
+@pytest.mark.slow
 def test_mwt_run_end_to_end(tmp_path):
     run = train(TrainConfig(model="lenet5", method="mwt", epochs=2), tmp_path, "mwt")
     assert run.config["train"]["method"] == "mwt" and run.config["train"]["alpha"] == 0.5
@@ -86,12 +92,28 @@ def test_mwt_run_end_to_end(tmp_path):
     reloaded = load_run(run.path)
     assert [s["method"] for s in list_runs(tmp_path)] == ["mwt"]
     assert gated_points(reloaded.model)  # the gates are rebuilt from the config
+    # the trainer measured test accuracy on its in-memory model; the weights on disk must give the same
+    test = run_dataset(reloaded).test
+    assert accuracy(predict_logits(reloaded.model, test), test.labels) == run.history[-1]["test_accuracy"]
     x = torch.randn(3, 1, 28, 28)
-    with torch.no_grad():
-        assert torch.equal(reloaded.model(x), run.model(x))
     decomposition = decompose(reloaded)
     # fully-connected layers and the first conv stay whole; gated channels follow the mask rates
     assert decomposition.masks["classifier.0.relu"].all() and decomposition.masks["features.0.relu"].all()
+    # the gated point's rates, counted here by hand: per class, the share of samples whose mask is > 0
+    train_split = run_dataset(reloaded).train
+    with torch.no_grad(), record_masks(reloaded.model) as masks:
+        reloaded.model.eval()(train_split.batch(slice(None))[0])
+        fired = (masks["features.2.relu"] > 0).float()
+    by_hand = torch.stack([fired[train_split.labels == c].mean(0) for c in range(10)])
+    torch.testing.assert_close(decomposition.rates["features.2.relu"], by_hand)
+    # a run written before config["train"]["method"] existed says MwT only through arch["mwt"]
+    config = io.read_json(run.path / "config.json")
+    del config["train"]["method"]
+    config["arch"]["mwt"] = True
+    io.write_json(run.path / "config.json", config)
+    old = load_run(run.path)
+    assert gated_points(old.model) and [s["method"] for s in list_runs(tmp_path)] == ["mwt"]
+    torch.testing.assert_close(decompose(old, recompute=True, save=False).rates["features.2.relu"], by_hand)
     with record_masks(reloaded.model) as masks:
         reloaded.model(x)
     assert set(masks) == {"features.2.relu"}

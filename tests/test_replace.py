@@ -1,4 +1,5 @@
-"""Module replacement: both strategies on small real runs, frozen parts, report arithmetic, bad input, CLI."""
+"""Module replacement: the three strategies on small real runs, frozen parts, report arithmetic (the paper's
+measure), the experiment's run configs, bad input, CLI and export."""
 import copy
 import dataclasses
 import json
@@ -11,13 +12,15 @@ import torch
 
 from moda_core.cli import main
 from moda_core.compose import compose_module
+from moda_core.data import Split
 from moda_core.decompose import RATES_FILE, decompose, decomposition_dir, masks_file
 from moda_core.errors import ModaError
 from moda_core.export import export_module
 from moda_core.metrics import per_class_accuracy, predict_logits
 from moda_core.models import build_model
-from moda_core.replace import (CalibratedModel, NormalizedModel, calibrate, check_replacement, class_index, normalize,
-                               repair, replacement_report, run_classes)
+from moda_core.replace import (STRATEGIES, AffineModel, CalibratedModel, NormalizedModel, affine, calibrate,
+                               check_replacement, class_index, normalize, repair, replacement_report, run_classes,
+                               strong_config, weak_config, with_shifts)
 from moda_core.runs import load_run, run_dataset
 from moda_core.train import TrainConfig, train
 
@@ -54,8 +57,16 @@ def test_report_arithmetic_on_hand_made_logits():
     assert report["other_max_change"] == 0.5  # class 5: +0.5 beats class 8: −0.25, in absolute value
     assert report["other_max_drop"] == 0.25
     assert report["accuracy_before"] == 4 / 8 and report["accuracy_after"] == 6 / 8
+    assert report["accuracy_change"] == 2 / 8
+    # the paper's measure: target before/after and the unweighted mean of the other classes (5: ½ → 1, 8: ¾ → ½)
+    assert report["target_before"] == 0.0 and report["target_after"] == 1.0
+    assert report["other_mean_before"] == 0.625 and report["other_mean_after"] == 0.75
+    assert report["other_mean_change"] == 0.125  # signed: the mean went up although class 8 dropped
+    down = replacement_report(after.float(), before.float(), labels, target=0, classes=[3, 5, 8])
+    assert down["other_mean_change"] == -0.125 and down["target_gain"] == -1.0 and down["other_max_drop"] == 0.5
     single = replacement_report(before[:2, :1].float(), after[:2, :1].float(), labels[:2], target=0, classes=[4])
     assert single["other_max_change"] == single["other_max_drop"] == single["target_gain"] == 0.0
+    assert single["other_mean_before"] == single["other_mean_after"] == single["other_mean_change"] == 0.0
 
 
 def test_class_ids_map_to_logit_positions(pair):
@@ -92,7 +103,7 @@ def test_calibrate_repairs_a_target_the_weak_model_never_predicts(pair, masks):
     assert after[0] > 0.8  # the strong module knows class 2 well
 
 
-@pytest.mark.parametrize("strategy", ["calibrate", "normalize"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_repair_report_on_an_early_checkpoint(pair, strategy):
     weak, strong = pair
     early = load_run(f"{weak.path}@1")
@@ -232,3 +243,116 @@ def test_normalized_model_exports(pair, masks, tmp_path):
     x = torch.randn(5, *repaired.input_shape)
     with torch.no_grad():
         torch.testing.assert_close(torch.export.load(str(path)).module()(x), repaired(x))
+
+
+def _broken(weak):
+    """A copy of the weak model that never predicts its class 0 (original class 2)."""
+    broken = copy.deepcopy(weak.model)
+    with torch.no_grad():
+        broken.classifier[-1].weight[0] = 0.0
+        broken.classifier[-1].bias[0] = -1e4
+    return broken
+
+
+def test_affine_keeps_every_other_logit_bit_identical(pair, masks):
+    weak, strong = pair
+    data = run_dataset(weak)
+    repaired = affine(weak.model, strong.model, masks, 0, 2, data.train, classes=WEAK_CLASSES)
+    assert isinstance(repaired, AffineModel)
+    assert [n for n, p in repaired.named_parameters() if p.requires_grad] == ["scale", "weak_scale", "bias"]
+    module = compose_module(strong.model, masks, [2])
+    for x in (data.test.batch(slice(0, 100))[0], torch.randn(7, 1, 28, 28) * 3):
+        with torch.no_grad():
+            out, weak_out = repaired(x), weak.model(x)
+            expected = repaired.scale * module(x)[:, 0] + repaired.weak_scale * weak_out[:, 0] + repaired.bias
+        assert torch.equal(out[:, 1:], weak_out[:, 1:])  # bit for bit, not approximately
+        torch.testing.assert_close(out[:, 0], expected)
+        assert not torch.equal(out[:, 0], weak_out[:, 0])
+
+
+def test_affine_lifts_a_target_the_weak_model_never_predicts(pair, masks):
+    weak, strong = pair
+    broken = _broken(weak)
+    data = run_dataset(weak)
+    repaired = affine(broken, strong.model, masks, 0, 2, data.train, classes=WEAK_CLASSES)
+    assert repaired.weak_scale.item() == 0.0  # a constant weak target logit carries nothing: weight 0
+    report = replacement_report(predict_logits(broken, data.test), predict_logits(repaired, data.test),
+                                data.test.labels, 0, WEAK_CLASSES)
+    assert report["target_before"] == 0.0
+    assert report["target_after"] > 0.6  # the strong module knows class 2
+    assert abs(report["other_mean_change"]) < 0.05 and report["other_max_drop"] < 0.1
+
+
+def test_affine_bias_bound_limits_false_positives(pair, masks):
+    """With a zero bound no other-class sample of the fitting data may be out-ranked by the target."""
+    weak, strong = pair
+    train_split = run_dataset(weak).train
+    strict = affine(weak.model, strong.model, masks, 0, 2, train_split, max_false_positives=0.0, shift=0)
+    loose = affine(weak.model, strong.model, masks, 0, 2, train_split, max_false_positives=1.0, shift=0)
+    assert strict.bias.item() <= loose.bias.item()
+    logits = predict_logits(strict, train_split)
+    others = train_split.labels != 0
+    assert not (logits[others].argmax(1) == 0).any()
+    with pytest.raises(ModaError, match="false-positive bound"):
+        affine(weak.model, strong.model, masks, 0, 2, train_split, max_false_positives=1.5)
+    # a training set larger than shifted_samples has only a seeded subset shifted: same fit for the same seed
+    a, b = (affine(weak.model, strong.model, masks, 0, 2, train_split, shifted_samples=16, seed=1) for _ in range(2))
+    assert (a.scale.item(), a.bias.item()) == (b.scale.item(), b.bias.item())
+    with pytest.raises(ModaError, match="shifted samples at least 1"):
+        affine(weak.model, strong.model, masks, 0, 2, train_split, shifted_samples=0)
+
+
+def test_with_shifts_moves_images_by_whole_pixels():
+    images = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    images[0, 0, 1, 2] = 200
+    split = Split(images, torch.tensor([1]), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    assert with_shifts(split, 0) is split
+    shifted = with_shifts(split, 1)
+    assert len(shifted) == 9 and shifted.labels.tolist() == [1] * 9
+    where = {tuple(torch.nonzero(image[0]).flatten().tolist()) for image in shifted.images}
+    assert where == {(1 + dy, 2 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+
+
+@pytest.mark.slow
+def test_affine_model_exports_and_runs_without_moda_core(pair, masks, tmp_path):
+    weak, strong = pair
+    repaired = affine(weak.model, strong.model, masks, 0, 2, run_dataset(weak).train, classes=WEAK_CLASSES)
+    path = export_module(repaired, tmp_path / "affine.pt2")
+    x = torch.randn(5, *repaired.input_shape)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(repaired(x), tmp_path / "y.pt")
+    script = (
+        "import sys, torch\n"
+        f"p = torch.export.load({str(path)!r}).module()\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+        f"y = torch.load({str(tmp_path / 'y.pt')!r})\n"
+        "torch.testing.assert_close(p(x), y)\n"
+        "torch.testing.assert_close(p(x[:1]), y[:1])\n"
+        "assert not any(m.startswith('moda_core') for m in sys.modules)\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_weak_configs_of_both_settings():
+    paper, scarce = weak_config("paper", 3, 12, checkpoint_every=4), weak_config("scarce", 3, 12, checkpoint_every=4)
+    for config in (paper, scarce):
+        assert config.model == "lenet5" and config.classes == [3, 5, 6, 7, 8, 9] and not config.modular
+        assert config.train_fraction == 0.1 and config.augment is False and config.checkpoint_every == 4
+    assert paper.class_fractions is None and scarce.class_fractions == {3: 0.02}
+    assert strong_config(5).classes == [0, 1, 2, 3, 4] and strong_config(5).kind == "moda"
+    with pytest.raises(ModaError, match="unknown repair setting 'easy'"):
+        weak_config("easy", 3, 12)
+    with pytest.raises(ModaError, match="mixed class must be one of"):
+        weak_config("scarce", 7, 12)
+
+
+@pytest.mark.slow
+def test_scarce_weak_run_keeps_few_target_samples(tmp_path):
+    config = weak_config("scarce", 1, 1)
+    run = train(config, tmp_path, "weak")
+    counts = torch.bincount(run_dataset(run).train.labels, minlength=6).tolist()
+    assert counts == [8, 40, 40, 40, 40, 40]  # 2% of class 1's 400 training digits, 10% of the others'
+    assert run.config["data"]["class_fractions"] == {"1": 0.02}  # JSON keys are strings; run_dataset reads them
+    assert run.config["train"]["class_fractions"] == {"1": 0.02}

@@ -7,8 +7,10 @@ import torch
 
 from moda_core import runs
 from moda_core.errors import ModaError
-from moda_core.runs import list_runs, load_run
-from moda_core.train import TrainConfig, train
+from moda_core.metrics import accuracy, predict_logits
+from moda_core.models import build_model
+from moda_core.runs import list_runs, load_run, run_dataset
+from moda_core.train import TrainConfig, train, train_step
 
 
 def test_short_moda_run_learns(lenet_moda_run):
@@ -25,10 +27,34 @@ def test_short_moda_run_learns(lenet_moda_run):
 def test_save_load_round_trip_gives_identical_outputs(lenet_moda_run):
     loaded = load_run(lenet_moda_run.path)
     assert not loaded.model.training
-    x = torch.randn(5, 1, 28, 28)
-    with torch.no_grad():
-        assert torch.equal(loaded.model(x), lenet_moda_run.model(x))
+    # the trainer measured the last epoch's test accuracy on its in-memory model, before saving it:
+    # the weights read back from disk must reproduce it exactly
+    test = run_dataset(loaded).test
+    assert accuracy(predict_logits(loaded.model, test), test.labels) == loaded.history[-1]["test_accuracy"]
     assert loaded.history == lenet_moda_run.history
+
+
+def _one_step(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The parameters after one ``train_step`` from a fixed start on a fixed batch."""
+    torch.manual_seed(0)
+    method = config.training_method
+    model = method.prepare(build_model(config.model, 1, 28, 10, config.width)).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 1, 28, 28, generator=generator), torch.arange(32) % 10
+    out = train_step(method, config, model, model, optimizer, x, y, torch.autocast("cpu", enabled=False))
+    assert torch.isfinite(out.loss)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_modular_terms_reach_the_weights_only_when_weighted():
+    plain = _one_step(TrainConfig(model="lenet5", alpha=0, beta=0, gamma=0, track_modular_terms=False))
+    tracked = _one_step(TrainConfig(model="lenet5", alpha=0, beta=0, gamma=0, track_modular_terms=True))
+    assert all(torch.equal(plain[k], tracked[k]) for k in plain)  # logged, detached: no effect on training
+    for weights in (dict(alpha=1.0, beta=0.0, gamma=0.0), dict(alpha=0.0, beta=1.0, gamma=0.0),
+                    dict(alpha=0.0, beta=0.0, gamma=0.3)):
+        moda = _one_step(TrainConfig(model="lenet5", **weights))
+        assert not all(torch.equal(plain[k], moda[k]) for k in plain), weights  # each term does reach them
 
 
 def test_periodic_checkpoints_are_addressable(lenet_moda_run):
@@ -42,6 +68,7 @@ def test_periodic_checkpoints_are_addressable(lenet_moda_run):
         load_run(f"{lenet_moda_run.path}@9")
 
 
+@pytest.mark.slow
 def test_standard_training_logs_terms_without_using_them(runs_dir):
     run = train(TrainConfig(model="mlp", epochs=1, alpha=0, beta=0, gamma=0, width=0.25), runs_dir, "mlp-std")
     assert run.config["train"]["alpha"] == 0 and run.history[0]["affinity"] > 0
@@ -52,6 +79,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_right_epoch_and_matches_uninterrupted(tmp_path):
     config = dict(model="lenet5", epochs=3, width=0.5, seed=1)
     straight = train(TrainConfig(**config), tmp_path, "straight")
@@ -78,8 +106,9 @@ def test_existing_run_is_never_overwritten(lenet_moda_run):
     assert (lenet_moda_run.path / runs.MODEL).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_message_and_keeps_last_epoch(tmp_path, monkeypatch):
-    import moda_core.train as train_module
+    import moda_core.methods.moda as train_module  # where MODA's step computes its terms
 
     calls = {"n": 0}
     real = train_module.modular_losses
@@ -115,7 +144,9 @@ def test_corrupt_and_mismatched_checkpoints_are_clear(lenet_moda_run, tmp_path):
 
     summaries = {s["name"]: s for s in list_runs(tmp_path)}
     assert "corrupt tensor file" in summaries["corrupt"]["error"]
-    assert summaries["mismatched"]["error"] is None  # listing reads headers only; loading finds the mismatch
+    assert summaries["corrupt"]["status"] == "broken"
+    # listing reads headers only, and still finds the mismatch with the config
+    assert "shape mismatch" in summaries["mismatched"]["error"] and summaries["mismatched"]["status"] == "broken"
     assert list_runs(tmp_path / "nowhere") == []
 
 

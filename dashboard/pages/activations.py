@@ -12,7 +12,7 @@ st.caption("Every ReLU layer is an activation point. A unit's *activation rate* 
            "class's training images on which the unit fires; a class module keeps the units whose rate is at "
            "least τ.")
 
-spec = ui.pick_run("Run", key="act_run", prefer=(ui.modular_demo_first, ui.is_modular))
+spec = ui.pick_run("Run", key="act_run", with_checkpoints=True, prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
@@ -22,25 +22,30 @@ with st.spinner("Measuring activation rates over the training set…"):
 points = list(rates)
 
 c1, c2 = st.columns([2, 1])
-point = c1.selectbox("Activation point", points, index=len(points) // 2, key="act_point",
+# opens on the point where classes are most clearly apart (moda_core.decompose.clearest_point)
+point = c1.selectbox("Activation point", points, index=points.index(state.clearest_point(spec, ui.shared_tau())),
+                     key="act_point",
                      help="The ReLU module, named by its path in the model.")
-order_by = c2.radio("Order units by", ["unit index", "class they serve"], key="act_order", horizontal=True)
+order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
 tau = ui.tau_slider("act_tau")
 
 point_rates = rates[point].numpy()
 point_masks = state.masks(spec, tau)[point]
-order = (figures.units_by_class_order(point_rates, point_masks) if order_by == "class they serve"
+by_class = order_by == "class they serve"
+order = (figures.units_by_class_order(point_rates, point_masks) if by_class
          else list(range(point_rates.shape[1])))
+groups = figures.unit_groups(point_masks, names) if by_class else None
 kept = point_masks.sum(1)
-st.markdown(f"**At {point}, τ = {tau:.2f}:** each class module keeps "
-            f"{int(kept.min())}–{int(kept.max())} of {point_rates.shape[1]} units "
-            f"(mean {kept.mean():.1f}).")
-st.plotly_chart(figures.rate_heatmap(point_rates, names, point, order, tau, point_masks), key="act_heatmap")
-st.caption("Colour: how often the unit fires for the class (0–100%). Outlined squares: the units that class's "
-           "module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ).")
+st.markdown(f"**At {point}, τ = {tau:.2f}:** {figures.kept_units_text(kept, point_rates.shape[1])}")
+st.plotly_chart(figures.rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
+                key="act_heatmap")
+st.caption("Colour: how often the unit fires for the class (0–100%). Black-outlined squares: the units that "
+           "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
+           + (f" Units are grouped by the one class whose module keeps them; **{figures.SHARED_GROUP}**: kept by "
+              f"two or more modules; **{figures.UNKEPT_GROUP}**: kept by none." if by_class else ""))
 st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
-                           "share of units": kept / point_rates.shape[1]}),
-             hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="percent")})
+                           "share of units": 100.0 * kept / point_rates.shape[1]}),
+             hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
 
 st.subheader("One test image through the network")
 test_size = len(state.dataset(spec).test)
@@ -51,8 +56,15 @@ all_masks = state.masks(spec, tau)
 c1, c2 = st.columns([1, 3])
 c1.image(np.clip(image["image"], 0, 1), caption=f"true: {names[image['label']]}, "
                                                  f"predicted: {names[image['predicted']]}", width=160)
-module_class = c1.selectbox("Compare with the module of class", names, index=image["predicted"],
-                            key="act_module_class")
+# The module compared follows the image's prediction whenever the image (or run) changes; a class the
+# visitor picks stays until then (a τ or point change keeps it).
+shown_image = (spec, int(index))
+if (st.session_state.get("act_module_image") != shown_image
+        or st.session_state.get("act_module_class") not in names):
+    st.session_state["act_module_image"] = shown_image
+    st.session_state["act_module_class"] = names[image["predicted"]]
+module_class = c1.selectbox("Compare with the module of class", names, key="act_module_class",
+                            help="Follows the predicted class when you pick another image.")
 c2.plotly_chart(figures.firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
                 key="act_firing")
 st.plotly_chart(figures.image_module_match(image["fired"], all_masks, names), key="act_match")

@@ -16,19 +16,19 @@ st.caption("Three ways to get per-class modules out of one model, on the same da
 
 path = state.compare_csv_path()
 if not path.exists():
-    st.info(f"No comparison table yet at `{path}`. {REGENERATE}; then reload this page. "
+    st.info(f"No comparison table yet at `{state.shown_path(path)}`. {REGENERATE}; then reload this page. "
             f"Set `{state.COMPARE_ENV}` to show a table kept elsewhere.")
     st.stop()
 try:
     table = state.compare_table(path)
 except state.CompareFileError as error:
-    st.error(f"The comparison table cannot be shown: {error} {REGENERATE}.")
+    st.error(f"The comparison table cannot be shown: {state.public(str(error))} {REGENERATE}.")
     st.stop()
 overhead, overhead_problem = None, None
 try:
     overhead = state.train_overhead(state.overhead_json_path(path))
 except state.CompareFileError as error:
-    overhead_problem = str(error)
+    overhead_problem = state.public(str(error))
 rows = table.to_dict("records")
 
 left, right = st.columns(2)
@@ -53,20 +53,26 @@ if overhead_problem:
     st.warning(f"Step-time ratios left out: {overhead_problem}")
 
 st.subheader("The table")
-percent = st.column_config.NumberColumn(format="percent")
-st.dataframe(table, hide_index=True, column_config={
-    "test_accuracy": percent, "mean_module_size": percent, "mean_overlap": percent,
-    "pair_params_fraction": percent, "pair_composed_accuracy": percent, "pair_standard_accuracy": percent,
+# percentages with one decimal, as on every chart (the file keeps shares 0–1)
+PERCENT_COLUMNS = ("test_accuracy", "mean_module_size", "mean_overlap", "pair_params_fraction",
+                   "pair_composed_accuracy", "pair_standard_accuracy")
+percent = st.column_config.NumberColumn(format="%.1f%%")
+shown = table.copy()
+for column in PERCENT_COLUMNS:
+    if column in shown:
+        shown[column] = 100 * shown[column]
+st.dataframe(shown, hide_index=True, column_config={
+    **{column: percent for column in PERCENT_COLUMNS},
     "seconds_per_epoch": st.column_config.NumberColumn(format="%.2f s"),
     "time_ratio_vs_standard": st.column_config.NumberColumn(format="×%.2f")})
 budgets = state.compare_budgets(table)
 seeds = ", ".join(f"{s:g}" for s in budgets["seeds"])
 epochs = ", ".join(f"{e:g}" for e in budgets["epochs"])
-same = ("Not like for like: the methods of " + ", ".join(budgets["uneven"]) + " used different seeds or epoch "
+same = ("Not like for like: the methods of " + ", ".join(figures.model_label(u) for u in budgets["uneven"]) + " used different seeds or epoch "
         "budgets (seeds " + seeds + "; epochs " + epochs + ")." if budgets["uneven"] else
         f"All methods used one seed ({seeds}) and one epoch budget ({epochs} epochs) per model, so the rows "
         "compare like for like.")
-st.caption(f"From `{path}`; {REGENERATE}. {same} One row per model × method; accuracies, module sizes and "
-           "overlaps are shares (0–1); time_ratio_vs_standard is seconds per epoch ÷ standard training's.")
+st.caption(f"From `{state.shown_path(path)}`; {REGENERATE}. {same} One row per model × method; accuracies, module sizes and "
+           "overlaps in percent (the file keeps them as shares 0–1); time_ratio_vs_standard is seconds per epoch ÷ standard training's.")
 if budgets["uneven"]:
     st.warning(same)

@@ -1,6 +1,8 @@
 """Compose: pick classes → a smaller network built from their modules, measured next to the full model."""
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from dashboard import figures, state, ui
@@ -10,14 +12,19 @@ st.caption("Pick the classes you need: their modules are cut out of the trained 
            "physically smaller model that answers only for those classes — no fine-tuning.")
 
 summaries = state.list_runs()
-spec = ui.pick_run("Run", key="comp_run", summaries=summaries,
+spec = ui.pick_run("Run", key="comp_run", summaries=summaries, with_checkpoints=True,
                    prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
 names = state.class_names(spec)
 tau = ui.tau_slider("comp_tau")
-chosen = st.multiselect("Classes of the sub-task", names, default=names[:2], key="comp_classes")
+# Keep the visitor's classes (by name) across a change of run: those the new run has stay picked; the first
+# two classes only when none of them does (or on the first visit).
+previous = st.session_state.get("comp_classes")
+still_valid = [c for c in previous or [] if c in names]
+st.session_state["comp_classes"] = still_valid if still_valid or previous == [] else names[:2]
+chosen = st.multiselect("Classes of the sub-task", names, key="comp_classes")
 if not chosen:
     st.info("Pick at least one class.")
     st.stop()
@@ -25,25 +32,36 @@ classes = sorted(names.index(c) for c in chosen)
 with st.spinner("Composing and measuring…"):
     report = state.compose(spec, tau, classes)
 c1, c2, c3 = st.columns(3)
+# shares of the full model are not changes: no arrow, no colour
 c1.metric("Parameters", f"{report['params']:,}", f"{report['params_fraction']:.1%} of {report['full_params']:,}",
-          delta_color="off")
+          delta_color="off", delta_arrow="off")
 c2.metric("FLOPs per image", f"{report['flops']:,}", f"{report['flops_fraction']:.1%} of {report['full_flops']:,}",
-          delta_color="off")
+          delta_color="off", delta_arrow="off")
+change = round(100 * (report["accuracy"] - report["full_accuracy"]), 1)
 c3.metric("Accuracy on these classes", f"{report['accuracy']:.1%}",
-          f"{report['accuracy'] - report['full_accuracy']:+.1%} vs full model ({report['full_accuracy']:.1%})")
+          f"{change:+.1f} points vs full model ({report['full_accuracy']:.1%})" if change
+          else f"same as the full model ({report['full_accuracy']:.1%})",
+          delta_color="normal" if change else "off", delta_arrow="auto" if change else "off")
 st.plotly_chart(figures.compose_bars(report), key="comp_bars")
 st.caption("Full model accuracy is measured on the same test images, choosing only among the same classes' "
            "outputs.")
 
 st.subheader("Download the composed module")
+split = state.dataset(spec).test
+mean = ", ".join(f"{v:.4g}" for v in split.mean.flatten().tolist())
+std = ", ".join(f"{v:.4g}" for v in split.std.flatten().tolist())
 st.caption("A `torch.export` program (.pt2): `torch.export.load(path).module()(x)` runs it with plain PyTorch; "
-           f"input: a batch of {tuple(run.model.input_shape)} images normalised as in training; outputs: the "
+           f"input: a batch of {tuple(run.model.input_shape)} images normalised as in training — pixel values "
+           f"scaled to 0–1, then (x − mean) / std per channel with mean ({mean}) and std ({std}); outputs: the "
            f"logits of classes {', '.join(names[c] for c in classes)} in that order.")
 if st.button("Export as .pt2", key="comp_export"):
     st.session_state["comp_exported"] = (spec, tau, tuple(classes))
 if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
     with st.spinner("Exporting…"):
         data = state.export_bytes(spec, tau, classes)
-    st.download_button(f"Download module ({len(data) / 1e6:.1f} MB)", data,
-                       file_name=f"{run.name}-classes-{'-'.join(map(str, classes))}.pt2",
+    epoch = spec.rsplit("@", 1)[1] if "@" in spec else None
+    named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
+    file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"
+    st.caption(f"Saved as `{file_name}` (named by class, in the order of the outputs).")
+    st.download_button(f"Download module ({len(data) / 1e6:.1f} MB)", data, file_name=file_name,
                        mime="application/octet-stream", key="comp_download")

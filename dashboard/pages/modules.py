@@ -16,9 +16,11 @@ if not state.loadable_specs(summaries):
     st.stop()
 c1, c2 = st.columns(2)
 specs_all = state.loadable_specs(summaries)
-moda_spec = c1.selectbox("Run A (e.g. MODA training)", specs_all, format_func=state.run_label, key="mod_run_a",
-                         index=ui.default_index(summaries, ui.modular_demo_first, ui.is_modular))
-std_spec = c2.selectbox("Run B (e.g. standard training of the same model)", specs_all, format_func=state.run_label,
+with c1:  # run A is the session's run (shared with the other pages and the URL); run B is this page's own
+    moda_spec = ui.pick_run("Run A (e.g. MODA training)", key="mod_run_a", summaries=summaries, with_checkpoints=True,
+                            prefer=(ui.modular_demo_first, ui.is_modular))
+std_spec = c2.selectbox("Run B (e.g. standard training of the same model)", specs_all,
+                        format_func=state.run_epoch_label,
                         key="mod_run_b", index=ui.default_index(summaries, lambda s: s["name"] == "vgg11-standard",
                                                                 lambda s: not ui.is_modular(s)))
 tau = ui.tau_slider("mod_tau")
@@ -27,15 +29,14 @@ for spec in specs.values():
     ui.load_or_stop(spec)
 with st.spinner("Decomposing…"):
     metrics = {k: state.module_metrics(spec, tau) for k, spec in specs.items()}
-labels = {k: f"{k}: {state.run_label(spec)}" for k, spec in specs.items()}
+labels = {k: f"{k}: {state.run_epoch_label(spec)}" for k, spec in specs.items()}
 zmax = max(float(m["overlap"].max()) for m in metrics.values())
 columns = st.columns(2)
 for column, (k, spec) in zip(columns, specs.items()):
     m = metrics[k]
-    sizes = m["sizes"]
     column.markdown(f"**{labels[k]}**")
     a, b = column.columns(2)
-    a.metric("Mean module size", f"{sum(sizes) / len(sizes):.1%}", help="share of the full model's parameters")
+    a.metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
     b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
     column.plotly_chart(figures.overlap_heatmap(m["overlap"], state.class_names(spec),
                                                 f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
@@ -46,8 +47,10 @@ if same_classes:
     st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
                                              state.class_names(moda_spec)), key="mod_sizes")
 else:
-    for k, spec in specs.items():
-        st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"]}, state.class_names(spec)),
+    # different classes: one chart per run, each titled and coloured as its run (A blue, B orange)
+    for i, (k, spec) in enumerate(specs.items()):
+        st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"]}, state.class_names(spec),
+                                                 title=f"Module size per class, run {labels[k]}", first_colour=i),
                         key=f"mod_sizes_{k}")
 st.subheader("Where the overlap lives")
 st.caption("Mean pairwise overlap contributed by each layer (share of all the model's weights); the bars of a "
@@ -56,6 +59,6 @@ if state.load_run(moda_spec).model.arch == state.load_run(std_spec).model.arch:
     st.plotly_chart(figures.overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
                     key="mod_layers")
 else:
-    for k in specs:
-        st.plotly_chart(figures.overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {k}"),
-                        key=f"mod_layers_{k}")
+    for i, k in enumerate(specs):
+        st.plotly_chart(figures.overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {labels[k]}",
+                                                 colour=figures.PAIR_COLOURS[i]), key=f"mod_layers_{k}")

@@ -1,51 +1,169 @@
-"""Runs & training: the runs in the runs folders, their config and curves; train a new run."""
+"""Runs & training: the runs in the runs folders, their config and curves; train a new run (one training
+at a time for the whole server: dashboard/training.py)."""
 from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import figures, state, ui
+from dashboard import figures, state, training, ui
+from moda_core.data import DATASETS
 from moda_core.errors import ModaError
-from moda_core.train import TrainConfig, train
+from moda_core.train import TrainConfig
 
 st.title("MODA Studio")
 st.caption("Each row is one training run. MODA runs (α, β, γ > 0) add three activation terms to the "
            "cross-entropy loss so that the trained network comes apart into per-class modules.")
 
+# Per-model default width for the form (applied whenever the model changes): the convolutional models at a
+# quarter width, so that a student does not start a full-width VGG on a laptop CPU (the demo's VGG is ×0.25).
+MODEL_WIDTHS = {"lenet5": 1.0, "mlp": 1.0, "vgg11": 0.25, "resnet18": 0.25, "mobilenet": 0.25, "vit": 1.0}
+WIDTHS = [0.25, 0.5, 1.0]
+# what the engine's messages call command-line flags, in the form's words
+FLAG_WORDS = {"pick another --name, --resume to continue it, or --overwrite to replace it":
+              "pick another run name (an interrupted run can be resumed or deleted above)",
+              "try a lower --lr or smaller loss weights": "try smaller loss weights (α, β, γ)",
+              "--name": "the run name", "--lr": "the learning rate", "--device": "the device"}
+
+
+def for_visitors(message: str) -> str:
+    """An engine message in the form's words: no command-line flags (``--name``…), no server paths."""
+    message = state.public(message)
+    for flag, words in FLAG_WORDS.items():
+        message = message.replace(flag, words)
+    return re.sub(r"(?<![\w-])--([a-z][\w-]*)", lambda m: f"the {m.group(1).replace('-', ' ')} setting", message)
+
+
+def config_facts(path: str) -> dict:
+    """Width, class subset and training-data fraction of a run, from its config.json ({} if unreadable)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    train, data, arch = config.get("train") or {}, config.get("data") or {}, config.get("arch") or {}
+    classes = data.get("classes") or train.get("classes")
+    fraction = data.get("train_fraction", train.get("train_fraction"))
+    info = DATASETS.get(str(data.get("name") or train.get("dataset")))
+    every = not classes or (info is not None and sorted(classes) == list(range(info.num_classes)))
+    return {"width": arch.get("width", train.get("width")),
+            "classes": (f"all {info.num_classes}" if info else "all") if every else ", ".join(str(c) for c in classes),
+            "data fraction": None if fraction is None else 100 * float(fraction)}
+
+
+def run_name_problem(name: str, folder: Path) -> str | None:
+    """Why a typed run name cannot be used (None when it can): one folder name, not taken yet."""
+    if not name:
+        return None
+    if name in (".", "..") or name.startswith(".") or not re.fullmatch(r"[\w.+=@-]+", name):
+        return (f"the run name `{name}` is not a plain folder name: use letters, digits and . _ - + = @ only "
+                "(no spaces or slashes, not starting with a dot)")
+    if (folder / name).exists():
+        return f"a run named `{name}` already exists in this folder: pick another name"
+    return None
+
+
 summaries = state.list_runs()
-good = [s for s in summaries if not s.get("error")]
-if good:
-    table = pd.DataFrame([{"run": state.run_label(s["path"]), "model": s["model"], "data set": s["dataset"],
-                           "kind": ui.training_kind(s), "α": s["alpha"], "β": s["beta"],
-                           "γ": s["gamma"], "status": s["status"], "epochs": s["epochs_done"],
-                           "test accuracy": s["test_accuracy"], "checkpoints": len(s["checkpoints"])}
-                          for s in good])
+openable = [s for s in summaries if state.openable(s)]
+if summaries:
+    # what makes two accuracies comparable first (kind, model, width, classes, data), then the loss weights
+    table = pd.DataFrame([{"run": state.run_label(s["path"]), "status": s["status"],
+                           "kind": ui.training_kind(s) if not s.get("error") else None, "model": s.get("model"),
+                           **{"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])},
+                           "epochs": s.get("epochs_done"),
+                           "test accuracy": None if s.get("test_accuracy") is None else 100 * s["test_accuracy"],
+                           "data set": s.get("dataset"), "α": s.get("alpha"), "β": s.get("beta"), "γ": s.get("gamma"),
+                           "checkpoints": len(s.get("checkpoints") or [])} for s in summaries])
     st.dataframe(table, hide_index=True, column_config={
-        "test accuracy": st.column_config.NumberColumn(format="percent")})
+        "test accuracy": st.column_config.NumberColumn(format="%.1f%%", help="on the run's own classes' test "
+                                                       "images (see classes)"),
+        "width": st.column_config.NumberColumn(format="×%g", help="width multiplier of the model's layers"),
+        "classes": st.column_config.TextColumn(help="the classes the run was trained on (all: every class of "
+                                                    "the data set); fewer classes make a high accuracy easier"),
+        "data fraction": st.column_config.NumberColumn(format="%.1f%%", help="share of the training images used"),
+        "status": st.column_config.TextColumn(help="complete; running (being trained); interrupted (stopped "
+                                                   "before its last epoch: resume or delete it below the table); "
+                                                   "broken (does not load: see below)")})
 else:
-    folders = ", ".join(f"`{f}`" for f in state.runs_dirs())
-    st.info(f"No runs yet in {folders}. Train one below — about a minute for LeNet-5 on the embedded "
+    st.info(f"No runs yet in {state.folders_text()}. Train one below — about a minute for LeNet-5 on the embedded "
             f"digits — or from a terminal: `.venv/bin/python -m moda_core train --model lenet5 --epochs 5`.")
 ui.show_broken(summaries)
+slot = training.slot()
+folder = state.training_folder()
+interrupted = [s for s in summaries if s["status"] == "interrupted" and folder is not None
+               and Path(s["path"]).parent.resolve() == folder.path.resolve()]
+if interrupted:
+    st.warning(f"{len(interrupted)} run(s) stopped before their last epoch (the server stopped, or the training "
+               "failed): resume one from its last saved epoch, or delete it to free its name.")
+    for s in interrupted:
+        label = state.run_label(s["path"])
+        c1, c2, c3 = st.columns([3, 1, 1])
+        c1.markdown(f"`{label}`: {s.get('epochs_done') or 0} of {s.get('epochs') or '?'} epochs saved")
+        if c2.button("Resume", key=f"resume_{s['name']}", disabled=slot.status().busy):
+            try:
+                stored = json.loads((Path(s["path"]) / "config.json").read_text()).get("train") or {}
+                names = {f.name for f in dataclasses.fields(TrainConfig)}
+                config = TrainConfig(**{k: v for k, v in stored.items() if k in names})
+                config.device = "cpu"
+                slot.start(config, folder.path, s["name"], folder.label, shown=for_visitors, resume=True)
+            except (OSError, ValueError, TypeError) as error:
+                st.error(f"`{label}` cannot be resumed: its config does not load ({type(error).__name__}).")
+            except ModaError as error:
+                st.error(f"`{label}` cannot be resumed: {for_visitors(str(error))}")
+            else:
+                st.rerun()
+        if c3.button("Delete", key=f"delete_{s['name']}"):
+            st.session_state["runs_delete"] = s["path"]
+        if st.session_state.get("runs_delete") == s["path"]:
+            st.error(f"Delete `{label}` and its {s.get('epochs_done') or 0} saved epoch(s)? This cannot be undone.")
+            if st.button(f"Yes, delete {s['name']}", key=f"delete_yes_{s['name']}"):
+                shutil.rmtree(s["path"], ignore_errors=True)
+                st.session_state.pop("runs_delete", None)
+                st.rerun()
 
-if good:
+if openable:
     st.subheader("Training curves")
     spec = ui.pick_run("Run", key="runs_run", summaries=summaries, prefer=ui.modular_demo_first)
     run = ui.load_or_stop(spec)
     left, right = st.columns(2)
-    left.plotly_chart(figures.history_figure(run.history), key="runs_losses")
+    weights = {term: float(run.config.get("train", {}).get(key) or 0.0)
+               for term, key in (("affinity", "alpha"), ("dispersion", "beta"), ("compactness", "gamma"))}
+    left.plotly_chart(figures.history_figure(run.history, trained={"ce": True, **{t: w > 0 for t, w in
+                                                                                  weights.items()}}),
+                      key="runs_losses")
+    if not any(weights.values()):
+        left.caption("A standard run: only the cross-entropy was trained; affinity, dispersion and compactness "
+                     "(dashed) were measured, not trained.")
     right.plotly_chart(figures.accuracy_figure(run.history), key="runs_accuracy")
     with st.expander("Config (config.json) and metrics (metrics.json)"):
-        st.json({"config": run.config, "metrics": run.metrics}, expanded=False)
+        st.json(json.loads(state.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
 
 st.subheader("Train a new run")
-st.caption(f"Trains on the embedded MNIST-5k digits (4,000 training images) into `{state.training_dir()}`. "
-           "Set α = β = γ = 0 for standard training.")
+if folder is None:
+    st.info("Training from the browser is off on this server: every configured runs folder is read-only. "
+            "Train from a terminal instead: `.venv/bin/python -m moda_core train --model lenet5 --epochs 5`.")
+    st.stop()
+st.caption(f"Trains on the embedded MNIST-5k digits (4,000 training images) into `{folder.label}`, one training "
+           "at a time for everyone using this server. Set α = β = γ = 0 for standard training.")
+busy = slot.status().busy
+
+
+def _model_default_width() -> None:
+    st.session_state["train_width"] = MODEL_WIDTHS.get(st.session_state["train_model"], 1.0)
+
+
+c1, _, _ = st.columns(3)
+model = c1.selectbox("Model", list(MODEL_WIDTHS), key="train_model", on_change=_model_default_width,
+                     help="Picking a model sets its width multiplier to a default a laptop CPU trains in minutes.")
+st.session_state.setdefault("train_width", MODEL_WIDTHS[model])
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
-    model = c1.selectbox("Model", ["lenet5", "mlp", "vgg11"], key="train_model")
-    width = c1.select_slider("Width multiplier", [0.25, 0.5, 1.0], value=0.25 if model == "vgg11" else 1.0,
-                             key="train_width")
+    width = c1.select_slider("Width multiplier", WIDTHS, key="train_width",
+                             help="1 is the full model; VGG, ResNet and MobileNet default to ×0.25 on CPU.")
     epochs = c1.number_input("Epochs", min_value=1, max_value=20, value=3, key="train_epochs")
     alpha = c2.number_input("α (affinity weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1, key="train_alpha")
     beta = c2.number_input("β (dispersion weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1, key="train_beta")
@@ -53,28 +171,43 @@ with st.form("train_form"):
                             key="train_gamma")
     name = c3.text_input("Run name (empty: model-dataset-kind-time)", key="train_name")
     seed = c3.number_input("Seed", min_value=0, value=0, key="train_seed")
-    submitted = st.form_submit_button("Train")
+    submitted = st.form_submit_button("Train", disabled=busy)
 
 if submitted:
-    config = TrainConfig(model=model, dataset="mnist5k", epochs=int(epochs), alpha=alpha, beta=beta, gamma=gamma,
-                         width=float(width), seed=int(seed), device="cpu")
-    bar = st.progress(0.0, text="starting…")
-    chart = st.empty()
-    rows: list[dict] = []
-
-    def progress(event) -> None:
-        done = ((event.epoch - 1) * event.steps + event.step) / (event.epochs * event.steps)
-        bar.progress(min(1.0, done), text=f"epoch {event.epoch}/{event.epochs}, batch {event.step}/{event.steps}")
-        if event.kind == "epoch":
-            rows.append(event.record)
-            chart.plotly_chart(figures.accuracy_figure(rows, "Accuracy per epoch (live)"),
-                               key=f"train_live_{len(rows)}")
-
     try:
-        run = train(config, state.training_dir(), name.strip() or None, progress=progress)
+        problem = run_name_problem(name.strip(), folder.path)
+        if problem:
+            raise ModaError(problem)
+        config = TrainConfig(model=model, dataset="mnist5k", epochs=int(epochs), alpha=alpha, beta=beta,
+                             gamma=gamma, width=float(width), seed=int(seed), device="cpu")
+        config.validate()
+        slot.start(config, folder.path, name.strip() or None, folder.label, shown=for_visitors)
+    except training.TrainingBusy as error:
+        st.warning(f"{error}. Wait for it to finish: this page updates by itself.")
     except ModaError as error:
-        st.error(f"Training did not start or stopped: {error}")
+        st.error(f"Training did not start: {for_visitors(str(error))}")
     else:
-        bar.progress(1.0, text="done")
-        st.success(f"Trained `{run.path}`: test accuracy {run.metrics['test_accuracy']:.1%} after {run.epoch} "
-                   f"epochs ({run.metrics['seconds']:.0f} s). It appears in the list (and on every page) on the next interaction.")
+        st.rerun()  # redraw with the form disabled and the progress below
+
+
+@st.fragment(run_every=1.0 if slot.status().busy else None)
+def training_progress() -> None:
+    """The shared training's progress, redrawn every second while it runs (every session sees it)."""
+    status = slot.status()
+    if status.busy:
+        st.info(f"{status.busy_message()}. It trains on the server: you may leave this page or close the tab, "
+                "and come back to see how far it got.")
+        st.progress(status.fraction, text=f"epoch {status.epoch}/{status.epochs}, batch {status.step}/{status.steps}"
+                    if status.epoch else "loading the data and building the model…")
+        if status.history:
+            st.plotly_chart(figures.accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live")
+        st.session_state["train_seen_busy"] = True
+    elif status.outcome:
+        if st.session_state.pop("train_seen_busy", False):
+            st.rerun()  # the training just ended: redraw the whole page (its run joins the table)
+        (st.success if status.outcome == "done" else st.error)(
+            f"{status.message} It appears in the list (and on every page)." if status.outcome == "done"
+            else for_visitors(status.message))
+
+
+training_progress()

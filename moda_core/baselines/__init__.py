@@ -1,6 +1,8 @@
-"""Baselines that MODA is compared against, measured with the same metrics (see ``bench/compare.py``)."""
+"""Baselines that MODA is compared against, measured with the same metrics (see ``bench/compare.py``).
 
-# The columns of bench/compare.py's table (one row per model × method), which the dashboard reads.
-COMPARE_COLUMNS = ("model", "width", "method", "epochs", "seed", "test_accuracy", "seconds_per_epoch",
-                   "time_ratio_vs_standard", "mean_module_size", "mean_overlap", "pair_params_fraction",
-                   "pair_composed_accuracy", "pair_standard_accuracy")
+The training methods themselves (MwT included) live in ``moda_core.methods``; the comparison table's
+format lives in ``moda_core.comparison`` (re-exported here for older imports).
+"""
+from moda_core.comparison import COMPARE_COLUMNS
+
+__all__ = ["COMPARE_COLUMNS"]

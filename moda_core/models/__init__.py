@@ -14,10 +14,11 @@ from moda_core.models.mlp import mlp
 from moda_core.models.mobilenet import mobilenet
 from moda_core.models.resnet import resnet18
 from moda_core.models.vgg import vgg11, vgg13, vgg16
+from moda_core.models.vit import vit
 
 MODELS: dict[str, Callable[..., ZooNet]] = {
     "mlp": mlp, "lenet5": lenet5, "vgg11": vgg11, "vgg13": vgg13, "vgg16": vgg16,
-    "resnet18": resnet18, "mobilenet": mobilenet,
+    "resnet18": resnet18, "mobilenet": mobilenet, "vit": vit,
 }
 
 

@@ -1,0 +1,36 @@
+"""Helpers every benchmark shares: the method table (standard, MODA, MwT with their default
+weights, from ``moda_core.methods``), the median epoch time of a run, and a device's name."""
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from moda_core.methods import METHODS as ENGINE_METHODS  # noqa: E402
+
+# Benchmark name → TrainConfig keyword arguments. Standard training is MODA's trainer with α=β=γ=0.
+METHODS: dict[str, dict[str, Any]] = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(),
+                                      "mwt": dict(method="mwt")}
+
+
+def default_weights(method: str) -> tuple[float, float, float]:
+    """(α, β, γ) a method trains with unless told otherwise."""
+    return ENGINE_METHODS[method].defaults
+
+
+def median_epoch_seconds(run) -> float:
+    """Median training time per epoch of a run (no test pass); the first epoch is warm-up and is left
+    out when there are others."""
+    return statistics.median([h["train_seconds"] for h in run.history[1:]] or [run.history[0]["train_seconds"]])
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,56 @@
+"""Modules forming over training: module size, overlap and accuracy per epoch, MODA vs standard vs MwT."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import figures, state, study_jobs, ui
+
+st.title("Modules forming over training")
+st.caption("Each point is a checkpoint saved during training, decomposed at τ like the final model. MODA's "
+           "modules shrink and separate as its activation terms take hold; a standard-trained twin of the same "
+           "model keeps large, overlapping modules while both learn to classify.")
+
+summaries = state.list_runs()
+spec = ui.pick_run("Run", key="evo_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
+                   help="Its twins (the same model and data trained the other ways) are drawn next to it.")
+if spec is None:
+    st.stop()
+tau = ui.tau_slider("evo_tau")
+group = study_jobs.twins(summaries, spec)
+labels = {kind: f"{figures.method_label(kind)} ({state.run_label(s)})" for kind, s in group.items()}
+known = {kind: study_jobs.cached("evolution", s, tau) for kind, s in group.items()}
+missing = [kind for kind, frame in known.items() if frame is None]
+
+if missing:
+    count = sum(study_jobs.checkpoint_count(group[k]) for k in missing)
+    names = ", ".join(f"`{state.run_label(group[k])}`" for k in missing)
+    st.info(f"Not computed yet at τ = {tau:.2f} for {names}: {count} saved state{'s' if count != 1 else ''} to "
+            "decompose and test (a second or two each on a small model). Only one study runs at a time on this "
+            "server.")
+    if st.button(f"Compute ({count} checkpoint{'s' if count != 1 else ''})", key="evo_compute", type="primary"):
+        try:
+            for kind in missing:
+                known[kind] = study_jobs.compute("evolution", group[kind], tau,
+                                                 what=f"Decomposing the checkpoints of {state.run_label(group[kind])}")
+        except study_jobs.StudyBusy as error:
+            st.warning(f"{error}.")
+        missing = [kind for kind, frame in known.items() if frame is None]
+    shipped = {k: study_jobs.precomputed("evolution", group[k], study_jobs.PRECOMPUTED_TAU) for k in missing}
+    if missing and all(frame is not None for frame in shipped.values()):
+        st.caption(f"Meanwhile: the runs' precomputed curves at τ = {study_jobs.PRECOMPUTED_TAU:.2f}.")
+        known.update(shipped)
+        missing = []
+
+shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
+if shown:
+    st.plotly_chart(figures.evolution_figure(shown, {labels[k]: k for k in known}), key="evo_chart")
+    single = [label for label, columns in shown.items() if len(columns["epoch"]) < 2]
+    st.caption("Module size: the share of the model's weights one class's module keeps, averaged over classes. "
+               "Overlap: the share both modules of two classes keep, averaged over pairs. Accuracy: on the test "
+               "split, all classes.")
+    if single:
+        st.caption("Only one point for " + ", ".join(single) + ": that run kept no periodic checkpoints (train "
+                   "with `--checkpoint-every N` to follow it over training).")
+if len(group) < 2:
+    st.caption("No twin of this run in the runs folders (the same model, width, data and classes trained another "
+               "way), so only its own curve is drawn.")

@@ -1,0 +1,50 @@
+"""The τ trade-off (the paper's τ study): module size, overlap and composed-pair accuracy as τ grows."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import figures, state, study_jobs, ui
+
+st.title("The τ trade-off")
+st.caption("τ is the firing rate a unit needs, on a class's training images, to join that class's module. A "
+           "higher τ keeps fewer units: smaller modules that overlap less, until a module misses units its class "
+           "needs and composed models start to lose accuracy. Drawn for the chosen run and its standard-trained "
+           "twin.")
+
+summaries = state.list_runs()
+spec = ui.pick_run("Run", key="tau_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
+                   help="Its standard-trained twin (the same model and data, α = β = γ = 0) is drawn next to it.")
+if spec is None:
+    st.stop()
+tau = ui.tau_slider("tau_tau")
+group = study_jobs.twins(summaries, spec)
+chosen_kind = next(iter(group))
+partner = "standard" if chosen_kind != "standard" else "moda"
+group = {k: s for k, s in group.items() if k in (chosen_kind, partner)}
+labels = {kind: f"{figures.method_label(kind)} ({state.run_label(s)})" for kind, s in group.items()}
+known = {kind: study_jobs.cached("tau", s) for kind, s in group.items()}
+missing = [kind for kind, frame in known.items() if frame is None]
+grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
+
+if missing:
+    names = ", ".join(f"`{state.run_label(group[k])}`" for k in missing)
+    st.info(f"Not computed yet for {names}: for each τ in {grid}, the modules are cut at that τ and a few "
+            "two-class models are composed and tested (about a minute per run on 2 CPU cores; only one study "
+            "runs at a time on this server).")
+    if st.button("Compute the trade-off", key="tau_compute", type="primary"):
+        try:
+            for kind in missing:
+                known[kind] = study_jobs.compute("tau", group[kind],
+                                                 what=f"Sweeping τ for {state.run_label(group[kind])}")
+        except study_jobs.StudyBusy as error:
+            st.warning(f"{error}.")
+
+shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
+if shown:
+    st.plotly_chart(figures.tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
+    st.caption("Composed two-class modules: accuracy on the two classes' test images of a model composed from "
+               "just their modules (no fine-tuning), averaged over a fixed sample of class pairs. The dotted line "
+               "is the τ chosen on the other pages.")
+if partner not in group:
+    st.caption(f"No {figures.method_label(partner)} twin of this run in the runs folders (the same model, width, "
+               "data and classes), so only its own curve is drawn.")

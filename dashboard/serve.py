@@ -1,0 +1,84 @@
+"""Start the dashboard server (what `make run` calls): local by default, opened to a network only on request.
+
+    python -m dashboard.serve [--host ADDRESS] [--port PORT] [--runs-dir DIR ...] [--no-training]
+
+``--host`` (or ``$MODA_HOST``) defaults to 127.0.0.1, so only this machine can open the dashboard; any
+other address (``0.0.0.0`` opens it to every network this machine is on) prints a one-line warning.
+``--runs-dir`` (repeatable) sets the runs folders visitors may look at (``$MODA_RUNS_DIR``); new runs go
+into the first one that is not the bundled demo, unless ``--no-training``. The rest of the serving
+settings (no error details, no Deploy button) are in ``.streamlit/config.toml``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+HOST_ENV = "MODA_HOST"
+LOCAL = "127.0.0.1"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def streamlit_command(host: str, port: int, python: str = sys.executable) -> list[str]:
+    """The ``streamlit run`` command line for the dashboard on ``host``:``port`` with the serving settings."""
+    return [python, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.showErrorDetails", "none", "--client.toolbarMode", "viewer"]
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """One line for the terminal when ``host`` is not a loopback address; None when it is."""
+    if host in LOOPBACK or host.startswith("127."):
+        return None
+    return (f"warning: the dashboard listens on {host}:{port}, so anyone who can reach this machine can open it "
+            "(no login): they can browse the configured runs folders and start one training at a time.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dashboard.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get(HOST_ENV) or LOCAL,
+                        help=f"address to listen on (default: ${HOST_ENV} or {LOCAL}, this machine only)")
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--runs-dir", action="append", default=[], metavar="DIR",
+                        help="a runs folder visitors may look at (repeat for several; default: $MODA_RUNS_DIR, "
+                             "else the bundled demo and runs/)")
+    parser.add_argument("--no-training", action="store_true", help="no training from the browser")
+    args = parser.parse_args(argv)
+    host = args.host.strip()
+    if not host:
+        parser.error("--host is empty: give an address such as 127.0.0.1 or 0.0.0.0")
+    env = dict(os.environ)
+    if args.runs_dir:
+        env["MODA_RUNS_DIR"] = os.pathsep.join(str(Path(p).expanduser().resolve()) for p in args.runs_dir)
+    if args.no_training:
+        env["MODA_TRAINING"] = "off"
+    warning = exposure_warning(host, args.port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    run_streamlit(streamlit_command(host, args.port), env)
+
+
+def run_streamlit(command: list[str], env: dict[str, str]) -> None:
+    """Run ``python -m streamlit ...`` (``command``) in this process, from the project folder (where
+    ``.streamlit/config.toml`` is read), with ``env`` as the environment.
+
+    Streamlit treats an app whose main script has a ``pages/`` folder next to it as an old-style
+    multipage app until the main script has called ``st.navigation`` once; until then a first visit to
+    ``/compose`` would run ``pages/compose.py`` alone, without app.py's sidebar and error guard. This
+    app always navigates with ``st.navigation``, so that mode is switched off before the server starts."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.web.cli import main as streamlit_main
+
+    os.chdir(ROOT)
+    os.environ.clear()
+    os.environ.update(env)
+    PagesManager.uses_pages_directory = False
+    sys.argv = ["streamlit", *command[3:]]
+    streamlit_main()
+
+
+if __name__ == "__main__":
+    main()

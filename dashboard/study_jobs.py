@@ -1,0 +1,147 @@
+"""The two study views' computations (``moda_core.studies``), bounded for a shared server: one study at a
+time for everyone (a second visitor gets a "busy" message, never a queue of CPU work), results kept per
+run, τ and weights file (a retrained run is computed again), with a progress bar while one runs.
+
+Pages call ``cached`` to show what is already known without any work, and ``compute`` when a visitor asks.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state
+from moda_core import runs as run_store
+from moda_core.errors import ModaError
+from moda_core.studies import (DEFAULT_TAUS, EVOLUTION_COLUMNS, TAU_COLUMNS, evolution_states, tau_sweep,
+                               training_evolution)
+
+EVOLUTION_CSV = "evolution.csv"  # training_evolution at τ = 0.9, shipped with the demo runs
+TAU_CSV = "tau_sweep.csv"  # tau_sweep over DEFAULT_TAUS, if a run folder ships one
+PRECOMPUTED_TAU = 0.9
+TAU_GRID = tuple(DEFAULT_TAUS)  # the τ trade-off's fixed, small grid
+MAX_RESULTS = 64
+_LOCK = threading.Lock()  # one study computation at a time, for the whole server
+
+
+class StudyBusy(ModaError):
+    """Another visitor's study is being computed."""
+
+
+@st.cache_resource(show_spinner=False)
+def _results() -> "OrderedDict[tuple, pd.DataFrame]":
+    return OrderedDict()
+
+
+def _key(kind: str, spec: str, tau: float | None) -> tuple:
+    path = run_store.split_run_spec(spec)[0]
+    try:
+        stamp = (path / run_store.MODEL).stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return kind, str(path), stamp, None if tau is None or kind != "evolution" else round(float(tau), 4)
+
+
+def precomputed(kind: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
+    """What the run folder ships: ``evolution.csv`` (at τ = 0.9; None for another τ) or ``tau_sweep.csv``
+    (over ``TAU_GRID``); None when there is none or it does not parse."""
+    if kind == "evolution":
+        if tau is None or abs(float(tau) - PRECOMPUTED_TAU) > 1e-9:
+            return None
+        name, columns = EVOLUTION_CSV, EVOLUTION_COLUMNS
+    else:
+        name, columns = TAU_CSV, TAU_COLUMNS
+    path = run_store.split_run_spec(spec)[0] / name
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    return frame[columns] if set(columns) <= set(frame.columns) and len(frame) else None
+
+
+def checkpoint_count(spec: str) -> int:
+    """How many states (periodic checkpoints and the final weights) an evolution of the run evaluates."""
+    try:
+        return len(evolution_states(run_store.split_run_spec(spec)[0]))
+    except (ModaError, OSError):
+        return 0
+
+
+def cached(kind: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
+    """A study already known: computed earlier (any session), or (evolution) shipped with the run."""
+    shipped = precomputed(kind, spec, tau)
+    return shipped if shipped is not None else _results().get(_key(kind, spec, tau))
+
+
+def _run_study(kind: str, spec: str, tau: float | None, progress: Callable[[int, int], None]) -> pd.DataFrame:
+    run = state.load_run(spec)
+    if kind == "evolution":
+        frame = training_evolution(run, tau, progress=progress)
+        return frame[EVOLUTION_COLUMNS]
+    frame = tau_sweep(run, TAU_GRID, progress=progress)
+    return frame[TAU_COLUMNS]
+
+
+def compute(kind: str, spec: str, tau: float | None = None, what: str = "") -> pd.DataFrame:
+    """Compute a study with a progress bar (``kind``: ``evolution`` at τ, or ``tau`` over ``TAU_GRID``);
+    raises ``StudyBusy`` while another one runs, ``ModaError`` when the run cannot be studied."""
+    known = cached(kind, spec, tau)
+    if known is not None:
+        return known
+    if not _LOCK.acquire(blocking=False):
+        raise StudyBusy("Another study is being computed on this server (one at a time); try again in a minute")
+    try:
+        bar = st.progress(0.0, text=f"{what}: starting…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done} of {total}")
+
+        frame = _run_study(kind, spec, tau, progress)
+        bar.empty()
+    finally:
+        _LOCK.release()
+    results = _results()
+    results[_key(kind, spec, tau)] = frame
+    while len(results) > MAX_RESULTS:
+        results.popitem(last=False)
+    return frame
+
+
+def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
+    """The chosen run and, among the listed runs, one run per other training kind (MODA / standard / MwT) of
+    the same model, width, data set and classes: kind → spec, the chosen run's kind first. A twin of the
+    same folder and epoch budget is preferred."""
+    chosen_path = run_store.split_run_spec(spec)[0]
+    by_path = {str(s["path"]): s for s in summaries if state.openable(s)}
+    chosen = by_path.get(str(chosen_path))
+    if chosen is None:
+        return {"run": spec}
+    signature = _signature(chosen_path)
+    result = {str(chosen.get("kind")): spec}
+    candidates = sorted((s for p, s in by_path.items() if p != str(chosen_path)),
+                        key=lambda s: (Path(s["path"]).parent != chosen_path.parent,
+                                       s.get("epochs_done") != chosen.get("epochs_done"),
+                                       state.run_status(s) != state.HEALTHY))
+    for s in candidates:
+        kind = str(s.get("kind"))
+        if kind not in result and signature is not None and _signature(Path(s["path"])) == signature:
+            result[kind] = str(s["path"])
+    return result
+
+
+def _signature(path: Path) -> tuple | None:
+    """What makes two runs twins: model, width, data set, classes and data fraction (from config.json)."""
+    try:
+        config = json.loads((path / run_store.CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    arch, data = config.get("arch", {}), config.get("data", {})
+    return (arch.get("name"), arch.get("width"), data.get("name"), tuple(data.get("classes") or ()),
+            data.get("train_fraction"), str(data.get("class_fractions")))

@@ -1,0 +1,36 @@
+"""The two context managers every engine pass uses: ``hooks`` (register forward hooks, always remove
+them) and ``eval_mode`` (switch a model to eval mode, restore its training flag afterwards)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
+
+from torch import nn
+
+Hook = Callable[..., object]
+
+
+@contextmanager
+def hooks(forward: Iterable[tuple[nn.Module, Hook]] = (),
+          pre: Iterable[tuple[nn.Module, Hook]] = ()) -> Iterator[None]:
+    """Register ``forward`` hooks ``(module, hook(module, inputs, output))`` and ``pre`` hooks
+    ``(module, hook(module, inputs))`` for the duration of the block; they are removed even on error."""
+    handles = []
+    try:
+        handles += [module.register_forward_pre_hook(hook) for module, hook in pre]
+        handles += [module.register_forward_hook(hook) for module, hook in forward]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; its previous training flag is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

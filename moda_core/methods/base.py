@@ -1,0 +1,65 @@
+"""The interface every training method implements (standard training, MODA, MwT).
+
+A method has a name, default loss weights (α, β, γ), a check of a training config, a way to prepare
+a freshly built zoo model (add the modules it needs, e.g. MwT's gates, through its own block
+subclasses), one training step's forward pass and loss terms, and the unit indicators decomposition
+counts (which units of each point "fire" on a sample). The trainer, the run store and decomposition
+call these and name no method.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator
+
+import torch
+from torch import nn
+
+from moda_core.activations import modular_points, record_activations, units_firing
+
+# read() after a forward pass → {point: B×N bool}; points it leaves out count as always firing
+Indicators = Callable[[], dict[str, torch.Tensor]]
+
+
+@dataclass
+class StepLosses:
+    """One forward pass: the logits, cross-entropy, the loss to minimise and the three logged terms
+    (affinity, dispersion, compactness; zeros when the method does not compute them)."""
+
+    logits: torch.Tensor
+    ce: torch.Tensor
+    loss: torch.Tensor
+    affinity: torch.Tensor
+    dispersion: torch.Tensor
+    compactness: torch.Tensor
+
+
+class Method:
+    """Base class: standard training's behaviour wherever a method does not override it."""
+
+    name = ""
+    label = ""
+    defaults: tuple[float, float, float] = (0.0, 0.0, 0.0)  # alpha, beta, gamma
+
+    def validate(self, config: Any) -> None:
+        """Raise ``ModaError`` for a config this method cannot train (weights already checked >= 0)."""
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model this method trains, built from a plain zoo model (default: the model itself)."""
+        return model
+
+    def logged_terms(self, config: Any) -> tuple[bool, bool, bool]:
+        """Which of affinity, dispersion, compactness mean something in this run's history."""
+        return (False, False, False)
+
+    def losses(self, config: Any, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               autocast: ContextManager) -> StepLosses:
+        raise NotImplementedError
+
+    @contextmanager
+    def unit_indicators(self, model: nn.Module) -> Iterator[Indicators]:
+        """Firing units per sample at every point: a unit fires when its activation is non-zero (for a
+        conv channel: anywhere in the map) — the activation-rate rule of DESIGN.md §1.3."""
+        points = modular_points(model)
+        with record_activations(model, points, detach=True) as recorder:
+            yield lambda: {p: units_firing(a) for p, a in zip(points, recorder.values())}

@@ -1,0 +1,26 @@
+"""MODA (DESIGN.md §1.2): cross-entropy plus α·affinity + β·dispersion + γ·compactness of the ReLU
+activations at every modular point."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from moda_core.activations import record_activations
+from moda_core.losses import modular_losses
+from moda_core.methods.base import Method, StepLosses
+
+
+class Moda(Method):
+    name = "moda"
+    label = "MODA"
+    defaults = (1.0, 1.0, 0.3)
+
+    def logged_terms(self, config) -> tuple[bool, bool, bool]:
+        return (True, True, True)
+
+    def losses(self, config, model, network, x, y, autocast) -> StepLosses:
+        with record_activations(model) as recorder, autocast:
+            logits = network(x)
+        ce = F.cross_entropy(logits.float(), y)
+        affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=True)  # ReLU outputs
+        loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness
+        return StepLosses(logits, ce, loss, affinity, dispersion, compactness)

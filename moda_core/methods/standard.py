@@ -1,0 +1,39 @@
+"""Standard training: cross-entropy only. With ``track_modular_terms`` the MODA terms are still
+computed (detached, no gradient) so that the history can show them next to a MODA run's."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from moda_core.activations import record_activations
+from moda_core.errors import ModaError
+from moda_core.losses import modular_losses
+from moda_core.methods.base import Method, StepLosses
+
+
+class Standard(Method):
+    name = "standard"
+    label = "standard training"
+    defaults = (0.0, 0.0, 0.0)
+
+    def validate(self, config) -> None:
+        if config.alpha or config.beta or config.gamma:
+            raise ModaError(f"standard training has no modular terms: alpha, beta and gamma must be 0, got "
+                            f"{config.alpha}, {config.beta}, {config.gamma}")
+
+    def logged_terms(self, config) -> tuple[bool, bool, bool]:
+        return (config.track_modular_terms,) * 3
+
+    def losses(self, config, model, network, x, y, autocast) -> StepLosses:
+        zero = torch.zeros((), device=x.device)
+        if not config.track_modular_terms:
+            with autocast:
+                logits = network(x)
+            ce = F.cross_entropy(logits.float(), y)
+            return StepLosses(logits, ce, ce, zero, zero, zero)
+        with record_activations(model, detach=True) as recorder, autocast:
+            logits = network(x)
+        ce = F.cross_entropy(logits.float(), y)
+        with torch.no_grad():
+            affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=True)
+        return StepLosses(logits, ce, ce, affinity, dispersion, compactness)

@@ -1,0 +1,191 @@
+"""Shared state across the dashboard's pages (one run and one τ, mirrored in the URL) and the new views
+(How MODA works, Modules over training, the τ trade-off), with Streamlit's AppTest on the demo runs."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dashboard import study_jobs, ui
+from moda_core.decompose import class_structure, clearest_point
+from streamlit.testing.v1 import AppTest
+from test_dashboard import APP, DEMO, TIMEOUT, charts, demo_env, open_page, pages_through_app_py, texts  # noqa: F401
+
+
+def fresh(query: dict[str, str] | None = None, page: str | None = None) -> AppTest:
+    """A new session (a new tab, a reload or a bookmark) with these URL query parameters."""
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.query_params.update(query or {})
+    if page:  # the URL names the page: the session starts there
+        app.switch_page(f"pages/{page}.py")
+    app.run()
+    return open_page(app=app)
+
+
+def test_run_and_tau_follow_the_visitor_across_pages_and_into_the_url(demo_env):
+    app = open_page("activations")
+    assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-moda")
+    app.selectbox(key="act_run").set_value(str(DEMO / "vgg11-standard")).run()
+    app.slider(key="act_tau").set_value(0.75).run()
+    assert app.query_params == {"run": "demo/vgg11-standard", "tau": "0.75"}
+    for page, run_key, tau_key in (("compose", "comp_run", "comp_tau"), ("modules", "mod_run_a", "mod_tau"),
+                                   ("evolution", "evo_run", "evo_tau"), ("tau", "tau_run", "tau_tau")):
+        open_page(page, app)
+        assert app.selectbox(key=run_key).value == str(DEMO / "vgg11-standard"), page
+        assert app.slider(key=tau_key).value == pytest.approx(0.75), page
+        assert app.query_params == {"run": "demo/vgg11-standard", "tau": "0.75"}, page
+    open_page("how", app)  # a page without pickers keeps both in the URL
+    assert app.query_params == {"run": "demo/vgg11-standard", "tau": "0.75"}
+    # changing them on another page changes them everywhere
+    open_page("compose", app)
+    app.slider(key="comp_tau").set_value(0.6).run()
+    open_page("activations", app)
+    assert app.slider(key="act_tau").value == pytest.approx(0.6)
+    assert "τ = 0.60" in texts(app)
+
+
+def test_a_bookmarked_url_opens_on_its_run_and_tau(demo_env):
+    app = fresh({"run": "demo/vgg11-standard", "tau": "0.8"}, "activations")
+    assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-standard")
+    assert app.slider(key="act_tau").value == pytest.approx(0.8)
+    assert app.query_params["tau"] == "0.80"
+    # a checkpoint: pages that offer checkpoints open on it, the others on its run
+    app = fresh({"run": "demo/swap-weak@8"}, "activations")
+    assert app.selectbox(key="act_run").value == str(DEMO / "swap-weak") + "@8"
+    open_page("tau", app)
+    assert app.selectbox(key="tau_run").value == str(DEMO / "swap-weak")
+
+
+@pytest.mark.parametrize("query, note", [
+    ({"run": "demo/no-such-run", "tau": "0.7"}, "does not offer"),
+    ({"run": "/etc/passwd"}, "does not offer"),
+    ({"tau": "abc"}, "is not a number between"),
+    ({"tau": "1.7"}, "is not a number between"),
+    ({"tau": "nan"}, "is not a number between"),
+])
+def test_an_unknown_run_or_invalid_tau_in_the_url_falls_back_gently(demo_env, query, note):
+    app = fresh(query, "activations")
+    assert note in texts(app)
+    assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-moda")  # the default run
+    expected_tau = 0.7 if query.get("tau") == "0.7" else 0.9
+    assert app.slider(key="act_tau").value == pytest.approx(expected_tau)
+
+
+def test_swap_keeps_its_own_two_runs(demo_env):
+    app = fresh({"run": "demo/vgg11-standard", "tau": "0.85"}, "swap")
+    assert app.selectbox(key="swap_weak").value.startswith(str(DEMO / "swap-weak"))
+    assert app.selectbox(key="swap_strong").value == str(DEMO / "swap-strong")
+    assert app.slider(key="swap_tau").value == pytest.approx(0.85)  # but the one τ
+    assert app.query_params["run"] == "demo/vgg11-standard"
+
+
+def test_activations_opens_on_the_clearest_point_with_units_by_class(demo_env):
+    app = open_page("activations")
+    assert app.selectbox(key="act_point").value == "classifier.0.relu"
+    assert app.radio(key="act_order").value == "class they serve"
+
+
+def test_clearest_point_and_class_structure_on_hand_made_rates():
+    shared = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # every unit fires for every class
+    split = torch.tensor([[1.0, 0.0], [0.1, 0.95]])  # unit 0 is class 0's, unit 1 class 1's
+    rates = {"early": shared, "late": split}
+    masks = {p: r >= 0.9 for p, r in rates.items()}
+    assert class_structure(shared, masks["early"]) == pytest.approx(0.0)
+    assert class_structure(split, masks["late"]) == pytest.approx(((1.0 - 0.1) + (0.95 - 0.0)) / 2)
+    assert clearest_point(rates, masks) == "late"
+    assert clearest_point({"a": shared, "b": shared}, {"a": masks["early"], "b": masks["early"]}) == "a"
+
+
+def test_parse_tau():
+    assert ui.parse_tau("0.9") == 0.9 and ui.parse_tau(" 0.5 ") == 0.5 and ui.parse_tau("1") == 1.0
+    assert ui.parse_tau("0.853") == 0.85
+    for bad in ("", "x", "0.49", "1.01", "inf", "nan", "-0.9"):
+        assert ui.parse_tau(bad) is None, bad
+
+
+def test_how_moda_works_page(demo_env):
+    app = open_page("how")
+    text = texts(app)
+    for words in ("Affinity", "Dispersion", "Compactness", "rate ≥ τ", "overlap", "early layers",
+                  "union", "9"):
+        assert words in text, words
+    grid = charts(app)[0]["data"][0]["z"]
+    assert np.asarray(grid).tolist() == [[1, 1, 4, 0], [1, 3, 2, 0], [4, 2, 2, 0], [0, 0, 0, 0]]
+    assert (np.asarray(grid) > 0).sum() == 9  # the union keeps 9 weights, not 4 + 4 - 1
+
+
+def fake_study(calls):
+    def run(kind, spec, tau, progress):
+        calls.append((kind, spec, tau))
+        progress(1, 2)
+        progress(2, 2)
+        if kind == "evolution":
+            scale = 0.2 if "moda" in spec else 0.8
+            return pd.DataFrame({"epoch": [1, 2], "mean_module_size": [0.9, scale],
+                                 "mean_overlap": [0.8, scale / 2], "test_accuracy": [0.5, 0.9]})
+        return pd.DataFrame({"tau": list(study_jobs.TAU_GRID), "mean_module_size": [0.5] * len(study_jobs.TAU_GRID),
+                             "mean_overlap": [0.3] * len(study_jobs.TAU_GRID),
+                             "pair_accuracy": [0.99] * len(study_jobs.TAU_GRID),
+                             "pair_params_fraction": [0.6] * len(study_jobs.TAU_GRID)})
+    return run
+
+
+def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
+    study_jobs._results().clear()
+    app = fresh({"tau": "0.63"}, "evolution")  # a τ nothing ships a curve for
+    assert "Not computed yet at τ = 0.63" in texts(app)
+    app.button(key="evo_compute").click().run()
+    kinds = {spec.rsplit("/", 1)[-1] for _, spec, _ in calls}
+    assert {"vgg11-moda", "vgg11-standard"} <= kinds and "swap-weak" not in kinds  # twins only
+    figure = charts(app)[0]
+    assert [t["x"] for t in figure["data"]][:1] == [[1.0, 2.0]]  # the computed curves, not shipped ones
+    names = {trace["name"] for trace in figure["data"] if trace.get("showlegend") is not False}
+    assert any(name.startswith("MODA") for name in names) and any(name.startswith("standard") for name in names)
+    assert figure["layout"]["xaxis3"]["title"]["text"] == "epoch"
+    # cached: a second visit computes nothing and shows the chart straight away
+    calls.clear()
+    open_page("how", app)
+    open_page("evolution", app)
+    assert calls == [] and charts(app)
+
+
+def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
+    study_jobs._results().clear()
+    app = open_page("tau")
+    if study_jobs.precomputed("tau", str(DEMO / "vgg11-moda")) is None:
+        app.button(key="tau_compute").click().run()
+        assert {spec.rsplit("/", 1)[-1] for _, spec, _ in calls} == {"vgg11-moda", "vgg11-standard"}
+    figure = charts(app)[0]
+    assert [t["x"] for t in figure["data"][:1]] == [list(study_jobs.TAU_GRID)]
+    assert figure["layout"]["xaxis3"]["tickvals"] == list(study_jobs.TAU_GRID)
+    lines = [s for s in figure["layout"]["shapes"] if s.get("line", {}).get("dash") == "dot"]
+    assert lines and all(s["x0"] == pytest.approx(0.9) for s in lines)
+
+
+def test_a_busy_server_says_so_instead_of_computing(demo_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
+    study_jobs._results().clear()
+    app = fresh({"tau": "0.61"}, "evolution")
+    assert study_jobs._LOCK.acquire(blocking=False)
+    try:
+        app.button(key="evo_compute").click().run()
+    finally:
+        study_jobs._LOCK.release()
+    assert calls == [] and "one at a time" in texts(app)
+    assert not app.exception
+
+
+def test_evolution_reads_a_shipped_csv_at_tau_0_9(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / study_jobs.EVOLUTION_CSV).write_text("epoch,mean_module_size,mean_overlap,test_accuracy\n5,0.3,0.1,0.9\n")
+    assert study_jobs.precomputed("evolution", str(run), 0.9)["epoch"].tolist() == [5]
+    assert study_jobs.precomputed("evolution", str(run), 0.8) is None
+    (run / study_jobs.EVOLUTION_CSV).write_text("not,a,study\n1,2,3\n")
+    assert study_jobs.precomputed("evolution", str(run), 0.9) is None

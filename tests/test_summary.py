@@ -1,0 +1,72 @@
+"""moda_core.summary (the one module summary) and moda_core.comparison (the compare table's and the
+overhead JSON's format), checked against numbers computed independently here."""
+import json
+import math
+
+import pytest
+import torch
+
+from helpers import COMPARE_CSV_EXAMPLE, NUM_CLASSES, brute_force_overlap, random_masks, randomised
+from moda_core.comparison import (COMPARE_COLUMNS, CompareFileError, read_compare_table, read_train_overhead,
+                                  write_compare_table, write_train_overhead)
+from moda_core.compose import compose_module, parameter_count
+from moda_core.errors import ModaError
+from moda_core.summary import mean_off_diagonal, module_summary
+
+
+@pytest.mark.parametrize("name,channels,size", [("lenet5", 1, 28), ("resnet18", 3, 32), ("mobilenet", 3, 32)])
+def test_summary_against_composed_modules_and_brute_force(name, channels, size):
+    model = randomised(name, channels, size, dtype=torch.float64)
+    masks = random_masks(model, 0.4, seed=2)
+    summary = module_summary(model, masks)
+    total = parameter_count(model)
+    sizes = [parameter_count(compose_module(model, masks, [c])) / total for c in range(NUM_CLASSES)]
+    assert summary.sizes == pytest.approx(sizes, rel=1e-12)
+    assert summary.mean_size == pytest.approx(sum(sizes) / NUM_CLASSES, rel=1e-12)
+    shared = brute_force_overlap(model, masks) / total
+    torch.testing.assert_close(summary.overlap, shared)
+    pairs = [shared[i, j].item() for i in range(NUM_CLASSES) for j in range(i + 1, NUM_CLASSES)]
+    assert summary.mean_overlap == pytest.approx(sum(pairs) / len(pairs), rel=1e-12)
+    assert summary.params == total
+
+
+def test_overlap_by_layer_adds_up():
+    model = randomised("vgg11", 3, 32, dtype=torch.float64)
+    summary = module_summary(model, random_masks(model, 0.5, seed=1))
+    assert list(summary.overlap_by_layer)[0] == "features.0" and "classifier.1" in summary.overlap_by_layer
+    torch.testing.assert_close(sum(summary.overlap_by_layer.values()), summary.overlap)
+    assert sum(summary.mean_overlap_by_layer.values()) == pytest.approx(summary.mean_overlap, rel=1e-9)
+    assert all(m.shape == (NUM_CLASSES, NUM_CLASSES) for m in summary.overlap_by_layer.values())
+    as_json = json.loads(json.dumps(summary.to_dict()))
+    assert as_json["mean_module_size"] == summary.mean_size and len(as_json["module_size"]) == NUM_CLASSES
+
+
+def test_mean_off_diagonal_by_hand():
+    matrix = torch.tensor([[9.0, 1.0, 2.0], [1.0, 9.0, 6.0], [2.0, 6.0, 9.0]])
+    assert mean_off_diagonal(matrix) == pytest.approx(3.0)
+    assert math.isnan(mean_off_diagonal(torch.ones(1, 1)))
+
+
+def test_compare_table_round_trip(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text(COMPARE_CSV_EXAMPLE)
+    table = read_compare_table(source)
+    assert list(table.columns[:len(COMPARE_COLUMNS)]) == list(COMPARE_COLUMNS) and len(table) == 6
+    written = write_compare_table(tmp_path / "out.csv", table.to_dict("records"))
+    again = read_compare_table(tmp_path / "out.csv")
+    assert again.equals(table) and written.shape == table.shape
+    assert (tmp_path / "out.md").read_text().startswith("| model | width | method |")
+    (tmp_path / "bad.csv").write_text("model,width\nlenet5,1\n")
+    with pytest.raises(CompareFileError, match="lacks the column"):
+        read_compare_table(tmp_path / "bad.csv")
+    assert issubclass(CompareFileError, ModaError)
+
+
+def test_train_overhead_round_trip(tmp_path):
+    path = tmp_path / "train_overhead.json"
+    write_train_overhead(path, {"vgg16": {"moda_ratio": 1.25, "mwt_ratio": 1.5, "seconds_per_step": {"moda": 1}},
+                                "device": "cpu", "width": 0.25})
+    assert read_train_overhead(path) == ("cpu", {"vgg16": {"moda_ratio": 1.25, "mwt_ratio": 1.5}})
+    path.write_text('{"vgg16": {"moda_ratio": "fast"}}')
+    with pytest.raises(CompareFileError, match="should be a number"):
+        read_train_overhead(path)

@@ -1,0 +1,124 @@
+"""The Swap page (issue 12 item 5, issue 13 §4.1–4.3), headless with Streamlit's AppTest on the demo runs.
+
+Most tests replace ``dashboard.state.swap`` by a fake that answers at once with a report of the real
+shape (the page, not the repair, is under test); the slow test runs the real repairs."""
+from __future__ import annotations
+
+import pytest
+
+from dashboard import state
+from moda_core.replace import STRATEGIES
+from test_dashboard import DEMO, charts, open_page, pages_through_app_py, texts  # noqa: F401 (autouse fixture)
+
+WEAK_DEMO = str(DEMO / "swap-weak")
+STANDARD = str(DEMO / "vgg11-standard")
+
+
+@pytest.fixture
+def demo_env(monkeypatch):
+    monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
+
+
+@pytest.fixture
+def fake_swap(monkeypatch):
+    """``state.swap`` answering a made-up report for the weak run's classes; records its calls."""
+    calls = []
+
+    def swap(weak, strong, weak_class_id, strong_class_id, strategy, epochs=5, tau=0.9):
+        calls.append((weak, strong, weak_class_id, strategy, epochs, tau))
+        classes = state.run_classes(weak)
+        before = {str(c): 0.9 for c in classes}
+        before[str(weak_class_id)] = 0.2
+        after = {**before, str(weak_class_id): 0.9}
+        others = [c for c in before if c != str(weak_class_id)]
+        if strategy == "calibrate":
+            after[others[-1]] = 0.7
+        mean_before = sum(before[c] for c in others) / len(others)
+        mean_after = sum(after[c] for c in others) / len(others)
+        return {"target_class": weak_class_id, "before": before, "after": after, "target_before": 0.2,
+                "target_after": 0.9, "target_gain": 0.7, "other_mean_before": mean_before,
+                "other_mean_after": mean_after, "other_mean_change": mean_after - mean_before,
+                "other_max_change": 0.2 if strategy == "calibrate" else 0.0,
+                "other_max_drop": 0.2 if strategy == "calibrate" else 0.0, "accuracy_before": 0.8,
+                "accuracy_after": 0.85, "accuracy_change": 0.05, "module_params_fraction": 0.1,
+                "epochs": epochs if strategy == "calibrate" else 0, "strategy": strategy}
+
+    monkeypatch.setattr(state, "swap", swap)
+    return calls
+
+
+def has_result(app) -> bool:
+    return bool(app.get("plotly_chart"))
+
+
+def test_swap_compares_the_three_strategies_with_the_arrow_on_the_target(demo_env, fake_swap):
+    app = open_page("swap")
+    assert not has_result(app) and "press **Run swap**" in texts(app)
+    app.selectbox(key="swap_weak").set_value(STANDARD).run()
+    app.selectbox(key="swap_class").set_value(3).run()
+    app.number_input(key="swap_epochs").set_value(7).run()
+    app.button(key="swap_go").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert [c[3] for c in fake_swap] == list(STRATEGIES) and {c[2] for c in fake_swap} == {3}
+    table = app.dataframe[0].value
+    assert list(table["strategy"]) == list(STRATEGIES)
+    assert list(table["target gain (points)"]) == ["+70.0"] * 3
+    assert table["other classes' mean change (points)"].tolist()[0] == "-2.2"  # signed: 9 others, one −20
+    assert table["largest drop on another class (points)"].tolist() == ["20.0", "0.0", "0.0"]
+    page = texts(app)
+    assert "calibrate trained its layer for 7 epochs" in page
+    assert all(f"**{s}** — target +70.0 points" in page for s in STRATEGIES)
+    figure = charts(app)[0]
+    assert [t["name"] for t in figure["data"]] == ["before (weak model)", *(f"after: {s}" for s in STRATEGIES)]
+    arrow = figure["layout"]["annotations"][0]
+    categories = figure["layout"]["xaxis"]["categoryarray"]
+    assert figure["layout"]["xaxis"]["type"] == "category"
+    assert categories[arrow["x"]] == "3"  # issue 13 §4.1: not the fourth category ("3" read as a position)
+
+
+def test_changing_the_weak_run_without_running_discards_the_result(demo_env, fake_swap):
+    """Issue 13 §4.2: a swap on vgg11-standard's class 0, then another weak run without class 0."""
+    app = open_page("swap")
+    app.selectbox(key="swap_weak").set_value(STANDARD).run()
+    app.selectbox(key="swap_class").set_value(0).run()
+    app.button(key="swap_go").click().run()
+    assert has_result(app)
+    app.selectbox(key="swap_weak").set_value(WEAK_DEMO).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]  # the page guard's "This page stopped" included
+    assert not has_result(app) and "press **Run swap**" in texts(app)
+    assert len(fake_swap) == 3  # nothing recomputed behind the user's back
+
+
+def test_a_result_never_outlives_its_controls(demo_env, fake_swap):
+    """Issue 13 §4.3: change a control, or leave the page and come back: no result for other controls."""
+    app = open_page("swap")
+    app.selectbox(key="swap_weak").set_value(STANDARD).run()
+    app.selectbox(key="swap_class").set_value(2).run()
+    app.button(key="swap_go").click().run()
+    assert "class 2 repaired" in texts(app)
+    app.selectbox(key="swap_class").set_value(4).run()
+    assert not has_result(app)
+    app.selectbox(key="swap_class").set_value(2).run()
+    assert not has_result(app)  # discarded, not hidden: it comes back only by pressing Run swap
+    app.button(key="swap_go").click().run()
+    open_page("modules", app)
+    open_page("swap", app)
+    assert not app.error, [e.value for e in app.error]
+    if has_result(app):  # widgets that kept their values may show the result that matches them, only that
+        assert app.selectbox(key="swap_weak").value == STANDARD and app.selectbox(key="swap_class").value == 2
+        assert "class 2 repaired" in texts(app)
+    else:
+        assert "press **Run swap**" in texts(app)
+
+
+@pytest.mark.slow
+def test_swap_page_runs_the_real_repairs(demo_env):
+    app = open_page("swap")
+    app.button(key="swap_go").click().run(timeout=600)
+    assert not app.exception, [e.value for e in app.exception]
+    table = app.dataframe[0].value
+    assert list(table["strategy"]) == list(STRATEGIES)
+    figure = charts(app)[0]
+    arrow = figure["layout"]["annotations"][0]
+    assert figure["layout"]["xaxis"]["categoryarray"][arrow["x"]] == str(app.selectbox(key="swap_class").value)
