@@ -9,8 +9,9 @@ budget (100 epochs; DESIGN.md §4: at 15 epochs MODA's modules were still shrink
 - ``swap-strong``     VGG11 (width 0.25), MODA on classes 0–4, 100 epochs: the module donor for swaps
 - ``swap-weak``       LeNet-5 in the scarce-target repair setting (``moda_core.replace.weak_config``:
                       classes 3, 5–9, 10% of the data of 5–9 but only 2% of class 3, no augmentation,
-                      batch 32), 40 epochs, with its early checkpoints (under-fit) next to the last
-                      epoch (over-fit) — weak exactly at class 3, where swap-strong's module helps
+                      batch 32), 40 epochs, with checkpoints at epochs 8 and 16 (under-fit; float32)
+                      next to the last epoch (over-fit) — weak exactly at class 3 (0% of the test
+                      3s at epoch 8, 81% at 40), where swap-strong's module helps
 - ``vit-moda``        the small ViT (moda_core/models/vit.py, width 1), MODA training, 50 epochs
 - ``vit-standard``    the same ViT with standard training, 50 epochs (both: final weights only, ~0.6 MB each;
                       ``bench/vit.py`` measures this pair)
@@ -26,13 +27,13 @@ anything. ``optimizer.safetensors`` is deleted: demo runs cannot be resumed (tra
 
 Usage::
 
-    .venv/bin/python assets/make_demo.py                       # everything from scratch (~15 min on 2 CPU cores)
+    .venv/bin/python assets/make_demo.py                       # everything from scratch (see below)
     .venv/bin/python assets/make_demo.py --reuse RUNS_DIR      # take finished runs named as above from RUNS_DIR
 
-``--reuse`` takes any of the four VGG runs and the two ViT runs found (complete, and trained with
-exactly the settings above: the script checks the config and refuses a mismatch) and trains the
-others; the weak LeNet-5
-trains in seconds and is always trained here. The reused folders are only read. Training is
+From scratch, on 2 uncontended CPU cores, the four 100-epoch VGG runs take about 15 minutes and the
+ViT pair about 55 (the weak LeNet-5 seconds). ``--reuse`` takes any of the four VGG runs and the two
+ViT runs found (complete, and trained with exactly the settings above: the script checks the config
+and refuses a mismatch) and trains the others; the weak LeNet-5 is always trained here. The reused folders are only read. Training is
 deterministic on the CPU for a fixed torch version, so a rerun reproduces the same weights;
 ``tests/test_demo_bundle.py`` checks that the stored metrics, masks and evolution match a fresh
 evaluation of the stored weights.
@@ -64,7 +65,7 @@ CHECKPOINT_EVERY = 5
 EVOLUTION_FILE = "evolution.csv"
 KEPT_CHECKPOINTS = {"vgg11-moda": (5, 20), "vgg11-standard": (5, 20)}  # shipped in float16
 MIXED_CLASS = 3  # the weak model's scarce class, repaired with swap-strong's module
-WEAK_EPOCHS, WEAK_CHECKPOINT_EVERY, WEAK_KEPT = 40, 6, (6, 12, 18)
+WEAK_EPOCHS, WEAK_CHECKPOINT_EVERY, WEAK_KEPT = 40, 8, (8, 16)
 VIT_EPOCHS, VIT_CHECKPOINT_EVERY = 50, 10  # the ViT pair's budget (bench/vit.py --train trains the same runs)
 # the settings a reused run must have been trained with (the rest of its config may differ)
 CHECKED = ("model", "dataset", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "classes",
@@ -112,9 +113,9 @@ def half_precision(path: Path) -> None:
     runs.save_tensors(path, {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, metadata)
 
 
-def bundle_run(source: Path, target: Path, kept: tuple[int, ...]) -> None:
+def bundle_run(source: Path, target: Path, kept: tuple[int, ...], half: bool = True) -> None:
     """Copy a finished run's readable files into ``target``: no optimizer state, only the ``kept``
-    checkpoints (in float16), no decomposition files (made afresh)."""
+    checkpoints (in float16 if ``half``), no decomposition files (made afresh)."""
     target.mkdir(parents=True)
     _, files = runs.resolve_files(source)
     for name in (runs.CONFIG, runs.MODEL, runs.HISTORY, runs.METRICS):
@@ -127,7 +128,8 @@ def bundle_run(source: Path, target: Path, kept: tuple[int, ...]) -> None:
         copy = runs.checkpoint_path(target, epoch)
         copy.parent.mkdir(exist_ok=True)
         shutil.copyfile(runs.checkpoint_path(source, epoch), copy)
-        half_precision(copy)
+        if half:
+            half_precision(copy)
 
 
 def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> None:
@@ -148,7 +150,7 @@ def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> Non
             if name.startswith("vgg11-"):
                 evolution = training_evolution(source, DEFAULT_TAU)
             kept = WEAK_KEPT if name == "swap-weak" else KEPT_CHECKPOINTS.get(name, ())
-            bundle_run(source, staging / name, kept)
+            bundle_run(source, staging / name, kept, half=name != "swap-weak")  # LeNet-5 is small: float32
             if name.startswith("vgg11-"):
                 evolution.to_csv(staging / name / EVOLUTION_FILE, index=False, float_format="%.6f")
             if name != "swap-weak":

@@ -39,6 +39,7 @@ from moda_core import runs as run_store  # noqa: E402
 from moda_core.comparison import (COMPARE_COLUMNS, compare_markdown, read_compare_table,  # noqa: E402
                                   write_compare_table)
 from moda_core.decompose import decompose  # noqa: E402
+from moda_core.io import atomic_write_bytes  # noqa: E402
 from moda_core.metrics import subtask_sets, subtask_sweep  # noqa: E402
 from moda_core.runs import run_dataset  # noqa: E402
 from moda_core.summary import module_summary  # noqa: E402
@@ -132,7 +133,15 @@ def main() -> None:
         order = list(dict.fromkeys([*previous["model"], *table["model"]]))
         table = pd.concat([table, kept], ignore_index=True)
         table = table.sort_values("model", key=lambda c: c.map(order.index), kind="stable").reset_index(drop=True)
+    table[["epochs", "seed"]] = table[["epochs", "seed"]].astype(int)  # read back as floats when merged
     table = write_compare_table(out, table)
+    notes = [f"Epoch budgets: {', '.join(f'{m} {e}' for m, e in table.groupby('model', sort=False)['epochs'].first().items())} "
+             "(each row states its own); mnist5k, CPU, τ = {:g}.".format(args.tau)]
+    if args.timings_from:
+        notes.append(f"seconds_per_epoch and time_ratio_vs_standard come from `{args.timings_from}` (the same model, "
+                     "width and method timed in shorter runs; per-epoch cost does not depend on the budget).")
+    markdown = out.with_suffix(".md")
+    atomic_write_bytes(markdown, markdown.read_bytes() + ("\n" + "\n".join(notes) + "\n").encode())
     print(compare_markdown(table))
     print(f"wrote {out} and {out.with_suffix('.md')} ({time.perf_counter() - started:.0f} s)")
 

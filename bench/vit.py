@@ -7,7 +7,8 @@ accuracy next to the STANDARD model's accuracy on the same pairs (restricted to 
 It also reports the floor every ViT module sits on: the parameters no mask can drop (patch and
 position embeddings, attention, the norms, the MLP output biases: the residual stream is shared), as
 a fraction of the model, for one class and for a pair (+ its head rows), and the FLOPs of a pair
-module with no MLP hidden unit at all. Writes bench/results/vit.csv and vit.md.
+module with no MLP hidden unit at all, and the full model's test accuracy with every MLP hidden unit
+zeroed (what the floor alone does). Writes bench/results/vit.csv and vit.md.
 
     python bench/vit.py --moda runs/vit-moda --standard runs/vit-standard     # measure two finished runs
     python bench/vit.py --train --epochs 50 --runs-dir runs                   # train them first (CPU: ~1 h)
@@ -29,11 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 
 from bench.common import METHODS, median_epoch_seconds  # noqa: E402
-from moda_core.compose import parameter_count  # noqa: E402
+import torch  # noqa: E402
+
+from moda_core.activations import mask_points  # noqa: E402
+from moda_core.compose import parameter_count, point_units  # noqa: E402
 from moda_core.decompose import decompose  # noqa: E402
 from moda_core.errors import ModaError  # noqa: E402
 from moda_core.io import atomic_write_bytes  # noqa: E402
-from moda_core.metrics import count_flops, subtask_sets, subtask_sweep  # noqa: E402
+from moda_core.metrics import accuracy, count_flops, predict_logits, subtask_sets, subtask_sweep  # noqa: E402
 from moda_core.models.vit import ViTBlock  # noqa: E402
 from moda_core.runs import load_run, run_dataset  # noqa: E402
 from moda_core.summary import module_summary  # noqa: E402
@@ -41,7 +45,8 @@ from moda_core.train import TrainConfig, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("method", "epoch", "test_accuracy", "seconds_per_epoch", "mlp_units_kept", "mean_module_size",
-           "mean_overlap", "pairs", "pair_params_fraction", "pair_flops_fraction", "pair_composed_accuracy",
+           "mean_overlap", "accuracy_without_mlp", "pairs",
+           "pair_params_fraction", "pair_flops_fraction", "pair_composed_accuracy",
            "pair_standard_accuracy", "floor_module", "floor_pair", "floor_pair_flops")
 
 
@@ -67,17 +72,27 @@ def vit_floor(model) -> dict[str, float]:
             "floor_pair_flops": (flops - mlp_flops - head_flops) / flops}
 
 
+def accuracy_without_mlp(model, test) -> float:
+    """Test accuracy of the full model with EVERY MLP hidden unit zeroed: what attention, norms and
+    embeddings (the floor) do on their own."""
+    none = {point: torch.zeros(units, dtype=torch.bool) for point, units in point_units(model).items()}
+    with torch.no_grad(), mask_points(model, none):
+        return accuracy(predict_logits(model, test), test.labels)
+
+
 def measure(run, standard, pairs: list[list[int]], tau: float) -> dict:
     masks = decompose(run, tau, save=False).masks
     summary = module_summary(run.model, masks)
-    sweep = subtask_sweep(run.model, masks, run_dataset(run).test, pairs, reference=standard.model)
+    test = run_dataset(run).test
+    sweep = subtask_sweep(run.model, masks, test, pairs, reference=standard.model)
     train_cfg = run.config.get("train", {})
     method = "standard" if train_cfg.get("alpha") == train_cfg.get("beta") == train_cfg.get("gamma") == 0 else \
         train_cfg.get("method", "moda")
     return {"method": method, "epoch": run.epoch, "test_accuracy": run.history[run.epoch - 1]["test_accuracy"],
             "seconds_per_epoch": median_epoch_seconds(run),
             "mlp_units_kept": statistics.mean(m.float().mean().item() for m in masks.values()),
-            "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap, "pairs": len(pairs),
+            "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap,
+            "accuracy_without_mlp": accuracy_without_mlp(run.model, test), "pairs": len(pairs),
             "pair_params_fraction": statistics.mean(r["params_fraction"] for r in sweep),
             "pair_flops_fraction": statistics.mean(r["flops_fraction"] for r in sweep),
             "pair_composed_accuracy": statistics.mean(r["accuracy"] for r in sweep),
@@ -86,11 +101,13 @@ def measure(run, standard, pairs: list[list[int]], tau: float) -> dict:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| method | epochs | test acc. | MLP units per module | module size | overlap | pair model size | "
-             "pair FLOPs | pair acc. (standard) | floor: module / pair / pair FLOPs |", "|" + "---|" * 10]
+    lines = ["| method | epochs | test acc. | acc. without MLP units | MLP units per module | module size | overlap | "
+             "pair model size | pair FLOPs | pair acc. (standard) | floor: module / pair / pair FLOPs |",
+             "|" + "---|" * 11]
     for r in table.itertuples():
         lines.append(f"| {'MODA' if r.method == 'moda' else r.method} | {r.epoch} | {r.test_accuracy:.1%} | "
-                     f"{r.mlp_units_kept:.1%} | {r.mean_module_size:.1%} | {r.mean_overlap:.1%} | "
+                     f"{r.accuracy_without_mlp:.1%} | {r.mlp_units_kept:.1%} | {r.mean_module_size:.1%} | "
+                     f"{r.mean_overlap:.1%} | "
                      f"{r.pair_params_fraction:.1%} | "
                      f"{r.pair_flops_fraction:.1%} | {r.pair_composed_accuracy:.1%} ({r.pair_standard_accuracy:.1%}) | "
                      f"{r.floor_module:.1%} / {r.floor_pair:.1%} / {r.floor_pair_flops:.1%} |")

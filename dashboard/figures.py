@@ -213,6 +213,11 @@ def overlap_by_layer_pair(layers: Mapping[str, Mapping[str, float]]) -> go.Figur
 NOT_TRAINED = "measured, not trained"
 
 
+def _line_mode(epochs: Sequence[float]) -> str:
+    """Markers on short histories only: on a long one they hide the lines (and the dashes)."""
+    return "lines+markers" if len(epochs) <= 30 else "lines"
+
+
 def _epoch_ticks(fig: go.Figure, epochs: Sequence[float]) -> None:
     """Whole epochs only on the x axis (never 1.5, 2.5)."""
     last = max([int(e) for e in epochs], default=1)
@@ -229,23 +234,27 @@ def history_figure(history: Sequence[Mapping[str, float]], terms: Sequence[str] 
                    trained: Mapping[str, bool] | None = None) -> go.Figure:
     """Lines of loss terms per epoch (one trace per term present in the history). ``trained`` says which
     terms were part of the training loss (weight > 0); the others (e.g. the modular terms of a standard
-    run, only measured) are dashed and named "TERM (measured, not trained)"."""
+    run, only measured) are dashed and listed in the legend under "measured, not trained"."""
     epochs = [row["epoch"] for row in history]
     fig = go.Figure()
-    for term in terms:
+    shown = [t for t in terms if any(not np.isnan(row.get(t, float("nan"))) for row in history)]
+    measured = {t for t in shown if trained is not None and not trained.get(t, True)}
+    for term in shown:
         values = [row.get(term, float("nan")) for row in history]
-        if values and not all(np.isnan(values)):
-            measured_only = trained is not None and not trained.get(term, True)
-            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers",
-                                     name=f"{term} ({NOT_TRAINED})" if measured_only else term,
-                                     line=dict(dash="dash") if measured_only else None))
+        group = NOT_TRAINED if term in measured else "trained"
+        fig.add_trace(go.Scatter(x=epochs, y=values, mode=_line_mode(epochs), name=term,
+                                 line=dict(dash="dash") if term in measured else None,
+                                 legendgroup=group if measured else None,
+                                 legendgrouptitle_text=group if measured else None,
+                                 hovertemplate=f"{term}{f' ({NOT_TRAINED})' if term in measured else ''}, "
+                                               "epoch %{x}: %{y:.4g}<extra></extra>"))
     _epoch_ticks(fig, epochs)
     return _layout(fig, title, "epoch", "loss term")
 
 
 def accuracy_figure(history: Sequence[Mapping[str, float]], title: str = "Accuracy per epoch") -> go.Figure:
     epochs = [row["epoch"] for row in history]
-    fig = go.Figure([go.Scatter(x=epochs, y=[row.get(k, float("nan")) for row in history], mode="lines+markers",
+    fig = go.Figure([go.Scatter(x=epochs, y=[row.get(k, float("nan")) for row in history], mode=_line_mode(epochs),
                                 name=k.replace("_", " "), line=dict(color=c))
                      for k, c in (("train_accuracy", PAIR_COLOURS[0]), ("test_accuracy", PAIR_COLOURS[1]))])
     fig.update_layout(yaxis_tickformat=".0%")
@@ -549,9 +558,13 @@ def _stacked_lines(series: Mapping[str, Mapping[str, Sequence[float]]], methods:
                                      line=dict(color=colour),
                                      hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{label}</extra>"),
                           row=row, col=1)
-            fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=row, col=1)
-    fig.update_layout(template="plotly_white", height=260 * len(panels) + 80, margin=dict(l=60, r=20, t=90, b=50),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
+            # shares of the weights from 0; accuracies zoomed in, so that a 1-point difference shows
+            accuracy = "accuracy" in column
+            fig.update_yaxes(tickformat=".1%" if accuracy else ".0%", rangemode="normal" if accuracy else "tozero",
+                             row=row, col=1)
+    # the legend under the last panel: above the panels it would collide with the title
+    fig.update_layout(template="plotly_white", height=260 * len(panels) + 140, margin=dict(l=60, r=20, t=70, b=110),
+                      legend=dict(orientation="h", yanchor="top", y=-0.08, x=0))
     return fig
 
 

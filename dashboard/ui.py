@@ -9,6 +9,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from dashboard import state
+from moda_core import runs as run_store
 from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
 
@@ -105,12 +106,12 @@ TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 1.0, 0.01
 def run_token(spec: str) -> str:
     """How the URL names a run: ``FOLDER/RUN`` or ``FOLDER/RUN@EPOCH`` with the folder's public label (the
     bundled demo is ``demo``); never a server path. Links are resolved only against the offered runs."""
-    label = state.run_label(spec)
-    name, _, epoch = label.partition(" @ epoch ")
+    path, epoch = run_store.split_run_spec(spec)
+    name = state.run_label(str(path))  # FOLDER/RUN, the folder by its public label
     demo = next((f.label for f in state.configured_folders() if f.bundled), None)
     if demo and name.startswith(demo + "/"):
         name = "demo" + name[len(demo):]
-    return f"{name}@{epoch}" if epoch else name
+    return name if epoch is None else f"{name}@{epoch}"
 
 
 def _resolve_token(token: str, specs: list[str]) -> str | None:

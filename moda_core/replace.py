@@ -219,7 +219,7 @@ def calibrate(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
     labels = train.labels.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.calibration.parameters(), lr=lr)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(labels), device=device, generator=generator)
         for start in range(0, len(labels), batch_size):
             index = order[start:start + batch_size]
@@ -227,6 +227,10 @@ def calibrate(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        # one check per epoch (not per step: no host sync in the loop); a diverged layer stays diverged
+        if not all(torch.isfinite(p).all() for p in model.calibration.parameters()):
+            raise ModaError(f"calibration diverged (non-finite weights) in epoch {epoch} of {epochs} "
+                            f"at learning rate {lr}: try a smaller --lr")
     return model.eval()
 
 

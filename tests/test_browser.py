@@ -60,13 +60,13 @@ def server(tmp_path_factory):
         (folder / "compare.csv").write_text(COMPARE_CSV)
         (folder / "train_overhead.json").write_text(json.dumps(TRAIN_OVERHEAD))
         compare_csv = str(folder / "compare.csv")
-    env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"), MODA_COMPARE_CSV=compare_csv)
+    # served as `make run` serves it (dashboard/serve.py: st.navigation only, even for a first visit to
+    # /compose or a reload there); no file watcher, so edits elsewhere in the tree do not disturb the test
+    env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"), MODA_COMPARE_CSV=compare_csv,
+               STREAMLIT_SERVER_FILE_WATCHER_TYPE="none")
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -244,19 +244,20 @@ def check_swap_arrow(page) -> None:
 
 def slider_value(page) -> str:
     """The τ slider's value as its thumb shows it (e.g. "0.80")."""
-    return page.evaluate("""() => {
+    return page.wait_for_function("""() => {
       const thumb = document.querySelector("[data-testid='stSliderThumbValue']");
       const slider = document.querySelector("[role='slider']");
-      return (thumb && thumb.innerText) || slider.getAttribute('aria-valuetext') || slider.getAttribute('aria-valuenow');
-    }""").strip()
+      return (thumb && thumb.innerText.trim()) || (slider && (slider.getAttribute('aria-valuetext')
+                                                             || slider.getAttribute('aria-valuenow')));
+    }""").json_value().strip()
 
 
 def run_picker_text(page) -> str:
     """What the page's first select box (its run picker) shows: its text and its input's value."""
-    return page.evaluate("""() => {
+    return page.wait_for_function("""() => {
       const box = document.querySelector("[data-testid='stSelectbox']");
-      return box.innerText + ' ' + [...box.querySelectorAll('input')].map(i => i.value).join(' ');
-    }""")
+      return box && (box.innerText + ' ' + [...box.querySelectorAll('input')].map(i => i.value).join(' '));
+    }""").json_value()
 
 
 def url_state(page) -> dict[str, str]:
@@ -283,7 +284,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     wait_ready(page)
     page.wait_for_function("() => new URLSearchParams(location.search).get('tau') === '0.79'")
     clicked = time.perf_counter()
-    page.get_by_role("link", name="Compose").click()
+    page.get_by_role("link", name="Compose", exact=True).click()
     page.get_by_role("heading", name="Compose").wait_for()
     page.get_by_text("Accuracy on these classes").wait_for()
     wait_charts(page, 1)
@@ -299,7 +300,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.79"
     # and a page without pickers keeps them too, through a reload
-    page.get_by_role("link", name="How MODA works").click()
+    page.get_by_role("link", name="How MODA works", exact=True).click()
     page.get_by_role("heading", name="How MODA works").wait_for()
     wait_ready(page)
     wait_charts(page, 1)
@@ -307,7 +308,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.reload()
     page.get_by_role("heading", name="How MODA works").wait_for()
     wait_ready(page)
-    page.get_by_role("link", name="Activations").click()
+    page.get_by_role("link", name="Activations", exact=True).click()
     page.get_by_text("τ = 0.79").first.wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page)
@@ -316,6 +317,8 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.9")
     page.get_by_role("heading", name="Modules forming over training").wait_for()
     wait_ready(page)
+    # the shipped curves, or the button that computes them (whichever the page shows)
+    page.locator(".js-plotly-plot .main-svg, button:has-text('Compute')").first.wait_for()
     compute = page.get_by_role("button", name="Compute")
     if compute.count():
         compute.click()
@@ -323,7 +326,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     wait_ready(page)
     traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data"
                            ".map(t => ({name: t.name, axis: t.yaxis, n: t.x.length}))")
-    names = {t["name"].split(" (")[0] for t in traces}
+    names = {t["name"].split(":")[0] for t in traces}
     assert {"MODA", "standard training"} <= names, traces
     assert {t["axis"] for t in traces} == {"y", "y2", "y3"}, traces
     page.screenshot(path=str(SHOTS / "evolution.png"), full_page=True)
@@ -332,6 +335,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.goto(f"{url}/tau?run=demo/vgg11-moda&tau=0.9")
     page.get_by_role("heading", name="The τ trade-off").wait_for()
     wait_ready(page)
+    page.locator(".js-plotly-plot .main-svg, button:has-text('Compute the trade-off')").first.wait_for()
     compute = page.get_by_role("button", name="Compute the trade-off")
     if compute.count():
         compute.click()

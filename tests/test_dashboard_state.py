@@ -138,6 +138,7 @@ def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, 
     app = fresh({"tau": "0.63"}, "evolution")  # a τ nothing ships a curve for
     assert "Not computed yet at τ = 0.63" in texts(app)
     app.button(key="evo_compute").click().run()
+    assert "Not computed yet" not in texts(app)  # redrawn from the cache once computed
     kinds = {spec.rsplit("/", 1)[-1] for _, spec, _ in calls}
     assert {"vgg11-moda", "vgg11-standard"} <= kinds and "swap-weak" not in kinds  # twins only
     figure = charts(app)[0]

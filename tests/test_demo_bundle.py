@@ -18,10 +18,11 @@ from moda_core.summary import module_summary
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO = ASSETS / "demo"
 VGG_RUNS = ["vgg11-moda", "vgg11-standard", "vgg11-mwt"]
-DEMO_RUNS = [*VGG_RUNS, "swap-strong", "swap-weak"]
-DECOMPOSED = [*VGG_RUNS, "swap-strong"]
+VIT_RUNS = ["vit-moda", "vit-standard"]  # H14B's pair: final weights only
+DEMO_RUNS = [*VGG_RUNS, "swap-strong", "swap-weak", *VIT_RUNS]
+DECOMPOSED = [*VGG_RUNS, "swap-strong", *VIT_RUNS]
 EVOLUTION = "evolution.csv"
-DEMO_BUDGET_MB = 16.5  # assets/ stays under ~20 MB with mnist5k.npz (0.8 MB) and the ViT pair (~3 MB)
+ASSETS_BUDGET_MB = 20  # the whole assets/ folder: demo runs, mnist5k.npz (0.8 MB), scripts
 
 
 def _size_mb(folder: Path) -> float:
@@ -35,11 +36,12 @@ def test_bundle_is_complete_and_small():
     assert summaries["vgg11-moda"]["alpha"] > 0 and summaries["vgg11-standard"]["alpha"] == 0
     assert summaries["vgg11-mwt"]["method"] == "mwt"
     assert all(summaries[name]["epochs_done"] == 100 for name in [*VGG_RUNS, "swap-strong"])  # converged budget
+    assert all(summaries[name]["epochs_done"] == 50 for name in VIT_RUNS)
     weak = summaries["swap-weak"]
     assert weak["checkpoints"] and max(weak["checkpoints"]) < weak["epochs_done"]  # under-fit early, over-fit last
     assert len(summaries["vgg11-moda"]["checkpoints"]) >= 2 and summaries["vgg11-standard"]["checkpoints"]
     assert not list(DEMO.rglob(runs.OPTIMIZER))  # demo runs are not resumable: no optimizer state
-    assert _size_mb(DEMO) < DEMO_BUDGET_MB
+    assert _size_mb(ASSETS) < ASSETS_BUDGET_MB
 
 
 def test_half_precision_checkpoints_load_as_float32():
@@ -105,3 +107,38 @@ def test_converged_moda_demo_keeps_the_papers_promise():
     assert standard["mean_module_size"] >= 0.5
     evolution = pd.read_csv(DEMO / "vgg11-moda" / EVOLUTION)
     assert evolution["mean_module_size"].iloc[0] > 2 * moda["mean_module_size"]  # modules form over training
+
+
+def _make_demo_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_demo", ASSETS / "make_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bundling_a_run_keeps_chosen_checkpoints_in_half_precision(lenet_moda_run, tmp_path):
+    make_demo = _make_demo_module()
+    target = tmp_path / "bundled"
+    make_demo.bundle_run(lenet_moda_run.path, target, (1, 2))
+    assert runs.list_checkpoints(target) == [1, 2] and not (target / runs.OPTIMIZER).exists()
+    header = runs.read_tensor_header(runs.checkpoint_path(target, 1))
+    assert {info["dtype"] for name, info in header.items() if name != "__metadata__"} <= {"F16", "I64"}
+    original, bundled = runs.load_run(f"{lenet_moda_run.path}@1"), runs.load_run(f"{target}@1")
+    for (name, a), b in zip(original.model.state_dict().items(), bundled.model.state_dict().values()):
+        assert b.dtype == a.dtype and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3), name
+    assert runs.load_run(target).metrics == lenet_moda_run.metrics  # final weights: copied as they are
+    with pytest.raises(Exception, match="no checkpoint for epoch"):
+        make_demo.bundle_run(lenet_moda_run.path, tmp_path / "other", (7,))
+
+
+def test_reuse_refuses_a_run_trained_with_other_settings(lenet_moda_run):
+    make_demo = _make_demo_module()
+    from moda_core.train import TrainConfig
+
+    same = TrainConfig(model="lenet5", epochs=3, seed=0, checkpoint_every=1)
+    assert make_demo.reusable(lenet_moda_run.path, same)
+    assert not make_demo.reusable(lenet_moda_run.path.parent / "absent", same)
+    with pytest.raises(Exception, match="other settings"):
+        make_demo.reusable(lenet_moda_run.path, TrainConfig(model="lenet5", epochs=4, seed=0, checkpoint_every=1))

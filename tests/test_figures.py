@@ -228,10 +228,12 @@ def test_loss_terms_that_were_not_trained_say_so():
     history = [{"epoch": 1, "ce": 1.0, "affinity": 0.3, "dispersion": 0.5, "compactness": 0.2}]
     fig = figures.history_figure(history, trained={"ce": True, "affinity": False, "dispersion": False,
                                                    "compactness": False})
-    assert [t.name for t in fig.data] == ["ce"] + [f"{t} (measured, not trained)"
-                                                   for t in ("affinity", "dispersion", "compactness")]
+    assert [t.name for t in fig.data] == ["ce", "affinity", "dispersion", "compactness"]
+    assert [t.legendgrouptitle.text for t in fig.data] == ["trained"] + ["measured, not trained"] * 3
     assert fig.data[0].line.dash is None and fig.data[1].line.dash == "dash"
-    assert [t.name for t in figures.history_figure(history).data] == ["ce", "affinity", "dispersion", "compactness"]
+    assert "not trained" in fig.data[1].hovertemplate and "not trained" not in fig.data[0].hovertemplate
+    plain = figures.history_figure(history)
+    assert not any(t.legendgrouptitle.text for t in plain.data) and not any(t.line.dash for t in plain.data)
 
 
 def test_two_module_size_charts_differ_in_title_colour_and_have_a_legend():

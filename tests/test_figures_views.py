@@ -40,9 +40,13 @@ def test_evolution_figure_three_panels_one_line_per_run_and_method_colours():
     assert fig.layout.xaxis.matches == "x3" or fig.layout.xaxis2.matches == "x"
     assert fig.layout.xaxis3.title.text == "epoch" and not fig.layout.xaxis.title.text
     assert fig.layout.xaxis.dtick == 2 and fig.layout.xaxis.tickmode == "linear"
-    assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.yaxis3.tickformat == ".0%"
+    assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.yaxis2.tickformat == ".0%"
     titles = [a.text for a in fig.layout.annotations]
     assert titles == [title for _, title in figures.EVOLUTION_PANELS]
+    # sizes and overlaps from 0; accuracy zoomed in; the legend below the panels, clear of the title
+    assert fig.layout.yaxis.rangemode == "tozero" and fig.layout.yaxis2.rangemode == "tozero"
+    assert fig.layout.yaxis3.rangemode == "normal" and fig.layout.yaxis3.tickformat == ".1%"
+    assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"
 
 
 @pytest.mark.parametrize("last, step", [(1, 1), (10, 1), (11, 2), (20, 2), (40, 5), (100, 10), (150, 20),

@@ -152,6 +152,15 @@ def test_calibration_is_seeded(pair, masks):
     assert not torch.equal(a.calibration.weight, CalibratedModel(weak.model, a.module, 0).calibration.weight)
 
 
+def test_calibration_that_diverges_is_a_clear_error(pair, masks):
+    weak, strong = pair
+    train_split = run_dataset(weak).train
+    # a zero std makes every normalised image non-finite, so the loss is NaN from the first step
+    broken = dataclasses.replace(train_split, std=torch.zeros_like(train_split.std))
+    with pytest.raises(ModaError, match=r"calibration diverged .* epoch 1 of 2 .* smaller --lr"):
+        calibrate(weak.model, strong.model, masks, 0, 2, broken, epochs=2)
+
+
 def test_normalize_replaces_the_target_probability(pair, masks):
     weak, strong = pair
     data = run_dataset(weak)

@@ -304,3 +304,64 @@ def test_a_bundled_vit_module_repairs_the_weak_demo_model():
     assert report["strong_class_id"] == 3 and report["module_params_fraction"] < 0.6
     assert report["target_gain"] >= 0.2, report  # measured: 59% → 99% on the current bundle
     assert report["other_max_drop"] <= 0.05, report
+
+
+@pytest.fixture
+def vit_demo_pages(monkeypatch):
+    """Dashboard pages opened headless (AppTest, through app.py) on the bundled runs."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
+    init = PagesManager.__init__
+
+    def navigation_only(self, *args, **kwargs):  # as tests/test_dashboard.py: run pages through app.py
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+
+    def open_page(page, **runs):
+        app = AppTest.from_file(str(DEMO.parent.parent / "dashboard" / "app.py"), default_timeout=180)
+        app.run()
+        app.switch_page(f"pages/{page}.py").run()
+        for key, name in runs.items():
+            app.selectbox(key=key).set_value(str(DEMO / name)).run()
+        assert not app.exception and not app.error, [e.value for e in [*app.exception, *app.error]]
+        return app
+
+    return open_page
+
+
+def chart_titles(app):
+    import json
+
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+
+
+def test_dashboard_pages_on_the_bundled_vit_pair(vit_demo_pages):
+    app = vit_demo_pages("activations", act_run="vit-moda")
+    points = app.selectbox(key="act_point")
+    assert points.options == [f"blocks.{i}.mlp.relu" for i in range(vit_module.DEPTH)]  # heatmaps per block
+    for point in points.options:
+        points.set_value(point).run()
+        assert not app.exception and any(point in title for title in chart_titles(app))
+
+    app = vit_demo_pages("modules", mod_run_a="vit-moda", mod_run_b="vit-standard")
+    assert sum(title.startswith("Weight overlap") for title in chart_titles(app)) == 2
+    sizes = [float(m.value.rstrip("%")) for m in app.metric if m.label == "Mean module size"]
+    assert len(sizes) == 2 and sizes[0] < 60 < 85 < sizes[1]  # MODA's ViT modules vs standard training's
+
+    app = vit_demo_pages("compose", comp_run="vit-moda")
+    params, full = int(app.metric[0].value.replace(",", "")), sum(p.numel() for p in build_model("vit").parameters())
+    assert 0.5 * full < params < 0.6 * full  # the floor (52%) plus the kept MLP units of two classes
+    app.button(key="comp_export").click().run()
+    assert not app.exception and app.get("download_button")
+
+
+@pytest.mark.slow
+def test_swap_page_repairs_with_a_vit_module(vit_demo_pages):
+    app = vit_demo_pages("swap", swap_strong="vit-moda")
+    app.button(key="swap_go").click().run()
+    assert not app.exception and not app.error
+    assert any("swap" in title for title in chart_titles(app))

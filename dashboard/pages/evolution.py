@@ -17,7 +17,7 @@ if spec is None:
     st.stop()
 tau = ui.tau_slider("evo_tau")
 group = study_jobs.twins(summaries, spec)
-labels = {kind: f"{figures.method_label(kind)} ({state.run_label(s)})" for kind, s in group.items()}
+labels = {kind: f"{figures.method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
 known = {kind: study_jobs.cached("evolution", s, tau) for kind, s in group.items()}
 missing = [kind for kind, frame in known.items() if frame is None]
 
@@ -34,7 +34,8 @@ if missing:
                                                  what=f"Decomposing the checkpoints of {state.run_label(group[kind])}")
         except study_jobs.StudyBusy as error:
             st.warning(f"{error}.")
-        missing = [kind for kind, frame in known.items() if frame is None]
+        else:
+            st.rerun()  # redraw from the cache, without this notice
     shipped = {k: study_jobs.precomputed("evolution", group[k], study_jobs.PRECOMPUTED_TAU) for k in missing}
     if missing and all(frame is not None for frame in shipped.values()):
         st.caption(f"Meanwhile: the runs' precomputed curves at τ = {study_jobs.PRECOMPUTED_TAU:.2f}.")

@@ -121,9 +121,13 @@ if interrupted:
         if st.session_state.get("runs_delete") == s["path"]:
             st.error(f"Delete `{label}` and its {s.get('epochs_done') or 0} saved epoch(s)? This cannot be undone.")
             if st.button(f"Yes, delete {s['name']}", key=f"delete_yes_{s['name']}"):
-                shutil.rmtree(s["path"], ignore_errors=True)
                 st.session_state.pop("runs_delete", None)
-                st.rerun()
+                try:
+                    shutil.rmtree(s["path"])
+                except OSError as error:
+                    st.error(f"`{label}` could not be deleted: {state.public(str(error))}")
+                else:
+                    st.rerun()
 
 if openable:
     st.subheader("Training curves")

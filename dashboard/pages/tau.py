@@ -21,7 +21,7 @@ group = study_jobs.twins(summaries, spec)
 chosen_kind = next(iter(group))
 partner = "standard" if chosen_kind != "standard" else "moda"
 group = {k: s for k, s in group.items() if k in (chosen_kind, partner)}
-labels = {kind: f"{figures.method_label(kind)} ({state.run_label(s)})" for kind, s in group.items()}
+labels = {kind: f"{figures.method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
 known = {kind: study_jobs.cached("tau", s) for kind, s in group.items()}
 missing = [kind for kind, frame in known.items() if frame is None]
 grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
@@ -38,6 +38,8 @@ if missing:
                                                  what=f"Sweeping τ for {state.run_label(group[kind])}")
         except study_jobs.StudyBusy as error:
             st.warning(f"{error}.")
+        else:
+            st.rerun()  # redraw from the cache, without this notice
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
