@@ -77,3 +77,62 @@ vgg11,0.25,standard,15,0,0.988,2.27,1.0,0.81,0.71,0.94,0.997,0.997
 vgg11,0.25,moda,15,0,0.986,17.98,7.92,0.37,0.23,0.59,0.996,0.997
 vgg11,0.25,mwt,15,0,0.981,2.90,1.28,0.42,0.30,0.60,0.993,0.997
 """
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServedDashboard:
+    """``python -m dashboard.serve`` (what ``make run`` starts) in a subprocess: started on a free port,
+    waited for until its health check answers, stopped on exit. ``output`` holds what it printed."""
+
+    def __init__(self, env: dict, args: tuple = (), start_timeout: float = 90) -> None:
+        import pathlib
+
+        self.port, self.env, self.args, self.start_timeout = free_port(), env, list(args), start_timeout
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.root = pathlib.Path(__file__).resolve().parent.parent
+        self.output = ""
+
+    def __enter__(self) -> "ServedDashboard":
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        import pytest
+
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(self.port),
+                                         *self.args], cwd=self.root, env=self.env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                pytest.fail(f"the dashboard did not start on {self.url}:\n{self.output[-3000:]}")
+            time.sleep(0.2)
+
+    def __exit__(self, *_exc) -> None:
+        import subprocess
+
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout:
+            self.output = self.process.stdout.read().decode(errors="replace")

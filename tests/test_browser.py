@@ -14,17 +14,14 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
+from helpers import ServedDashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 # `make screenshots` sets this to docs/screenshots (the README's pictures); a plain test run keeps the
@@ -39,12 +36,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # A small hand-made bench/compare.py table (and step-time ratios) for the Compare page, so that it shows its
 # charts before the real bench/results/compare.csv exists. Set MODA_COMPARE_CSV to show another table.
 TRAIN_OVERHEAD = {"device": "hand-made example", "lenet5": {"moda_ratio": 1.25, "mwt_ratio": 1.1},
@@ -53,7 +44,6 @@ TRAIN_OVERHEAD = {"device": "hand-made example", "lenet5": {"moda_ratio": 1.25, 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
     compare_csv = os.environ.get("MODA_COMPARE_CSV")
     if not compare_csv:
         folder = tmp_path_factory.mktemp("compare")
@@ -64,29 +54,8 @@ def server(tmp_path_factory):
     # /compose or a reload there); no file watcher, so edits elsewhere in the tree do not disturb the test
     env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"), MODA_COMPARE_CSV=compare_csv,
                STREAMLIT_SERVER_FILE_WATCHER_TYPE="none")
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--host", "127.0.0.1", "--port", str(port)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-                    pytest.fail(f"streamlit did not start on {url}:\n{output[-3000:]}")
-                time.sleep(0.2)
-        yield url, started
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with ServedDashboard(env, ("--host", "127.0.0.1"), start_timeout=60) as served:
+        yield served.url, served.started
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,8 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import serve, state, training
 from dashboard.ui import PAGE_STOPPED
+from helpers import ServedDashboard
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.train import TrainConfig
@@ -352,12 +350,6 @@ def test_streamlit_config_holds_the_serving_defaults():
             assert f"{section}.{key}" in options, f"{section}.{key} is not a streamlit option"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def listening_addresses(port: int) -> set[str]:
     """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on ``port``."""
     found = set()
@@ -377,38 +369,18 @@ def listening_addresses(port: int) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
 def test_the_real_server_listens_on_loopback_only():
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MODA_HOST", "HOST")}
     env["MODA_RUNS_DIR"] = str(DEMO)
-    process = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-                    pytest.fail(f"the dashboard did not start:\n{output[-3000:]}")
-                time.sleep(0.3)
-        addresses = listening_addresses(port)
+    with ServedDashboard(env) as served:
+        addresses = listening_addresses(served.port)
         assert addresses == {"0100007F"}, addresses  # 127.0.0.1 only: not 0.0.0.0, not ::
         # and another address of this machine, if it has one, does not answer
         others = [a for a in _local_addresses() if not a.startswith("127.")]
         for address in others[:2]:
             with socket.socket() as sock:
                 sock.settimeout(2)
-                assert sock.connect_ex((address, port)) != 0, address
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                assert sock.connect_ex((address, served.port)) != 0, address
+    output = served.output
     assert "warning:" not in output
 
 
@@ -435,21 +407,10 @@ def test_a_first_visit_to_a_page_link_goes_through_the_app():
     """Right after the server starts, a bookmarked /compose must still get app.py's sidebar and error guard
     (Streamlit would otherwise run pages/compose.py alone: it has a pages/ folder next to app.py)."""
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MODA_HOST", "HOST")}
     env["MODA_RUNS_DIR"] = str(DEMO)
-    process = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
-                time.sleep(0.3)
+    with ServedDashboard(env) as served:
+        url = served.url
         with playwright_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM,
                                                  args=["--headless", "--no-sandbox", "--disable-gpu"])
@@ -460,9 +421,3 @@ def test_a_first_visit_to_a_page_link_goes_through_the_app():
             page.get_by_text("Runs folder").first.wait_for()  # drawn by app.py
             assert page.title() == "MODA Studio"
             browser.close()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
