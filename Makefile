@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 
 # refresh the README's screenshots (needs Debian's chromium)
 screenshots: $(VENV)/.installed
-	MODA_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest -q -m browser -s
+	MODA_SCREENSHOTS_DIR=docs/screenshots MODA_COMPARE_CSV=bench/results/compare.csv $(PY) -m pytest -q -m browser -s
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,8 +23,10 @@ HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="MODA Studio", layout="wide")
 pages = [
-    st.Page(HERE / "pages" / "runs.py", title="Runs & training", url_path="runs", default=True),
-    st.Page(HERE / "pages" / "how.py", title="How MODA works", url_path="how"),
+    # The landing page lives at "/" (Streamlit ignores a default page's url_path), so every other page,
+    # Runs included, keeps a working direct link such as /runs.
+    st.Page(HERE / "pages" / "how.py", title="How MODA works", url_path="how", default=True),
+    st.Page(HERE / "pages" / "runs.py", title="Runs & training", url_path="runs"),
     st.Page(HERE / "pages" / "activations.py", title="Activations", url_path="activations"),
     st.Page(HERE / "pages" / "modules.py", title="Modules", url_path="modules"),
     st.Page(HERE / "pages" / "evolution.py", title="Modules over training", url_path="evolution"),

@@ -91,8 +91,9 @@ def test_every_page_in_a_real_browser(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1900})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
 
-    # Runs & training: the first page; start-up = process start → title and curves visible
-    page.goto(url)
+    # Runs & training through its direct link (a bookmark of /runs must not say "Page not found");
+    # start-up = process start → title and curves visible
+    page.goto(f"{url}/runs")
     page.get_by_role("heading", name="MODA Studio").wait_for()
     timings["startup_to_title_seconds"] = time.perf_counter() - started
     page.locator(".js-plotly-plot").first.wait_for()
@@ -100,6 +101,7 @@ def test_every_page_in_a_real_browser(server, browser):
     wait_ready(page)
     assert page.locator("[data-testid='stDataFrame']").first.is_visible()  # the table (drawn on a canvas)
     assert page.get_by_role("heading", name="Training curves").is_visible()
+    assert page.get_by_text("Page not found").count() == 0
     wait_charts(page, 2)
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
 

@@ -63,7 +63,7 @@ def texts(app: AppTest) -> str:
 
 
 def test_runs_page_lists_demo_runs_and_curves(demo_env):
-    app = open_page()
+    app = open_page("runs")
     assert app.title[0].value == "MODA Studio"
     table = app.dataframe[0].value
     assert {"vgg11-moda", "vgg11-standard", "swap-strong", "swap-weak"} <= {r.split("/")[-1] for r in table["run"]}
@@ -124,7 +124,7 @@ def test_empty_and_broken_runs_folders(monkeypatch, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("MODA_RUNS_DIR", str(empty))
-    app = open_page()
+    app = open_page("runs")
     assert "No runs yet" in texts(app)
     for page in ("activations", "modules", "compose", "swap"):
         app = open_page(page)
@@ -135,7 +135,7 @@ def test_empty_and_broken_runs_folders(monkeypatch, tmp_path):
     (broken / "bad").mkdir()
     (broken / "bad" / "config.json").write_text("{not json")
     monkeypatch.setenv("MODA_RUNS_DIR", str(broken))
-    app = open_page()
+    app = open_page("runs")
     assert any("bad" in w.value and "corrupt JSON" in w.value for w in app.warning)
     assert str(tmp_path) not in texts(app)  # no server path, the folder's label instead
     table = app.dataframe[0].value
@@ -148,7 +148,7 @@ def test_runs_page_trains_a_new_run_with_live_progress(monkeypatch, tmp_path):
     from dashboard import training
 
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
-    app = open_page()
+    app = open_page("runs")
     app.selectbox(key="train_model").set_value("mlp")
     app.number_input(key="train_epochs").set_value(2)
     app.text_input(key="train_name").set_value("from-the-page")
@@ -169,12 +169,12 @@ def test_runs_page_trains_a_new_run_with_live_progress(monkeypatch, tmp_path):
 def test_a_path_that_is_not_a_runs_folder_says_why(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", os.pathsep.join([str(DEMO), str(tmp_path / "nowhere")]))
     monkeypatch.setenv("MODA_TRAINING", "off")
-    app = open_page()
+    app = open_page("runs")
     assert any("does not exist" in w.value for w in app.sidebar.warning)
     assert str(tmp_path) not in texts(app) + "".join(w.value for w in app.sidebar.warning)
     monkeypatch.delenv("MODA_TRAINING")
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO / "vgg11-moda"))
-    app = open_page()
+    app = open_page("runs")
     assert any("single run, not a folder of runs" in w.value for w in app.sidebar.warning)
 
 
@@ -305,7 +305,7 @@ def test_activations_kept_units_sentence_and_shared_group(demo_env):
 
 def test_train_form_width_follows_the_model(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
-    app = open_page()
+    app = open_page("runs")
     assert app.selectbox(key="train_model").value == "lenet5" and app.select_slider(key="train_width").value == 1.0
     app.selectbox(key="train_model").set_value("vgg11").run()
     assert app.select_slider(key="train_width").value == 0.25  # not a full-width VGG on a laptop CPU
@@ -314,7 +314,7 @@ def test_train_form_width_follows_the_model(monkeypatch, tmp_path):
 
 
 def test_runs_table_has_width_classes_and_data_fraction(demo_env):
-    app = open_page()
+    app = open_page("runs")
     table = app.dataframe[0].value.set_index("run")
     assert {"width", "classes", "data fraction"} <= set(table.columns)
     weak = table.loc[[r for r in table.index if r.endswith("/swap-weak")][0]]
@@ -324,7 +324,7 @@ def test_runs_table_has_width_classes_and_data_fraction(demo_env):
 
 
 def test_standard_runs_loss_curves_say_modular_terms_were_not_trained(demo_env):
-    app = open_page()
+    app = open_page("runs")
     app.selectbox(key="runs_run").set_value(str(DEMO / "vgg11-standard")).run()
     groups = {t["name"]: t.get("legendgrouptitle", {}).get("text") for t in charts(app)[0]["data"]}
     assert groups["ce"] == "trained" and groups["dispersion"] == "measured, not trained"
@@ -338,7 +338,7 @@ def test_invalid_run_name_says_why_and_starts_nothing(monkeypatch, tmp_path):
 
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
     (tmp_path / "taken").mkdir()
-    app = open_page()
+    app = open_page("runs")
     for name, why in (("has space/slash", "not a plain folder name"), ("taken", "already exists")):
         app.text_input(key="train_name").set_value(name)
         app.form_submit_button[0].click().run()
@@ -357,7 +357,7 @@ def test_failed_training_shows_why_without_cli_flags_or_a_stuck_bar(monkeypatch,
     slot = training.TrainingSlot(runner=failing)
     monkeypatch.setattr(training, "slot", lambda: slot)
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
-    app = open_page()
+    app = open_page("runs")
     app.form_submit_button[0].click().run()
     assert slot.wait(timeout=30)
     app.run()
@@ -375,7 +375,7 @@ def test_training_goes_on_after_leaving_the_page_and_interrupted_runs_offer_resu
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
     slot = training.TrainingSlot()
     monkeypatch.setattr(training, "slot", lambda: slot)
-    app = open_page()
+    app = open_page("runs")
     app.selectbox(key="train_model").set_value("mlp").run()
     app.number_input(key="train_epochs").set_value(2)
     app.text_input(key="train_name").set_value("left-behind")
@@ -389,7 +389,7 @@ def test_training_goes_on_after_leaving_the_page_and_interrupted_runs_offer_resu
     config = json.loads((tmp_path / "left-behind" / "config.json").read_text())
     config["train"]["epochs"] = 3
     (tmp_path / "left-behind" / "config.json").write_text(json.dumps(config))
-    app = open_page()
+    app = open_page("runs")
     assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"]))[
         f"{tmp_path.name}/left-behind"] == "interrupted"
     assert app.button(key="resume_left-behind") and app.button(key="delete_left-behind")
@@ -457,7 +457,7 @@ def test_compare_page_zooms_accuracy_and_shows_one_decimal_percentages(monkeypat
 def test_empty_state_names_the_folder(monkeypatch, tmp_path):
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path / "empty"))
-    app = open_page()
+    app = open_page("runs")
     message = next(i.value for i in app.info if "No runs yet" in i.value)
     assert "No runs yet in `empty`" in message and " in ." not in message
 
@@ -485,7 +485,7 @@ def test_an_interrupted_run_can_be_deleted_after_a_confirmation(monkeypatch, tmp
     config["train"]["epochs"] += 10  # its last epochs never came
     (run / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
-    app = open_page()
+    app = open_page("runs")
     assert any("stopped before their last epoch" in w.value for w in app.warning)
     assert app.button(key="resume_cut-short")
     app.button(key="delete_cut-short").click().run()
@@ -493,3 +493,12 @@ def test_an_interrupted_run_can_be_deleted_after_a_confirmation(monkeypatch, tmp
     app.button(key="delete_yes_cut-short").click().run()
     assert not app.exception and not run.exists()
     assert "cut-short" not in texts(app)
+
+
+def test_the_landing_page_explains_the_method_and_runs_has_its_own_link(demo_env):
+    """The default page is served at "/" only, so it is "How MODA works"; Runs is a page like the others,
+    reachable (and bookmarkable) at /runs."""
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    assert not app.exception
+    assert app.title[0].value == "How MODA works"

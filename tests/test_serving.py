@@ -72,7 +72,7 @@ def test_sidebar_offers_only_the_configured_folders(monkeypatch, tmp_path):
     mine = tmp_path / "classroom"
     shutil.copytree(DEMO / "swap-weak", mine / "weak", ignore=shutil.ignore_patterns("checkpoints"))
     monkeypatch.setenv("MODA_RUNS_DIR", os.pathsep.join([str(DEMO), str(mine)]))
-    app = open_app()
+    app = open_app("runs")
     assert not app.text_input(key="train_name").label.startswith("Runs")
     assert not app.sidebar.text_input  # no field where a visitor could type a path
     picker = app.sidebar.selectbox(key="runs_folder")
@@ -103,7 +103,7 @@ def test_new_runs_go_only_into_the_training_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path / "a"))
     monkeypatch.setenv("MODA_TRAINING", "off")
     assert state.training_dir() is None
-    app = open_app()
+    app = open_app("runs")
     assert any("Training from the browser is off" in i.value for i in app.info)
     assert not app.get("form")
 
@@ -194,7 +194,7 @@ def test_a_training_folder_that_is_a_file_is_refused_with_a_message(monkeypatch,
     with pytest.raises(ModaError, match="is a file, not a folder"):
         training.check_training_folder(not_a_folder, "runs-file")
     monkeypatch.setenv("MODA_RUNS_DIR", str(not_a_folder))
-    app = open_app()
+    app = open_app("runs")
     assert any("is a file" in w.value for w in app.sidebar.warning)
     app.text_input(key="train_name").set_value("x")
     app.form_submit_button[0].click().run()
@@ -211,13 +211,13 @@ def test_a_second_session_sees_busy_and_cannot_train(monkeypatch, tmp_path):
     runner = BlockingRunner()
     monkeypatch.setattr(slot, "_runner", runner)
     try:
-        first, late = open_app(), open_app()  # two visitors with the Runs page open
+        first, late = open_app("runs"), open_app("runs")  # two visitors with the Runs page open
         first.text_input(key="train_name").set_value("lesson-1")
         first.form_submit_button[0].click().run()
         assert not first.exception and runner.started.wait(10)
         assert first.form_submit_button[0].disabled
 
-        second = open_app()  # a visitor who opens the page now: the form is disabled, the status says why
+        second = open_app("runs")  # a visitor who opens the page now: the form is disabled, the status says why
         assert second.form_submit_button[0].disabled
         assert any("busy: " in i.value and "lesson-1 is training, epoch 1/3" in i.value for i in second.info), \
             [i.value for i in second.info]
@@ -247,7 +247,7 @@ def test_a_run_that_does_not_load_is_never_the_default_and_pages_say_why(monkeyp
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     monkeypatch.setenv("MODA_RUNS_DIR", str(folder))
     for page in ("runs", "activations", "modules", "compose", "swap"):
-        app = open_app(None if page == "runs" else page)
+        app = open_app(page)
         boxes = [b for b in app.selectbox if b.key in RUN_PICKERS]
         assert boxes, page
         for box in boxes:
