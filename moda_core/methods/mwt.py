@@ -138,27 +138,25 @@ class GatedBasicBlock(BasicBlock):
 GATED_BLOCKS = (GatedConvUnit, GatedGatheredConvUnit, GatedPlainConvUnit, GatedBasicBlock)
 
 
+class _OneGate:
+    """Mixin for the rules of one-conv blocks with one mask generator, ``gate``, on their ``relu``."""
+
+    def extra_parts(self, block, inp, kept):
+        return {"gate": block.gate.sliced(inp, kept["relu"])}
+
+    def shared_params(self, block, feed_gram, grams):
+        return super().shared_params(block, feed_gram, grams) + block.gate.shared_parameters(feed_gram, grams["relu"])
+
+
 @register_rule(GatedConvUnit, GatedGatheredConvUnit)
-class GatedConvUnitRule(ConvUnitRule):
+class GatedConvUnitRule(_OneGate, ConvUnitRule):
     unit_class = GatedConvUnit
     gathered_class = GatedGatheredConvUnit
 
-    def extra_parts(self, block, inp, kept):
-        return {"gate": block.gate.sliced(inp, kept["relu"])}
-
-    def shared_params(self, block, feed_gram, grams):
-        return super().shared_params(block, feed_gram, grams) + block.gate.shared_parameters(feed_gram, grams["relu"])
-
 
 @register_rule(GatedPlainConvUnit)
-class GatedPlainConvUnitRule(PlainConvUnitRule):
+class GatedPlainConvUnitRule(_OneGate, PlainConvUnitRule):
     unit_class = GatedPlainConvUnit
-
-    def extra_parts(self, block, inp, kept):
-        return {"gate": block.gate.sliced(inp, kept["relu"])}
-
-    def shared_params(self, block, feed_gram, grams):
-        return super().shared_params(block, feed_gram, grams) + block.gate.shared_parameters(feed_gram, grams["relu"])
 
 
 @register_rule(GatedBasicBlock)

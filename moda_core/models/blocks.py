@@ -152,15 +152,10 @@ class GatheredConvUnit(ConvUnit):
 # ----------------------------------------------------------------------------------------------
 # composition rules
 
-class ConvUnitRule(BlockRule):
-    """Keeps the output channels of its ``relu`` and the input channels of its feed; a depthwise conv's
-    channel reads only its own input channel (zero when the feed dropped it: ``GatheredConvUnit``).
-
-    Subclasses (a training method's variants) set ``unit_class`` / ``gathered_class`` and return their
-    extra parts (constructor keyword → sliced module) from ``extra_parts``."""
-
-    unit_class: type = ConvUnit
-    gathered_class: type = GatheredConvUnit
+class SingleConvRule(BlockRule):
+    """What the one-conv blocks share: one point, ``relu``, with one unit per output channel, and the
+    hook through which a training method's variant adds its sliced extra parts (constructor keyword →
+    module) to the composed block."""
 
     def points(self, block):
         return {"relu": block.conv.out_channels}
@@ -168,13 +163,28 @@ class ConvUnitRule(BlockRule):
     def extra_parts(self, block, inp, kept) -> dict[str, nn.Module]:
         return {}
 
+    @staticmethod
+    def with_extras(state: dict, extras: dict[str, nn.Module]) -> dict:
+        for key, part in extras.items():
+            state.update(prefixed(key, part.state_dict()))
+        return state
+
+
+class ConvUnitRule(SingleConvRule):
+    """Keeps the output channels of its ``relu`` and the input channels of its feed; a depthwise conv's
+    channel reads only its own input channel (zero when the feed dropped it: ``GatheredConvUnit``).
+
+    Subclasses (a training method's variants) set ``unit_class`` / ``gathered_class`` and return their
+    extra parts from ``extra_parts``."""
+
+    unit_class: type = ConvUnit
+    gathered_class: type = GatheredConvUnit
+
     def compose(self, block, inp, kept, classes):
         out, conv = kept["relu"], block.conv
         extras = self.extra_parts(block, inp, kept)
-        state = {**prefixed("conv", conv_state(conv, out, None if conv.groups > 1 else inp)),
-                 **prefixed("bn", bn_state(block.bn, out))}
-        for key, part in extras.items():
-            state.update(prefixed(key, part.state_dict()))
+        state = self.with_extras({**prefixed("conv", conv_state(conv, out, None if conv.groups > 1 else inp)),
+                                  **prefixed("bn", bn_state(block.bn, out))}, extras)
         args = (conv.kernel_size, conv.stride, conv.padding)
         if conv.groups == 1:
             return materialise(lambda: self.unit_class(len(inp), len(out), *args, **extras), state)
@@ -191,21 +201,15 @@ class ConvUnitRule(BlockRule):
         return conv_shared(block.conv, feed_gram, grams["relu"], 2)  # + batch-norm weight and bias
 
 
-class PlainConvUnitRule(BlockRule):
+class PlainConvUnitRule(SingleConvRule):
+    """A conv without batch norm (LeNet-5): output channels of its ``relu``, input channels of its feed."""
+
     unit_class: type = PlainConvUnit
-
-    def points(self, block):
-        return {"relu": block.conv.out_channels}
-
-    def extra_parts(self, block, inp, kept) -> dict[str, nn.Module]:
-        return {}
 
     def compose(self, block, inp, kept, classes):
         out, conv = kept["relu"], block.conv
         extras = self.extra_parts(block, inp, kept)
-        state = prefixed("conv", conv_state(conv, out, inp))
-        for key, part in extras.items():
-            state.update(prefixed(key, part.state_dict()))
+        state = self.with_extras(prefixed("conv", conv_state(conv, out, inp)), extras)
         return materialise(lambda: self.unit_class(len(inp), len(out), conv.kernel_size, conv.padding, **extras),
                            state)
 
