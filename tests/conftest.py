@@ -22,6 +22,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture
+def pages_through_app_py(monkeypatch):
+    """Open every dashboard page through app.py (sidebar, error guard), as the served app does.
+
+    AppTest resets Streamlit's "pages/ folder" flag before each run, and since dashboard/pages/ exists it
+    would then run a switched-to page file on its own, without app.py. Dashboard test modules use it with
+    ``pytestmark = pytest.mark.usefixtures("pages_through_app_py")``."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    init = PagesManager.__init__
+
+    def navigation_only(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+
+
 @pytest.fixture(scope="session")
 def runs_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")

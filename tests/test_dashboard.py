@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from dashboard.ui import PAGE_STOPPED
@@ -25,19 +24,7 @@ def demo_env(monkeypatch):
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
 
 
-@pytest.fixture(autouse=True)
-def pages_through_app_py(monkeypatch):
-    """Open every page through app.py (sidebar, error guard), as the served app does.
-
-    AppTest resets Streamlit's "pages/ folder" flag before each run, and since dashboard/pages/ exists it
-    would then run a switched-to page file on its own, without app.py."""
-    init = PagesManager.__init__
-
-    def navigation_only(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
 
 
 def open_page(page: str | None = None, app: AppTest | None = None) -> AppTest:

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from dashboard import serve, state, training
@@ -30,16 +29,7 @@ TIMEOUT = 120
 RUN_PICKERS = {"runs_run", "act_run", "mod_run_a", "mod_run_b", "comp_run", "swap_weak", "swap_strong"}
 
 
-@pytest.fixture(autouse=True)
-def pages_through_app_py(monkeypatch):
-    """Run switched-to pages through app.py, as the served app does (see tests/test_dashboard.py)."""
-    init = PagesManager.__init__
-
-    def navigation_only(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
 
 
 def open_app(page: str | None = None) -> AppTest:

@@ -8,7 +8,9 @@ import pytest
 
 from dashboard import state
 from moda_core.replace import STRATEGIES
-from test_dashboard import DEMO, charts, open_page, pages_through_app_py, texts  # noqa: F401 (autouse fixture)
+from test_dashboard import DEMO, charts, open_page, texts
+
+pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
 
 WEAK_DEMO = str(DEMO / "swap-weak")
 STANDARD = str(DEMO / "vgg11-standard")

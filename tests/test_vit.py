@@ -307,19 +307,11 @@ def test_a_bundled_vit_module_repairs_the_weak_demo_model():
 
 
 @pytest.fixture
-def vit_demo_pages(monkeypatch):
+def vit_demo_pages(monkeypatch, pages_through_app_py):
     """Dashboard pages opened headless (AppTest, through app.py) on the bundled runs."""
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
-    init = PagesManager.__init__
-
-    def navigation_only(self, *args, **kwargs):  # as tests/test_dashboard.py: run pages through app.py
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
 
     def open_page(page, **runs):
         app = AppTest.from_file(str(DEMO.parent.parent / "dashboard" / "app.py"), default_timeout=180)
