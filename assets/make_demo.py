@@ -19,7 +19,9 @@ budget (100 epochs; DESIGN.md §4: at 15 epochs MODA's modules were still shrink
 The three ``vgg11-*`` runs train with a checkpoint every 5 epochs. From those, ``evolution.csv``
 (``moda_core.studies.training_evolution`` at τ = 0.9: epoch, mean module size, mean overlap, test
 accuracy) is computed for every checkpoint, so the "modules forming over training" view needs no
-computing. Only a few checkpoints ship (``KEPT_CHECKPOINTS``, MODA and standard), in half precision
+computing. The VGG and ViT runs also ship ``tau_sweep.csv`` (``moda_core.studies.tau_sweep``: mean
+module size, mean overlap and composed-pair accuracy for τ = 0.5 … 1.0), so the τ trade-off page draws
+at once; ``--tau-sweeps-only`` rewrites just those files in an existing bundle. Only a few checkpoints ship (``KEPT_CHECKPOINTS``, MODA and standard), in half precision
 to keep ``assets/`` small (the dashboard upcasts them to float32 when it loads them); the final
 weights stay in float32. The VGG runs, their kept checkpoints and the strong run are decomposed at
 τ = 0.9, so their rates and masks ship in the run folders and the dashboard opens without computing
@@ -57,12 +59,15 @@ from moda_core import runs  # noqa: E402
 from moda_core.decompose import DEFAULT_TAU, decompose  # noqa: E402
 from moda_core.errors import ModaError  # noqa: E402
 from moda_core.replace import strong_config, weak_config  # noqa: E402
-from moda_core.studies import training_evolution  # noqa: E402
+from moda_core.io import atomic_write_bytes  # noqa: E402
+from moda_core.studies import tau_sweep, training_evolution  # noqa: E402
 from moda_core.train import TrainConfig, train  # noqa: E402
 
 EPOCHS = 100  # the VGG runs' budget
 CHECKPOINT_EVERY = 5
 EVOLUTION_FILE = "evolution.csv"
+TAU_SWEEP_FILE = "tau_sweep.csv"  # moda_core.studies.tau_sweep over its default τ grid (the τ trade-off page)
+SWEPT_PREFIXES = ("vgg11-", "vit-")  # the runs whose τ trade-off ships (each with its standard twin)
 KEPT_CHECKPOINTS = {"vgg11-moda": (5, 20), "vgg11-standard": (5, 20)}  # shipped in float16
 MIXED_CLASS = 3  # the weak model's scarce class, repaired with swap-strong's module
 WEAK_EPOCHS, WEAK_CHECKPOINT_EVERY, WEAK_KEPT = 40, 8, (8, 16)
@@ -132,6 +137,20 @@ def bundle_run(source: Path, target: Path, kept: tuple[int, ...], half: bool = T
             half_precision(copy)
 
 
+def write_tau_sweep(run_dir: Path) -> None:
+    """``tau_sweep.csv`` in a bundled run folder (its rates at the default τ are read, not measured again)."""
+    table = tau_sweep(runs.load_run(run_dir))
+    atomic_write_bytes(run_dir / TAU_SWEEP_FILE, table.to_csv(index=False, float_format="%.6f").encode())
+
+
+def add_tau_sweeps(out: Path) -> None:
+    """Write ``tau_sweep.csv`` into the existing bundle's swept runs, without training anything."""
+    for run_dir in sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(SWEPT_PREFIXES)):
+        started = time.perf_counter()
+        write_tau_sweep(run_dir)
+        print(f"{run_dir.name}: {TAU_SWEEP_FILE} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
 def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> None:
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     torch.use_deterministic_algorithms(True)
@@ -157,6 +176,8 @@ def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> Non
                 bundled = staging / name
                 for spec in [bundled, *(f"{bundled}@{e}" for e in kept)]:
                     decompose(runs.load_run(spec), DEFAULT_TAU)
+            if name.startswith(SWEPT_PREFIXES):
+                write_tau_sweep(staging / name)
             run = runs.load_run(staging / name)
             line = f"{name}: {how}, test accuracy {run.metrics['test_accuracy']:.4f}"
             if name.startswith("vgg11-"):
@@ -182,11 +203,18 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, help="take finished runs of the same names and settings from this "
                                                    "folder instead of training them (only read)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the VGG runs")
+    parser.add_argument("--tau-sweeps-only", action="store_true",
+                        help=f"only (re)write {TAU_SWEEP_FILE} in the existing bundle's VGG and ViT runs")
     args = parser.parse_args()
     if args.reuse is not None and not args.reuse.is_dir():
         parser.error(f"--reuse {args.reuse}: no such folder")
+    if args.tau_sweeps_only and not args.out.is_dir():
+        parser.error(f"--tau-sweeps-only: no bundle in {args.out}")
     try:
-        make_demo(args.out, args.reuse, args.epochs)
+        if args.tau_sweeps_only:
+            add_tau_sweeps(args.out)
+        else:
+            make_demo(args.out, args.reuse, args.epochs)
     except ModaError as error:
         sys.exit(f"make_demo: {error}")
 

@@ -188,9 +188,9 @@ def shared_tau() -> float:
 
 
 def sync_url_state() -> None:
-    """Before every page (app.py): take the session's run and τ from the URL on a fresh session (a reload, a
-    bookmark; an unknown run or an invalid τ gets a gentle note and the defaults), and keep them in the URL on
-    pages without a run picker or τ slider, so a reload anywhere keeps them."""
+    """Before every page (app.py): take the session's run and τ (and Activations' point and image) from the
+    URL on a fresh session (a reload, a bookmark; an unknown run or an invalid τ gets a gentle note and the
+    defaults), and keep them in the URL on pages without their pickers, so a reload anywhere keeps them."""
     try:
         tau = shared_tau()
         if SHARED_TAU in st.session_state:
@@ -199,8 +199,85 @@ def sync_url_state() -> None:
             _shared_run(state.loadable_specs(state.list_runs(), with_checkpoints=True))
         if SHARED_RUN in st.session_state:
             _set_url(RUN_PARAM, st.session_state[SHARED_RUN])
+        for param, key in ((POINT_PARAM, SHARED_POINT), (IMAGE_PARAM, SHARED_IMAGE)):
+            value = _from_url_once(param)
+            if value is not None and key not in st.session_state:
+                st.session_state[key] = value[:200]  # checked by the page that shows it (point_picker, image_picker)
+                st.session_state[_FROM_URL + key] = True
+            if key in st.session_state and not st.session_state.get(_FROM_URL + key):
+                _set_url(param, str(st.session_state[key]))
     except Exception:  # noqa: BLE001 - the URL is a convenience: never stop a page over it
         LOG.exception("could not sync the run and τ with the URL")
+
+
+# ----- Activations' point and test image: kept for the session and in the URL once chosen -------------
+
+SHARED_POINT, SHARED_IMAGE = "shared_point", "shared_image"  # session keys (a point's name, an image index)
+POINT_PARAM, IMAGE_PARAM = "point", "image"  # the URL's query parameters (&point=features.7.relu&image=42)
+_FROM_URL = "from_url_"  # session flag: the value came from the URL and is not checked yet
+
+
+def _remember(key: str, shared: str) -> None:
+    st.session_state[shared] = st.session_state[key]
+    st.session_state.pop(_FROM_URL + shared, None)
+
+
+def _checked_choice(shared: str, valid: Callable[[Any], Any], what: str, fallback: str) -> Any:
+    """The session's choice for ``shared`` made valid for this page (``valid`` returns the value or None).
+    A value the URL named that this run does not have gets a gentle note, once, and is forgotten; a choice
+    made on another run (another model's points, say) is kept for when that run comes back."""
+    if shared not in st.session_state:
+        return None
+    value = valid(st.session_state[shared])
+    if st.session_state.pop(_FROM_URL + shared, None):
+        if value is None:
+            _note(f"The link's {what} `{_quoted(str(st.session_state[shared]))}` is not one of this run's; "
+                  f"showing {fallback} instead.")
+            del st.session_state[shared]
+            st.query_params.pop(POINT_PARAM if shared == SHARED_POINT else IMAGE_PARAM, None)
+        else:
+            st.session_state[shared] = value
+    return value
+
+
+def point_picker(container, points: list[str], default: str, key: str, help: str | None = None) -> str:
+    """Activations' point: the session's chosen point when this run has it, else ``default`` (the clearest
+    point); a visitor's choice is kept across pages and reloads (``?point=``)."""
+    chosen = _checked_choice(SHARED_POINT, lambda p: p if p in points else None, "activation point",
+                             "the point where classes are clearest")
+    if chosen is None:
+        chosen = st.session_state.get(key) if st.session_state.get(key) in points else default
+    st.session_state[key] = chosen  # set before the widget exists: no index, or Streamlit warns
+    point = container.selectbox("Activation point", points, key=key, help=help, on_change=_remember,
+                                args=(key, SHARED_POINT))
+    if st.session_state.get(SHARED_POINT) == point:
+        _set_url(POINT_PARAM, point)
+    elif POINT_PARAM in st.query_params:  # the session's point is another run's: the URL names none
+        del st.query_params[POINT_PARAM]
+    return point
+
+
+def parse_image(value: Any, count: int) -> int | None:
+    """A test image index from the URL or the session: a whole number in [0, count); None if not one."""
+    try:
+        index = int(str(value).strip())
+    except ValueError:
+        return None
+    return index if 0 <= index < count else None
+
+
+def image_picker(label: str, count: int, key: str) -> int:
+    """Activations' test image (0 … count−1): the session's chosen image, kept across pages and reloads
+    (``?image=``); 0 until one is chosen."""
+    chosen = _checked_choice(SHARED_IMAGE, lambda v: parse_image(v, count), "test image", "image 0")
+    if chosen is None:
+        chosen = parse_image(st.session_state.get(key, 0), count) or 0
+    st.session_state[key] = chosen
+    index = int(st.number_input(label, min_value=0, max_value=count - 1, key=key, on_change=_remember,
+                                args=(key, SHARED_IMAGE)))
+    if SHARED_IMAGE in st.session_state and parse_image(st.session_state[SHARED_IMAGE], count) == index:
+        _set_url(IMAGE_PARAM, str(index))
+    return index
 
 
 def _set_url(param: str, value: str) -> None:

@@ -231,6 +231,16 @@ def run_picker_text(page) -> str:
     }""").json_value()
 
 
+def activations_view(page) -> tuple[str, str]:
+    """What Activations shows as its point (the second select box) and its test image (the number input)."""
+    point, image = page.wait_for_function("""() => {
+      const boxes = document.querySelectorAll("[data-testid='stSelectbox']");
+      const image = document.querySelector("[data-testid='stNumberInput'] input");
+      return boxes.length > 1 && image && [boxes[1].innerText, image.value];
+    }""").json_value()
+    return point, image
+
+
 def url_state(page) -> dict[str, str]:
     return page.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")
 
@@ -242,12 +252,14 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1700})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
 
-    # a bookmarked view: the standard run at τ = 0.80 on Activations
-    page.goto(f"{url}/activations?run=demo/vgg11-standard&tau=0.8")
+    # a bookmarked view: the standard run at τ = 0.80 on Activations, its first point and test image 42
+    page.goto(f"{url}/activations?run=demo/vgg11-standard&tau=0.8&point=features.0.relu&image=42")
     page.get_by_role("heading", name="Activations").wait_for()
     page.get_by_text("τ = 0.80").first.wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.80"
+    point, image = activations_view(page)
+    assert "features.0.relu" in point and image == "42", (point, image)
     # change τ here, then go to Compose through the sidebar: the same run and τ
     page.get_by_role("slider").first.focus()
     page.keyboard.press("ArrowLeft")
@@ -263,7 +275,8 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.79"
     page.wait_for_function("() => new URLSearchParams(location.search).get('tau') === '0.79'")
-    assert url_state(page) == {"run": "demo/vgg11-standard", "tau": "0.79"}
+    assert url_state(page) == {"run": "demo/vgg11-standard", "tau": "0.79", "point": "features.0.relu",
+                               "image": "42"}
     # a reload keeps both (a new session, rebuilt from the URL)
     page.reload()
     page.get_by_role("heading", name="Compose").wait_for()
@@ -283,6 +296,8 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.get_by_text("τ = 0.79").first.wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page)
+    point, image = activations_view(page)  # the point and image too, through two pages and a reload
+    assert "features.0.relu" in point and image == "42", (point, image)
 
     # Modules over training: the MODA run and its twins, per epoch (computed on request if not shipped)
     page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.9")

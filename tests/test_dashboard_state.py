@@ -192,3 +192,49 @@ def test_evolution_reads_a_shipped_csv_at_tau_0_9(tmp_path):
     assert study_jobs.precomputed("evolution", str(run), 0.8) is None
     (run / study_jobs.EVOLUTION_CSV).write_text("not,a,study\n1,2,3\n")
     assert study_jobs.precomputed("evolution", str(run), 0.9) is None
+
+
+def test_activations_point_and_image_survive_other_pages_and_a_reload(demo_env):
+    app = open_page("activations")
+    points = app.selectbox(key="act_point").options
+    default = app.selectbox(key="act_point").value
+    other = next(p for p in points if p != default)
+    app.selectbox(key="act_point").set_value(other).run()
+    app.number_input(key="act_image").set_value(123).run()
+    assert not app.exception
+    assert app.query_params["point"] == other and app.query_params["image"] == "123"
+    open_page("modules", app)  # the page without these pickers keeps them in the URL
+    assert app.query_params["point"] == other and app.query_params["image"] == "123"
+    open_page("activations", app)
+    assert app.selectbox(key="act_point").value == other and app.number_input(key="act_image").value == 123
+    # a reload (a new session from the URL) opens on the same point and image
+    again = fresh(dict(app.query_params), "activations")
+    assert again.selectbox(key="act_point").value == other and again.number_input(key="act_image").value == 123
+    assert not again.info  # nothing to apologise for
+
+
+def test_a_point_of_another_model_falls_back_to_the_clearest_and_comes_back(demo_env):
+    app = open_page("activations")
+    points = app.selectbox(key="act_point").options
+    other = next(p for p in points if p != app.selectbox(key="act_point").value)
+    app.selectbox(key="act_point").set_value(other).run()
+    app.selectbox(key="act_run").set_value(str(DEMO / "vit-moda")).run()  # a ViT has other points
+    assert not app.exception
+    assert app.selectbox(key="act_point").value in app.selectbox(key="act_point").options
+    assert "point" not in app.query_params  # the URL names no point this run does not show
+    app.selectbox(key="act_run").set_value(str(DEMO / "vgg11-moda")).run()
+    assert app.selectbox(key="act_point").value == other
+
+
+@pytest.mark.parametrize("query, note", [
+    ({"point": "no.such.relu"}, "activation point `no.such.relu` is not one of this run's"),
+    ({"image": "99999"}, "test image `99999` is not one of this run's"),
+    ({"image": "-3"}, "test image `-3` is not one of this run's"),
+    ({"image": "abc"}, "test image `abc` is not one of this run's"),
+])
+def test_an_unknown_point_or_image_in_the_url_falls_back_gently(demo_env, query, note):
+    app = fresh(query, "activations")
+    assert not app.exception and note in texts(app)
+    assert app.selectbox(key="act_point").value == "classifier.0.relu"  # the clearest point
+    assert app.number_input(key="act_image").value == 0
+    assert not set(query) & set(app.query_params)  # forgotten, not carried on to other pages

@@ -12,7 +12,7 @@ import torch
 from moda_core import runs
 from moda_core.decompose import DEFAULT_TAU, decompose, load_decomposition
 from moda_core.metrics import accuracy, predict_logits
-from moda_core.studies import EVOLUTION_COLUMNS
+from moda_core.studies import DEFAULT_TAUS, EVOLUTION_COLUMNS, TAU_COLUMNS, tau_sweep
 from moda_core.summary import module_summary
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -22,6 +22,7 @@ VIT_RUNS = ["vit-moda", "vit-standard"]  # H14B's pair: final weights only
 DEMO_RUNS = [*VGG_RUNS, "swap-strong", "swap-weak", *VIT_RUNS]
 DECOMPOSED = [*VGG_RUNS, "swap-strong", *VIT_RUNS]
 EVOLUTION = "evolution.csv"
+TAU_SWEEP = "tau_sweep.csv"
 ASSETS_BUDGET_MB = 20  # the whole assets/ folder: demo runs, mnist5k.npz (0.8 MB), scripts
 
 
@@ -97,6 +98,18 @@ def test_evolution_table_ends_at_a_fresh_summary_of_the_final_weights(name):
                                                                                              abs=0.005)
 
 
+@pytest.mark.parametrize("name", [*VGG_RUNS, *VIT_RUNS])
+def test_tau_sweep_table_matches_a_fresh_sweep(name):
+    table = pd.read_csv(DEMO / name / TAU_SWEEP)
+    assert list(table.columns) == TAU_COLUMNS and table["tau"].tolist() == pytest.approx(list(DEFAULT_TAUS))
+    assert table["mean_module_size"].is_monotonic_decreasing  # a higher τ never keeps more units
+    fresh = tau_sweep(runs.load_run(DEMO / name), taus=[0.7, DEFAULT_TAU])
+    for _, row in fresh.iterrows():
+        shipped = table[table["tau"].round(6) == round(row["tau"], 6)].iloc[0]
+        for column in TAU_COLUMNS[1:]:
+            assert shipped[column] == pytest.approx(row[column], abs=1e-5), (row["tau"], column)
+
+
 def test_converged_moda_demo_keeps_the_papers_promise():
     """issue 13 "done means": MODA's modules ≤ 12% of the weights, mean overlap ≤ 5%, accuracy within
     1.5 points of standard training, whose modules stay large."""
@@ -107,6 +120,10 @@ def test_converged_moda_demo_keeps_the_papers_promise():
     assert standard["mean_module_size"] >= 0.5
     evolution = pd.read_csv(DEMO / "vgg11-moda" / EVOLUTION)
     assert evolution["mean_module_size"].iloc[0] > 2 * moda["mean_module_size"]  # modules form over training
+    sweep = {name: pd.read_csv(DEMO / name / TAU_SWEEP).set_index("tau") for name in ("vgg11-moda", "vgg11-standard")}
+    assert sweep["vgg11-moda"].loc[0.9, "mean_module_size"] == pytest.approx(moda["mean_module_size"], abs=1e-5)
+    # at every τ of the trade-off MODA's modules stay far smaller than standard training's
+    assert (sweep["vgg11-moda"]["mean_module_size"] < 0.5 * sweep["vgg11-standard"]["mean_module_size"]).all()
 
 
 def _make_demo_module():

@@ -23,9 +23,8 @@ points = list(rates)
 
 c1, c2 = st.columns([2, 1])
 # opens on the point where classes are most clearly apart (moda_core.decompose.clearest_point)
-point = c1.selectbox("Activation point", points, index=points.index(state.clearest_point(spec, ui.shared_tau())),
-                     key="act_point",
-                     help="The ReLU module, named by its path in the model.")
+point = ui.point_picker(c1, points, state.clearest_point(spec, ui.shared_tau()), key="act_point",
+                       help="The ReLU module, named by its path in the model.")
 order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
 tau = ui.tau_slider("act_tau")
 
@@ -49,8 +48,7 @@ st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
 
 st.subheader("One test image through the network")
 test_size = len(state.dataset(spec).test)
-index = st.number_input(f"Test image (0–{test_size - 1})", min_value=0, max_value=test_size - 1, value=0,
-                        key="act_image")
+index = ui.image_picker(f"Test image (0–{test_size - 1})", test_size, key="act_image")
 image = state.image_activations(spec, int(index))
 all_masks = state.masks(spec, tau)
 c1, c2 = st.columns([1, 3])
