@@ -4,9 +4,7 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
-from moda_core.activations import mask_points, modular_points, run_with_cache
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.errors import ModaError
 from moda_core.export import export_module

@@ -1,6 +1,5 @@
 """Decomposition (rates, masks, storage), module metrics and the module CLI on a trained run."""
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import moda_core.decompose as decompose_module
-from moda_core.activations import run_with_cache
 from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Split
 from moda_core.decompose import activation_rates, decompose, masks_file, masks_from_rates

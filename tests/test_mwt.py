@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import NUM_CLASSES, brute_force_overlap, masked_logits, random_masks, randomised
+from helpers import brute_force_overlap, masked_logits, random_masks, randomised
 from moda_core import io
 from moda_core.baselines.mwt import MaskGenerator, gated_points, mwt_loss, record_masks, to_mwt
 from moda_core.methods.mwt import GatedConvUnit
