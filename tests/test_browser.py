@@ -152,6 +152,10 @@ def test_every_page_in_a_real_browser(server, browser):
     page.get_by_role("button", name="Export as .pt2").click()
     page.get_by_role("button", name="Download module").wait_for()
     wait_ready(page)
+    with page.expect_download() as download:  # the file the browser saves is named by class ids too
+        page.get_by_role("button", name="Download module").click()
+    assert download.value.suggested_filename == "vgg11-moda-classes-0-3.pt2", download.value.suggested_filename
+    assert Path(download.value.path()).stat().st_size > 10_000
     wait_charts(page, 1)
     page.screenshot(path=str(SHOTS / "compose.png"), full_page=True)
 

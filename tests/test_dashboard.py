@@ -283,11 +283,22 @@ def test_activations_kept_units_sentence_and_shared_group(demo_env):
     assert figures.kept_units_text([16, 16], 16) == "each class module keeps all 16 units."
     assert figures.kept_units_text([4, 4], 16) == "each class module keeps 4 of 16 units."
     assert figures.kept_units_text([3, 9], 16).startswith("each class module keeps 3–9 of 16 units")
+    from dashboard import state
+
     app = open_page("activations")
-    assert "16–16" not in texts(app)
+    masks = state.masks(app.selectbox(key="act_run").value, app.slider(key="act_tau").value)
+    # the page opens on the clearest point, where the counts differ and no unit is shared: pick points that
+    # show the bugs (every module keeping as many units; units kept by one module and by several)
+    even = next(p for p, m in masks.items() if len(set(m.sum(1).tolist())) == 1)
+    app.selectbox(key="act_point").set_value(even).run()
+    sentence = next(m.value for m in app.markdown if m.value.startswith(f"**At {even},"))
+    assert "–" not in sentence and "(mean" not in sentence, sentence  # not "16–16 of 16 units (mean 16.0)"
+    mixed = next(p for p, m in masks.items() if (m.sum(0) == 1).any() and (m.sum(0) > 1).any())
+    app.selectbox(key="act_point").set_value(mixed).run()
     app.radio(key="act_order").set_value("class they serve").run()
     annotations = [a["text"] for a in charts(app)[0]["layout"].get("annotations", [])]
-    assert annotations and len(set(annotations)) == len(annotations)  # one label per group, each group once
+    assert figures.SHARED_GROUP in annotations
+    assert len(set(annotations)) == len(annotations), annotations  # one label per group, each group once
 
 
 def test_train_form_width_follows_the_model(monkeypatch, tmp_path):
@@ -403,6 +414,11 @@ def test_compose_keeps_valid_picks_across_runs_and_names_the_file_by_class(demo_
     caption = " ".join(c.value for c in app.caption)
     assert "`swap-weak-classes-3-9.pt2`" in caption  # class ids, not positions 0 and 5
     assert "mean (" in caption and "std (" in caption  # the normalisation's numbers, not just "as in training"
+    # none of the picks is a class of the new run: its first two classes, not an emptied picker
+    app.selectbox(key="comp_run").set_value(moda).run()
+    app.multiselect(key="comp_classes").set_value(["0", "1"]).run()
+    app.selectbox(key="comp_run").set_value(weak).run()
+    assert app.multiselect(key="comp_classes").value == ["3", "5"], texts(app)
 
 
 def test_compose_metric_cards_have_no_arrows_on_shares(demo_env):
@@ -472,9 +488,21 @@ def test_an_interrupted_run_can_be_deleted_after_a_confirmation(monkeypatch, tmp
     config["train"]["epochs"] += 10  # its last epochs never came
     (run / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    from dashboard import training
+    from moda_core.errors import ModaError
+
+    calls = []
+
+    def recording(config, runs_dir, name, progress=None, **kwargs):  # resumes nothing: records the call
+        calls.append((name, kwargs.get("resume"), config.epochs))
+        raise ModaError("stopped by the test")
+
+    slot = training.TrainingSlot(runner=recording)
+    monkeypatch.setattr(training, "slot", lambda: slot)
     app = open_page("runs")
     assert any("stopped before their last epoch" in w.value for w in app.warning)
-    assert app.button(key="resume_cut-short")
+    app.button(key="resume_cut-short").click().run()
+    assert slot.wait(timeout=30) and calls == [("cut-short", True, config["train"]["epochs"])]
     app.button(key="delete_cut-short").click().run()
     assert run.exists() and any("cannot be undone" in e.value for e in app.error)
     app.button(key="delete_yes_cut-short").click().run()

@@ -75,7 +75,15 @@ def test_swap_compares_the_three_strategies_with_the_arrow_on_the_target(demo_en
     arrow = figure["layout"]["annotations"][0]
     categories = figure["layout"]["xaxis"]["categoryarray"]
     assert figure["layout"]["xaxis"]["type"] == "category"
-    assert categories[arrow["x"]] == "3"  # issue 13 §4.1: not the fourth category ("3" read as a position)
+    # issue 13 §4.1: the arrow's x is the target's position (an int), never its name read as a position
+    assert isinstance(arrow["x"], int) and categories[arrow["x"]] == "3"
+    # swap-weak's classes are 3, 5, …, 9: the class "3" is the first category, not the fourth
+    app.selectbox(key="swap_weak").set_value(WEAK_DEMO).run()
+    app.button(key="swap_go").click().run()
+    figure = charts(app)[0]
+    arrow = figure["layout"]["annotations"][0]
+    assert figure["layout"]["xaxis"]["categoryarray"] == ["3", "5", "6", "7", "8", "9"]
+    assert arrow["x"] == 0 and app.selectbox(key="swap_class").value == 3
 
 
 def test_changing_the_weak_run_without_running_discards_the_result(demo_env, fake_swap):
