@@ -222,7 +222,7 @@ def _remember(key: str, shared: str) -> None:
     st.session_state.pop(_FROM_URL + shared, None)
 
 
-def _checked_choice(shared: str, valid: Callable[[Any], Any], what: str, fallback: str) -> Any:
+def _checked_choice(shared: str, param: str, valid: Callable[[Any], Any], what: str, fallback: str) -> Any:
     """The session's choice for ``shared`` made valid for this page (``valid`` returns the value or None).
     A value the URL named that this run does not have gets a gentle note, once, and is forgotten; a choice
     made on another run (another model's points, say) is kept for when that run comes back."""
@@ -234,7 +234,7 @@ def _checked_choice(shared: str, valid: Callable[[Any], Any], what: str, fallbac
             _note(f"The link's {what} `{_quoted(str(st.session_state[shared]))}` is not one of this run's; "
                   f"showing {fallback} instead.")
             del st.session_state[shared]
-            st.query_params.pop(POINT_PARAM if shared == SHARED_POINT else IMAGE_PARAM, None)
+            st.query_params.pop(param, None)
         else:
             st.session_state[shared] = value
     return value
@@ -243,7 +243,7 @@ def _checked_choice(shared: str, valid: Callable[[Any], Any], what: str, fallbac
 def point_picker(container, points: list[str], default: str, key: str, help: str | None = None) -> str:
     """Activations' point: the session's chosen point when this run has it, else ``default`` (the clearest
     point); a visitor's choice is kept across pages and reloads (``?point=``)."""
-    chosen = _checked_choice(SHARED_POINT, lambda p: p if p in points else None, "activation point",
+    chosen = _checked_choice(SHARED_POINT, POINT_PARAM, lambda p: p if p in points else None, "activation point",
                              "the point where classes are clearest")
     if chosen is None:
         chosen = st.session_state.get(key) if st.session_state.get(key) in points else default
@@ -269,7 +269,7 @@ def parse_image(value: Any, count: int) -> int | None:
 def image_picker(label: str, count: int, key: str) -> int:
     """Activations' test image (0 … count−1): the session's chosen image, kept across pages and reloads
     (``?image=``); 0 until one is chosen."""
-    chosen = _checked_choice(SHARED_IMAGE, lambda v: parse_image(v, count), "test image", "image 0")
+    chosen = _checked_choice(SHARED_IMAGE, IMAGE_PARAM, lambda v: parse_image(v, count), "test image", "image 0")
     if chosen is None:
         chosen = parse_image(st.session_state.get(key, 0), count) or 0
     st.session_state[key] = chosen
