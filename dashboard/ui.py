@@ -204,7 +204,7 @@ def sync_url_state() -> None:
             if value is not None and key not in st.session_state:
                 st.session_state[key] = value[:200]  # checked by the page that shows it (point_picker, image_picker)
                 st.session_state[_FROM_URL + key] = True
-            if key in st.session_state and not st.session_state.get(_FROM_URL + key):
+            if key in st.session_state:  # a linked value not checked yet (its page not shown yet) stays too
                 _set_url(param, str(st.session_state[key]))
     except Exception:  # noqa: BLE001 - the URL is a convenience: never stop a page over it
         LOG.exception("could not sync the run and τ with the URL")

@@ -235,14 +235,22 @@ def run_picker_text(page) -> str:
     }""").json_value()
 
 
-def activations_view(page) -> tuple[str, str]:
-    """What Activations shows as its point (the second select box) and its test image (the number input)."""
-    point, image = page.wait_for_function("""() => {
+def expect_activations_view(page, point: str, image: str) -> None:
+    """Wait until Activations shows this point (its second select box) and test image (its number input);
+    fail with what it shows instead."""
+    shown = """() => {
       const boxes = document.querySelectorAll("[data-testid='stSelectbox']");
       const image = document.querySelector("[data-testid='stNumberInput'] input");
-      return boxes.length > 1 && image && [boxes[1].innerText, image.value];
-    }""").json_value()
-    return point, image
+      if (boxes.length < 2 || !image) return null;
+      const box = boxes[1];
+      return [box.innerText + ' ' + [...box.querySelectorAll('input')].map(i => i.value).join(' '), image.value];
+    }"""
+    try:
+        page.wait_for_function(f"([point, image]) => {{ const s = ({shown})(); "
+                               "return s && s[0].includes(point) && s[1] === image; }", arg=[point, image],
+                               timeout=20_000)
+    except Exception:  # noqa: BLE001 - say what the page shows instead
+        raise AssertionError(f"Activations shows {page.evaluate(shown)}, not point {point} and image {image}")
 
 
 def url_state(page) -> dict[str, str]:
@@ -262,8 +270,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.get_by_text("τ = 0.80").first.wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.80"
-    point, image = activations_view(page)
-    assert "features.0.relu" in point and image == "42", (point, image)
+    expect_activations_view(page, "features.0.relu", "42")
     # change τ here, then go to Compose through the sidebar: the same run and τ
     page.get_by_role("slider").first.focus()
     page.keyboard.press("ArrowLeft")
@@ -300,8 +307,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.get_by_text("τ = 0.79").first.wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page)
-    point, image = activations_view(page)  # the point and image too, through two pages and a reload
-    assert "features.0.relu" in point and image == "42", (point, image)
+    expect_activations_view(page, "features.0.relu", "42")  # point and image too, through two pages and a reload
 
     # Modules over training: the MODA run and its twins, per epoch (computed on request if not shipped)
     page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.9")

@@ -238,3 +238,14 @@ def test_an_unknown_point_or_image_in_the_url_falls_back_gently(demo_env, query,
     assert app.selectbox(key="act_point").value == "classifier.0.relu"  # the clearest point
     assert app.number_input(key="act_image").value == 0
     assert not set(query) & set(app.query_params)  # forgotten, not carried on to other pages
+
+
+def test_a_linked_point_and_image_survive_pages_that_do_not_show_them(demo_env):
+    """A reload on Compose (which has no point or image picker), then How MODA works, then Activations."""
+    app = fresh({"run": "demo/vgg11-standard", "point": "features.0.relu", "image": "42"}, "compose")
+    app.query_params.clear()  # a sidebar link starts the next page with an empty query string, as a browser does
+    open_page("how", app)  # the app puts back what the session holds, checked or not yet checked
+    assert app.query_params.get("point") == "features.0.relu" and app.query_params.get("image") == "42"
+    open_page("activations", app)
+    assert app.selectbox(key="act_point").value == "features.0.relu"
+    assert app.number_input(key="act_image").value == 42
