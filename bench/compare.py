@@ -9,9 +9,11 @@ reads the CSV).
 
     python bench/compare.py                  # LeNet-5, VGG11, ResNet-18, MobileNet (width 0.25), 15 epochs
     python bench/compare.py --quick          # 2 epochs: minutes on a CPU
-    # the converged table of the README (100 epochs; VGG11 reuses the demo runs, which are 100-epoch runs;
-    # ResNet-18/MobileNet rows of an earlier, shorter run are kept with their own epoch budget):
+    # the converged table of the README (100 epochs for every model; VGG11 reuses the demo runs, which
+    # are 100-epoch runs; ResNet-18 and MobileNet took 70 and 45 minutes, one thread each, side by side):
     python bench/compare.py --models lenet5 vgg11 --epochs 100 --reuse assets/demo --merge \
+        --timings-from bench/results/compare-e15.csv
+    python bench/compare.py --models resnet18 mobilenet --epochs 100 --runs-dir runs/compare --merge \
         --timings-from bench/results/compare-e15.csv
 
 ``--reuse DIR``: a finished run in DIR trained with exactly the settings a row needs (model, width,

@@ -391,7 +391,10 @@ def _method_bars(rows: Sequence[Mapping], column: str, title: str, y_title: str)
                      for m, v in values.items()])
     fig.update_layout(barmode="group", yaxis_tickformat=".0%")
     top = max([v for series in values.values() for v in series if not np.isnan(v)], default=1.0)
-    fig.update_yaxes(range=[0, top * 1.22 if top > 0 else 1.0])  # room above the tallest bar for its label
+    high = top * 1.22 if top > 0 else 1.0
+    fig.update_yaxes(range=[0, high])  # room above the tallest bar for its label
+    if high > 1.0:  # a share never passes 100%: no "120%" tick in the label room
+        fig.update_yaxes(tickvals=[k / 5 for k in range(6)])
     fig.update_xaxes(type="category")
     _legend_on_top(fig)
     return _layout(fig, title, "model", y_title, height=420)

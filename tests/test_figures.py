@@ -263,6 +263,14 @@ def test_compare_labels_do_not_collide_and_the_accuracy_axis_is_zoomed():
     assert figures.accuracy_axis_range([[0.3, 0.9]])[0] == 0.0  # a low accuracy: the axis starts at 0
 
 
+def test_share_axes_have_no_tick_above_100_percent():
+    rows = _compare_rows()
+    rows[5]["mean_module_size"] = 0.98  # a bar near 100%: the axis runs past 1 to leave room for its label
+    fig = figures.compare_module_size(rows)
+    assert fig.layout.yaxis.range[1] > 1.0 and max(fig.layout.yaxis.tickvals) == pytest.approx(1.0)
+    assert figures.compare_module_size(_compare_rows()).layout.yaxis.tickvals is None  # low bars: plotly's ticks
+
+
 def test_compare_cost_title_has_no_nested_parentheses():
     fig = figures.compare_cost(_compare_rows(), {"lenet5": {"moda_ratio": 1.4}}, device="cpu (2 threads)")
     titles = [a.text for a in fig.layout.annotations]
