@@ -394,7 +394,7 @@ def _method_bars(rows: Sequence[Mapping], column: str, title: str, y_title: str)
     high = top * 1.22 if top > 0 else 1.0
     fig.update_yaxes(range=[0, high])  # room above the tallest bar for its label
     if high > 1.0:  # a share never passes 100%: no "120%" tick in the label room
-        fig.update_yaxes(tickvals=[k / 5 for k in range(6)])
+        fig.update_yaxes(tickmode="array", tickvals=ticks_to_100(0.0))
     fig.update_xaxes(type="category")
     _legend_on_top(fig)
     return _layout(fig, title, "model", y_title, height=420)
@@ -449,17 +449,21 @@ def compare_accuracy(rows: Sequence[Mapping]) -> go.Figure:
                   row=1, col=2)
     fig.update_layout(barmode="group", yaxis_tickformat=".0%")
     low, high = accuracy_axis_range([*full.values(), *pairs.values(), reference])
-    span = 1.0 - low
-    step = 0.02 if span <= 0.12 else 0.05 if span <= 0.3 else 0.1 if span <= 0.5 else 0.2
-    # ticks up to 100% only: the room above is for the value labels, not for accuracies over 100%
-    fig.update_yaxes(range=[low, high], tickmode="array",
-                     tickvals=[round(v, 4) for v in np.arange(low, 1.0 + 1e-9, step)])
+    fig.update_yaxes(range=[low, high], tickmode="array", tickvals=ticks_to_100(low))
     fig.update_xaxes(type="category", title_text="model")
     y_title = "test accuracy" if low == 0 else f"test accuracy (axis starts at {low:.0%})"
     _layout(fig, "Test accuracy: whole model, and modules composed for two classes"
             + ("" if low == 0 else f" (axis zoomed to {low:.0%}–100%)"), "model", y_title, height=480)
     _legend_on_top(fig, above_panel_titles=True)
     return fig
+
+
+def ticks_to_100(low: float) -> list[float]:
+    """Tick values for a share or accuracy axis from ``low`` up to 100% only: the axis may run higher to
+    leave room for the bars' value labels, but no share is over 100%."""
+    span = 1.0 - low
+    step = 0.02 if span <= 0.12 else 0.05 if span <= 0.3 else 0.1 if span <= 0.5 else 0.2
+    return [round(float(v), 4) for v in np.arange(low, 1.0 + 1e-9, step)]
 
 
 def accuracy_axis_range(values: Sequence[Sequence[float]]) -> tuple[float, float]:
