@@ -1,4 +1,9 @@
 """Shared test helpers: randomised zoo models, random class masks, the masked full model, brute-force overlap."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -136,3 +141,24 @@ class ServedDashboard:
             self.process.wait()
         if self.process.stdout:
             self.output = self.process.stdout.read().decode(errors="replace")
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def assert_runs_without_moda_core(program: Path, x: torch.Tensor, y: torch.Tensor, folder: Path) -> None:
+    """Load an exported .pt2 in a fresh interpreter that never imports moda_core, and check that it maps
+    ``x`` to ``y`` at the full batch and at batch 1 (the batch dimension is dynamic)."""
+    torch.save(x, folder / "x.pt")
+    torch.save(y, folder / "y.pt")
+    script = (
+        "import sys, torch\n"
+        f"p = torch.export.load({str(program)!r}).module()\n"
+        f"x = torch.load({str(folder / 'x.pt')!r})\n"
+        f"y = torch.load({str(folder / 'y.pt')!r})\n"
+        "torch.testing.assert_close(p(x), y)\n"
+        "torch.testing.assert_close(p(x[:1]), y[:1])\n"
+        "assert not any(m.startswith('moda_core') for m in sys.modules)\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +20,12 @@ from pathlib import Path
 import pytest
 
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
-from helpers import ServedDashboard
+from helpers import CHROMIUM, ServedDashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 # `make screenshots` sets this to docs/screenshots (the README's pictures); a plain test run keeps the
 # tracked files as they are and writes to a temporary folder
 SHOTS = Path(os.environ.get("MODA_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="moda-screenshots-"))
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGE_TIMEOUT_MS = 120_000

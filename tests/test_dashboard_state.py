@@ -133,10 +133,18 @@ def fake_study(calls):
     return run
 
 
-def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, monkeypatch):
+@pytest.fixture
+def fake_studies(monkeypatch):
+    """The study views' computation replaced by ``fake_study`` (and the server's study cache emptied); the
+    list of its calls."""
     calls = []
     monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
     study_jobs._results().clear()
+    return calls
+
+
+def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, fake_studies):
+    calls = fake_studies
     app = fresh({"tau": "0.63"}, "evolution")  # a τ nothing ships a curve for
     assert "Not computed yet at τ = 0.63" in texts(app)
     app.button(key="evo_compute").click().run()
@@ -155,10 +163,8 @@ def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, 
     assert calls == [] and charts(app)
 
 
-def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, monkeypatch):
-    calls = []
-    monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
-    study_jobs._results().clear()
+def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, fake_studies):
+    calls = fake_studies
     app = open_page("tau")
     if study_jobs.precomputed("tau", str(DEMO / "vgg11-moda")) is None:
         app.button(key="tau_compute").click().run()
@@ -170,10 +176,8 @@ def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, monkeypatch):
     assert lines and all(s["x0"] == pytest.approx(0.9) for s in lines)
 
 
-def test_a_busy_server_says_so_instead_of_computing(demo_env, monkeypatch):
-    calls = []
-    monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
-    study_jobs._results().clear()
+def test_a_busy_server_says_so_instead_of_computing(demo_env, fake_studies):
+    calls = fake_studies
     app = fresh({"tau": "0.61"}, "evolution")
     assert study_jobs._LOCK.acquire(blocking=False)
     try:

@@ -1,7 +1,6 @@
 """Multi-process training with torchrun (gloo on loopback) and the sharding behind it."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import free_port
 from moda_core.decompose import decompose
 from moda_core.distributed import Context, shard_batches
 from moda_core.runs import load_run, read_tensor_metadata
@@ -34,12 +34,6 @@ def test_single_process_batches_follow_the_permutation():
     order = torch.randperm(300)
     batches = shard_batches(order, 128, Context())
     assert len(batches) == 3 and torch.equal(torch.cat(batches), order)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(*args, nproc=2):

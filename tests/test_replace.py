@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import assert_runs_without_moda_core
 from moda_core.cli import main
 from moda_core.compose import compose_module
 from moda_core.data import Split
@@ -89,12 +90,18 @@ def test_calibrated_model_starts_as_the_swap(pair, masks):
         assert repaired.features(x).shape == (7, 6)
 
 
-def test_calibrate_repairs_a_target_the_weak_model_never_predicts(pair, masks):
-    weak, strong = pair
+def _broken(weak):
+    """A copy of the weak model that never predicts its class 0 (original class 2)."""
     broken = copy.deepcopy(weak.model)
-    with torch.no_grad():  # the weak model now never predicts its class 0 (original class 2)
+    with torch.no_grad():
         broken.classifier[-1].weight[0] = 0.0
         broken.classifier[-1].bias[0] = -1e4
+    return broken
+
+
+def test_calibrate_repairs_a_target_the_weak_model_never_predicts(pair, masks):
+    weak, strong = pair
+    broken = _broken(weak)
     data = run_dataset(weak)
     repaired = calibrate(broken, strong.model, masks, 0, 2, data.train, classes=WEAK_CLASSES)
     before = per_class_accuracy(predict_logits(broken, data.test), data.test.labels, 6)
@@ -254,15 +261,6 @@ def test_normalized_model_exports(pair, masks, tmp_path):
         torch.testing.assert_close(torch.export.load(str(path)).module()(x), repaired(x))
 
 
-def _broken(weak):
-    """A copy of the weak model that never predicts its class 0 (original class 2)."""
-    broken = copy.deepcopy(weak.model)
-    with torch.no_grad():
-        broken.classifier[-1].weight[0] = 0.0
-        broken.classifier[-1].bias[0] = -1e4
-    return broken
-
-
 def test_affine_keeps_every_other_logit_bit_identical(pair, masks):
     weak, strong = pair
     data = run_dataset(weak)
@@ -328,20 +326,9 @@ def test_affine_model_exports_and_runs_without_moda_core(pair, masks, tmp_path):
     repaired = affine(weak.model, strong.model, masks, 0, 2, run_dataset(weak).train, classes=WEAK_CLASSES)
     path = export_module(repaired, tmp_path / "affine.pt2")
     x = torch.randn(5, *repaired.input_shape)
-    torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
-        torch.save(repaired(x), tmp_path / "y.pt")
-    script = (
-        "import sys, torch\n"
-        f"p = torch.export.load({str(path)!r}).module()\n"
-        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
-        f"y = torch.load({str(tmp_path / 'y.pt')!r})\n"
-        "torch.testing.assert_close(p(x), y)\n"
-        "torch.testing.assert_close(p(x[:1]), y[:1])\n"
-        "assert not any(m.startswith('moda_core') for m in sys.modules)\n"
-        "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "ok", result.stderr
+        y = repaired(x)
+    assert_runs_without_moda_core(path, x, y, tmp_path)
 
 
 def test_weak_configs_of_both_settings():

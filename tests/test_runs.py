@@ -424,18 +424,10 @@ def test_json_output_never_holds_nan(capsys):
 
 @pytest.mark.slow
 def test_torchrun_without_name_trains_into_one_folder_chosen_by_rank_0(tmp_path):
-    import socket
+    from test_distributed import torchrun
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "moda_core", "train", "--model",
-               "lenet5", "--width", "0.25", "--train-fraction", "0.1", "--epochs", "1", "--runs-dir", str(tmp_path),
-               "--json"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    torchrun("train", "--model", "lenet5", "--width", "0.25", "--train-fraction", "0.1", "--epochs", "1",
+             "--runs-dir", str(tmp_path), "--json")
     folders = [p.name for p in tmp_path.iterdir()]
     assert len(folders) == 1 and folders[0].startswith("lenet5-mnist5k-moda-")
     assert load_run(tmp_path / folders[0]).epoch == 1

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import serve, state, training
 from dashboard.ui import PAGE_STOPPED
-from helpers import ServedDashboard
+from helpers import CHROMIUM, ServedDashboard
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.train import TrainConfig
@@ -385,9 +385,6 @@ def _local_addresses() -> list[str]:
         if "/32 host LOCAL" in line:
             found.append(before.split()[-1])
     return sorted(set(found))
-
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
 @pytest.mark.slow

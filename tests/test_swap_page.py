@@ -8,17 +8,12 @@ import pytest
 
 from dashboard import state
 from moda_core.replace import STRATEGIES
-from test_dashboard import DEMO, charts, open_page, texts
+from test_dashboard import DEMO, charts, demo_env, open_page, texts  # noqa: F401 (demo_env: a fixture)
 
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
 
 WEAK_DEMO = str(DEMO / "swap-weak")
 STANDARD = str(DEMO / "vgg11-standard")
-
-
-@pytest.fixture
-def demo_env(monkeypatch):
-    monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
 
 
 @pytest.fixture
