@@ -94,8 +94,11 @@ def _block_shapes(model: ZooNet, blocks: list[tuple[str, nn.Module]]) -> dict[st
 
 def point_units(model: ZooNet) -> dict[str, int]:
     """Number of units of every modular point of a zoo model, from its blocks' rules (forward order)."""
-    return {full: step.rule.points(step.module)[point]
-            for step in layer_plan(model) for point, full in step.point_names().items()}
+    return _plan_units(layer_plan(model))
+
+
+def _plan_units(plan) -> dict[str, int]:
+    return {full: step.rule.points(step.module)[point] for step in plan for point, full in step.point_names().items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,17 +106,23 @@ def point_units(model: ZooNet) -> dict[str, int]:
 
 def check_masks(model: ZooNet, masks: Mapping[str, torch.Tensor]) -> int:
     """Masks must cover exactly the model's points with shape (num_classes, units); returns num_classes."""
+    return _checked_plan(model, masks)[0]
+
+
+def _checked_plan(model: ZooNet, masks: Mapping[str, torch.Tensor]):
+    """``check_masks``, also returning the model's layer plan it traced (composition and overlap walk it)."""
     points = modular_points(model)
     if set(masks) != set(points):
         missing, extra = sorted(set(points) - set(masks)), sorted(set(masks) - set(points))
         raise ModaError(f"masks do not belong to this model: missing points {missing[:4]}, "
                         f"unknown points {extra[:4]}")
     num_classes = model.arch["num_classes"]
-    for point, units in point_units(model).items():
+    plan = layer_plan(model)
+    for point, units in _plan_units(plan).items():
         if tuple(masks[point].shape) != (num_classes, units):
             raise ModaError(f"mask for point {point!r} has shape {tuple(masks[point].shape)}, expected "
                             f"({num_classes}, {units}) for this model: masks from another model?")
-    return num_classes
+    return num_classes, plan
 
 
 def union_units(masks: Mapping[str, torch.Tensor], classes: list[int]) -> dict[str, torch.Tensor]:
@@ -136,7 +145,7 @@ class ComposedModule(nn.Sequential):
 
 def compose_module(model: ZooNet, masks: Mapping[str, torch.Tensor], classes: Iterable[int]) -> ComposedModule:
     """Build the smaller network that keeps the union of ``classes``' modules (eval mode, no training)."""
-    num_classes = check_masks(model, masks)
+    num_classes, plan = _checked_plan(model, masks)
     classes = check_classes(list(classes), num_classes, "composition")
     kept = union_units(masks, classes)
     empty = [p for p, units in kept.items() if len(units) == 0]
@@ -153,7 +162,7 @@ def compose_module(model: ZooNet, masks: Mapping[str, torch.Tensor], classes: It
         return (base[:, None] * feed.repeat + torch.arange(feed.repeat, device=device)).flatten()
 
     built: dict[str, nn.Module] = {}
-    for step in layer_plan(model):
+    for step in plan:
         local = {point: kept[full] for point, full in step.point_names().items()}
         built[step.name] = step.rule.compose(step.module, feed_index(step.feed), local, classes)
     children = OrderedDict((name, _rebuild(child, name, built)) for name, child in model.named_children())
@@ -178,18 +187,18 @@ def overlap_counts(model: ZooNet, masks: Mapping[str, torch.Tensor],
     with input mask P and output mask M, ``(P Pᵀ) ⊙ (M Mᵀ) · kernel_area + (M Mᵀ) · per-unit params``.
     With ``by_layer`` returns ``{block name: matrix}`` instead of the sum.
     """
-    num_classes = check_masks(model, masks)
+    num_classes, plan = _checked_plan(model, masks)
     float_masks = {p: m.double() for p, m in masks.items()}
+    point_grams = {p: m @ m.T for p, m in float_masks.items()}  # class×class units both keep, per point
 
     def gram(feed: Feed) -> torch.Tensor:
         if feed.point is None:
             return torch.full((num_classes, num_classes), float(feed.units), dtype=torch.float64)
-        m = float_masks[feed.point]
-        return (m @ m.T) * feed.repeat
+        return point_grams[feed.point] * feed.repeat
 
     layers: dict[str, torch.Tensor] = {}
-    for step in layer_plan(model):
-        grams = {point: float_masks[full] @ float_masks[full].T for point, full in step.point_names().items()}
+    for step in plan:
+        grams = {point: point_grams[full] for point, full in step.point_names().items()}
         shared = step.rule.shared_params(step.module, gram(step.feed), grams)
         if shared is not None:
             layers[step.name] = shared
