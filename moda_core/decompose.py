@@ -206,7 +206,7 @@ def _save_somewhere(run: runs.Run, fingerprint: str, files: dict[str, tuple[dict
         return f"{reason}: the decomposition was computed in memory (not saved)"
 
 
-def _read_from(folder: Path, run: runs.Run, tau: float, fingerprint: str,
+def _read_from(folder: Path, tau: float, fingerprint: str,
                points: list[str]) -> tuple[dict, list[int], dict | None] | None:
     """Rates, class counts and (if stored for exactly this τ) masks from ``folder``, or None if absent
     or stale."""
@@ -232,11 +232,15 @@ def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = Tru
 
     Masks for a τ not stored yet come from the stored rates, and are saved unless ``save`` is False."""
     tau = check_tau(tau)
-    fingerprint = weights_fingerprint(_weights_file(run))
+    return _load_stored(run, tau, save, weights_fingerprint(_weights_file(run)))
+
+
+def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Decomposition | None:
+    """``load_decomposition`` for weights whose fingerprint the caller already has."""
     points = modular_points(run.model)
     for folder, note in ((decomposition_dir(run), None),
                          (_cache_dir(run, fingerprint), "read from the user cache")):
-        found = _read_from(folder, run, tau, fingerprint, points)
+        found = _read_from(folder, tau, fingerprint, points)
         if found is None:
             continue
         rates, class_counts, masks = found
@@ -261,8 +265,10 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
               recompute: bool = False, save: bool = True) -> Decomposition:
     """Decomposition of a loaded run at τ: read from the run folder if current, else computed (and saved)."""
     tau = check_tau(tau)
+    fingerprint = None  # hashed at most once: to look for stored files, and to label new ones
     if not recompute:
-        stored = load_decomposition(run, tau, save)
+        fingerprint = weights_fingerprint(_weights_file(run))
+        stored = _load_stored(run, tau, save, fingerprint)
         if stored is not None:
             return stored
     data = runs.run_dataset(run)
@@ -272,7 +278,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
     masks = masks_from_rates(rates, tau)
     note = None
     if save and distributed.context().is_main:
-        fingerprint = weights_fingerprint(_weights_file(run))
+        fingerprint = fingerprint or weights_fingerprint(_weights_file(run))
         meta = {"weights": fingerprint, "points": json.dumps(list(rates)), "class_counts": json.dumps(class_counts)}
         note = _save_somewhere(run, fingerprint, {RATES_FILE: (rates, meta),
                                                   masks_file(tau): (masks, {"weights": fingerprint, "tau": repr(tau)})})
