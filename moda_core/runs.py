@@ -54,10 +54,6 @@ COMMITTED_FILES = (OPTIMIZER, MODEL, HISTORY, METRICS)  # what one epoch's commi
 _STAGED = re.compile(r"\.e(\d{4,})\.(.+)")
 
 
-def write_history(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    store_io.atomic_write_bytes(path, history_bytes(rows))
-
-
 def read_history(path: str | Path) -> list[dict[str, float]]:
     path = Path(path)
     if not path.exists():
@@ -168,9 +164,10 @@ def recover(run_dir: str | Path) -> int:
     return epoch
 
 
-def weights_epoch(path: str | Path) -> int:
-    """The epoch a weights file says it holds (its own metadata); a file without one is an error."""
-    value = read_tensor_metadata(path).get("epoch")
+def weights_epoch(path: str | Path, metadata: dict[str, str] | None = None) -> int:
+    """The epoch a weights file says it holds (its own metadata, read from ``path`` unless the caller has
+    read it already); a file without one is an error."""
+    value = (read_tensor_metadata(path) if metadata is None else metadata).get("epoch")
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -396,8 +393,8 @@ def _load_run(path: Path, epoch: int | None, device: str | torch.device) -> Run:
             raise ModaError(f"run {path} has no weights yet ({MODEL} is missing): training has not finished an epoch")
     else:
         weights = checkpoint_path(path, epoch)
-        if not weights.exists() or epoch not in list_checkpoints(path):
-            available = list_checkpoints(path)
+        available = list_checkpoints(path)  # committed checkpoints only, all of them existing files
+        if epoch not in available:
             raise ModaError(f"run {path} has no checkpoint for epoch {epoch}; "
                             f"available epochs: {available or 'none'}")
     metadata = load_weights(model, weights)
@@ -499,7 +496,7 @@ def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
     header = read_tensor_header(weights)
     shapes = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
     check_shapes(_model_shapes(config, path / CONFIG), shapes, weights)
-    epoch = weights_epoch(weights)
+    epoch = weights_epoch(weights, header.get("__metadata__") or {})
     if committed is not None and committed != epoch:
         raise ModaError(f"{weights.name} holds epoch {epoch} but the commit record says epoch {committed}")
     summary["epochs_done"] = epoch
