@@ -114,6 +114,23 @@ def compute(kind: str, spec: str, tau: float | None = None, what: str = "") -> p
     return frame
 
 
+def compute_button(kind: str, group: dict[str, str], missing: list[str], known: dict[str, Any], label: str,
+                   key: str, what: str, tau: float | None = None) -> None:
+    """A page's button that computes the study of each ``missing`` run of ``group`` into ``known`` (``what``
+    names the work in the progress bar; ``{run}`` is the run's label), then reruns the page to draw from the
+    cache; a busy server gets a warning instead."""
+    if not st.button(label, key=key, type="primary"):
+        return
+    try:
+        for run_kind in missing:
+            known[run_kind] = compute(kind, group[run_kind], tau,
+                                      what=what.format(run=state.run_label(group[run_kind])))
+    except StudyBusy as error:
+        st.warning(f"{error}.")
+    else:
+        st.rerun()  # redraw from the cache, without the page's "not computed yet" notice
+
+
 def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
     """The chosen run and, among the listed runs, one run per other training kind (MODA / standard / MwT) of
     the same model, width, data set and classes: kind → spec, the chosen run's kind first. A twin of the

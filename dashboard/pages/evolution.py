@@ -27,20 +27,13 @@ if missing:
     st.info(f"Not computed yet at τ = {tau:.2f} for {names}: {count} saved state{'s' if count != 1 else ''} to "
             "decompose and test (a second or two each on a small model). Only one study runs at a time on this "
             "server.")
-    if st.button(f"Compute ({count} checkpoint{'s' if count != 1 else ''})", key="evo_compute", type="primary"):
-        try:
-            for kind in missing:
-                known[kind] = study_jobs.compute("evolution", group[kind], tau,
-                                                 what=f"Decomposing the checkpoints of {state.run_label(group[kind])}")
-        except study_jobs.StudyBusy as error:
-            st.warning(f"{error}.")
-        else:
-            st.rerun()  # redraw from the cache, without this notice
+    study_jobs.compute_button("evolution", group, missing, known, f"Compute ({count} checkpoint"
+                              f"{'s' if count != 1 else ''})", "evo_compute", "Decomposing the checkpoints of {run}",
+                              tau)
     shipped = {k: study_jobs.precomputed("evolution", group[k], study_jobs.PRECOMPUTED_TAU) for k in missing}
-    if missing and all(frame is not None for frame in shipped.values()):
+    if all(frame is not None for frame in shipped.values()):
         st.caption(f"Meanwhile: the runs' precomputed curves at τ = {study_jobs.PRECOMPUTED_TAU:.2f}.")
         known.update(shipped)
-        missing = []
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:

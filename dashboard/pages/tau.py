@@ -31,15 +31,8 @@ if missing:
     st.info(f"Not computed yet for {names}: for each τ in {grid}, the modules are cut at that τ and a few "
             "two-class models are composed and tested (about a minute per run on 2 CPU cores; only one study "
             "runs at a time on this server).")
-    if st.button("Compute the trade-off", key="tau_compute", type="primary"):
-        try:
-            for kind in missing:
-                known[kind] = study_jobs.compute("tau", group[kind],
-                                                 what=f"Sweeping τ for {state.run_label(group[kind])}")
-        except study_jobs.StudyBusy as error:
-            st.warning(f"{error}.")
-        else:
-            st.rerun()  # redraw from the cache, without this notice
+    study_jobs.compute_button("tau", group, missing, known, "Compute the trade-off", "tau_compute",
+                              "Sweeping τ for {run}")
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
