@@ -96,11 +96,18 @@ def units_by_class_order(rates: np.ndarray, masks: np.ndarray) -> list[int]:
     module keeps. Within a group, by falling rate (the owner's rate; the highest rate for the others)."""
     rates = np.asarray(rates, dtype=float)
     masks = np.asarray(masks, dtype=bool)
-    num_classes = rates.shape[0]
     keepers = masks.sum(0)
-    group = np.where(keepers == 1, masks.argmax(0), np.where(keepers > 1, num_classes, num_classes + 1))
+    group = _unit_owner(masks)
     own_rate = np.where(keepers == 1, rates[masks.argmax(0), np.arange(rates.shape[1])], rates.max(0))
     return sorted(range(rates.shape[1]), key=lambda u: (group[u], -own_rate[u], u))
+
+
+def _unit_owner(masks: np.ndarray) -> np.ndarray:
+    """Per unit: the index of the one class whose module keeps it; C (the class count) when several modules
+    keep it ("shared"), C + 1 when none does. The groups of ``units_by_class_order`` and ``unit_groups``."""
+    keepers = masks.sum(0)
+    classes = masks.shape[0]
+    return np.where(keepers == 1, masks.argmax(0), np.where(keepers > 1, classes, classes + 1))
 
 
 def kept_units_text(kept: Sequence[int], units: int) -> str:
@@ -117,9 +124,8 @@ def unit_groups(masks: np.ndarray, class_names: Sequence[str]) -> list[str]:
     """Per unit (original index): the class whose module alone keeps it, ``SHARED_GROUP`` when several
     modules keep it, ``UNKEPT_GROUP`` when none does (the groups of ``units_by_class_order``)."""
     masks = np.asarray(masks, dtype=bool)
-    keepers = masks.sum(0)
-    return [str(class_names[int(masks[:, u].argmax())]) if keepers[u] == 1
-            else SHARED_GROUP if keepers[u] > 1 else UNKEPT_GROUP for u in range(masks.shape[1])]
+    names = [str(name) for name in class_names] + [SHARED_GROUP, UNKEPT_GROUP]
+    return [names[owner] for owner in _unit_owner(masks)]
 
 
 def firing_figure(fired: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], class_index: int,

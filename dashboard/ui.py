@@ -90,7 +90,7 @@ def pick_run(label: str, key: str, with_checkpoints: bool = False,
     if chosen is not None:
         st.session_state[key] = chosen  # set before the widget exists: no index, or Streamlit warns
     spec = st.selectbox(label, specs, key=key, format_func=state.run_label, help=help,
-                        on_change=_remember_run, args=(key,))
+                        on_change=_remember, args=(key, SHARED_RUN, run_token))
     _set_url(RUN_PARAM, run_token(spec))
     return spec
 
@@ -120,12 +120,10 @@ def _resolve_token(token: str, specs: list[str]) -> str | None:
     return by_token.get(token) or by_token.get(token.split("@")[0])
 
 
-def _remember_run(key: str) -> None:
-    st.session_state[SHARED_RUN] = run_token(st.session_state[key])
-
-
-def _remember_tau(key: str) -> None:
-    st.session_state[SHARED_TAU] = float(st.session_state[key])
+def _remember(key: str, shared: str, convert: Callable[[Any], Any] = lambda value: value) -> None:
+    """A shared picker's on_change: the widget's value (``convert``ed) becomes the session's choice."""
+    st.session_state[shared] = convert(st.session_state[key])
+    st.session_state.pop(_FROM_URL + shared, None)
 
 
 def _from_url_once(param: str) -> str | None:
@@ -217,11 +215,6 @@ POINT_PARAM, IMAGE_PARAM = "point", "image"  # the URL's query parameters (&poin
 _FROM_URL = "from_url_"  # session flag: the value came from the URL and is not checked yet
 
 
-def _remember(key: str, shared: str) -> None:
-    st.session_state[shared] = st.session_state[key]
-    st.session_state.pop(_FROM_URL + shared, None)
-
-
 def _checked_choice(shared: str, param: str, valid: Callable[[Any], Any], what: str, fallback: str) -> Any:
     """The session's choice for ``shared`` made valid for this page (``valid`` returns the value or None).
     A value the URL named that this run does not have gets a gentle note, once, and is forgotten; a choice
@@ -303,8 +296,8 @@ def tau_slider(key: str = "tau") -> float:
     """The τ slider; every page's slider shows the session's one τ (see ``shared_tau``), and the URL follows."""
     st.session_state[key] = shared_tau()  # set before the widget exists: no value argument, or Streamlit warns
     tau = st.slider("Threshold τ (a unit joins a class module when it fires on at least τ of the class's samples)",
-                    min_value=TAU_MIN, max_value=TAU_MAX, step=TAU_STEP, key=key, on_change=_remember_tau,
-                    args=(key,))
+                    min_value=TAU_MIN, max_value=TAU_MAX, step=TAU_STEP, key=key, on_change=_remember,
+                    args=(key, SHARED_TAU, float))
     _set_url(TAU_PARAM, f"{tau:.2f}")
     return float(tau)
 

@@ -29,7 +29,8 @@ order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=
 tau = ui.tau_slider("act_tau")
 
 point_rates = rates[point].numpy()
-point_masks = state.masks(spec, tau)[point]
+all_masks = state.masks(spec, tau)
+point_masks = all_masks[point]
 by_class = order_by == "class they serve"
 order = (figures.units_by_class_order(point_rates, point_masks) if by_class
          else list(range(point_rates.shape[1])))
@@ -50,7 +51,6 @@ st.subheader("One test image through the network")
 test_size = len(state.dataset(spec).test)
 index = ui.image_picker(f"Test image (0–{test_size - 1})", test_size, key="act_image")
 image = state.image_activations(spec, int(index))
-all_masks = state.masks(spec, tau)
 c1, c2 = st.columns([1, 3])
 c1.image(np.clip(image["image"], 0, 1), caption=f"true: {names[image['label']]}, "
                                                  f"predicted: {names[image['predicted']]}", width=160)
