@@ -9,7 +9,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from dashboard import state
-from moda_core import runs as run_store
+from moda_core import methods, runs as run_store
 from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
 
@@ -303,10 +303,8 @@ def tau_slider(key: str = "tau") -> float:
 
 
 def training_kind(summary: dict) -> str:
-    """How the Runs table names a run's training: MwT, MODA or standard."""
-    if summary.get("method") == "mwt":
-        return "MwT"
-    return "MODA" if is_modular(summary) else "standard"
+    """How the Runs table names a run's training: MwT, MODA or standard (the engine's kind, in words)."""
+    return methods.kind_label(methods.training_kind(summary))
 
 
 def is_modular(summary: dict) -> bool:
