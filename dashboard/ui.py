@@ -279,7 +279,7 @@ def _set_url(param: str, value: str) -> None:
 
 
 def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:
-    path = spec.split("@")[0] if "@" in spec else spec
+    path = str(run_store.split_run_spec(spec)[0])
     return any(s["path"] == path and state.run_status(s) == state.HEALTHY for s in runs)
 
 

@@ -6,6 +6,7 @@ import re
 import streamlit as st
 
 from dashboard import figures, state, ui
+from moda_core import runs as run_store
 
 st.title("Compose")
 st.caption("Pick the classes you need: their modules are cut out of the trained network and joined into a "
@@ -59,7 +60,7 @@ if st.button("Export as .pt2", key="comp_export"):
 if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
     with st.spinner("Exporting…"):
         data = state.export_bytes(spec, tau, classes)
-    epoch = spec.rsplit("@", 1)[1] if "@" in spec else None
+    epoch = run_store.split_run_spec(spec)[1]
     named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
     file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"
     st.caption(f"Saved as `{file_name}` (named by class, in the order of the outputs).")
