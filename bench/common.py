@@ -1,5 +1,6 @@
-"""Helpers every benchmark shares: the method table (standard, MODA, MwT with their default
-weights, from ``moda_core.methods``), the median epoch time of a run, and a device's name."""
+"""Helpers every benchmark shares: the method table (standard, MODA, MwT; unset weights take the
+method's defaults from ``moda_core.methods`` through ``TrainConfig``), the median epoch time of a run,
+and a device's name."""
 from __future__ import annotations
 
 import platform
@@ -12,16 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from moda_core.methods import METHODS as ENGINE_METHODS  # noqa: E402
-
 # Benchmark name → TrainConfig keyword arguments. Standard training is MODA's trainer with α=β=γ=0.
 METHODS: dict[str, dict[str, Any]] = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(),
                                       "mwt": dict(method="mwt")}
-
-
-def default_weights(method: str) -> tuple[float, float, float]:
-    """(α, β, γ) a method trains with unless told otherwise."""
-    return ENGINE_METHODS[method].defaults
 
 
 def median_epoch_seconds(run) -> float:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import default_weights, device_name, median_epoch_seconds  # noqa: E402
+from bench.common import METHODS, device_name, median_epoch_seconds  # noqa: E402
 from moda_core.io import atomic_write_bytes  # noqa: E402
 from moda_core.train import TrainConfig, resolve_device, train  # noqa: E402
 
@@ -44,9 +44,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
         for model in args.models:
-            for kind, weights in (("standard", default_weights("standard")), ("moda", default_weights("moda"))):
+            for kind in ("standard", "moda"):
                 config = TrainConfig(model=model, dataset="synthetic", width=args.width, epochs=args.epochs,
-                                     alpha=weights[0], beta=weights[1], gamma=weights[2], batch_size=128,
+                                     **METHODS[kind], batch_size=128,
                                      train_fraction=args.train_fraction, device=args.device, compile=args.compile,
                                      track_modular_terms=False)
                 run = train(config, runs_dir, f"{model}-{kind}")

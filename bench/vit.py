@@ -85,10 +85,7 @@ def measure(run, standard, pairs: list[list[int]], tau: float) -> dict:
     summary = module_summary(run.model, masks)
     test = run_dataset(run).test
     sweep = subtask_sweep(run.model, masks, test, pairs, reference=standard.model)
-    train_cfg = run.config.get("train", {})
-    method = "standard" if train_cfg.get("alpha") == train_cfg.get("beta") == train_cfg.get("gamma") == 0 else \
-        train_cfg.get("method", "moda")
-    return {"method": method, "epoch": run.epoch, "test_accuracy": run.history[run.epoch - 1]["test_accuracy"],
+    return {"method": run.kind, "epoch": run.epoch, "test_accuracy": run.history[run.epoch - 1]["test_accuracy"],
             "seconds_per_epoch": median_epoch_seconds(run),
             "mlp_units_kept": statistics.mean(m.float().mean().item() for m in masks.values()),
             "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap,

@@ -328,11 +328,6 @@ class Run:
         return self.path.name
 
     @property
-    def method(self) -> str:
-        """The training method's name (``config["train"]["method"]``; older runs: from ``arch["mwt"]``)."""
-        return method_name(self.config)
-
-    @property
     def kind(self) -> str:
         """standard, moda or mwt (``moda_core.methods.training_kind``)."""
         return method_of_config(self.config).name
