@@ -61,7 +61,7 @@ from moda_core.errors import ModaError  # noqa: E402
 from moda_core.replace import strong_config, weak_config  # noqa: E402
 from moda_core.io import atomic_write_bytes  # noqa: E402
 from moda_core.studies import tau_sweep, training_evolution  # noqa: E402
-from moda_core.train import TrainConfig, train  # noqa: E402
+from moda_core.train import TrainConfig, setting_differences, train  # noqa: E402
 
 EPOCHS = 100  # the VGG runs' budget
 CHECKPOINT_EVERY = 5
@@ -72,9 +72,6 @@ KEPT_CHECKPOINTS = {"vgg11-moda": (5, 20), "vgg11-standard": (5, 20)}  # shipped
 MIXED_CLASS = 3  # the weak model's scarce class, repaired with swap-strong's module
 WEAK_EPOCHS, WEAK_CHECKPOINT_EVERY, WEAK_KEPT = 40, 8, (8, 16)
 VIT_EPOCHS, VIT_CHECKPOINT_EVERY = 50, 10  # the ViT pair's budget (bench/vit.py --train trains the same runs)
-# the settings a reused run must have been trained with (the rest of its config may differ)
-CHECKED = ("model", "dataset", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "classes",
-           "lr", "momentum", "batch_size", "train_fraction", "augment")
 
 
 def demo_configs(epochs: int = EPOCHS) -> dict[str, TrainConfig]:
@@ -102,9 +99,7 @@ def reusable(source: Path, config: TrainConfig) -> bool:
     if summary["status"] != "complete":
         raise ModaError(f"--reuse: {source} is not a finished run (status {summary['status']}: {summary['error']})")
     stored = runs.read_json(source / runs.CONFIG).get("train", {})
-    wanted = {key: getattr(config, key) for key in CHECKED}
-    differs = {key: (stored.get(key), value) for key, value in wanted.items()
-               if stored.get(key, value) != value}
+    differs = setting_differences(stored, config)  # a reused run's other settings (device, logging) may differ
     if config.checkpoint_every and stored.get("checkpoint_every") != config.checkpoint_every:
         differs["checkpoint_every"] = (stored.get("checkpoint_every"), config.checkpoint_every)  # evolution needs them
     if differs:

@@ -45,21 +45,18 @@ from moda_core.io import atomic_write_bytes  # noqa: E402
 from moda_core.metrics import subtask_sets, subtask_sweep  # noqa: E402
 from moda_core.runs import run_dataset  # noqa: E402
 from moda_core.summary import module_summary  # noqa: E402
-from moda_core.train import TrainConfig, train  # noqa: E402
+from moda_core.train import TrainConfig, setting_differences, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MATCHED = ("model", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "dataset", "classes",
-           "train_fraction", "batch_size", "lr", "momentum", "augment")
 
 
 def find_reusable(folder: Path, config: TrainConfig):
-    """A finished run in ``folder`` trained with ``config``'s settings (``MATCHED``), loaded; or None."""
-    wanted = {key: getattr(config, key) for key in MATCHED}
+    """A finished run in ``folder`` trained with ``config``'s settings (``SAME_TRAINING``), loaded; or None."""
     for entry in run_store.list_runs(folder):
         if entry["status"] != "complete":
             continue
         stored = run_store.read_json(Path(entry["path"]) / run_store.CONFIG).get("train", {})
-        if all(stored.get(key, wanted[key]) == wanted[key] for key in MATCHED) and not stored.get("class_fractions"):
+        if not setting_differences(stored, config) and not stored.get("class_fractions"):
             return run_store.load_run(entry["path"])
     return None
 

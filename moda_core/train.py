@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -106,6 +106,18 @@ class TrainConfig:
         if self.class_fractions:
             learnt = self.classes if self.classes is not None else list(range(info.num_classes))
             self.class_fractions = check_class_fractions(self.class_fractions, learnt, f"data set {self.dataset!r}")
+
+
+# the settings that make two trainings the same experiment (device, logging and checkpointing aside)
+SAME_TRAINING = ("model", "dataset", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "classes",
+                 "lr", "momentum", "batch_size", "train_fraction", "augment")
+
+
+def setting_differences(stored: Mapping[str, Any], config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``SAME_TRAINING`` settings in which a stored run's ``train`` record (its config.json) differs from
+    ``config``: name → (stored, wanted). A setting the record lacks counts as the same."""
+    wanted = {key: getattr(config, key) for key in SAME_TRAINING}
+    return {key: (stored.get(key), value) for key, value in wanted.items() if stored.get(key, value) != value}
 
 
 @dataclass
