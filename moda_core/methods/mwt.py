@@ -76,44 +76,37 @@ def gated(y: torch.Tensor, gate: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # gated blocks: the zoo blocks with a mask generator before each ReLU
 
-class GatedConvUnit(ConvUnit):
-    """``ConvUnit`` whose normalised output is multiplied by ``gate(input)`` before the ReLU."""
+class _OneGateBlock:
+    """The one-conv gated blocks' point and forward: the normalised output times ``gate(input)``, then
+    the ReLU. Their constructors take the generator (built by ``_gated_version`` or a composition rule)."""
 
     GATES = {"relu": "gate"}  # point → the generator that gates it
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None, groups: int = 1,
-                 gate: MaskGenerator | None = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups)
-        self.gate = gate if gate is not None else MaskGenerator(in_channels, out_channels)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(gated(self.pre_activation(x), self.gate, x))
 
 
-class GatedGatheredConvUnit(GatheredConvUnit):
+class GatedConvUnit(_OneGateBlock, ConvUnit):
+    """``ConvUnit`` whose normalised output is multiplied by ``gate(input)`` before the ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None, groups: int = 1,
+                 *, gate: MaskGenerator) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups)
+        self.gate = gate
+
+
+class GatedGatheredConvUnit(_OneGateBlock, GatheredConvUnit):
     """A composed depthwise ``GatedConvUnit`` (its gate reads the ungathered input)."""
 
-    GATES = {"relu": "gate"}
-
-    def __init__(self, gather: ChannelGather, kernel_size=3, stride=1, padding=None,
-                 gate: MaskGenerator | None = None) -> None:
+    def __init__(self, gather: ChannelGather, kernel_size=3, stride=1, padding=None, *, gate: MaskGenerator) -> None:
         super().__init__(gather, kernel_size, stride, padding)
-        self.gate = gate if gate is not None else MaskGenerator(len(gather.source), gather.out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(gated(self.pre_activation(x), self.gate, x))
+        self.gate = gate
 
 
-class GatedPlainConvUnit(PlainConvUnit):
-    GATES = {"relu": "gate"}
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, padding=0,
-                 gate: MaskGenerator | None = None) -> None:
+class GatedPlainConvUnit(_OneGateBlock, PlainConvUnit):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, padding=0, *, gate: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding)
-        self.gate = gate if gate is not None else MaskGenerator(in_channels, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(gated(self.pre_activation(x), self.gate, x))
+        self.gate = gate
 
 
 class GatedBasicBlock(BasicBlock):
@@ -123,12 +116,9 @@ class GatedBasicBlock(BasicBlock):
     GATES = {"relu1": "gate1", "relu2": "gate2"}
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, mid_channels: int | None = None,
-                 shortcut: nn.Module | None = None, gate1: MaskGenerator | None = None,
-                 gate2: MaskGenerator | None = None) -> None:
+                 shortcut: nn.Module | None = None, *, gate1: MaskGenerator, gate2: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, stride, mid_channels, shortcut)
-        mid = self.bn1.num_features
-        self.gate1 = gate1 if gate1 is not None else MaskGenerator(in_channels, mid)
-        self.gate2 = gate2 if gate2 is not None else MaskGenerator(in_channels, out_channels)
+        self.gate1, self.gate2 = gate1, gate2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.relu1(gated(self.inner(x), self.gate1, x))
