@@ -76,6 +76,19 @@ class BlockRule:
         of the block's points (``M Mᵀ``). None: the block has no parameters to count."""
         raise NotImplementedError
 
+    def extra_parts(self, block: nn.Module, inp: torch.Tensor,
+                    kept: Mapping[str, torch.Tensor]) -> dict[str, nn.Module]:
+        """The hook through which a training method's variant of a block (e.g. MwT's gates) adds its sliced
+        extra parts to the composed block: constructor keyword → module. None by default."""
+        return {}
+
+    @staticmethod
+    def with_extras(state: dict, extras: Mapping[str, nn.Module]) -> dict:
+        """``state`` (a composed block's state dict) with the extra parts' tensors under their keywords."""
+        for key, part in extras.items():
+            state.update(prefixed(key, part.state_dict()))
+        return state
+
 
 RULES: dict[type, BlockRule] = {}
 R = TypeVar("R", bound=type)

@@ -153,21 +153,10 @@ class GatheredConvUnit(ConvUnit):
 # composition rules
 
 class SingleConvRule(BlockRule):
-    """What the one-conv blocks share: one point, ``relu``, with one unit per output channel, and the
-    hook through which a training method's variant adds its sliced extra parts (constructor keyword →
-    module) to the composed block."""
+    """What the one-conv blocks share: one point, ``relu``, with one unit per output channel."""
 
     def points(self, block):
         return {"relu": block.conv.out_channels}
-
-    def extra_parts(self, block, inp, kept) -> dict[str, nn.Module]:
-        return {}
-
-    @staticmethod
-    def with_extras(state: dict, extras: dict[str, nn.Module]) -> dict:
-        for key, part in extras.items():
-            state.update(prefixed(key, part.state_dict()))
-        return state
 
 
 class ConvUnitRule(SingleConvRule):
@@ -226,16 +215,12 @@ class BasicBlockRule(BlockRule):
     def points(self, block):
         return {"relu1": block.bn1.num_features, "relu2": block.bn2.num_features}
 
-    def extra_parts(self, block, inp, kept) -> dict[str, nn.Module]:
-        return {}
-
     def compose(self, block, inp, kept, classes):
         mid, out = kept["relu1"], kept["relu2"]
         state = {**prefixed("conv1", conv_state(block.conv1, mid, inp)), **prefixed("bn1", bn_state(block.bn1, mid)),
                  **prefixed("conv2", conv_state(block.conv2, out, mid)), **prefixed("bn2", bn_state(block.bn2, out))}
         extras = self.extra_parts(block, inp, kept)
-        for key, part in extras.items():
-            state.update(prefixed(key, part.state_dict()))
+        self.with_extras(state, extras)
         stride = block.conv1.stride
         if isinstance(block.shortcut, nn.Identity):
             shortcut = channel_gather(inp, out) or nn.Identity()
