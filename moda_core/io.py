@@ -64,8 +64,13 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
         raise
 
 
+def json_bytes(obj: Any) -> bytes:
+    """How every JSON file of a run is written: indented, keys sorted, a final newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def read_json(path: str | Path) -> Any:

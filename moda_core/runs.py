@@ -42,7 +42,7 @@ from moda_core import io as store_io  # writes go through store_io.* at call tim
 from moda_core.errors import ModaError
 from moda_core.io import (  # noqa: F401  (re-exported: older code imports these from moda_core.runs)
     FILE_MODE, _plain_file_mode, atomic_write_bytes, atomic_write_with, load_tensors, read_json,
-    read_tensor_header, read_tensor_metadata, save_tensors, tensors_bytes, write_json)
+    json_bytes, read_tensor_header, read_tensor_metadata, save_tensors, tensors_bytes, write_json)
 from moda_core.methods import method_name, method_of_config, training_kind
 from moda_core.models import ZooNet, build_model
 
@@ -73,10 +73,6 @@ def history_bytes(rows: list[dict[str, Any]]) -> bytes:
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue().encode()
-
-
-def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 # ----- one epoch = one commit ---------------------------------------------------------------------
