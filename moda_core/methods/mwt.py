@@ -274,9 +274,8 @@ class MwT(Method):
         units = point_units(model)
         with record_masks(model) as masks:
             def read() -> dict[str, torch.Tensor]:
-                batch = next(iter(masks.values())).shape[0]
-                fired = {p: torch.ones(batch, n, dtype=torch.bool, device=next(iter(masks.values())).device)
-                         for p, n in units.items()}
-                fired.update({p: m > 0 for p, m in masks.items()})
-                return fired
+                reference = next(iter(masks.values()))
+                return {p: masks[p] > 0 if p in masks else
+                        torch.ones(reference.shape[0], n, dtype=torch.bool, device=reference.device)
+                        for p, n in units.items()}
             yield read
