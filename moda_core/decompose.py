@@ -28,7 +28,7 @@ from torch import nn
 
 from moda_core import distributed, runs
 from moda_core.activations import modular_points, units_firing  # noqa: F401  (units_firing: re-exported)
-from moda_core.data import Split
+from moda_core.data import Dataset, Split
 from moda_core.errors import ModaError
 from moda_core.hooks import eval_mode
 from moda_core.methods import METHODS, method_of_config
@@ -262,8 +262,9 @@ def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Dec
 
 
 def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, int], None] | None = None,
-              recompute: bool = False, save: bool = True) -> Decomposition:
-    """Decomposition of a loaded run at τ: read from the run folder if current, else computed (and saved)."""
+              recompute: bool = False, save: bool = True, data: Dataset | None = None) -> Decomposition:
+    """Decomposition of a loaded run at τ: read from the run folder if current, else computed (and saved)
+    over its training data (``data``: the run's data set when the caller has it loaded already)."""
     tau = check_tau(tau)
     fingerprint = None  # hashed at most once: to look for stored files, and to label new ones
     if not recompute:
@@ -271,7 +272,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
         stored = _load_stored(run, tau, save, fingerprint)
         if stored is not None:
             return stored
-    data = runs.run_dataset(run)
+    data = data or runs.run_dataset(run)
     method = method_of_config(run.config)  # e.g. MwT counts its gates' masks instead of activations
     rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress,
                                            indicators=method.unit_indicators)

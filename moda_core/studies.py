@@ -21,10 +21,9 @@ import torch
 from moda_core import runs
 from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Dataset
-from moda_core.decompose import DEFAULT_TAU, activation_rates, check_tau, load_decomposition, masks_from_rates
+from moda_core.decompose import DEFAULT_TAU, check_tau, decompose, masks_from_rates
 from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
-from moda_core.methods import method_of_config
 from moda_core.metrics import composed_accuracy, subtask_sets
 from moda_core.summary import module_summary
 
@@ -44,13 +43,7 @@ def run_rates(run: runs.Run, data: Dataset | None = None,
               progress: Progress = None) -> dict[str, torch.Tensor]:
     """Activation rates of a loaded run: the stored ones when current for these weights, else measured
     over its training data (in memory; nothing is saved)."""
-    stored = load_decomposition(run, DEFAULT_TAU, save=False)
-    if stored is not None:
-        return stored.rates
-    data = data or runs.run_dataset(run)
-    rates, _ = activation_rates(run.model, data.train, data.num_classes, progress=progress,
-                                indicators=method_of_config(run.config).unit_indicators)
-    return rates
+    return decompose(run, DEFAULT_TAU, progress=progress, save=False, data=data).rates
 
 
 def evolution_states(run_dir: str | Path) -> list[tuple[int, str]]:

@@ -44,9 +44,9 @@ def test_tau_sweep_matches_module_summary_and_composition_at_each_tau(lenet_moda
     rates = decompose(run, 0.9, save=False, recompute=True).rates
     measured = []
     original = decompose_module.activation_rates
-    monkeypatch.setattr("moda_core.studies.activation_rates",
+    monkeypatch.setattr("moda_core.decompose.activation_rates",
                         lambda *a, **k: measured.append(1) or original(*a, **k))
-    monkeypatch.setattr("moda_core.studies.load_decomposition", lambda *a, **k: None)  # force a measurement
+    monkeypatch.setattr("moda_core.decompose._load_stored", lambda *a, **k: None)  # force a measurement
     taus, pairs = (0.5, 0.8, 0.9, 1.0), [[0, 1], [3, 7]]
     calls = []
     frame = tau_sweep(run, taus, pairs, progress=lambda d, t: calls.append((d, t)))
