@@ -439,6 +439,10 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+class _NoFinishedEpoch(ModaError):
+    """A run folder whose trainer has not committed an epoch yet: running or interrupted, not broken."""
+
+
 def summarize_run(path: str | Path) -> dict[str, Any]:
     """One ``list_runs`` entry (fields documented there); reads JSON files and safetensors headers only."""
     path = Path(path)
@@ -456,7 +460,7 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
             if attempt < 2 and running:
                 continue  # the trainer may have renamed a staged file under us
             summary["error"] = message
-            if summary["error"] and "no finished epoch" in summary["error"]:
+            if isinstance(error, _NoFinishedEpoch):
                 summary["status"] = "running" if running else "interrupted"
             else:
                 summary["status"] = "broken"
@@ -473,7 +477,7 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
 
 def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
     if not (path / CONFIG).exists() and (summary["pid"] is not None or (path / LOCK).exists()):
-        raise ModaError("no finished epoch yet (the run is starting, or stopped as it started)")
+        raise _NoFinishedEpoch("no finished epoch yet (the run is starting, or stopped as it started)")
     config = read_json(path / CONFIG)
     train = config.get("train") or {}
     summary.update(model=config["arch"]["name"], dataset=(config.get("data") or {}).get("name", train.get("dataset")),
@@ -483,7 +487,7 @@ def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
     committed, files = resolve_files(path)
     weights = files[MODEL]
     if not weights.exists():
-        raise ModaError(f"no finished epoch yet ({MODEL} is missing)")
+        raise _NoFinishedEpoch(f"no finished epoch yet ({MODEL} is missing)")
     header = read_tensor_header(weights)
     shapes = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
     check_shapes(_model_shapes(config, path / CONFIG), shapes, weights)
