@@ -92,7 +92,7 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
 
     ``indicators`` (default: standard/MODA's, a unit fires when its activation is non-zero) is the
     training method's ``unit_indicators``: after each forward pass it says which units fired per
-    sample; a point it does not report counts as always firing (e.g. MwT's ungated layers).
+    sample, at every modular point (MwT reports its ungated layers as always firing).
     Under torchrun each rank counts a strided shard of the samples and the counts are summed over
     ranks, so the rates equal a single-process pass exactly (the counts are integers).
     """
