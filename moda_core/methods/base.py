@@ -17,7 +17,8 @@ from torch import nn
 
 from moda_core.activations import modular_points, record_activations, units_firing
 
-# read() after a forward pass → {point: B×N bool} for every modular point (e.g. MwT reports its ungated ones as all firing)
+# read() after a forward pass → {point: B×N bool} for every modular point
+# (MwT reports its ungated points as all firing)
 Indicators = Callable[[], dict[str, torch.Tensor]]
 
 
