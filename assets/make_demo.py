@@ -58,8 +58,8 @@ if str(ROOT) not in sys.path:
 from moda_core import runs  # noqa: E402
 from moda_core.decompose import DEFAULT_TAU, decompose  # noqa: E402
 from moda_core.errors import ModaError  # noqa: E402
-from moda_core.replace import strong_config, weak_config  # noqa: E402
 from moda_core.io import atomic_write_bytes  # noqa: E402
+from moda_core.replace import strong_config, weak_config  # noqa: E402
 from moda_core.studies import tau_sweep, training_evolution  # noqa: E402
 from moda_core.train import TrainConfig, setting_differences, train  # noqa: E402
 

@@ -38,8 +38,7 @@ import pandas as pd  # noqa: E402
 
 from bench.common import METHODS, median_epoch_seconds  # noqa: E402
 from moda_core import runs as run_store  # noqa: E402
-from moda_core.comparison import (COMPARE_COLUMNS, compare_markdown, read_compare_table,  # noqa: E402
-                                  write_compare_table)
+from moda_core.comparison import COMPARE_COLUMNS, compare_markdown, read_compare_table, write_compare_table  # noqa: E402
 from moda_core.decompose import decompose  # noqa: E402
 from moda_core.io import atomic_write_bytes  # noqa: E402
 from moda_core.metrics import subtask_sets, subtask_sweep  # noqa: E402

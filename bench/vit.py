@@ -28,10 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
-
-from bench.common import METHODS, median_epoch_seconds  # noqa: E402
 import torch  # noqa: E402
 
+from bench.common import METHODS, median_epoch_seconds  # noqa: E402
 from moda_core.activations import mask_points  # noqa: E402
 from moda_core.compose import parameter_count, point_units  # noqa: E402
 from moda_core.decompose import decompose  # noqa: E402

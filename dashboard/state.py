@@ -41,7 +41,8 @@ from moda_core.decompose import clearest_point as find_clearest_point  # noqa: E
 from moda_core.errors import ModaError  # noqa: E402
 from moda_core.export import export_module  # noqa: E402
 from moda_core.metrics import compose_report, per_class_accuracy, predict_logits  # noqa: E402
-from moda_core.replace import class_index, repair, run_classes as classes_of  # noqa: E402
+from moda_core.replace import class_index, repair  # noqa: E402
+from moda_core.replace import run_classes as classes_of
 from moda_core.summary import module_summary  # noqa: E402
 
 DEMO_DIR = ROOT / "assets" / "demo"

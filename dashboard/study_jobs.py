@@ -18,8 +18,14 @@ import streamlit as st
 from dashboard import state
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
-from moda_core.studies import (DEFAULT_TAUS, EVOLUTION_COLUMNS, TAU_COLUMNS, evolution_states, tau_sweep,
-                               training_evolution)
+from moda_core.studies import (
+    DEFAULT_TAUS,
+    EVOLUTION_COLUMNS,
+    TAU_COLUMNS,
+    evolution_states,
+    tau_sweep,
+    training_evolution,
+)
 
 EVOLUTION_CSV = "evolution.csv"  # training_evolution at τ = 0.9, shipped with the demo runs
 TAU_CSV = "tau_sweep.csv"  # tau_sweep over DEFAULT_TAUS, if a run folder ships one

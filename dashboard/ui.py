@@ -9,7 +9,8 @@ from typing import Any, Callable
 import streamlit as st
 
 from dashboard import state
-from moda_core import methods, runs as run_store
+from moda_core import methods
+from moda_core import runs as run_store
 from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
 

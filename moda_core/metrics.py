@@ -16,7 +16,6 @@ from moda_core.evaluate import accuracy, per_class_accuracy, predict_logits  # n
 from moda_core.hooks import eval_mode
 from moda_core.summary import mean_off_diagonal, module_summary  # noqa: F401  (re-exported)
 
-
 # ----------------------------------------------------------------------------------------------
 # module metrics (DESIGN.md §1.5)
 

@@ -37,12 +37,23 @@ from typing import Any
 
 import torch
 
-from moda_core.data import Dataset, load_dataset
 from moda_core import io as store_io  # writes go through store_io.* at call time (tests inject failures)
+from moda_core.data import Dataset, load_dataset
 from moda_core.errors import ModaError
 from moda_core.io import (  # noqa: F401  (re-exported: older code imports these from moda_core.runs)
-    FILE_MODE, _plain_file_mode, atomic_write_bytes, atomic_write_with, load_tensors, read_json,
-    json_bytes, read_tensor_header, read_tensor_metadata, save_tensors, tensors_bytes, write_json)
+    FILE_MODE,
+    _plain_file_mode,
+    atomic_write_bytes,
+    atomic_write_with,
+    json_bytes,
+    load_tensors,
+    read_json,
+    read_tensor_header,
+    read_tensor_metadata,
+    save_tensors,
+    tensors_bytes,
+    write_json,
+)
 from moda_core.methods import method_name, method_of_config, training_kind
 from moda_core.models import ZooNet, build_model
 

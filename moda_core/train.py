@@ -30,8 +30,6 @@ from moda_core.methods import METHODS, Method, StepLosses, get_method, resolve, 
 from moda_core.models import MODELS, ZooNet, build_model
 
 
-
-
 @dataclass
 class TrainConfig:
     model: str = "lenet5"

@@ -26,9 +26,11 @@ from moda_core.errors import ModaError
 from moda_core.rawdata import DIGITS, RawData
 
 try:  # numpy >= 2 moved the array pickling helpers to numpy._core
-    from numpy._core import multiarray as _np_multiarray, numeric as _np_numeric
+    from numpy._core import multiarray as _np_multiarray
+    from numpy._core import numeric as _np_numeric
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray as _np_multiarray, numeric as _np_numeric
+    from numpy.core import multiarray as _np_multiarray
+    from numpy.core import numeric as _np_numeric
 
 
 def _describe(error: BaseException) -> str:

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 from helpers import CHROMIUM, ServedDashboard
+from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 
 ROOT = Path(__file__).resolve().parent.parent
 # `make screenshots` sets this to docs/screenshots (the README's pictures); a plain test run keeps the

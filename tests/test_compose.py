@@ -1,14 +1,20 @@
 """Composition exactness and analytic overlap, on every zoo architecture."""
 import pytest
 import torch
+from helpers import (
+    NUM_CLASSES,
+    assert_runs_without_moda_core,
+    brute_force_overlap,
+    masked_logits,
+    random_masks,
+    randomised,
+)
 
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.errors import ModaError
 from moda_core.export import export_module
 from moda_core.models import MODELS, build_model
 from moda_core.models.blocks import ChannelGather
-from helpers import (NUM_CLASSES, assert_runs_without_moda_core, brute_force_overlap, masked_logits, random_masks,
-                     randomised)
 
 CASES = [(name, c, s) for name in MODELS for c, s in [(1, 28), (3, 32)]]
 

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 from streamlit.testing.v1 import AppTest
 
 from dashboard.ui import PAGE_STOPPED
-from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -467,7 +467,6 @@ def test_empty_state_names_the_folder(monkeypatch, tmp_path):
 
 def test_run_labels_say_which_epoch(demo_env):
     from dashboard import state
-
     from moda_core import runs as run_store
 
     weak = str(DEMO / "swap-weak")

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
+from test_dashboard import APP, DEMO, TIMEOUT, charts, demo_env, open_page, texts  # noqa: F401
 
 from dashboard import study_jobs, ui
 from moda_core.decompose import class_structure, clearest_point
-from streamlit.testing.v1 import AppTest
-from test_dashboard import APP, DEMO, TIMEOUT, charts, demo_env, open_page, texts  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
 

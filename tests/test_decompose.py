@@ -13,8 +13,16 @@ from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Split
 from moda_core.decompose import activation_rates, decompose, masks_file, masks_from_rates
 from moda_core.errors import ModaError
-from moda_core.metrics import (compose_report, count_flops, mean_off_diagonal, module_sizes, overlap_matrix,
-                               predict_logits, subtask_sets, subtask_sweep)
+from moda_core.metrics import (
+    compose_report,
+    count_flops,
+    mean_off_diagonal,
+    module_sizes,
+    overlap_matrix,
+    predict_logits,
+    subtask_sets,
+    subtask_sweep,
+)
 from moda_core.models import build_model
 from moda_core.runs import load_run, run_dataset
 

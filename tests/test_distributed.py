@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import free_port
+
 from moda_core.decompose import decompose
 from moda_core.distributed import Context, shard_batches
 from moda_core.runs import load_run, read_tensor_metadata

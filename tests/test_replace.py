@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import assert_runs_without_moda_core
+
 from moda_core.cli import main
 from moda_core.compose import compose_module
 from moda_core.data import Split
@@ -19,9 +19,23 @@ from moda_core.errors import ModaError
 from moda_core.export import export_module
 from moda_core.metrics import per_class_accuracy, predict_logits
 from moda_core.models import build_model
-from moda_core.replace import (STRATEGIES, AffineModel, CalibratedModel, NormalizedModel, affine, calibrate,
-                               check_replacement, class_index, normalize, repair, replacement_report, run_classes,
-                               strong_config, weak_config, with_shifts)
+from moda_core.replace import (
+    STRATEGIES,
+    AffineModel,
+    CalibratedModel,
+    NormalizedModel,
+    affine,
+    calibrate,
+    check_replacement,
+    class_index,
+    normalize,
+    repair,
+    replacement_report,
+    run_classes,
+    strong_config,
+    weak_config,
+    with_shifts,
+)
 from moda_core.runs import load_run, run_dataset
 from moda_core.train import TrainConfig, train
 

@@ -7,17 +7,17 @@ import shutil
 import socket
 import subprocess
 import threading
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 import torch
+from helpers import CHROMIUM, ServedDashboard
 from streamlit.testing.v1 import AppTest
 
 from dashboard import serve, state, training
 from dashboard.ui import PAGE_STOPPED
-from helpers import CHROMIUM, ServedDashboard
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.train import TrainConfig

@@ -5,10 +5,16 @@ import math
 
 import pytest
 import torch
-
 from helpers import COMPARE_CSV_EXAMPLE, NUM_CLASSES, brute_force_overlap, random_masks, randomised
-from moda_core.comparison import (COMPARE_COLUMNS, CompareFileError, read_compare_table, read_train_overhead,
-                                  write_compare_table, write_train_overhead)
+
+from moda_core.comparison import (
+    COMPARE_COLUMNS,
+    CompareFileError,
+    read_compare_table,
+    read_train_overhead,
+    write_compare_table,
+    write_train_overhead,
+)
 from moda_core.compose import compose_module, parameter_count
 from moda_core.errors import ModaError
 from moda_core.summary import mean_off_diagonal, module_summary

@@ -5,10 +5,10 @@ shape (the page, not the repair, is under test); the slow test runs the real rep
 from __future__ import annotations
 
 import pytest
+from test_dashboard import DEMO, charts, demo_env, open_page, texts  # noqa: F401 (demo_env: a fixture)
 
 from dashboard import state
 from moda_core.replace import STRATEGIES
-from test_dashboard import DEMO, charts, demo_env, open_page, texts  # noqa: F401 (demo_env: a fixture)
 
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
 

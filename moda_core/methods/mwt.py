@@ -32,8 +32,17 @@ from moda_core.hooks import hooks
 from moda_core.losses import modular_losses
 from moda_core.methods.base import Indicators, Method, StepLosses
 from moda_core.models.base import ZooNet
-from moda_core.models.blocks import (BasicBlock, BasicBlockRule, ChannelGather, ConvUnit, ConvUnitRule,
-                                     GatheredConvUnit, PlainConvUnit, PlainConvUnitRule, downsample)
+from moda_core.models.blocks import (
+    BasicBlock,
+    BasicBlockRule,
+    ChannelGather,
+    ConvUnit,
+    ConvUnitRule,
+    GatheredConvUnit,
+    PlainConvUnit,
+    PlainConvUnitRule,
+    downsample,
+)
 from moda_core.rules import materialise, prefixed, register_rule
 
 ALPHA, BETA = 0.5, 1.5

@@ -16,8 +16,16 @@ import torch
 from torch import nn
 
 from moda_core.errors import ModaError
-from moda_core.rules import (BlockRule, bn_state, conv_shared, conv_state, linear_state, materialise, prefixed,
-                             register_rule)
+from moda_core.rules import (
+    BlockRule,
+    bn_state,
+    conv_shared,
+    conv_state,
+    linear_state,
+    materialise,
+    prefixed,
+    register_rule,
+)
 
 
 class ConvUnit(nn.Module):
