@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import platform
 import statistics
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
+import torch
 
 # Benchmark name → TrainConfig keyword arguments. Standard training is MODA's trainer with α=β=γ=0.
 METHODS: dict[str, dict[str, Any]] = {"standard": dict(alpha=0.0, beta=0.0, gamma=0.0), "moda": dict(),

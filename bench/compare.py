@@ -4,16 +4,16 @@ For each model on mnist5k, trains standard (then the same activation-rate decomp
 MODA (α=1, β=1, γ=0.3) and MwT (mask baseline, α=0.5, β=1.5), and reports per method: test
 accuracy, training seconds per epoch and its ratio to standard, mean module size, mean pairwise
 weight overlap, and over all class pairs the composed module's accuracy next to the standard model's
-on the same pairs. Writes bench/results/compare.csv and compare.md (the dashboard's Compare page
+on the same pairs. Writes assets/results/compare.csv and compare.md (the dashboard's Compare page
 reads the CSV).
 
-    python bench/compare.py                  # LeNet-5, VGG11, ResNet-18, MobileNet (width 0.25), 15 epochs
-    python bench/compare.py --quick          # 2 epochs: minutes on a CPU
+    python -m bench.compare                  # LeNet-5, VGG11, ResNet-18, MobileNet (width 0.25), 15 epochs
+    python -m bench.compare --quick          # 2 epochs: minutes on a CPU
     # the converged table of the README (100 epochs for every model; VGG11 reuses the demo runs, which
     # are 100-epoch runs; ResNet-18 and MobileNet took 70 and 45 minutes, one thread each, side by side):
-    python bench/compare.py --models lenet5 vgg11 --epochs 100 --reuse assets/demo --merge \
+    python -m bench.compare --models lenet5 vgg11 --epochs 100 --reuse assets/demo --merge \
         --timings-from bench/results/compare-e15.csv
-    python bench/compare.py --models resnet18 mobilenet --epochs 100 --runs-dir runs/compare --merge \
+    python -m bench.compare --models resnet18 mobilenet --epochs 100 --runs-dir runs/compare --merge \
         --timings-from bench/results/compare-e15.csv
 
 ``--reuse DIR``: a finished run in DIR trained with exactly the settings a row needs (model, width,
@@ -27,26 +27,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from bench.common import METHODS, median_epoch_seconds  # noqa: E402
-from moda_core import runs as run_store  # noqa: E402
-from moda_core.comparison import COMPARE_COLUMNS, compare_markdown, read_compare_table, write_compare_table  # noqa: E402
-from moda_core.decompose import decompose  # noqa: E402
-from moda_core.io import atomic_write_bytes  # noqa: E402
-from moda_core.metrics import subtask_sets, subtask_sweep  # noqa: E402
-from moda_core.runs import run_dataset  # noqa: E402
-from moda_core.summary import module_summary  # noqa: E402
-from moda_core.train import TrainConfig, setting_differences, train  # noqa: E402
+from bench.common import METHODS, median_epoch_seconds
+from moda_core import runs as run_store
+from moda_core.comparison import COMPARE_COLUMNS, compare_markdown, read_compare_table, write_compare_table
+from moda_core.decompose import decompose
+from moda_core.io import atomic_write_bytes
+from moda_core.metrics import subtask_sets, subtask_sweep
+from moda_core.runs import run_dataset
+from moda_core.summary import module_summary
+from moda_core.train import TrainConfig, setting_differences, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# the table the dashboard's Compare page shows ships with the package (moda_core.assets)
+SHIPPED_TABLE = Path(__file__).resolve().parent.parent / "assets" / "results" / "compare.csv"
 
 
 def find_reusable(folder: Path, config: TrainConfig):
@@ -69,7 +68,7 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.9)
     parser.add_argument("--quick", action="store_true", help="2 epochs")
     parser.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--out", default=str(RESULTS / "compare.csv"))
+    parser.add_argument("--out", default=str(SHIPPED_TABLE))
     parser.add_argument("--reuse", type=Path, help="use finished runs with the same settings from this folder "
                                                     "(read only) instead of training them")
     parser.add_argument("--merge", action="store_true", help="keep the output table's rows of models not run now")
@@ -133,7 +132,8 @@ def main() -> None:
         table = table.sort_values("model", key=lambda c: c.map(order.index), kind="stable").reset_index(drop=True)
     table[["epochs", "seed"]] = table[["epochs", "seed"]].astype(int)  # read back as floats when merged
     table = write_compare_table(out, table)
-    notes = [f"Epoch budgets: {', '.join(f'{m} {e}' for m, e in table.groupby('model', sort=False)['epochs'].first().items())} "
+    budgets = table.groupby("model", sort=False)["epochs"].first().items()
+    notes = [f"Epoch budgets: {', '.join(f'{m} {e}' for m, e in budgets)} "
              "(each row states its own); mnist5k, CPU, τ = {:g}.".format(args.tau)]
     if args.timings_from:
         notes.append(f"seconds_per_epoch and time_ratio_vs_standard come from `{args.timings_from}` (the same model, "

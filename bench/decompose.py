@@ -1,24 +1,20 @@
 """Decomposition time as a ratio to one plain evaluation pass over the same data, side by side.
 
-    python bench/decompose.py [--model vgg16] [--width 0.5] [--repeats 3] [--json]
+    python -m bench.decompose [--model vgg16] [--width 0.5] [--repeats 3] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from moda_core.data import load_dataset  # noqa: E402
-from moda_core.decompose import activation_rates, masks_from_rates  # noqa: E402
-from moda_core.metrics import predict_logits  # noqa: E402
-from moda_core.models import build_model  # noqa: E402
+from moda_core.data import load_dataset
+from moda_core.decompose import activation_rates, masks_from_rates
+from moda_core.metrics import predict_logits
+from moda_core.models import build_model
 
 
 def main() -> None:

@@ -5,24 +5,20 @@ autocast and channels-last on CUDA; ``--compile`` for torch.compile). Standard a
 model are trained one after the other in this process; the first epoch (warm-up, compilation) is
 left out of the median. Prints where it ran; ``--out`` writes the table as CSV.
 
-    python bench/gpu_epoch.py [--epochs 3] [--models vgg16 resnet18 mobilenet] [--compile] [--out FILE]
-    python bench/gpu_epoch.py --quick      # CPU smoke run: width 0.125, 2 epochs, 5% of the images
+    python -m bench.gpu_epoch [--epochs 3] [--models vgg16 resnet18 mobilenet] [--compile] [--out FILE]
+    python -m bench.gpu_epoch --quick      # CPU smoke run: width 0.125, 2 epochs, 5% of the images
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import METHODS, device_name, median_epoch_seconds  # noqa: E402
-from moda_core.io import atomic_write_bytes  # noqa: E402
-from moda_core.train import TrainConfig, resolve_device, train  # noqa: E402
+from bench.common import METHODS, device_name, median_epoch_seconds
+from moda_core.io import atomic_write_bytes
+from moda_core.train import TrainConfig, resolve_device, train
 
 
 def main() -> None:

@@ -5,23 +5,19 @@ The training loss reads ReLU outputs, which are never negative, so ``mean |a|`` 
 over the step's largest tensors in both directions. Prints forward+backward time of the loss for the
 general path and the shortcut, per model, on one batch of 128 CIFAR-shaped inputs.
 
-    python bench/loss_fusion.py [--models resnet18 vgg16 mobilenet] [--width 0.25] [--repeats 9]
+    python -m bench.loss_fusion [--models resnet18 vgg16 mobilenet] [--width 0.25] [--repeats 9]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from moda_core.activations import run_with_cache  # noqa: E402
-from moda_core.losses import modular_losses  # noqa: E402
-from moda_core.models import build_model  # noqa: E402
+from moda_core.activations import run_with_cache
+from moda_core.losses import modular_losses
+from moda_core.models import build_model
 
 
 def main() -> None:
@@ -37,7 +33,7 @@ def main() -> None:
         _, cache = run_with_cache(model, torch.randn(128, 3, 32, 32))
         activations = [a.clone().requires_grad_() for a in cache.values()]
 
-        def loss_step(nonnegative: bool) -> float:
+        def loss_step(nonnegative: bool, activations: list[torch.Tensor] = activations) -> float:
             started = time.perf_counter()
             sum(modular_losses(activations, labels, nonnegative=nonnegative)).backward()
             return time.perf_counter() - started

@@ -6,23 +6,19 @@ random masks of a full-width VGG16 with 100 classes; brute force is timed on the
 ``--brute-classes`` classes (it grows with classes × parameters), and so is the analytic matrix for
 the ratio. Then the analytic matrix for all 100 classes is timed on its own.
 
-    python bench/overlap.py [--model vgg16] [--width 1.0] [--classes 100] [--brute-classes 10] [--json]
+    python -m bench.overlap [--model vgg16] [--width 1.0] [--classes 100] [--brute-classes 10] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from moda_core.activations import modular_points, run_with_cache  # noqa: E402
-from moda_core.compose import compose_module, overlap_counts, parameter_count  # noqa: E402
-from moda_core.models import build_model  # noqa: E402
+from moda_core.activations import modular_points, run_with_cache
+from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.models import build_model
 
 
 def brute_force(model, masks, classes) -> torch.Tensor:

@@ -15,7 +15,7 @@ repair measured on the weak run's test split, with the paper's measure: the targ
 before/after and the mean accuracy of the other classes before/after (signed), next to the largest
 single-class drop and overall accuracy. Means per setting and strategy come last.
 
-    python bench/repair.py [--quick] [--runs-dir DIR] [--strong-run RUN] [--csv bench/results/repair.csv] [--json]
+    python -m bench.repair [--quick] [--runs-dir DIR] [--strong-run RUN] [--csv bench/results/repair.csv] [--json]
 
 ``--quick``: the scarce setting, mixed class 3, a 15-epoch strong run and 20-epoch weak runs (a few
 minutes on 2 CPU cores). ``--json``: the last stdout line is ``{strategy: {"target_gain",
@@ -32,13 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from moda_core.replace import SETTINGS, STRATEGIES, repair, strong_config, weak_config  # noqa: E402
-from moda_core.runs import atomic_write_bytes, load_run  # noqa: E402
-from moda_core.train import TrainConfig, train  # noqa: E402
+from moda_core.replace import SETTINGS, STRATEGIES, repair, strong_config, weak_config
+from moda_core.runs import atomic_write_bytes, load_run
+from moda_core.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "repair.csv"
 MIXED_CLASSES = [0, 1, 2, 3, 4]

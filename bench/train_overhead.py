@@ -7,25 +7,21 @@ them. Standard, MODA and MwT steps are interleaved round by round so that drift 
 medians are reported. With ``--json`` the last line is ``{model: {"moda_ratio", "mwt_ratio"}, …,
 "device": …}``. ``--quick`` (width 0.25, few repeats) stays under two minutes on a CPU.
 
-    python bench/train_overhead.py [--quick] [--json] [--repeats 10] [--width 1.0] [--out FILE.json]
+    python -m bench.train_overhead [--quick] [--json] [--repeats 10] [--width 1.0] [--out FILE.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import METHODS, device_name  # noqa: E402
-from moda_core.comparison import write_train_overhead  # noqa: E402
-from moda_core.models import build_model  # noqa: E402
-from moda_core.train import TrainConfig, resolve_device, train_step  # noqa: E402
+from bench.common import METHODS, device_name
+from moda_core.comparison import write_train_overhead
+from moda_core.models import build_model
+from moda_core.train import TrainConfig, resolve_device, train_step
 
 
 def make_step(model_name: str, method: str, width: float, device: torch.device):

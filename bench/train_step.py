@@ -4,22 +4,18 @@ For each model: whole epochs on mnist5k, standard (α=β=γ=0, no modular terms 
 (α=1, β=1, γ=0.3), interleaved, same seed; prints test accuracy, seconds per epoch and the ratio
 MODA / standard of the median epoch time.
 
-    python bench/train_step.py [--models lenet5 vgg11] [--width 0.25] [--epochs 5] [--json]
+    python -m bench.train_step [--models lenet5 vgg11] [--width 0.25] [--epochs 5] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from moda_core.train import TrainConfig, train  # noqa: E402
+from moda_core.train import TrainConfig, train
 
 
 def main() -> None:

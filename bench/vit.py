@@ -10,9 +10,9 @@ a fraction of the model, for one class and for a pair (+ its head rows), and the
 module with no MLP hidden unit at all, and the full model's test accuracy with every MLP hidden unit
 zeroed (what the floor alone does). Writes bench/results/vit.csv and vit.md.
 
-    python bench/vit.py --moda runs/vit-moda --standard runs/vit-standard     # measure two finished runs
-    python bench/vit.py --train --epochs 50 --runs-dir runs                   # train them first (CPU: ~1 h)
-    python bench/vit.py --moda runs/vit-moda@30 --standard runs/vit-standard@30 --out /tmp/vit-e30.csv
+    python -m bench.vit --moda runs/vit-moda --standard runs/vit-standard     # measure two finished runs
+    python -m bench.vit --train --epochs 50 --runs-dir runs                   # train them first (CPU: ~1 h)
+    python -m bench.vit --moda runs/vit-moda@30 --standard runs/vit-standard@30 --out /tmp/vit-e30.csv
 
 Run specs take ``@EPOCH`` for a periodic checkpoint. Runs are only read: masks are decomposed in
 memory and never written into the run folders.
@@ -21,26 +21,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import METHODS, median_epoch_seconds  # noqa: E402
-from moda_core.activations import mask_points  # noqa: E402
-from moda_core.compose import parameter_count, point_units  # noqa: E402
-from moda_core.decompose import decompose  # noqa: E402
-from moda_core.errors import ModaError  # noqa: E402
-from moda_core.io import atomic_write_bytes  # noqa: E402
-from moda_core.metrics import accuracy, count_flops, predict_logits, subtask_sets, subtask_sweep  # noqa: E402
-from moda_core.models.vit import ViTBlock  # noqa: E402
-from moda_core.runs import load_run, run_dataset  # noqa: E402
-from moda_core.summary import module_summary  # noqa: E402
-from moda_core.train import TrainConfig, train  # noqa: E402
+from bench.common import METHODS, median_epoch_seconds
+from moda_core.activations import mask_points
+from moda_core.compose import parameter_count, point_units
+from moda_core.decompose import decompose
+from moda_core.errors import ModaError
+from moda_core.io import atomic_write_bytes
+from moda_core.metrics import accuracy, count_flops, predict_logits, subtask_sets, subtask_sweep
+from moda_core.models.vit import ViTBlock
+from moda_core.runs import load_run, run_dataset
+from moda_core.summary import module_summary
+from moda_core.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("method", "epoch", "test_accuracy", "seconds_per_epoch", "mlp_units_kept", "mean_module_size",
