@@ -1,5 +1,6 @@
 # Two entry points: `make run` (dashboard on the bundled demo, on 127.0.0.1 only) and `make test`.
-# Both create .venv and install requirements.txt into it on first use.
+# Both create .venv on first use, install requirements.txt (the pinned development environment) and the
+# package itself, editable, into it. `make lint` runs ruff (CI runs it before the tests).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,18 +15,23 @@ HOST ?=
 # Runs folders visitors may look at (separated by ":"); empty: $MODA_RUNS_DIR, else assets/demo and runs/
 RUNS_DIR ?=
 
-.PHONY: run test screenshots clean-venv
+.PHONY: run test lint screenshots clean-venv
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# the same server as the installed `moda-studio` command, with the same flags
 run: $(VENV)/.installed
-	$(PY) -m dashboard.serve --port $(PORT)$(if $(strip $(HOST)), --host $(HOST))$(foreach dir,$(subst :, ,$(RUNS_DIR)), --runs-dir $(dir))
+	$(VENV)/bin/moda-studio --port $(PORT)$(if $(strip $(HOST)), --host $(HOST))$(foreach dir,$(subst :, ,$(RUNS_DIR)), --runs-dir $(dir))
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 # refresh the README's screenshots (needs Debian's chromium)
 screenshots: $(VENV)/.installed

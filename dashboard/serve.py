@@ -1,12 +1,16 @@
-"""Start the dashboard server (what `make run` calls): local by default, opened to a network only on request.
+"""Start the dashboard server (the ``moda-studio`` command, which `make run` calls): local by default,
+opened to a network only on request.
 
-    python -m dashboard.serve [--host ADDRESS] [--port PORT] [--runs-dir DIR ...] [--no-training]
+    moda-studio [--host ADDRESS] [--port PORT] [--runs-dir DIR ...] [--no-training]
+    python -m dashboard.serve ...   (the same)
 
 ``--host`` (or ``$MODA_HOST``) defaults to 127.0.0.1, so only this machine can open the dashboard; any
 other address (``0.0.0.0`` opens it to every network this machine is on) prints a one-line warning.
 ``--runs-dir`` (repeatable) sets the runs folders visitors may look at (``$MODA_RUNS_DIR``); new runs go
-into the first one that is not the bundled demo, unless ``--no-training``. The rest of the serving
-settings (no error details, no Deploy button) are in ``.streamlit/config.toml``.
+into the first one that is not the bundled demo, unless ``--no-training``. Every serving setting (no
+error details, no Deploy button, no usage statistics) is passed on Streamlit's command line, so the
+server behaves the same from any folder; a ``.streamlit/config.toml`` in the current folder cannot
+loosen them.
 """
 from __future__ import annotations
 
@@ -15,8 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parent / "app.py"
 HOST_ENV = "MODA_HOST"
 LOCAL = "127.0.0.1"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -38,7 +41,7 @@ def exposure_warning(host: str, port: int) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dashboard.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="moda-studio", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=os.environ.get(HOST_ENV) or LOCAL,
                         help=f"address to listen on (default: ${HOST_ENV} or {LOCAL}, this machine only)")
     parser.add_argument("--port", type=int, default=8501)
@@ -62,8 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_streamlit(command: list[str], env: dict[str, str]) -> None:
-    """Run ``python -m streamlit ...`` (``command``) in this process, from the project folder (where
-    ``.streamlit/config.toml`` is read), with ``env`` as the environment.
+    """Run ``python -m streamlit ...`` (``command``) in this process, with ``env`` as the environment.
 
     Streamlit treats an app whose main script has a ``pages/`` folder next to it as an old-style
     multipage app until the main script has called ``st.navigation`` once; until then a first visit to
@@ -72,7 +74,6 @@ def run_streamlit(command: list[str], env: dict[str, str]) -> None:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web.cli import main as streamlit_main
 
-    os.chdir(ROOT)
     os.environ.clear()
     os.environ.update(env)
     PagesManager.uses_pages_directory = False

@@ -1,24 +1,22 @@
 """Data sets as uint8 tensors on the training device, with batch augmentation on the device.
 
-A data set is looked up by name in ``DATASETS``. ``mnist5k`` is embedded in ``assets/``; the others
-come through torchvision from a local folder (see ``moda_core.tvdata``). Images stay uint8 until a
-batch is taken, so even CIFAR-100 fits on a GPU; ``Split.batch`` normalises (and augments) a batch in
-one vectorised step, with no per-sample Python.
+A data set is looked up by name in ``DATASETS``. ``mnist5k`` ships with the package
+(``moda_core.resources``); the others come through torchvision from a local folder (see
+``moda_core.tvdata``). Images stay uint8 until a batch is taken, so even CIFAR-100 fits on a GPU;
+``Split.batch`` normalises (and augments) a batch in one vectorised step, with no per-sample Python.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from moda_core.errors import ModaError
-from moda_core.rawdata import DIGITS, RawData  # noqa: F401  (DIGITS: re-exported)
+from moda_core.rawdata import DIGITS, RawData
+from moda_core.resources import mnist5k_path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-MNIST5K_FILE = ASSETS / "mnist5k.npz"
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -36,9 +34,10 @@ class DatasetInfo:
 
 def _load_mnist5k(root: str | None, download: bool) -> RawData:
     """The 5,000 embedded digits, split 4,000 train / 1,000 test, stratified, with a fixed seed."""
-    if not MNIST5K_FILE.exists():
-        raise ModaError(f"the embedded data set is missing: expected {MNIST5K_FILE} (run assets/make_mnist5k.py)")
-    with np.load(MNIST5K_FILE, allow_pickle=False) as archive:
+    path = mnist5k_path()
+    if not path.exists():
+        raise ModaError(f"the embedded data set is missing: expected {path} (rebuild it with assets/make_mnist5k.py)")
+    with np.load(path, allow_pickle=False) as archive:
         images, labels = archive["images"], archive["labels"].astype(np.int64)
     rng = np.random.default_rng(20241101)
     test_index = np.concatenate(

@@ -1,0 +1,91 @@
+"""The package as a new user gets it: a wheel built from the checkout, installed (not editable) into a
+fresh virtual environment, used from another folder. Dependencies come from the machine's package
+sources pinned to requirements.txt (torch from its local wheel); nothing is imported from the checkout.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from helpers import CHROMIUM, CHROMIUM_ARGS, ServedDashboard
+
+ROOT = Path(__file__).resolve().parent.parent
+WHEEL_BUDGET_MB = 40
+DEMO_RUNS = ("swap-strong", "swap-weak", "vgg11-moda", "vgg11-mwt", "vgg11-standard", "vit-moda", "vit-standard")
+
+pytestmark = pytest.mark.slow
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(the fresh environment's bin folder, an environment for commands that uses it and not the checkout)."""
+    folder = tmp_path_factory.mktemp("install")
+    wheels = folder / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+         str(ROOT)], cwd=folder, env=dict(os.environ))
+    venv = folder / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], cwd=folder, env=dict(os.environ))
+    (wheel,) = wheels.glob("moda_studio-*.whl")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         f"{wheel}[dashboard]", "-c", str(ROOT / "requirements.txt")], cwd=folder, env=env, timeout=1200)
+    return venv / "bin", env | {"MODA_WHEEL": str(wheel)}
+
+
+def test_wheel_holds_the_two_packages_and_their_data_within_budget(installed):
+    wheel = Path(installed[1]["MODA_WHEEL"])
+    assert wheel.stat().st_size < WHEEL_BUDGET_MB * 1024 * 1024, f"{wheel.stat().st_size / 2**20:.1f} MB"
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names if not name.startswith("moda_studio-")} == {"moda_core", "dashboard"}
+    for run_name in DEMO_RUNS:
+        assert f"moda_core/assets/demo/{run_name}/model.safetensors" in names
+    assert "moda_core/assets/mnist5k.npz" in names and "moda_core/assets/results/compare.csv" in names
+
+
+def test_installed_commands_work_from_another_folder(installed, tmp_path):
+    bin_dir, env = installed
+    runs_dir = tmp_path / "R"
+    where = Path("/")
+    imported = run([str(bin_dir / "python"), "-c", "import moda_core; print(moda_core.__file__)"], where, env)
+    assert str(bin_dir.parent) in imported and str(ROOT) not in imported
+    run([str(bin_dir / "moda"), "train", "--model", "lenet5", "--epochs", "1", "--runs-dir", str(runs_dir),
+         "--name", "first"], where, env)
+    decomposed = run([str(bin_dir / "moda"), "decompose", str(runs_dir / "first"), "--json"], where, env)
+    assert '"mean_module_size"' in decomposed
+    out = tmp_path / "pair.pt2"
+    run([str(bin_dir / "moda"), "compose", str(runs_dir / "first"), "--classes", "0", "1", "--out", str(out)],
+        where, env)
+    assert out.stat().st_size > 0
+    listed = run([str(bin_dir / "python"), "-m", "moda_core", "runs", "--runs-dir", str(runs_dir)], where, env)
+    assert listed.startswith("first: lenet5 on mnist5k") and "complete" in listed
+
+
+def test_installed_dashboard_serves_the_bundled_demo(installed, tmp_path):
+    bin_dir, env = installed
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
+    env = env | {"HOME": str(tmp_path)}
+    with ServedDashboard(env, command=[str(bin_dir / "moda-studio")], cwd=tmp_path) as server:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(90_000)
+            page.goto(f"{server.url}/runs")
+            page.get_by_text("vgg11-moda", exact=True).first.wait_for()
+            text = page.locator("body").inner_text()
+            browser.close()
+    for run_name in DEMO_RUNS:
+        assert run_name in text, run_name
+    assert "Traceback" not in text and "This page stopped" not in text
