@@ -1,7 +1,7 @@
 """Analytic weight-overlap matrix vs the brute-force count, on the same masks, side by side.
 
 Brute force gives every weight a unique id, composes each single-class module and counts the ids
-two modules share; the analytic count uses only the masks (DESIGN.md §1.5). Both run on the same
+two modules share; the analytic count uses only the masks (docs/design.md, Weight overlap). Both run on the same
 random masks of a full-width VGG16 with 100 classes; brute force is timed on the first
 ``--brute-classes`` classes (it grows with classes × parameters), and so is the analytic matrix for
 the ratio. Then the analytic matrix for all 100 classes is timed on its own.

@@ -1,5 +1,6 @@
-"""Composition: class masks → a physically smaller network (DESIGN.md §1.4), and the analytic weight
-overlap between class modules (§1.5), from the composition rules of the model's block types.
+"""Composition: class masks → a physically smaller network, and the analytic weight overlap between
+class modules (docs/design.md, Composition and its exactness contract; Weight overlap), from the
+composition rules of the model's block types.
 
 ``layer_plan(model)`` walks a zoo model in forward order and gives, for every block, its rule
 (``moda_core.rules.rule_for``) and what feeds it (``Feed``: a point name, or whole units such as the

@@ -1,4 +1,4 @@
-"""The three modular objectives of MODA on ReLU activations (DESIGN.md §1.2).
+"""The three modular objectives of MODA on ReLU activations (docs/design.md, Modular objectives).
 
 For each point, a conv map B×C×H×W is reduced to B×C by mean |a| over H,W; an FC output B×N is used
 as it is. Rows are normalised to unit L2 norm and compared by cosine similarity over pairs i<j:

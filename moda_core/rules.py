@@ -1,4 +1,5 @@
-"""Composition rules, one per block type, registered once (DESIGN.md §1.4–1.5).
+"""Composition rules, one per block type, registered once (docs/design.md, Composition and its exactness
+contract; Weight overlap).
 
 A zoo model is ``nn.Sequential`` containers around *blocks* (leaf modules). For every block type a
 ``BlockRule`` says:

@@ -1,4 +1,4 @@
-"""Two studies over one run, for teaching (issue 13 §2): how modules form over training, and how the
+"""Two studies over one run, for teaching: how modules form over training, and how the
 threshold τ trades module size against the accuracy of composed modules.
 
 - ``training_evolution(run)``: for every periodic checkpoint ``RUN@E`` and the final weights, the mean

@@ -1,4 +1,4 @@
-"""One summary of a decomposition's modules (DESIGN.md §1.5): the numbers the CLI, the benchmarks and
+"""One summary of a decomposition's modules (docs/design.md, Module metrics): the numbers the CLI, the benchmarks and
 the dashboard show, computed here once.
 
 ``module_summary(model, masks)`` gives per-class module sizes, their mean, the class×class weight

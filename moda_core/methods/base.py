@@ -60,7 +60,7 @@ class Method:
     @contextmanager
     def unit_indicators(self, model: nn.Module) -> Iterator[Indicators]:
         """Firing units per sample at every point: a unit fires when its activation is non-zero (for a
-        conv channel: anywhere in the map) — the activation-rate rule of DESIGN.md §1.3."""
+        conv channel: anywhere in the map) — docs/design.md, Firing rule and floor."""
         points = modular_points(model)
         with record_activations(model, points, detach=True) as recorder:
             yield lambda: {p: units_firing(a) for p, a in zip(points, recorder.values())}

@@ -1,4 +1,4 @@
-"""MODA (DESIGN.md §1.2): cross-entropy plus α·affinity + β·dispersion + γ·compactness of the ReLU
+"""MODA (docs/design.md, Modular objectives): cross-entropy plus α·affinity + β·dispersion + γ·compactness of the ReLU
 activations at every modular point."""
 from __future__ import annotations
 

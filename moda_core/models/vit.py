@@ -12,7 +12,7 @@ The only ``nn.ReLU`` modules are the MLP hidden activations ``blocks.<i>.mlp.rel
 each its own instance); attention, norms and embeddings have no ReLU and no GELU. ``TokenMLP`` lays its
 hidden activation out channels-first (B×H×T) around the ReLU, so every engine path that treats dim 1
 as the unit axis and reduces the rest (modular losses, firing rates, masks) sees H units whose
-per-sample value is mean |a| over the tokens — exactly as a conv channel over H,W (DESIGN.md §6).
+per-sample value is mean |a| over the tokens — exactly as a conv channel over H,W (docs/design.md, Transformers).
 
 Sizes are fixed functions of the zoo arguments, so a run's config rebuilds the model exactly:
 patches of 7 pixels for 28×28 inputs (16 tokens) and of 4 for 32×32 (64 tokens), embedding width
