@@ -278,12 +278,12 @@ def test_activations_module_class_follows_each_new_images_prediction(demo_env):
 
 
 def test_activations_kept_units_sentence_and_shared_group(demo_env):
-    from dashboard import figures
-
-    assert figures.kept_units_text([16, 16], 16) == "each class module keeps all 16 units."
-    assert figures.kept_units_text([4, 4], 16) == "each class module keeps 4 of 16 units."
-    assert figures.kept_units_text([3, 9], 16).startswith("each class module keeps 3–9 of 16 units")
     from dashboard import state
+    from dashboard.figures.activations import SHARED_GROUP, kept_units_text
+
+    assert kept_units_text([16, 16], 16) == "each class module keeps all 16 units."
+    assert kept_units_text([4, 4], 16) == "each class module keeps 4 of 16 units."
+    assert kept_units_text([3, 9], 16).startswith("each class module keeps 3–9 of 16 units")
 
     app = open_page("activations")
     masks = state.masks(app.selectbox(key="act_run").value, app.slider(key="act_tau").value)
@@ -297,7 +297,7 @@ def test_activations_kept_units_sentence_and_shared_group(demo_env):
     app.selectbox(key="act_point").set_value(mixed).run()
     app.radio(key="act_order").set_value("class they serve").run()
     annotations = [a["text"] for a in charts(app)[0]["layout"].get("annotations", [])]
-    assert figures.SHARED_GROUP in annotations
+    assert SHARED_GROUP in annotations
     assert len(set(annotations)) == len(annotations), annotations  # one label per group, each group once
 
 

@@ -5,7 +5,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import figures, state, ui
+from dashboard import state, ui
+from dashboard.figures.activations import (
+    SHARED_GROUP,
+    UNKEPT_GROUP,
+    firing_figure,
+    image_module_match,
+    kept_units_text,
+    rate_heatmap,
+    unit_groups,
+    units_by_class_order,
+)
 
 st.title("Activations")
 st.caption("Every ReLU layer is an activation point. A unit's *activation rate* for a class is the share of that "
@@ -24,7 +34,7 @@ points = list(rates)
 c1, c2 = st.columns([2, 1])
 # opens on the point where classes are most clearly apart (moda_core.decompose.clearest_point)
 point = ui.point_picker(c1, points, state.clearest_point(spec, ui.shared_tau()), key="act_point",
-                       help="The ReLU module, named by its path in the model.")
+                        help="The ReLU module, named by its path in the model.")
 order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
 tau = ui.tau_slider("act_tau")
 
@@ -32,17 +42,17 @@ point_rates = rates[point].numpy()
 all_masks = state.masks(spec, tau)
 point_masks = all_masks[point]
 by_class = order_by == "class they serve"
-order = (figures.units_by_class_order(point_rates, point_masks) if by_class
+order = (units_by_class_order(point_rates, point_masks) if by_class
          else list(range(point_rates.shape[1])))
-groups = figures.unit_groups(point_masks, names) if by_class else None
+groups = unit_groups(point_masks, names) if by_class else None
 kept = point_masks.sum(1)
-st.markdown(f"**At {point}, τ = {tau:.2f}:** {figures.kept_units_text(kept, point_rates.shape[1])}")
-st.plotly_chart(figures.rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
+st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
+st.plotly_chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
                 key="act_heatmap")
 st.caption("Colour: how often the unit fires for the class (0–100%). Black-outlined squares: the units that "
            "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
-           + (f" Units are grouped by the one class whose module keeps them; **{figures.SHARED_GROUP}**: kept by "
-              f"two or more modules; **{figures.UNKEPT_GROUP}**: kept by none." if by_class else ""))
+           + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
+              f"two or more modules; **{UNKEPT_GROUP}**: kept by none." if by_class else ""))
 st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
                            "share of units": 100.0 * kept / point_rates.shape[1]}),
              hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
@@ -63,8 +73,8 @@ if (st.session_state.get("act_module_image") != shown_image
     st.session_state["act_module_class"] = names[image["predicted"]]
 module_class = c1.selectbox("Compare with the module of class", names, key="act_module_class",
                             help="Follows the predicted class when you pick another image.")
-c2.plotly_chart(figures.firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
+c2.plotly_chart(firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
                 key="act_firing")
-st.plotly_chart(figures.image_module_match(image["fired"], all_masks, names), key="act_match")
+st.plotly_chart(image_module_match(image["fired"], all_masks, names), key="act_match")
 st.caption("Each cell: of the units that fire for this image at a point, the share that a class's module keeps. "
            "In a well-modularised network the true class's row is the brightest.")

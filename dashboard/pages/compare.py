@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, state
+from dashboard import state
+from dashboard.figures.compare import compare_accuracy, compare_cost, compare_module_size, compare_overlap, model_label
 
 REGENERATE = ("`.venv/bin/python bench/compare.py` writes it (add `--quick` for a version that takes minutes "
               "instead of the full run)")
@@ -32,20 +33,20 @@ except state.CompareFileError as error:
 rows = table.to_dict("records")
 
 left, right = st.columns(2)
-left.plotly_chart(figures.compare_module_size(rows), key="cmp_sizes")
+left.plotly_chart(compare_module_size(rows), key="cmp_sizes")
 left.caption("Module size: the share of the model's weights that one class's module keeps. Smaller modules "
              "mean smaller networks when you reuse a few classes.")
-right.plotly_chart(figures.compare_overlap(rows), key="cmp_overlap")
+right.plotly_chart(compare_overlap(rows), key="cmp_overlap")
 right.caption("Overlap: the share of the weights that two class modules both keep, averaged over all pairs "
               "of classes. Less overlap means the classes really live in separate parts of the network.")
 
-st.plotly_chart(figures.compare_accuracy(rows), key="cmp_accuracy")
+st.plotly_chart(compare_accuracy(rows), key="cmp_accuracy")
 st.caption("Left: each trained model's accuracy on all test images. Right: modules composed for two classes, "
            "averaged over the class pairs, next to the standard model answering the same two-class questions "
            "(grey): a good module loses little against it.")
 
 device, ratios = overhead if overhead else (None, None)
-st.plotly_chart(figures.compare_cost(rows, ratios, device), key="cmp_cost")
+st.plotly_chart(compare_cost(rows, ratios, device), key="cmp_cost")
 st.caption("Training time divided by standard training's time on the same model: 1 (dashed line) costs the "
            "same as standard training, 2 takes twice as long."
            + (f" The right panel times single training steps (`{state.OVERHEAD_JSON}`)." if ratios else ""))
@@ -68,11 +69,13 @@ st.dataframe(shown, hide_index=True, column_config={
 budgets = state.compare_budgets(table)
 seeds = ", ".join(f"{s:g}" for s in budgets["seeds"])
 epochs = ", ".join(f"{e:g}" for e in budgets["epochs"])
-same = ("Not like for like: the methods of " + ", ".join(figures.model_label(u) for u in budgets["uneven"]) + " used different seeds or epoch "
-        "budgets (seeds " + seeds + "; epochs " + epochs + ")." if budgets["uneven"] else
+uneven = ", ".join(model_label(u) for u in budgets["uneven"])
+same = (f"Not like for like: the methods of {uneven} used different seeds or epoch budgets (seeds {seeds}; "
+        f"epochs {epochs})." if budgets["uneven"] else
         f"All methods used one seed ({seeds}) and one epoch budget ({epochs} epochs) per model, so the rows "
         "compare like for like.")
-st.caption(f"From `{state.shown_path(path)}`; {REGENERATE}. {same} One row per model × method; accuracies, module sizes and "
-           "overlaps in percent (the file keeps them as shares 0–1); time_ratio_vs_standard is seconds per epoch ÷ standard training's.")
+st.caption(f"From `{state.shown_path(path)}`; {REGENERATE}. {same} One row per model × method; accuracies, "
+           "module sizes and overlaps in percent (the file keeps them as shares 0–1); time_ratio_vs_standard is "
+           "seconds per epoch ÷ standard training's.")
 if budgets["uneven"]:
     st.warning(same)

@@ -5,7 +5,8 @@ import re
 
 import streamlit as st
 
-from dashboard import figures, state, ui
+from dashboard import state, ui
+from dashboard.figures.compose import compose_bars
 from moda_core import runs as run_store
 
 st.title("Compose")
@@ -43,7 +44,7 @@ c3.metric("Accuracy on these classes", f"{report['accuracy']:.1%}",
           f"{change:+.1f} points vs full model ({report['full_accuracy']:.1%})" if change
           else f"same as the full model ({report['full_accuracy']:.1%})",
           delta_color="normal" if change else "off", delta_arrow="auto" if change else "off")
-st.plotly_chart(figures.compose_bars(report), key="comp_bars")
+st.plotly_chart(compose_bars(report), key="comp_bars")
 st.caption("Full model accuracy is measured on the same test images, choosing only among the same classes' "
            "outputs.")
 

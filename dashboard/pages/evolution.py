@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, state, study_jobs, ui
+from dashboard import state, study_jobs, ui
+from dashboard.figures.style import method_label
+from dashboard.figures.training import evolution_figure
 
 st.title("Modules forming over training")
 st.caption("Each point is a checkpoint saved during training, decomposed at τ like the final model. MODA's "
@@ -17,7 +19,7 @@ if spec is None:
     st.stop()
 tau = ui.tau_slider("evo_tau")
 group = study_jobs.twins(summaries, spec)
-labels = {kind: f"{figures.method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
+labels = {kind: f"{method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
 known = {kind: study_jobs.cached("evolution", s, tau) for kind, s in group.items()}
 missing = [kind for kind, frame in known.items() if frame is None]
 
@@ -37,7 +39,7 @@ if missing:
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
-    st.plotly_chart(figures.evolution_figure(shown, {labels[k]: k for k in known}), key="evo_chart")
+    st.plotly_chart(evolution_figure(shown, {labels[k]: k for k in known}), key="evo_chart")
     single = [label for label, columns in shown.items() if len(columns["epoch"]) < 2]
     st.caption("Module size: the share of the model's weights one class's module keeps, averaged over classes. "
                "Overlap: the share both modules of two classes keep, averaged over pairs. Accuracy: on the test "

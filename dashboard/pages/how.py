@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures
+from dashboard.figures.compose import union_cells, union_figure
 
 st.title("How MODA works")
 st.caption("MODA (activation-driven modular training) trains a network so that each class ends up using its own "
@@ -56,8 +56,8 @@ st.markdown(
     "They share input 2 → output 2: overlap **1**. \"A + B − overlap\" would be 7, but the composed module keeps "
     "inputs {1, 2, 3} × outputs {1, 2, 3} = **9** weights: the two extra ones (1 → 3 and 3 → 1, red below) "
     "belong to neither module. The **Compose** page measures the real, physically smaller network built this way.")
-cells = figures.union_cells(inputs_a=[1, 1, 0, 0], outputs_a=[1, 1, 0, 0], inputs_b=[0, 1, 1, 0],
-                            outputs_b=[0, 1, 1, 0])
-st.plotly_chart(figures.union_figure(cells), key="how_union")
+cells = union_cells(inputs_a=[1, 1, 0, 0], outputs_a=[1, 1, 0, 0], inputs_b=[0, 1, 1, 0],
+                    outputs_b=[0, 1, 1, 0])
+st.plotly_chart(union_figure(cells), key="how_union")
 st.caption("Rows: the layer's output units; columns: its input units; one square per weight. The union keeps "
            "every coloured square: A's (blue), B's (orange), both (black) and the cross terms (red).")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, state, ui
+from dashboard import state, ui
+from dashboard.figures.modules import module_size_bars, overlap_by_layer, overlap_by_layer_pair, overlap_heatmap
+from dashboard.figures.style import PAIR_COLOURS
 
 st.title("Modules")
 st.caption("A class module is the part of the network a class uses. Weight overlap of two classes = the share "
@@ -32,33 +34,33 @@ with st.spinner("Decomposing…"):
 labels = {k: f"{k}: {state.run_epoch_label(spec)}" for k, spec in specs.items()}
 zmax = max(float(m["overlap"].max()) for m in metrics.values())
 columns = st.columns(2)
-for column, (k, spec) in zip(columns, specs.items()):
+for column, (k, spec) in zip(columns, specs.items(), strict=True):
     m = metrics[k]
     column.markdown(f"**{labels[k]}**")
     a, b = column.columns(2)
     a.metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
     b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
-    column.plotly_chart(figures.overlap_heatmap(m["overlap"], state.class_names(spec),
-                                                f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
+    column.plotly_chart(overlap_heatmap(m["overlap"], state.class_names(spec),
+                                        f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
 st.caption("Diagonal: a class's own module size. Both heatmaps share one colour scale, so they compare directly.")
 
 same_classes = state.class_names(moda_spec) == state.class_names(std_spec)
 if same_classes:
-    st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
-                                             state.class_names(moda_spec)), key="mod_sizes")
+    st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
+                                     state.class_names(moda_spec)), key="mod_sizes")
 else:
     # different classes: one chart per run, each titled and coloured as its run (A blue, B orange)
     for i, (k, spec) in enumerate(specs.items()):
-        st.plotly_chart(figures.module_size_bars({labels[k]: metrics[k]["sizes"]}, state.class_names(spec),
-                                                 title=f"Module size per class, run {labels[k]}", first_colour=i),
+        st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"]}, state.class_names(spec),
+                                         title=f"Module size per class, run {labels[k]}", first_colour=i),
                         key=f"mod_sizes_{k}")
 st.subheader("Where the overlap lives")
 st.caption("Mean pairwise overlap contributed by each layer (share of all the model's weights); the bars of a "
            "run add up to its mean pairwise overlap.")
 if state.load_run(moda_spec).model.arch == state.load_run(std_spec).model.arch:
-    st.plotly_chart(figures.overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
+    st.plotly_chart(overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
                     key="mod_layers")
 else:
     for i, k in enumerate(specs):
-        st.plotly_chart(figures.overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {labels[k]}",
-                                                 colour=figures.PAIR_COLOURS[i]), key=f"mod_layers_{k}")
+        st.plotly_chart(overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {labels[k]}",
+                                         colour=PAIR_COLOURS[i]), key=f"mod_layers_{k}")

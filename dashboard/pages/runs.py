@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import figures, state, training, ui
+from dashboard import state, training, ui
+from dashboard.figures.training import accuracy_figure, history_figure
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
 from moda_core.train import TrainConfig
@@ -136,13 +137,13 @@ if openable:
     left, right = st.columns(2)
     weights = {term: float(run.config.get("train", {}).get(key) or 0.0)
                for term, key in (("affinity", "alpha"), ("dispersion", "beta"), ("compactness", "gamma"))}
-    left.plotly_chart(figures.history_figure(run.history, trained={"ce": True, **{t: w > 0 for t, w in
-                                                                                  weights.items()}}),
+    left.plotly_chart(history_figure(run.history, trained={"ce": True, **{t: w > 0 for t, w in
+                                                                          weights.items()}}),
                       key="runs_losses")
     if not any(weights.values()):
         left.caption("A standard run: only the cross-entropy was trained; affinity, dispersion and compactness "
                      "(dashed) were measured, not trained.")
-    right.plotly_chart(figures.accuracy_figure(run.history), key="runs_accuracy")
+    right.plotly_chart(accuracy_figure(run.history), key="runs_accuracy")
     with st.expander("Config (config.json) and metrics (metrics.json)"):
         st.json(json.loads(state.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
 
@@ -169,8 +170,10 @@ with st.form("train_form"):
     width = c1.select_slider("Width multiplier", WIDTHS, key="train_width",
                              help="1 is the full model; VGG, ResNet and MobileNet default to ×0.25 on CPU.")
     epochs = c1.number_input("Epochs", min_value=1, max_value=20, value=3, key="train_epochs")
-    alpha = c2.number_input("α (affinity weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1, key="train_alpha")
-    beta = c2.number_input("β (dispersion weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1, key="train_beta")
+    alpha = c2.number_input("α (affinity weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1,
+                            key="train_alpha")
+    beta = c2.number_input("β (dispersion weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1,
+                           key="train_beta")
     gamma = c2.number_input("γ (compactness weight)", min_value=0.0, max_value=10.0, value=0.3, step=0.1,
                             key="train_gamma")
     name = c3.text_input("Run name (empty: model-dataset-kind-time)", key="train_name")
@@ -204,7 +207,7 @@ def training_progress() -> None:
         st.progress(status.fraction, text=f"epoch {status.epoch}/{status.epochs}, batch {status.step}/{status.steps}"
                     if status.epoch else "loading the data and building the model…")
         if status.history:
-            st.plotly_chart(figures.accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live")
+            st.plotly_chart(accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live")
         st.session_state["train_seen_busy"] = True
     elif status.outcome:
         if st.session_state.pop("train_seen_busy", False):

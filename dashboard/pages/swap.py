@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import figures, state, ui
+from dashboard import state, ui
+from dashboard.figures.swap import swap_bars
 from moda_core.errors import ModaError
 from moda_core.replace import STRATEGIES
 
@@ -42,7 +43,7 @@ with c2:
 ui.load_or_stop(weak)
 ui.load_or_stop(strong)
 weak_classes, strong_classes = state.run_classes(weak), state.run_classes(strong)
-weak_names = dict(zip(weak_classes, state.class_names(weak)))
+weak_names = dict(zip(weak_classes, state.class_names(weak), strict=False))
 shared = [c for c in weak_classes if c in strong_classes]
 if not shared:
     st.warning(f"These runs share no class (weak: {weak_classes}, strong: {strong_classes}); pick a strong run "
@@ -84,8 +85,8 @@ first = next(iter(reports.values()))
 ids = list(first["before"])
 names = [weak_names.get(int(c), c) for c in ids]
 st.markdown(f"**{state.run_epoch_label(weak)}**, class {weak_names[target]} repaired with the module of "
-            f"**{state.run_epoch_label(strong)}** (τ = {tau:.2f}; the module has {first['module_params_fraction']:.1%} "
-            f"of the strong model's weights; calibrate trained its layer for "
+            f"**{state.run_epoch_label(strong)}** (τ = {tau:.2f}; the module has "
+            f"{first['module_params_fraction']:.1%} of the strong model's weights; calibrate trained its layer for "
             f"{reports['calibrate']['epochs']} epoch{'s' if reports['calibrate']['epochs'] != 1 else ''}).")
 
 
@@ -107,9 +108,9 @@ for strategy, r in reports.items():
     st.markdown(f"**{strategy}** — target {points(r['target_gain'])} points, other classes' mean "
                 f"{points(r['other_mean_change'])} points, largest drop {r['other_max_drop'] * 100:.1f} points. "
                 f"{STRATEGY_SENTENCES[strategy]}")
-st.plotly_chart(figures.swap_bars(names, [first["before"][c] for c in ids],
-                                  {s: [r["after"][c] for c in ids] for s, r in reports.items()},
-                                  target=weak_names[target]), key="swap_bars")
+st.plotly_chart(swap_bars(names, [first["before"][c] for c in ids],
+                          {s: [r["after"][c] for c in ids] for s, r in reports.items()},
+                          target=weak_names[target]), key="swap_bars")
 st.caption("The paper reports, on CIFAR-10, a target gain of about +12 points with the other classes' mean "
            "moving by less than 0.5 point. \"Before\" is the weak model alone; every bar is accuracy on the weak "
            "run's test split.")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, state, study_jobs, ui
+from dashboard import state, study_jobs, ui
+from dashboard.figures.style import method_label
+from dashboard.figures.training import tau_figure
 
 st.title("The τ trade-off")
 st.caption("τ is the firing rate a unit needs, on a class's training images, to join that class's module. A "
@@ -21,7 +23,7 @@ group = study_jobs.twins(summaries, spec)
 chosen_kind = next(iter(group))
 partner = "standard" if chosen_kind != "standard" else "moda"
 group = {k: s for k, s in group.items() if k in (chosen_kind, partner)}
-labels = {kind: f"{figures.method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
+labels = {kind: f"{method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
 known = {kind: study_jobs.cached("tau", s) for kind, s in group.items()}
 missing = [kind for kind, frame in known.items() if frame is None]
 grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
@@ -36,10 +38,10 @@ if missing:
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
-    st.plotly_chart(figures.tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
+    st.plotly_chart(tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
     st.caption("Composed two-class modules: accuracy on the two classes' test images of a model composed from "
                "just their modules (no fine-tuning), averaged over a fixed sample of class pairs. The dotted line "
                "is the τ chosen on the other pages.")
 if partner not in group:
-    st.caption(f"No {figures.method_label(partner)} twin of this run in the runs folders (the same model, width, "
+    st.caption(f"No {method_label(partner)} twin of this run in the runs folders (the same model, width, "
                "data and classes), so only its own curve is drawn.")

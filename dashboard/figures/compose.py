@@ -1,0 +1,69 @@
+"""Figures of composition: a composed module next to the full model (Compose), and how the union of two
+modules' masks keeps one layer's weights (How MODA works)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dashboard.figures.style import PAIR_COLOURS, UNION_COLOURS, layout, legend_above, legend_right, square_marker
+
+UNION_CELLS = {0: "kept by neither", 1: "only module A", 2: "only module B", 3: "both modules (overlap)",
+               4: "only the union (A's inputs × B's outputs, or B's × A's)"}
+
+
+def compose_bars(report: Mapping[str, float]) -> go.Figure:
+    """Composed module next to the full model: parameters, FLOPs (as shares of the full model) and accuracy."""
+    labels = ["parameters", "FLOPs", "accuracy"]
+    composed = [report["params_fraction"], report["flops_fraction"], report["accuracy"]]
+    full = [1.0, 1.0, report["full_accuracy"]]
+    fig = go.Figure([
+        go.Bar(x=labels, y=full, name="full model", marker_color=PAIR_COLOURS[1],
+               text=[f"{v:.1%}" for v in full], textposition="outside"),
+        go.Bar(x=labels, y=composed, name="composed module", marker_color=PAIR_COLOURS[0],
+               text=[f"{v:.1%}" for v in composed], textposition="outside"),
+    ])
+    fig.update_layout(barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1.15])
+    legend_above(fig)
+    return layout(fig, "Composed module vs full model (parameters and FLOPs as a share of the full model)",
+                  "measure", "share / accuracy")
+
+
+def union_cells(inputs_a: Sequence[bool], outputs_a: Sequence[bool], inputs_b: Sequence[bool],
+                outputs_b: Sequence[bool]) -> np.ndarray:
+    """For one fully-connected layer (rows: output units, columns: input units), which module keeps each
+    weight (codes of ``UNION_CELLS``): a module keeps the weights between its kept inputs and kept outputs,
+    the union module keeps those between the union's inputs and outputs."""
+    ia, oa, ib, ob = (np.asarray(v, dtype=bool) for v in (inputs_a, outputs_a, inputs_b, outputs_b))
+    in_a, in_b = np.outer(oa, ia), np.outer(ob, ib)
+    union = np.outer(oa | ob, ia | ib)
+    cells = np.zeros(union.shape, dtype=int)
+    cells[union] = 4
+    cells[in_a & ~in_b] = 1
+    cells[in_b & ~in_a] = 2
+    cells[in_a & in_b] = 3
+    return cells
+
+
+def union_figure(cells: np.ndarray) -> go.Figure:
+    """The weight grid of ``union_cells``: one square per weight, coloured by which module keeps it
+    (``style.UNION_COLOURS``)."""
+    codes = list(UNION_CELLS)
+    n = len(codes)
+    # a discrete colour scale: code k fills the band [k/n, (k+1)/n]
+    scale = [[edge, UNION_COLOURS[k]] for k in range(n) for edge in (k / n, (k + 1) / n)]
+    rows, cols = cells.shape
+    fig = go.Figure(go.Heatmap(z=cells.tolist(), zmin=-0.5, zmax=n - 0.5, colorscale=scale, showscale=False,
+                               xgap=2, ygap=2,
+                               x=[f"in {j + 1}" for j in range(cols)], y=[f"out {i + 1}" for i in range(rows)],
+                               customdata=[[UNION_CELLS[int(c)] for c in row] for row in cells],
+                               hovertemplate="%{y} ← %{x}: %{customdata}<extra></extra>"))
+    for code in codes:  # legend entries (traces with no points)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=UNION_CELLS[code], hoverinfo="skip",
+                                 marker=square_marker(UNION_COLOURS[code])))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", side="top")
+    fig.update_layout(plot_bgcolor="white")
+    legend_right(fig)
+    return layout(fig, "One layer's weights: who keeps which", "input unit", "output unit", height=360)

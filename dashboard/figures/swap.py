@@ -1,0 +1,36 @@
+"""The Swap page's figure: per-class accuracy of the weak model before a module swap and after it, per
+repair strategy."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from dashboard.figures.style import OKABE_ITO, SWAP_BEFORE_COLOUR, SWAP_COLOURS, layout, legend_above
+
+
+def swap_bars(class_names: Sequence[str], before: Sequence[float], afters: Mapping[str, Sequence[float]],
+              target: str | None = None) -> go.Figure:
+    """Per-class test accuracy before a module swap and after it, one "after" series per strategy
+    (``afters``: strategy → accuracies in ``class_names`` order), as grouped bars; an arrow marks the
+    target class.
+
+    The x axis is categorical in the given order (class names such as "3" must never be read as
+    positions), and the arrow's x is the target's position on that axis: plotly places annotations on
+    a category axis by serial number, so the name "3" would point at the fourth category."""
+    names = [str(n) for n in class_names]
+    fig = go.Figure([go.Bar(x=names, y=list(before), name="before (weak model)", marker_color=SWAP_BEFORE_COLOUR,
+                            hovertemplate="class %{x}: %{y:.1%}<extra>before</extra>")])
+    for k, (strategy, after) in enumerate(afters.items()):
+        fig.add_trace(go.Bar(x=names, y=list(after), name=f"after: {strategy}",
+                             marker_color=SWAP_COLOURS.get(strategy, OKABE_ITO[4 + k % 4]),
+                             hovertemplate=f"class %{{x}}: %{{y:.1%}}<extra>{strategy}</extra>"))
+    if target is not None and str(target) in names:
+        position = names.index(str(target))
+        top = max([before[position], *(after[position] for after in afters.values())])
+        fig.add_annotation(x=position, y=top, yshift=4, text=f"target (class {target})", showarrow=True,
+                           arrowhead=2, ay=-30)
+    fig.update_layout(barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1.15])
+    legend_above(fig)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=names)
+    return layout(fig, "Per-class test accuracy before and after the swap, per strategy", "class", "accuracy")

@@ -1,0 +1,145 @@
+"""Figures of a run over its training and over τ: the loss terms and accuracies per epoch (Runs & training),
+modules forming over the checkpoints (Modules over training) and the τ trade-off."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dashboard.figures.style import (
+    OKABE_ITO,
+    PAIR_COLOURS,
+    REFERENCE_LINE,
+    layout,
+    legend_below,
+    method_colours,
+)
+
+HISTORY_TERMS = ("ce", "affinity", "dispersion", "compactness")
+NOT_TRAINED = "measured, not trained"
+EVOLUTION_PANELS = (("mean_module_size", "Mean module size (share of the weights)"),
+                    ("mean_overlap", "Mean pairwise overlap (share of the weights)"),
+                    ("test_accuracy", "Test accuracy"))
+TAU_PANELS = (("mean_module_size", "Mean module size (share of the weights)"),
+              ("mean_overlap", "Mean pairwise overlap (share of the weights)"),
+              ("pair_accuracy", "Composed two-class modules: accuracy"))
+
+
+def _line_mode(epochs: Sequence[float]) -> str:
+    """Markers on short histories only: on a long one they hide the lines (and the dashes)."""
+    return "lines+markers" if len(epochs) <= 30 else "lines"
+
+
+def _epoch_ticks(fig: go.Figure, epochs: Sequence[float]) -> None:
+    """Whole epochs only on the x axis (never 1.5, 2.5)."""
+    last = max([int(e) for e in epochs], default=1)
+    if last <= 12:
+        fig.update_xaxes(tickmode="linear", tick0=1, dtick=1)
+    elif last <= 60:
+        fig.update_xaxes(tickmode="linear", tick0=0, dtick=2 if last <= 24 else 5)
+    else:
+        fig.update_xaxes(tickformat="d")  # plotly's own steps are whole numbers at this range
+
+
+def history_figure(history: Sequence[Mapping[str, float]], terms: Sequence[str] = HISTORY_TERMS,
+                   title: str = "Training losses per epoch",
+                   trained: Mapping[str, bool] | None = None) -> go.Figure:
+    """Lines of loss terms per epoch (one trace per term present in the history). ``trained`` says which
+    terms were part of the training loss (weight > 0); the others (e.g. the modular terms of a standard
+    run, only measured) are dashed and listed in the legend under "measured, not trained"."""
+    epochs = [row["epoch"] for row in history]
+    fig = go.Figure()
+    shown = [t for t in terms if any(not np.isnan(row.get(t, float("nan"))) for row in history)]
+    measured = {t for t in shown if trained is not None and not trained.get(t, True)}
+    for term in shown:
+        values = [row.get(term, float("nan")) for row in history]
+        group = NOT_TRAINED if term in measured else "trained"
+        fig.add_trace(go.Scatter(x=epochs, y=values, mode=_line_mode(epochs), name=term,
+                                 line=dict(dash="dash") if term in measured else None,
+                                 legendgroup=group if measured else None,
+                                 legendgrouptitle_text=group if measured else None,
+                                 hovertemplate=f"{term}{f' ({NOT_TRAINED})' if term in measured else ''}, "
+                                               "epoch %{x}: %{y:.4g}<extra></extra>"))
+    _epoch_ticks(fig, epochs)
+    return layout(fig, title, "epoch", "loss term")
+
+
+def accuracy_figure(history: Sequence[Mapping[str, float]], title: str = "Accuracy per epoch") -> go.Figure:
+    """Train and test accuracy per epoch."""
+    epochs = [row["epoch"] for row in history]
+    fig = go.Figure([go.Scatter(x=epochs, y=[row.get(k, float("nan")) for row in history], mode=_line_mode(epochs),
+                                name=k.replace("_", " "), line=dict(color=c))
+                     for k, c in (("train_accuracy", PAIR_COLOURS[0]), ("test_accuracy", PAIR_COLOURS[1]))])
+    fig.update_layout(yaxis_tickformat=".0%")
+    _epoch_ticks(fig, epochs)
+    return layout(fig, title, "epoch", "accuracy")
+
+
+def integer_dtick(last: float, ticks: int = 10) -> int:
+    """A whole-number tick step (1, 2, 5, 10, 20, 25, 50, …) that gives at most about ``ticks`` ticks up to
+    ``last``: epoch axes never show 1.5."""
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        if last / step <= ticks:
+            return step
+    return int(10 ** np.ceil(np.log10(max(last, 1) / ticks)))
+
+
+def _stacked_lines(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None,
+                   x_column: str, panels: Sequence[tuple[str, str]], hover_x: str) -> go.Figure:
+    """Stacked panels sharing one x axis; one line per series (label → columns), the same colour in every
+    panel and one legend entry (legend groups), colour by method where ``methods`` names one."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[title for _, title in panels])
+    methods = dict(methods or {})
+    colours = method_colours(list(dict.fromkeys(methods.get(label, label) for label in series)))
+    for k, (label, columns) in enumerate(series.items()):
+        colour = colours[methods.get(label, label)] if label in methods else OKABE_ITO[k % len(OKABE_ITO)]
+        for row, (column, _title) in enumerate(panels, start=1):
+            fig.add_trace(go.Scatter(x=[float(v) for v in columns[x_column]], y=[float(v) for v in columns[column]],
+                                     mode="lines+markers", name=label, legendgroup=label, showlegend=row == 1,
+                                     line=dict(color=colour),
+                                     hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{label}</extra>"),
+                          row=row, col=1)
+            # shares of the weights from 0; accuracies zoomed in, so that a 1-point difference shows
+            accuracy = "accuracy" in column
+            fig.update_yaxes(tickformat=".1%" if accuracy else ".0%", rangemode="normal" if accuracy else "tozero",
+                             row=row, col=1)
+    # the legend under the last panel: above the panels it would collide with the title
+    layout(fig, height=260 * len(panels) + 140, t=70, b=110)
+    legend_below(fig)
+    return fig
+
+
+def evolution_figure(series: Mapping[str, Mapping[str, Sequence[float]]],
+                     methods: Mapping[str, str] | None = None) -> go.Figure:
+    """Modules forming over training: mean module size, mean overlap and test accuracy per epoch (three
+    stacked panels sharing the epoch axis, whole-epoch ticks), one line per run (``series``: run label →
+    columns ``epoch``, ``mean_module_size``, ``mean_overlap``, ``test_accuracy``, as fractions), coloured
+    by training method (``methods``: label → moda / standard / mwt)."""
+    fig = _stacked_lines(series, methods, "epoch", EVOLUTION_PANELS, "epoch")
+    last = max((float(e) for columns in series.values() for e in columns["epoch"]), default=1.0)
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(last), tickformat="d")
+    fig.update_xaxes(title_text="epoch", row=len(EVOLUTION_PANELS), col=1)
+    fig.update_layout(title="Modules forming over training")
+    return fig
+
+
+def tau_figure(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None = None,
+               tau: float | None = None) -> go.Figure:
+    """The τ trade-off: mean module size, mean overlap and composed-pair accuracy as τ grows (stacked panels
+    sharing the τ axis), one line per run (``series``: label → columns ``tau``, ``mean_module_size``,
+    ``mean_overlap``, ``pair_accuracy``); a dotted line marks the τ chosen on the pages (``tau``)."""
+    fig = _stacked_lines(series, methods, "tau", TAU_PANELS, "τ =")
+    grid = sorted({round(float(t), 4) for columns in series.values() for t in columns["tau"]})
+    fig.update_xaxes(tickmode="array", tickvals=grid, ticktext=[f"{t:g}" for t in grid])
+    fig.update_xaxes(title_text="threshold τ (a unit joins a module when it fires on ≥ τ of the class)",
+                     row=len(TAU_PANELS), col=1)
+    if tau is not None:
+        fig.add_vline(x=float(tau), line_dash="dot", line_color=REFERENCE_LINE, row="all", col=1)
+        fig.add_annotation(x=float(tau), y=1.0, yref="y domain", text=f"τ = {float(tau):.2f} (the pages' τ)",
+                           showarrow=False, yanchor="bottom", font=dict(size=11, color=REFERENCE_LINE))
+    fig.update_layout(title="The τ trade-off: higher τ keeps fewer units")
+    return fig
