@@ -8,16 +8,11 @@ error shows a short message, never a traceback.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from dashboard import ui  # noqa: E402
+from dashboard import ui
 
 HERE = Path(__file__).resolve().parent
 

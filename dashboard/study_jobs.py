@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
+from dashboard import engine, folders
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.studies import (
@@ -87,7 +87,7 @@ def cached(kind: str, spec: str, tau: float | None = None) -> pd.DataFrame | Non
 
 
 def _run_study(kind: str, spec: str, tau: float | None, progress: Callable[[int, int], None]) -> pd.DataFrame:
-    run = state.load_run(spec)
+    run = engine.load_run(spec)
     if kind == "evolution":
         frame = training_evolution(run, tau, progress=progress)
         return frame[EVOLUTION_COLUMNS]
@@ -130,7 +130,7 @@ def compute_button(kind: str, group: dict[str, str], missing: list[str], known: 
     try:
         for run_kind in missing:
             known[run_kind] = compute(kind, group[run_kind], tau,
-                                      what=what.format(run=state.run_label(group[run_kind])))
+                                      what=what.format(run=folders.run_label(group[run_kind])))
     except StudyBusy as error:
         st.warning(f"{error}.")
     else:
@@ -142,7 +142,7 @@ def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
     the same model, width, data set and classes: kind → spec, the chosen run's kind first. A twin of the
     same folder and epoch budget is preferred."""
     chosen_path = run_store.split_run_spec(spec)[0]
-    by_path = {str(s["path"]): s for s in summaries if state.openable(s)}
+    by_path = {str(s["path"]): s for s in summaries if folders.openable(s)}
     chosen = by_path.get(str(chosen_path))
     if chosen is None:
         return {"run": spec}
@@ -151,7 +151,7 @@ def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
     candidates = sorted((s for p, s in by_path.items() if p != str(chosen_path)),
                         key=lambda s: (Path(s["path"]).parent != chosen_path.parent,
                                        s.get("epochs_done") != chosen.get("epochs_done"),
-                                       state.run_status(s) != state.HEALTHY))
+                                       folders.run_status(s) != folders.HEALTHY))
     for s in candidates:
         kind = str(s.get("kind"))
         if kind not in result and signature is not None and _signature(Path(s["path"])) == signature:

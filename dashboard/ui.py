@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import engine, folders
 from moda_core import methods
 from moda_core import runs as run_store
 from moda_core.decompose import DEFAULT_TAU
@@ -25,14 +25,14 @@ PAGE_STOPPED = "This page stopped"
 
 def runs_folder_picker() -> None:
     """The sidebar's choice among the runs folders the server was started with (no typed paths)."""
-    choices = state.folder_choices()
+    choices = folders.folder_choices()
     if len(choices) > 1:
         st.selectbox("Runs folder", choices, key="runs_folder",
                      help="The folders this server was started with (MODA_RUNS_DIR); every page lists the runs "
                           "in the folder picked here.")
     else:
         st.caption(f"Runs folder: `{choices[0]}`")
-    for problem in state.runs_dir_problems():
+    for problem in folders.runs_dir_problems():
         st.warning(problem)
 
 
@@ -42,7 +42,7 @@ def run_page(page) -> None:
         page.run()
     except ModaError as error:
         LOG.warning("page %s stopped: %s", getattr(page, "url_path", "?"), error)
-        st.error(f"{PAGE_STOPPED}: {state.public(str(error))}")
+        st.error(f"{PAGE_STOPPED}: {folders.public(str(error))}")
     except Exception:  # noqa: BLE001 - visitors get a short message; the terminal gets the details
         LOG.exception("page %s stopped on an unexpected error", getattr(page, "url_path", "?"))
         st.error(f"{PAGE_STOPPED} on an unexpected error; the details are in the server's terminal. "
@@ -51,12 +51,12 @@ def run_page(page) -> None:
 
 def show_broken(summaries: list[dict[str, Any]]) -> None:
     """List run folders that do not load, with their error, without stopping the page."""
-    broken = [s for s in summaries if not state.openable(s)]
+    broken = [s for s in summaries if not folders.openable(s)]
     if broken:
         with st.expander(f"{len(broken)} run folder(s) could not be loaded", expanded=False):
             for s in broken:
-                st.warning(f"`{state.run_label(s['path'])}` ({state.run_status(s)}): "
-                           f"{state.public(s.get('error') or 'does not load')}")
+                st.warning(f"`{folders.run_label(s['path'])}` ({folders.run_status(s)}): "
+                           f"{folders.public(s.get('error') or 'does not load')}")
 
 
 def pick_run(label: str, key: str, with_checkpoints: bool = False,
@@ -72,25 +72,25 @@ def pick_run(label: str, key: str, with_checkpoints: bool = False,
     A ``shared`` picker (the default) is *the* run of the session: every page's shared picker shows the run
     last chosen on any page (or named by the URL's ``?run=``, see ``run_token``), and the URL follows it.
     Pages with a second run (Swap's weak/strong, Modules' run B) pass ``shared=False`` for it."""
-    summaries = state.list_runs() if summaries is None else summaries
-    specs = state.loadable_specs(summaries, with_checkpoints)
+    summaries = folders.list_runs() if summaries is None else summaries
+    specs = folders.loadable_specs(summaries, with_checkpoints)
     if not specs:
-        st.info(f"No runs yet in {state.folders_text()}. {HOW_TO_TRAIN}")
+        st.info(f"No runs yet in {folders.folders_text()}. {HOW_TO_TRAIN}")
         return None
     predicates = prefer if isinstance(prefer, tuple) else (prefer,) if prefer else ()
-    runs = [s for s in summaries if state.openable(s)]
+    runs = [s for s in summaries if folders.openable(s)]
     index = specs.index(runs[default_index(summaries, *predicates)]["path"])
     if prefer_spec is not None:
         index = next((i for i, spec in enumerate(specs) if prefer_spec(spec) and _healthy(spec, runs)), index)
     if not shared:
-        return st.selectbox(label, specs, index=index, key=key, format_func=state.run_label, help=help)
-    wanted = _shared_run(state.loadable_specs(summaries, with_checkpoints=True))
+        return st.selectbox(label, specs, index=index, key=key, format_func=folders.run_label, help=help)
+    wanted = _shared_run(folders.loadable_specs(summaries, with_checkpoints=True))
     chosen = _resolve_token(wanted, specs) if wanted else None
     if chosen is None and (key not in st.session_state or st.session_state[key] not in specs):
         chosen = specs[index]
     if chosen is not None:
         st.session_state[key] = chosen  # set before the widget exists: no index, or Streamlit warns
-    spec = st.selectbox(label, specs, key=key, format_func=state.run_label, help=help,
+    spec = st.selectbox(label, specs, key=key, format_func=folders.run_label, help=help,
                         on_change=_remember, args=(key, SHARED_RUN, run_token))
     _set_url(RUN_PARAM, run_token(spec))
     return spec
@@ -108,8 +108,8 @@ def run_token(spec: str) -> str:
     """How the URL names a run: ``FOLDER/RUN`` or ``FOLDER/RUN@EPOCH`` with the folder's public label (the
     bundled demo is ``demo``); never a server path. Links are resolved only against the offered runs."""
     path, epoch = run_store.split_run_spec(spec)
-    name = state.run_label(str(path))  # FOLDER/RUN, the folder by its public label
-    demo = next((f.label for f in state.configured_folders() if f.bundled), None)
+    name = folders.run_label(str(path))  # FOLDER/RUN, the folder by its public label
+    demo = next((f.label for f in folders.configured_folders() if f.bundled), None)
     if demo and name.startswith(demo + "/"):
         name = "demo" + name[len(demo):]
     return name if epoch is None else f"{name}@{epoch}"
@@ -195,7 +195,7 @@ def sync_url_state() -> None:
         if SHARED_TAU in st.session_state:
             _set_url(TAU_PARAM, f"{tau:.2f}")
         if not st.session_state.get(f"url_read_{RUN_PARAM}"):  # list the runs only on a session's first run
-            _shared_run(state.loadable_specs(state.list_runs(), with_checkpoints=True))
+            _shared_run(folders.loadable_specs(folders.list_runs(), with_checkpoints=True))
         if SHARED_RUN in st.session_state:
             _set_url(RUN_PARAM, st.session_state[SHARED_RUN])
         for param, key in ((POINT_PARAM, SHARED_POINT), (IMAGE_PARAM, SHARED_IMAGE)):
@@ -281,12 +281,12 @@ def _set_url(param: str, value: str) -> None:
 
 def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:
     path = str(run_store.split_run_spec(spec)[0])
-    return any(s["path"] == path and state.run_status(s) == state.HEALTHY for s in runs)
+    return any(s["path"] == path and folders.run_status(s) == folders.HEALTHY for s in runs)
 
 
 def load_or_stop(spec: str):
     """Load a run or show why it does not load (no server paths) and stop the page."""
-    run, error = state.try_load(spec)
+    run, error = engine.try_load(spec)
     if error:
         st.error(f"This run does not load: {error}")
         st.stop()
@@ -316,8 +316,8 @@ def default_index(summaries: list[dict[str, Any]], *predicates: Callable[[dict],
     """Position (among the runs a page can open) of the default run: the first complete run matching the
     first predicate that any complete run matches, else the first complete run, else 0. Broken,
     interrupted and running runs are never the default."""
-    runs = [s for s in summaries if state.openable(s)]
-    healthy = [i for i, s in enumerate(runs) if state.run_status(s) == state.HEALTHY]
+    runs = [s for s in summaries if folders.openable(s)]
+    healthy = [i for i, s in enumerate(runs) if folders.run_status(s) == folders.HEALTHY]
     for predicate in predicates:
         index = next((i for i in healthy if predicate(runs[i])), None)
         if index is not None:

@@ -257,14 +257,14 @@ def test_runs_table_names_the_training_kind():
 
 
 def test_activations_module_class_follows_each_new_images_prediction(demo_env):
-    from dashboard import state
+    from dashboard import engine
 
     app = open_page("activations")
     spec, first = app.session_state["act_module_image"]
-    names = state.class_names(spec)
+    names = engine.class_names(spec)
 
     def predicted(i: int) -> str:
-        return names[state.image_activations(spec, i)["predicted"]]
+        return names[engine.image_activations(spec, i)["predicted"]]
 
     assert first == 0 and app.selectbox(key="act_module_class").value == predicted(0)
     other_image = next(i for i in range(50, 1000, 50) if predicted(i) != predicted(0))  # test set is by class
@@ -278,7 +278,7 @@ def test_activations_module_class_follows_each_new_images_prediction(demo_env):
 
 
 def test_activations_kept_units_sentence_and_shared_group(demo_env):
-    from dashboard import state
+    from dashboard import engine
     from dashboard.figures.activations import SHARED_GROUP, kept_units_text
 
     assert kept_units_text([16, 16], 16) == "each class module keeps all 16 units."
@@ -286,7 +286,7 @@ def test_activations_kept_units_sentence_and_shared_group(demo_env):
     assert kept_units_text([3, 9], 16).startswith("each class module keeps 3–9 of 16 units")
 
     app = open_page("activations")
-    masks = state.masks(app.selectbox(key="act_run").value, app.slider(key="act_tau").value)
+    masks = engine.masks(app.selectbox(key="act_run").value, app.slider(key="act_tau").value)
     # the page opens on the clearest point, where the counts differ and no unit is shared: pick points that
     # show the bugs (every module keeping as many units; units kept by one module and by several)
     even = next(p for p, m in masks.items() if len(set(m.sum(1).tolist())) == 1)
@@ -466,16 +466,16 @@ def test_empty_state_names_the_folder(monkeypatch, tmp_path):
 
 
 def test_run_labels_say_which_epoch(demo_env):
-    from dashboard import state
+    from dashboard import folders
     from moda_core import runs as run_store
 
     weak = str(DEMO / "swap-weak")
     final = run_store.weights_epoch(DEMO / "swap-weak" / run_store.MODEL)
     first, last = run_store.list_checkpoints(weak)[0], run_store.list_checkpoints(weak)[-1]
-    assert state.run_epoch_label(weak).endswith(f"swap-weak @ epoch {final} (final)")
-    assert state.run_epoch_label(f"{weak}@{first}").endswith(f"swap-weak @ epoch {first} of {final} (early)")
+    assert folders.run_epoch_label(weak).endswith(f"swap-weak @ epoch {final} (final)")
+    assert folders.run_epoch_label(f"{weak}@{first}").endswith(f"swap-weak @ epoch {first} of {final} (early)")
     if last > final / 2:
-        assert state.run_epoch_label(f"{weak}@{last}").endswith("(late)")
+        assert folders.run_epoch_label(f"{weak}@{last}").endswith("(late)")
     app = open_page("modules")
     assert "@ epoch" in app.selectbox(key="mod_run_b").format_func(app.selectbox(key="mod_run_b").value)
 

@@ -16,7 +16,7 @@ import torch
 from helpers import CHROMIUM, ServedDashboard
 from streamlit.testing.v1 import AppTest
 
-from dashboard import serve, state, training
+from dashboard import engine, folders, serve, training
 from dashboard.ui import PAGE_STOPPED
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
@@ -66,7 +66,7 @@ def test_sidebar_offers_only_the_configured_folders(monkeypatch, tmp_path):
     assert not app.text_input(key="train_name").label.startswith("Runs")
     assert not app.sidebar.text_input  # no field where a visitor could type a path
     picker = app.sidebar.selectbox(key="runs_folder")
-    assert picker.options == [state.ALL_FOLDERS, "demo (bundled)", "classroom"]
+    assert picker.options == [folders.ALL_FOLDERS, "demo (bundled)", "classroom"]
     runs = app.dataframe[0].value["run"].tolist()
     assert "classroom/weak" in runs and "demo (bundled)/vgg11-moda" in runs
     assert str(tmp_path) not in everything_shown(app) and str(ROOT) not in everything_shown(app)
@@ -77,22 +77,22 @@ def test_sidebar_offers_only_the_configured_folders(monkeypatch, tmp_path):
     app.run()
     assert not app.exception and app.dataframe[0].value["run"].tolist() == ["classroom/weak"]
     # a value that is not a configured folder's label selects nothing else than the configured folders
-    monkeypatch.setattr(state, "st", SimpleNamespace(session_state={"runs_folder": "/etc"}))
-    assert state.runs_dirs() == [DEMO, mine]
-    monkeypatch.setattr(state, "st", SimpleNamespace(session_state={"runs_folder": "classroom"}))
-    assert state.runs_dirs() == [mine]
+    monkeypatch.setattr(folders, "st", SimpleNamespace(session_state={"runs_folder": "/etc"}))
+    assert folders.runs_dirs() == [DEMO, mine]
+    monkeypatch.setattr(folders, "st", SimpleNamespace(session_state={"runs_folder": "classroom"}))
+    assert folders.runs_dirs() == [mine]
 
 
 def test_new_runs_go_only_into_the_training_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", os.pathsep.join([str(DEMO), str(tmp_path / "a"), str(tmp_path / "b")]))
-    folders = state.configured_folders()
-    assert [f.trains_here for f in folders] == [False, True, False]
-    assert state.training_dir() == tmp_path / "a"
+    configured = folders.configured_folders()
+    assert [f.trains_here for f in configured] == [False, True, False]
+    assert folders.training_dir() == tmp_path / "a"
     monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
-    assert state.training_dir() is None  # the bundled demo is never written to
+    assert folders.training_dir() is None  # the bundled demo is never written to
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path / "a"))
     monkeypatch.setenv("MODA_TRAINING", "off")
-    assert state.training_dir() is None
+    assert folders.training_dir() is None
     app = open_app("runs")
     assert any("Training from the browser is off" in i.value for i in app.info)
     assert not app.get("form")
@@ -100,12 +100,12 @@ def test_new_runs_go_only_into_the_training_folder(monkeypatch, tmp_path):
 
 def test_folder_labels_are_unique_and_messages_hide_server_paths(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", os.pathsep.join([str(tmp_path / "x" / "runs"), str(tmp_path / "y" / "runs")]))
-    assert [f.label for f in state.configured_folders()] == ["runs", "y/runs"]
-    message = state.public(f"corrupt JSON file {tmp_path}/y/runs/r1/config.json: line 1; also /etc/passwd "
+    assert [f.label for f in folders.configured_folders()] == ["runs", "y/runs"]
+    message = folders.public(f"corrupt JSON file {tmp_path}/y/runs/r1/config.json: line 1; also /etc/passwd "
                            f"and {ROOT}/assets/demo/vgg11-moda")
     assert "y/runs/r1/config.json" in message and "…/passwd" in message and str(tmp_path) not in message
     assert "/etc" not in message and str(ROOT) not in message
-    assert state.public("τ = 0.90, 3/4 epochs, a/b ratio") == "τ = 0.90, 3/4 epochs, a/b ratio"
+    assert folders.public("τ = 0.90, 3/4 epochs, a/b ratio") == "τ = 0.90, 3/4 epochs, a/b ratio"
 
 
 # ----- one training at a time --------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_a_page_error_becomes_a_short_message(monkeypatch, tmp_path):
     def explode(*args, **kwargs):
         raise ValueError(f"secret detail in {tmp_path}/x.py")
 
-    monkeypatch.setattr(state, "class_names", explode)
+    monkeypatch.setattr(engine, "class_names", explode)
     app = open_app("compose")
     assert not app.exception
     assert any(e.value.startswith(PAGE_STOPPED) and "unexpected error" in e.value for e in app.error)
@@ -280,7 +280,7 @@ def test_a_page_error_becomes_a_short_message(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise ModaError(f"masks file {tmp_path}/runs/r/masks.safetensors does not match the model")
 
-    monkeypatch.setattr(state, "class_names", refuse)
+    monkeypatch.setattr(engine, "class_names", refuse)
     app = open_app("compose")
     assert any(e.value.startswith(PAGE_STOPPED) and "masks.safetensors does not match" in e.value for e in app.error)
     assert str(tmp_path) not in everything_shown(app)

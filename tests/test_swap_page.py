@@ -1,13 +1,13 @@
 """The Swap page (issue 12 item 5, issue 13 §4.1–4.3), headless with Streamlit's AppTest on the demo runs.
 
-Most tests replace ``dashboard.state.swap`` by a fake that answers at once with a report of the real
+Most tests replace ``dashboard.engine.swap`` by a fake that answers at once with a report of the real
 shape (the page, not the repair, is under test); the slow test runs the real repairs."""
 from __future__ import annotations
 
 import pytest
 from test_dashboard import DEMO, charts, demo_env, open_page, texts  # noqa: F401 (demo_env: a fixture)
 
-from dashboard import state
+from dashboard import engine
 from moda_core.replace import STRATEGIES
 
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
@@ -18,12 +18,12 @@ STANDARD = str(DEMO / "vgg11-standard")
 
 @pytest.fixture
 def fake_swap(monkeypatch):
-    """``state.swap`` answering a made-up report for the weak run's classes; records its calls."""
+    """``engine.swap`` answering a made-up report for the weak run's classes; records its calls."""
     calls = []
 
     def swap(weak, strong, weak_class_id, strong_class_id, strategy, epochs=5, tau=0.9):
         calls.append((weak, strong, weak_class_id, strategy, epochs, tau))
-        classes = state.run_classes(weak)
+        classes = engine.run_classes(weak)
         before = {str(c): 0.9 for c in classes}
         before[str(weak_class_id)] = 0.2
         after = {**before, str(weak_class_id): 0.9}
@@ -40,7 +40,7 @@ def fake_swap(monkeypatch):
                 "accuracy_after": 0.85, "accuracy_change": 0.05, "module_params_fraction": 0.1,
                 "epochs": epochs if strategy == "calibrate" else 0, "strategy": strategy}
 
-    monkeypatch.setattr(state, "swap", swap)
+    monkeypatch.setattr(engine, "swap", swap)
     return calls
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import engine, ui
 from dashboard.figures.activations import (
     SHARED_GROUP,
     UNKEPT_GROUP,
@@ -26,20 +26,20 @@ spec = ui.pick_run("Run", key="act_run", with_checkpoints=True, prefer=(ui.modul
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
-names = state.class_names(spec)
+names = engine.class_names(spec)
 with st.spinner("Measuring activation rates over the training set…"):
-    rates = state.rates(spec)
+    rates = engine.rates(spec)
 points = list(rates)
 
 c1, c2 = st.columns([2, 1])
 # opens on the point where classes are most clearly apart (moda_core.decompose.clearest_point)
-point = ui.point_picker(c1, points, state.clearest_point(spec, ui.shared_tau()), key="act_point",
+point = ui.point_picker(c1, points, engine.clearest_point(spec, ui.shared_tau()), key="act_point",
                         help="The ReLU module, named by its path in the model.")
 order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
 tau = ui.tau_slider("act_tau")
 
 point_rates = rates[point].numpy()
-all_masks = state.masks(spec, tau)
+all_masks = engine.masks(spec, tau)
 point_masks = all_masks[point]
 by_class = order_by == "class they serve"
 order = (units_by_class_order(point_rates, point_masks) if by_class
@@ -58,9 +58,9 @@ st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
              hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
 
 st.subheader("One test image through the network")
-test_size = len(state.dataset(spec).test)
+test_size = len(engine.dataset(spec).test)
 index = ui.image_picker(f"Test image (0–{test_size - 1})", test_size, key="act_image")
-image = state.image_activations(spec, int(index))
+image = engine.image_activations(spec, int(index))
 c1, c2 = st.columns([1, 3])
 c1.image(np.clip(image["image"], 0, 1), caption=f"true: {names[image['label']]}, "
                                                  f"predicted: {names[image['predicted']]}", width=160)

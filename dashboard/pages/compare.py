@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import engine, folders
 from dashboard.figures.compare import compare_accuracy, compare_cost, compare_module_size, compare_overlap, model_label
+from moda_core.comparison import CompareFileError
 
 REGENERATE = ("`.venv/bin/python bench/compare.py` writes it (add `--quick` for a version that takes minutes "
               "instead of the full run)")
@@ -15,21 +16,21 @@ st.caption("Three ways to get per-class modules out of one model, on the same da
            "tool) and **MwT** (*Modularizing while Training*, ICSE 2024: the mask-based baseline, which "
            "learns a mask per class while it trains).")
 
-path = state.compare_csv_path()
+path = folders.compare_csv_path()
 if not path.exists():
-    st.info(f"No comparison table yet at `{state.shown_path(path)}`. {REGENERATE}; then reload this page. "
-            f"Set `{state.COMPARE_ENV}` to show a table kept elsewhere.")
+    st.info(f"No comparison table yet at `{folders.shown_path(path)}`. {REGENERATE}; then reload this page. "
+            f"Set `{folders.COMPARE_ENV}` to show a table kept elsewhere.")
     st.stop()
 try:
-    table = state.compare_table(path)
-except state.CompareFileError as error:
-    st.error(f"The comparison table cannot be shown: {state.public(str(error))} {REGENERATE}.")
+    table = engine.compare_table(path)
+except CompareFileError as error:
+    st.error(f"The comparison table cannot be shown: {folders.public(str(error))} {REGENERATE}.")
     st.stop()
 overhead, overhead_problem = None, None
 try:
-    overhead = state.train_overhead(state.overhead_json_path(path))
-except state.CompareFileError as error:
-    overhead_problem = state.public(str(error))
+    overhead = engine.train_overhead(folders.overhead_json_path(path))
+except CompareFileError as error:
+    overhead_problem = folders.public(str(error))
 rows = table.to_dict("records")
 
 left, right = st.columns(2)
@@ -49,7 +50,7 @@ device, ratios = overhead if overhead else (None, None)
 st.plotly_chart(compare_cost(rows, ratios, device), key="cmp_cost")
 st.caption("Training time divided by standard training's time on the same model: 1 (dashed line) costs the "
            "same as standard training, 2 takes twice as long."
-           + (f" The right panel times single training steps (`{state.OVERHEAD_JSON}`)." if ratios else ""))
+           + (f" The right panel times single training steps (`{folders.OVERHEAD_JSON}`)." if ratios else ""))
 if overhead_problem:
     st.warning(f"Step-time ratios left out: {overhead_problem}")
 
@@ -66,7 +67,7 @@ st.dataframe(shown, hide_index=True, column_config={
     **{column: percent for column in PERCENT_COLUMNS},
     "seconds_per_epoch": st.column_config.NumberColumn(format="%.2f s"),
     "time_ratio_vs_standard": st.column_config.NumberColumn(format="×%.2f")})
-budgets = state.compare_budgets(table)
+budgets = engine.compare_budgets(table)
 seeds = ", ".join(f"{s:g}" for s in budgets["seeds"])
 epochs = ", ".join(f"{e:g}" for e in budgets["epochs"])
 uneven = ", ".join(model_label(u) for u in budgets["uneven"])
@@ -74,7 +75,7 @@ same = (f"Not like for like: the methods of {uneven} used different seeds or epo
         f"epochs {epochs})." if budgets["uneven"] else
         f"All methods used one seed ({seeds}) and one epoch budget ({epochs} epochs) per model, so the rows "
         "compare like for like.")
-st.caption(f"From `{state.shown_path(path)}`; {REGENERATE}. {same} One row per model × method; accuracies, "
+st.caption(f"From `{folders.shown_path(path)}`; {REGENERATE}. {same} One row per model × method; accuracies, "
            "module sizes and overlaps in percent (the file keeps them as shares 0–1); time_ratio_vs_standard is "
            "seconds per epoch ÷ standard training's.")
 if budgets["uneven"]:

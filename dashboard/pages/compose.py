@@ -5,7 +5,7 @@ import re
 
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import engine, folders, ui
 from dashboard.figures.compose import compose_bars
 from moda_core import runs as run_store
 
@@ -13,13 +13,13 @@ st.title("Compose")
 st.caption("Pick the classes you need: their modules are cut out of the trained network and joined into a "
            "physically smaller model that answers only for those classes — no fine-tuning.")
 
-summaries = state.list_runs()
+summaries = folders.list_runs()
 spec = ui.pick_run("Run", key="comp_run", summaries=summaries, with_checkpoints=True,
                    prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
-names = state.class_names(spec)
+names = engine.class_names(spec)
 tau = ui.tau_slider("comp_tau")
 # Keep the visitor's classes (by name) across a change of run: those the new run has stay picked; the first
 # two classes only when none of them does (or on the first visit).
@@ -32,7 +32,7 @@ if not chosen:
     st.stop()
 classes = sorted(names.index(c) for c in chosen)
 with st.spinner("Composing and measuring…"):
-    report = state.compose(spec, tau, classes)
+    report = engine.compose(spec, tau, classes)
 c1, c2, c3 = st.columns(3)
 # shares of the full model are not changes: no arrow, no colour
 c1.metric("Parameters", f"{report['params']:,}", f"{report['params_fraction']:.1%} of {report['full_params']:,}",
@@ -49,7 +49,7 @@ st.caption("Full model accuracy is measured on the same test images, choosing on
            "outputs.")
 
 st.subheader("Download the composed module")
-split = state.dataset(spec).test
+split = engine.dataset(spec).test
 mean = ", ".join(f"{v:.4g}" for v in split.mean.flatten().tolist())
 std = ", ".join(f"{v:.4g}" for v in split.std.flatten().tolist())
 st.caption("A `torch.export` program (.pt2): `torch.export.load(path).module()(x)` runs it with plain PyTorch; "
@@ -60,7 +60,7 @@ if st.button("Export as .pt2", key="comp_export"):
     st.session_state["comp_exported"] = (spec, tau, tuple(classes))
 if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
     with st.spinner("Exporting…"):
-        data = state.export_bytes(spec, tau, classes)
+        data = engine.export_bytes(spec, tau, classes)
     epoch = run_store.split_run_spec(spec)[1]
     named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
     file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"

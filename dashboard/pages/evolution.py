@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state, study_jobs, ui
+from dashboard import folders, study_jobs, ui
 from dashboard.figures.style import method_label
 from dashboard.figures.training import evolution_figure
 
@@ -12,20 +12,20 @@ st.caption("Each point is a checkpoint saved during training, decomposed at τ l
            "modules shrink and separate as its activation terms take hold; a standard-trained twin of the same "
            "model keeps large, overlapping modules while both learn to classify.")
 
-summaries = state.list_runs()
+summaries = folders.list_runs()
 spec = ui.pick_run("Run", key="evo_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
                    help="Its twins (the same model and data trained the other ways) are drawn next to it.")
 if spec is None:
     st.stop()
 tau = ui.tau_slider("evo_tau")
 group = study_jobs.twins(summaries, spec)
-labels = {kind: f"{method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
+labels = {kind: f"{method_label(kind)}: {folders.run_label(s)}" for kind, s in group.items()}
 known = {kind: study_jobs.cached("evolution", s, tau) for kind, s in group.items()}
 missing = [kind for kind, frame in known.items() if frame is None]
 
 if missing:
     count = sum(study_jobs.checkpoint_count(group[k]) for k in missing)
-    names = ", ".join(f"`{state.run_label(group[k])}`" for k in missing)
+    names = ", ".join(f"`{folders.run_label(group[k])}`" for k in missing)
     st.info(f"Not computed yet at τ = {tau:.2f} for {names}: {count} saved state{'s' if count != 1 else ''} to "
             "decompose and test (a second or two each on a small model). Only one study runs at a time on this "
             "server.")

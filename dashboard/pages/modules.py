@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import engine, folders, ui
 from dashboard.figures.modules import module_size_bars, overlap_by_layer, overlap_by_layer_pair, overlap_heatmap
 from dashboard.figures.style import PAIR_COLOURS
 
@@ -12,17 +12,17 @@ st.caption("A class module is the part of the network a class uses. Weight overl
            "of all weights that both modules keep. MODA training should give small modules that overlap "
            "little; standard training of the same model, large ones that overlap a lot.")
 
-summaries = state.list_runs()
-if not state.loadable_specs(summaries):
+summaries = folders.list_runs()
+if not folders.loadable_specs(summaries):
     ui.pick_run("Run", key="mod_empty", summaries=summaries)
     st.stop()
 c1, c2 = st.columns(2)
-specs_all = state.loadable_specs(summaries)
+specs_all = folders.loadable_specs(summaries)
 with c1:  # run A is the session's run (shared with the other pages and the URL); run B is this page's own
     moda_spec = ui.pick_run("Run A (e.g. MODA training)", key="mod_run_a", summaries=summaries, with_checkpoints=True,
                             prefer=(ui.modular_demo_first, ui.is_modular))
 std_spec = c2.selectbox("Run B (e.g. standard training of the same model)", specs_all,
-                        format_func=state.run_epoch_label,
+                        format_func=folders.run_epoch_label,
                         key="mod_run_b", index=ui.default_index(summaries, lambda s: s["name"] == "vgg11-standard",
                                                                 lambda s: not ui.is_modular(s)))
 tau = ui.tau_slider("mod_tau")
@@ -30,8 +30,8 @@ specs = {"A": moda_spec, "B": std_spec}
 for spec in specs.values():
     ui.load_or_stop(spec)
 with st.spinner("Decomposing…"):
-    metrics = {k: state.module_metrics(spec, tau) for k, spec in specs.items()}
-labels = {k: f"{k}: {state.run_epoch_label(spec)}" for k, spec in specs.items()}
+    metrics = {k: engine.module_metrics(spec, tau) for k, spec in specs.items()}
+labels = {k: f"{k}: {folders.run_epoch_label(spec)}" for k, spec in specs.items()}
 zmax = max(float(m["overlap"].max()) for m in metrics.values())
 columns = st.columns(2)
 for column, (k, spec) in zip(columns, specs.items(), strict=True):
@@ -40,24 +40,24 @@ for column, (k, spec) in zip(columns, specs.items(), strict=True):
     a, b = column.columns(2)
     a.metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
     b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
-    column.plotly_chart(overlap_heatmap(m["overlap"], state.class_names(spec),
+    column.plotly_chart(overlap_heatmap(m["overlap"], engine.class_names(spec),
                                         f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
 st.caption("Diagonal: a class's own module size. Both heatmaps share one colour scale, so they compare directly.")
 
-same_classes = state.class_names(moda_spec) == state.class_names(std_spec)
+same_classes = engine.class_names(moda_spec) == engine.class_names(std_spec)
 if same_classes:
     st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
-                                     state.class_names(moda_spec)), key="mod_sizes")
+                                     engine.class_names(moda_spec)), key="mod_sizes")
 else:
     # different classes: one chart per run, each titled and coloured as its run (A blue, B orange)
     for i, (k, spec) in enumerate(specs.items()):
-        st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"]}, state.class_names(spec),
+        st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"]}, engine.class_names(spec),
                                          title=f"Module size per class, run {labels[k]}", first_colour=i),
                         key=f"mod_sizes_{k}")
 st.subheader("Where the overlap lives")
 st.caption("Mean pairwise overlap contributed by each layer (share of all the model's weights); the bars of a "
            "run add up to its mean pairwise overlap.")
-if state.load_run(moda_spec).model.arch == state.load_run(std_spec).model.arch:
+if engine.load_run(moda_spec).model.arch == engine.load_run(std_spec).model.arch:
     st.plotly_chart(overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
                     key="mod_layers")
 else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, training, ui
+from dashboard import folders, training, ui
 from dashboard.figures.training import accuracy_figure, history_figure
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
@@ -34,7 +34,7 @@ FLAG_WORDS = {"pick another --name, --resume to continue it, or --overwrite to r
 
 def for_visitors(message: str) -> str:
     """An engine message in the form's words: no command-line flags (``--name``…), no server paths."""
-    message = state.public(message)
+    message = folders.public(message)
     for flag, words in FLAG_WORDS.items():
         message = message.replace(flag, words)
     return re.sub(r"(?<![\w-])--([a-z][\w-]*)", lambda m: f"the {m.group(1).replace('-', ' ')} setting", message)
@@ -68,11 +68,11 @@ def run_name_problem(name: str, folder: Path) -> str | None:
     return None
 
 
-summaries = state.list_runs()
-openable = [s for s in summaries if state.openable(s)]
+summaries = folders.list_runs()
+openable = [s for s in summaries if folders.openable(s)]
 if summaries:
     # what makes two accuracies comparable first (kind, model, width, classes, data), then the loss weights
-    table = pd.DataFrame([{"run": state.run_label(s["path"]), "status": s["status"],
+    table = pd.DataFrame([{"run": folders.run_label(s["path"]), "status": s["status"],
                            "kind": ui.training_kind(s) if not s.get("error") else None, "model": s.get("model"),
                            **{"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])},
                            "epochs": s.get("epochs_done"),
@@ -90,18 +90,18 @@ if summaries:
                                                    "before its last epoch: resume or delete it below the table); "
                                                    "broken (does not load: see below)")})
 else:
-    st.info(f"No runs yet in {state.folders_text()}. Train one below — about a minute for LeNet-5 on the embedded "
+    st.info(f"No runs yet in {folders.folders_text()}. Train one below — about a minute for LeNet-5 on the embedded "
             f"digits — or from a terminal: `.venv/bin/python -m moda_core train --model lenet5 --epochs 5`.")
 ui.show_broken(summaries)
 slot = training.slot()
-folder = state.training_folder()
+folder = folders.training_folder()
 interrupted = [s for s in summaries if s["status"] == "interrupted" and folder is not None
                and Path(s["path"]).parent.resolve() == folder.path.resolve()]
 if interrupted:
     st.warning(f"{len(interrupted)} run(s) stopped before their last epoch (the server stopped, or the training "
                "failed): resume one from its last saved epoch, or delete it to free its name.")
     for s in interrupted:
-        label = state.run_label(s["path"])
+        label = folders.run_label(s["path"])
         c1, c2, c3 = st.columns([3, 1, 1])
         c1.markdown(f"`{label}`: {s.get('epochs_done') or 0} of {s.get('epochs') or '?'} epochs saved")
         if c2.button("Resume", key=f"resume_{s['name']}", disabled=slot.status().busy):
@@ -126,7 +126,7 @@ if interrupted:
                 try:
                     shutil.rmtree(s["path"])
                 except OSError as error:
-                    st.error(f"`{label}` could not be deleted: {state.public(str(error))}")
+                    st.error(f"`{label}` could not be deleted: {folders.public(str(error))}")
                 else:
                     st.rerun()
 
@@ -145,7 +145,7 @@ if openable:
                      "(dashed) were measured, not trained.")
     right.plotly_chart(accuracy_figure(run.history), key="runs_accuracy")
     with st.expander("Config (config.json) and metrics (metrics.json)"):
-        st.json(json.loads(state.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
+        st.json(json.loads(folders.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
 
 st.subheader("Train a new run")
 if folder is None:

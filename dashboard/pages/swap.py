@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import engine, folders, ui
 from dashboard.figures.swap import swap_bars
 from moda_core.errors import ModaError
 from moda_core.replace import STRATEGIES
@@ -27,8 +27,8 @@ st.caption("A weak model is bad at one class; a strong model trained with MODA h
            "does: the target class's accuracy before/after and the mean accuracy of the other classes "
            "before/after, with the largest single-class drop beside them.")
 
-summaries = state.list_runs()
-if not state.loadable_specs(summaries):
+summaries = folders.list_runs()
+if not folders.loadable_specs(summaries):
     ui.pick_run("Run", key="swap_empty", summaries=summaries)
     st.stop()
 c1, c2 = st.columns(2)
@@ -42,8 +42,8 @@ with c2:
                          prefer=lambda s: s["name"].startswith("swap-strong"), shared=False)
 ui.load_or_stop(weak)
 ui.load_or_stop(strong)
-weak_classes, strong_classes = state.run_classes(weak), state.run_classes(strong)
-weak_names = dict(zip(weak_classes, state.class_names(weak), strict=False))
+weak_classes, strong_classes = engine.run_classes(weak), engine.run_classes(strong)
+weak_names = dict(zip(weak_classes, engine.class_names(weak), strict=False))
 shared = [c for c in weak_classes if c in strong_classes]
 if not shared:
     st.warning(f"These runs share no class (weak: {weak_classes}, strong: {strong_classes}); pick a strong run "
@@ -66,10 +66,10 @@ controls = (weak, strong, int(target), int(epochs), round(float(tau), 2))
 if st.button("Run swap", key="swap_go", type="primary"):
     try:
         with st.spinner("Swapping the module in by each strategy and measuring…"):
-            reports = {s: state.swap(weak, strong, target, target, s, int(epochs), tau) for s in STRATEGIES}
+            reports = {s: engine.swap(weak, strong, target, target, s, int(epochs), tau) for s in STRATEGIES}
     except ModaError as error:
         st.session_state.pop(RESULT_KEY, None)
-        st.error(f"The swap did not run: {state.public(str(error))}")
+        st.error(f"The swap did not run: {folders.public(str(error))}")
         st.stop()
     st.session_state[RESULT_KEY] = {"controls": controls, "reports": reports}
 result = st.session_state.get(RESULT_KEY)
@@ -84,8 +84,8 @@ reports = result["reports"]
 first = next(iter(reports.values()))
 ids = list(first["before"])
 names = [weak_names.get(int(c), c) for c in ids]
-st.markdown(f"**{state.run_epoch_label(weak)}**, class {weak_names[target]} repaired with the module of "
-            f"**{state.run_epoch_label(strong)}** (τ = {tau:.2f}; the module has "
+st.markdown(f"**{folders.run_epoch_label(weak)}**, class {weak_names[target]} repaired with the module of "
+            f"**{folders.run_epoch_label(strong)}** (τ = {tau:.2f}; the module has "
             f"{first['module_params_fraction']:.1%} of the strong model's weights; calibrate trained its layer for "
             f"{reports['calibrate']['epochs']} epoch{'s' if reports['calibrate']['epochs'] != 1 else ''}).")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state, study_jobs, ui
+from dashboard import folders, study_jobs, ui
 from dashboard.figures.style import method_label
 from dashboard.figures.training import tau_figure
 
@@ -13,7 +13,7 @@ st.caption("τ is the firing rate a unit needs, on a class's training images, to
            "needs and composed models start to lose accuracy. Drawn for the chosen run and its standard-trained "
            "twin.")
 
-summaries = state.list_runs()
+summaries = folders.list_runs()
 spec = ui.pick_run("Run", key="tau_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
                    help="Its standard-trained twin (the same model and data, α = β = γ = 0) is drawn next to it.")
 if spec is None:
@@ -23,13 +23,13 @@ group = study_jobs.twins(summaries, spec)
 chosen_kind = next(iter(group))
 partner = "standard" if chosen_kind != "standard" else "moda"
 group = {k: s for k, s in group.items() if k in (chosen_kind, partner)}
-labels = {kind: f"{method_label(kind)}: {state.run_label(s)}" for kind, s in group.items()}
+labels = {kind: f"{method_label(kind)}: {folders.run_label(s)}" for kind, s in group.items()}
 known = {kind: study_jobs.cached("tau", s) for kind, s in group.items()}
 missing = [kind for kind, frame in known.items() if frame is None]
 grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
 
 if missing:
-    names = ", ".join(f"`{state.run_label(group[k])}`" for k in missing)
+    names = ", ".join(f"`{folders.run_label(group[k])}`" for k in missing)
     st.info(f"Not computed yet for {names}: for each τ in {grid}, the modules are cut at that τ and a few "
             "two-class models are composed and tested (about a minute per run on 2 CPU cores; only one study "
             "runs at a time on this server).")
