@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
 from moda_core import runs  # noqa: E402
 from moda_core.decompose import DEFAULT_TAU, decompose  # noqa: E402
 from moda_core.errors import ModaError  # noqa: E402
-from moda_core.io import atomic_write_bytes  # noqa: E402
+from moda_core.io import atomic_write_bytes, load_tensors, save_tensors  # noqa: E402
 from moda_core.replace import strong_config, weak_config  # noqa: E402
 from moda_core.studies import tau_sweep, training_evolution  # noqa: E402
 from moda_core.train import TrainConfig, setting_differences, train  # noqa: E402
@@ -84,9 +84,9 @@ def demo_configs(epochs: int = EPOCHS) -> dict[str, TrainConfig]:
         "vgg11-mwt": TrainConfig(**vgg, method="mwt"),
         "swap-strong": strong_config(epochs),
         "swap-weak": weak_config("scarce", MIXED_CLASS, WEAK_EPOCHS, checkpoint_every=WEAK_CHECKPOINT_EVERY),
-        **{f"vit-{kind}": TrainConfig(model="vit", dataset="mnist5k", width=1.0, epochs=VIT_EPOCHS, seed=0,
+        **{f"vit-{method}": TrainConfig(model="vit", dataset="mnist5k", width=1.0, epochs=VIT_EPOCHS, seed=0,
                                       device="cpu", checkpoint_every=VIT_CHECKPOINT_EVERY, **weights)
-           for kind, weights in (("moda", dict(alpha=1.0, beta=1.0, gamma=0.3)),
+           for method, weights in (("moda", dict(alpha=1.0, beta=1.0, gamma=0.3)),
                                  ("standard", dict(alpha=0.0, beta=0.0, gamma=0.0)))},
     }
 
@@ -98,7 +98,7 @@ def reusable(source: Path, config: TrainConfig) -> bool:
     summary = runs.summarize_run(source)
     if summary["status"] != "complete":
         raise ModaError(f"--reuse: {source} is not a finished run (status {summary['status']}: {summary['error']})")
-    stored = runs.read_json(source / runs.CONFIG).get("train", {})
+    stored = runs.read_config(source).get("train", {})
     differs = setting_differences(stored, config)  # a reused run's other settings (device, logging) may differ
     if config.checkpoint_every and stored.get("checkpoint_every") != config.checkpoint_every:
         differs["checkpoint_every"] = (stored.get("checkpoint_every"), config.checkpoint_every)  # evolution needs them
@@ -109,8 +109,8 @@ def reusable(source: Path, config: TrainConfig) -> bool:
 
 def half_precision(path: Path) -> None:
     """Rewrite a weights file with its floating tensors in float16 (metadata kept)."""
-    tensors, metadata = runs.load_tensors(path)
-    runs.save_tensors(path, {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, metadata)
+    tensors, metadata = load_tensors(path)
+    save_tensors(path, {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, metadata)
 
 
 def bundle_run(source: Path, target: Path, kept: tuple[int, ...], half: bool = True) -> None:

@@ -53,7 +53,7 @@ def find_reusable(folder: Path, config: TrainConfig):
     for entry in run_store.list_runs(folder):
         if entry["status"] != "complete":
             continue
-        stored = run_store.read_json(Path(entry["path"]) / run_store.CONFIG).get("train", {})
+        stored = run_store.read_config(entry["path"]).get("train", {})
         if not setting_differences(stored, config) and not stored.get("class_fractions"):
             return run_store.load_run(entry["path"])
     return None

@@ -40,19 +40,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
         for model in args.models:
-            for kind in ("standard", "moda"):
+            for method in ("standard", "moda"):
                 config = TrainConfig(model=model, dataset="synthetic", width=args.width, epochs=args.epochs,
-                                     **METHODS[kind], batch_size=128,
+                                     **METHODS[method], batch_size=128,
                                      train_fraction=args.train_fraction, device=args.device, compile=args.compile,
                                      track_modular_terms=False)
-                run = train(config, runs_dir, f"{model}-{kind}")
+                run = train(config, runs_dir, f"{model}-{method}")
                 # training time only (no test pass); the first epoch is warm-up
                 seconds = median_epoch_seconds(run)
                 images = run.config["data"]["train_size"]
-                rows.append({"model": model, "training": kind, "width": args.width, "images": images,
+                rows.append({"model": model, "training": method, "width": args.width, "images": images,
                              "seconds_per_epoch": seconds, "images_per_second": images / seconds,
                              "device": where, "compile": args.compile})
-                print(f"{model:10s} {kind:8s} {seconds:8.2f} s/epoch  {images / seconds:10.0f} images/s", flush=True)
+                print(f"{model:10s} {method:8s} {seconds:8.2f} s/epoch  {images / seconds:10.0f} images/s", flush=True)
     table = pd.DataFrame(rows)
     ratio = table.pivot(index="model", columns="training", values="seconds_per_epoch")
     print("\nMODA / standard epoch time:\n" + (ratio["moda"] / ratio["standard"]).round(3).to_string())

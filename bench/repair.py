@@ -34,8 +34,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from moda_core.io import atomic_write_bytes
 from moda_core.replace import SETTINGS, STRATEGIES, repair, strong_config, weak_config
-from moda_core.runs import atomic_write_bytes, load_run
+from moda_core.runs import load_run
 from moda_core.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "repair.csv"

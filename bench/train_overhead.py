@@ -20,13 +20,14 @@ import torch
 
 from bench.common import METHODS, device_name
 from moda_core.comparison import write_train_overhead
+from moda_core.methods import method_of
 from moda_core.models import build_model
 from moda_core.train import TrainConfig, resolve_device, train_step
 
 
 def make_step(model_name: str, method: str, width: float, device: torch.device):
     config = TrainConfig(model=model_name, width=width, track_modular_terms=False, **METHODS[method])
-    trainer = config.training_method
+    trainer = method_of(config)
     torch.manual_seed(0)
     model = trainer.prepare(build_model(model_name, 3, 32, 10, width))
     model.to(device).train()

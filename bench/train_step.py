@@ -31,15 +31,15 @@ def main() -> None:
         for model in args.models:
             width = 1.0 if model in ("lenet5", "mlp") else args.width
             row = {}
-            for kind, weights in (("standard", (0.0, 0.0, 0.0)), ("moda", (1.0, 1.0, 0.3))):
+            for method, weights in (("standard", (0.0, 0.0, 0.0)), ("moda", (1.0, 1.0, 0.3))):
                 config = TrainConfig(model=model, width=width, epochs=args.epochs, alpha=weights[0],
                                      beta=weights[1], gamma=weights[2], device=args.device,
                                      track_modular_terms=False)
-                run = train(config, runs_dir, f"{model}-{kind}")
+                run = train(config, runs_dir, f"{model}-{method}")
                 # the first epoch includes warm-up; the median of the rest is the steady cost
                 seconds = [h["train_seconds"] for h in run.history[1:]] or [run.history[0]["train_seconds"]]
-                row[kind] = {"test_accuracy": run.metrics["test_accuracy"],
-                             "seconds_per_epoch": statistics.median(seconds)}
+                row[method] = {"test_accuracy": run.metrics["test_accuracy"],
+                               "seconds_per_epoch": statistics.median(seconds)}
             row["moda_ratio"] = row["moda"]["seconds_per_epoch"] / row["standard"]["seconds_per_epoch"]
             row["width"] = width
             results[model] = row

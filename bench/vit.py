@@ -33,6 +33,7 @@ from moda_core.compose import parameter_count, point_units
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
 from moda_core.io import atomic_write_bytes
+from moda_core.methods import method_of
 from moda_core.metrics import accuracy, count_flops, predict_logits, subtask_sets, subtask_sweep
 from moda_core.models.vit import ViTBlock
 from moda_core.runs import load_run, run_dataset
@@ -81,7 +82,8 @@ def measure(run, standard, pairs: list[list[int]], tau: float) -> dict:
     summary = module_summary(run.model, masks)
     test = run_dataset(run).test
     sweep = subtask_sweep(run.model, masks, test, pairs, reference=standard.model)
-    return {"method": run.kind, "epoch": run.epoch, "test_accuracy": run.history[run.epoch - 1]["test_accuracy"],
+    return {"method": method_of(run.config).name, "epoch": run.epoch,
+            "test_accuracy": run.history[run.epoch - 1]["test_accuracy"],
             "seconds_per_epoch": median_epoch_seconds(run),
             "mlp_units_kept": statistics.mean(m.float().mean().item() for m in masks.values()),
             "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap,

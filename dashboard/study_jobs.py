@@ -6,7 +6,6 @@ Pages call ``cached`` to show what is already known without any work, and ``comp
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -44,19 +43,19 @@ def _results() -> "OrderedDict[tuple, pd.DataFrame]":
     return OrderedDict()
 
 
-def _key(kind: str, spec: str, tau: float | None) -> tuple:
+def _key(study: str, spec: str, tau: float | None) -> tuple:
     path = run_store.split_run_spec(spec)[0]
     try:
         stamp = (path / run_store.MODEL).stat().st_mtime_ns
     except OSError:
         stamp = 0
-    return kind, str(path), stamp, None if tau is None or kind != "evolution" else round(float(tau), 4)
+    return study, str(path), stamp, None if tau is None or study != "evolution" else round(float(tau), 4)
 
 
-def precomputed(kind: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
+def precomputed(study: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
     """What the run folder ships: ``evolution.csv`` (at τ = 0.9; None for another τ) or ``tau_sweep.csv``
     (over ``TAU_GRID``); None when there is none or it does not parse."""
-    if kind == "evolution":
+    if study == "evolution":
         if tau is None or abs(float(tau) - PRECOMPUTED_TAU) > 1e-9:
             return None
         name, columns = EVOLUTION_CSV, EVOLUTION_COLUMNS
@@ -80,25 +79,25 @@ def checkpoint_count(spec: str) -> int:
         return 0
 
 
-def cached(kind: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
+def cached(study: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
     """A study already known: computed earlier (any session), or (evolution) shipped with the run."""
-    shipped = precomputed(kind, spec, tau)
-    return shipped if shipped is not None else _results().get(_key(kind, spec, tau))
+    shipped = precomputed(study, spec, tau)
+    return shipped if shipped is not None else _results().get(_key(study, spec, tau))
 
 
-def _run_study(kind: str, spec: str, tau: float | None, progress: Callable[[int, int], None]) -> pd.DataFrame:
+def _run_study(study: str, spec: str, tau: float | None, progress: Callable[[int, int], None]) -> pd.DataFrame:
     run = engine.load_run(spec)
-    if kind == "evolution":
+    if study == "evolution":
         frame = training_evolution(run, tau, progress=progress)
         return frame[EVOLUTION_COLUMNS]
     frame = tau_sweep(run, TAU_GRID, progress=progress)
     return frame[TAU_COLUMNS]
 
 
-def compute(kind: str, spec: str, tau: float | None = None, what: str = "") -> pd.DataFrame:
-    """Compute a study with a progress bar (``kind``: ``evolution`` at τ, or ``tau`` over ``TAU_GRID``);
+def compute(study: str, spec: str, tau: float | None = None, what: str = "") -> pd.DataFrame:
+    """Compute a study with a progress bar (``study``: ``evolution`` at τ, or ``tau`` over ``TAU_GRID``);
     raises ``StudyBusy`` while another one runs, ``ModaError`` when the run cannot be studied."""
-    known = cached(kind, spec, tau)
+    known = cached(study, spec, tau)
     if known is not None:
         return known
     if not _LOCK.acquire(blocking=False):
@@ -109,18 +108,18 @@ def compute(kind: str, spec: str, tau: float | None = None, what: str = "") -> p
         def progress(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done} of {total}")
 
-        frame = _run_study(kind, spec, tau, progress)
+        frame = _run_study(study, spec, tau, progress)
         bar.empty()
     finally:
         _LOCK.release()
     results = _results()
-    results[_key(kind, spec, tau)] = frame
+    results[_key(study, spec, tau)] = frame
     while len(results) > MAX_RESULTS:
         results.popitem(last=False)
     return frame
 
 
-def compute_button(kind: str, group: dict[str, str], missing: list[str], known: dict[str, Any], label: str,
+def compute_button(study: str, group: dict[str, str], missing: list[str], known: dict[str, Any], label: str,
                    key: str, what: str, tau: float | None = None) -> None:
     """A page's button that computes the study of each ``missing`` run of ``group`` into ``known`` (``what``
     names the work in the progress bar; ``{run}`` is the run's label), then reruns the page to draw from the
@@ -128,9 +127,9 @@ def compute_button(kind: str, group: dict[str, str], missing: list[str], known: 
     if not st.button(label, key=key, type="primary"):
         return
     try:
-        for run_kind in missing:
-            known[run_kind] = compute(kind, group[run_kind], tau,
-                                      what=what.format(run=folders.run_label(group[run_kind])))
+        for method in missing:
+            known[method] = compute(study, group[method], tau,
+                                    what=what.format(run=folders.run_label(group[method])))
     except StudyBusy as error:
         st.warning(f"{error}.")
     else:
@@ -138,32 +137,32 @@ def compute_button(kind: str, group: dict[str, str], missing: list[str], known: 
 
 
 def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
-    """The chosen run and, among the listed runs, one run per other training kind (MODA / standard / MwT) of
-    the same model, width, data set and classes: kind → spec, the chosen run's kind first. A twin of the
-    same folder and epoch budget is preferred."""
+    """The chosen run and, among the listed runs, one run per other training method (MODA / standard / MwT)
+    of the same model, width, data set and classes: method name → spec, the chosen run's method first. A
+    twin of the same folder and epoch budget is preferred."""
     chosen_path = run_store.split_run_spec(spec)[0]
     by_path = {str(s["path"]): s for s in summaries if folders.openable(s)}
     chosen = by_path.get(str(chosen_path))
     if chosen is None:
         return {"run": spec}
     signature = _signature(chosen_path)
-    result = {str(chosen.get("kind")): spec}
+    result = {str(chosen.get("method")): spec}
     candidates = sorted((s for p, s in by_path.items() if p != str(chosen_path)),
                         key=lambda s: (Path(s["path"]).parent != chosen_path.parent,
                                        s.get("epochs_done") != chosen.get("epochs_done"),
                                        folders.run_status(s) != folders.HEALTHY))
     for s in candidates:
-        kind = str(s.get("kind"))
-        if kind not in result and signature is not None and _signature(Path(s["path"])) == signature:
-            result[kind] = str(s["path"])
+        method = str(s.get("method"))
+        if method not in result and signature is not None and _signature(Path(s["path"])) == signature:
+            result[method] = str(s["path"])
     return result
 
 
 def _signature(path: Path) -> tuple | None:
     """What makes two runs twins: model, width, data set, classes and data fraction (from config.json)."""
     try:
-        config = json.loads((path / run_store.CONFIG).read_text())
-    except (OSError, ValueError):
+        config = run_store.read_config(path)
+    except ModaError:
         return None
     arch, data = config.get("arch", {}), config.get("data", {})
     return (arch.get("name"), arch.get("width"), data.get("name"), tuple(data.get("classes") or ()),

@@ -101,7 +101,7 @@ class TrainingSlot:
         with self._guard:
             s = self._status
             s.epoch, s.epochs, s.step, s.steps = event.epoch, event.epochs, event.step, event.steps
-            if event.kind == "epoch":
+            if event.stage == "epoch":
                 s.history.append(dict(event.record))
 
     def _work(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,

@@ -9,7 +9,6 @@ from typing import Any, Callable
 import streamlit as st
 
 from dashboard import engine, folders
-from moda_core import methods
 from moda_core import runs as run_store
 from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
@@ -303,13 +302,9 @@ def tau_slider(key: str = "tau") -> float:
     return float(tau)
 
 
-def training_kind(summary: dict) -> str:
-    """How the Runs table names a run's training: MwT, MODA or standard (the engine's kind, in words)."""
-    return methods.kind_label(methods.training_kind(summary))
-
-
 def is_modular(summary: dict) -> bool:
-    return bool(summary.get("alpha") or summary.get("beta") or summary.get("gamma"))
+    """Whether a listed run was trained to come apart into modules (MODA or MwT, not standard training)."""
+    return summary.get("method") not in (None, "standard")
 
 
 def default_index(summaries: list[dict[str, Any]], *predicates: Callable[[dict], bool]) -> int:

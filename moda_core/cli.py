@@ -79,7 +79,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--standard", action="store_true", help="shorthand for --alpha 0 --beta 0 --gamma 0")
     train.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     train.add_argument("--runs-dir", default="runs")
-    train.add_argument("--name", help="run folder name (default: model-dataset-kind-timestamp)")
+    train.add_argument("--name", help="run folder name: letters, digits, '.', '_', '-' "
+                                      "(default: model-dataset-method-timestamp)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=0.05)
@@ -123,9 +124,12 @@ def parser() -> argparse.ArgumentParser:
     replace = sub.add_parser("replace", help="repair a weak model's class with a strong model's module")
     replace.add_argument("--weak", required=True, help="the weak run, RUN or RUN@EPOCH")
     replace.add_argument("--strong", required=True, help="the strong (MODA-trained) run, RUN or RUN@EPOCH")
-    replace.add_argument("--weak-class", type=int, help="the class to repair, as an index into the weak model's logits")
-    replace.add_argument("--strong-class", type=int, help="the module to use, as an index into the strong model's logits")
-    replace.add_argument("--class-id", type=int, help="original class id learnt by both runs (instead of the two indices)")
+    replace.add_argument("--weak-class", type=int,
+                         help="the class to repair, as an index into the weak model's logits")
+    replace.add_argument("--strong-class", type=int,
+                         help="the module to use, as an index into the strong model's logits")
+    replace.add_argument("--class-id", type=int,
+                         help="original class id learnt by both runs (instead of the two indices)")
     replace.add_argument("--strategy", default="calibrate", metavar="calibrate|normalize|affine",
                          help="calibrate: train a Linear(K,K) calibration layer (MODA); normalize: min-max "
                               "normalised module output, no training (CNNSplitter-style baseline); affine: only "
@@ -147,18 +151,21 @@ def parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
+    from moda_core.runs import check_run_name
     from moda_core.train import TrainConfig, train
 
+    if args.name is not None:
+        check_run_name(args.name)  # before any work: the one rule for run names
     if args.standard:
         args.alpha = args.beta = args.gamma = 0.0
     if args.standard and args.method not in ("moda", "standard"):
         raise ModaError("--standard trains without modular terms: it cannot be combined with --method mwt")
-    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, method=args.method, alpha=args.alpha,
-                         beta=args.beta, gamma=args.gamma, width=args.width, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, classes=args.classes, train_fraction=args.train_fraction,
-                         augment=False if args.no_augment else None, data_root=args.data_root,
-                         download=args.download, checkpoint_every=args.checkpoint_every, device=args.device,
-                         compile=args.compile)
+    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, method=args.method,
+                         alpha=args.alpha, beta=args.beta, gamma=args.gamma, width=args.width,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, classes=args.classes,
+                         train_fraction=args.train_fraction, augment=False if args.no_augment else None,
+                         data_root=args.data_root, download=args.download, checkpoint_every=args.checkpoint_every,
+                         device=args.device, compile=args.compile)
     if args.resume and not args.name:
         raise ModaError("--resume needs --name: the run to continue")
     if args.overwrite and not args.name:
@@ -171,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     def progress(event) -> None:
         if bar.total is None:
             bar.reset(total=event.epochs * event.steps)
-        if event.kind == "batch":
+        if event.stage == "batch":
             bar.n = (event.epoch - 1) * event.steps + event.step
             bar.set_description(f"epoch {event.epoch}/{event.epochs}")
             bar.refresh()
@@ -255,7 +262,8 @@ def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
         result["out"] = str(export_module(compose_module(run.model, decomposition.masks, args.classes), args.out))
     emit(args, result, f"classes {report['classes']}: {report['params']:,} of {report['full_params']:,} parameters "
                        f"({report['params_fraction']:.1%}), {report['flops']:,} of {report['full_flops']:,} FLOPs, "
-                       f"accuracy {report['accuracy']:.4f} (full model on the same classes {report['full_accuracy']:.4f})"
+                       f"accuracy {report['accuracy']:.4f} "
+                       f"(full model on the same classes {report['full_accuracy']:.4f})"
                        + (f"; exported to {result['out']}" if args.out else ""))
     return result
 
@@ -313,9 +321,10 @@ def cmd_replace(args: argparse.Namespace) -> dict[str, Any]:
         report["out"] = str(export_module(result.model, args.out))
     target = str(report["target_class"])
     lines = [f"{report['strategy']}: class {target} of {report['weak']} repaired with the module of class "
-             f"{report['strong_class_id']} of {report['strong']} ({report['module_params_fraction']:.1%} of its weights)",
-             *(f"  class {c}: {report['before'][c]:.4f} -> {report['after'][c]:.4f}{'  (target)' if c == target else ''}"
-               for c in report["before"]),
+             f"{report['strong_class_id']} of {report['strong']} "
+             f"({report['module_params_fraction']:.1%} of its weights)",
+             *(f"  class {c}: {report['before'][c]:.4f} -> {report['after'][c]:.4f}"
+               + ("  (target)" if c == target else "") for c in report["before"]),
              f"target class {target}: {report['target_before']:.4f} -> {report['target_after']:.4f} "
              f"({report['target_gain'] * 100:+.2f} points); mean of the other classes: "
              f"{report['other_mean_before']:.4f} -> {report['other_mean_after']:.4f} "

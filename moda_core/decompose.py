@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from moda_core import distributed, runs
-from moda_core.activations import modular_points, units_firing  # noqa: F401  (units_firing: re-exported)
+from moda_core.activations import modular_points
 from moda_core.data import Dataset, Split
 from moda_core.errors import ModaError
 from moda_core.hooks import eval_mode
-from moda_core.methods import METHODS, method_of_config
+from moda_core.io import load_tensors, save_tensors
+from moda_core.methods import METHODS, method_of
 from moda_core.methods.base import Indicators
 
 RATES_FILE = "rates.safetensors"
@@ -118,7 +119,7 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
         packed = torch.cat([counts[p].flatten() for p in points])
         distributed.all_reduce_sum(packed, ctx)  # one collective for all points
         sizes = [counts[p].numel() for p in points]
-        counts = {p: chunk.view_as(counts[p]) for p, chunk in zip(points, packed.split(sizes))}
+        counts = {p: chunk.view_as(counts[p]) for p, chunk in zip(points, packed.split(sizes), strict=True)}
     denominator = torch.tensor(class_counts, dtype=torch.float32, device=split.labels.device)[:, None]
     return {p: (c / denominator).cpu() for p, c in counts.items()}, class_counts
 
@@ -193,14 +194,14 @@ def _save_somewhere(run: runs.Run, fingerprint: str, files: dict[str, tuple[dict
     folder = decomposition_dir(run)
     try:
         for name, (tensors, meta) in files.items():
-            runs.save_tensors(folder / name, tensors, meta)
+            save_tensors(folder / name, tensors, meta)
         return None
     except OSError as error:
         reason = f"run folder {run.path} is not writable ({error.strerror or error})"
     cache = _cache_dir(run, fingerprint)
     try:
         for name, (tensors, meta) in files.items():
-            runs.save_tensors(cache / name, tensors, meta)
+            save_tensors(cache / name, tensors, meta)
         return f"{reason}: the decomposition was computed in memory and cached in {cache}"
     except OSError:
         return f"{reason}: the decomposition was computed in memory (not saved)"
@@ -212,14 +213,14 @@ def _read_from(folder: Path, tau: float, fingerprint: str,
     or stale."""
     if not (folder / RATES_FILE).exists():
         return None
-    rates, meta = runs.load_tensors(folder / RATES_FILE)
+    rates, meta = load_tensors(folder / RATES_FILE)
     if meta.get("weights") != fingerprint or list(json.loads(meta.get("points", "[]"))) != points:
         return None
     rates = {p: rates[p] for p in points}
     class_counts = json.loads(meta["class_counts"])
     masks = None
     if (folder / masks_file(tau)).exists():
-        stored, mask_meta = runs.load_tensors(folder / masks_file(tau))
+        stored, mask_meta = load_tensors(folder / masks_file(tau))
         if (mask_meta.get("weights") == fingerprint and _stored_tau_matches(mask_meta, tau)
                 and set(stored) == set(points)):
             masks = {p: stored[p].bool() for p in points}
@@ -254,7 +255,7 @@ def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Dec
                     note = _save_somewhere(run, fingerprint, {masks_file(tau): (masks, mask_meta)})
                 else:
                     try:
-                        runs.save_tensors(folder / masks_file(tau), masks, mask_meta)
+                        save_tensors(folder / masks_file(tau), masks, mask_meta)
                     except OSError:
                         pass  # the cache is only a cache
         return Decomposition(rates, masks, tau, class_counts, note)
@@ -273,7 +274,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
         if stored is not None:
             return stored
     data = data or runs.run_dataset(run)
-    method = method_of_config(run.config)  # e.g. MwT counts its gates' masks instead of activations
+    method = method_of(run.config)  # e.g. MwT counts its gates' masks instead of activations
     rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress,
                                            indicators=method.unit_indicators)
     masks = masks_from_rates(rates, tau)

@@ -20,6 +20,12 @@ resolve each file through the commit record, so they always see one epoch's cons
 process that holds the run's lock finishes an interrupted commit or discards an uncommitted one
 (:func:`recover`). A folder without ``commit.json`` (older runs, the bundled demo) is read as
 before. A folder without ``model.safetensors`` (no epoch finished yet) does not load.
+
+The store owns a run's whole life: :func:`create_run` makes a new folder and holds its lock
+(:class:`OpenRun`: ``write_config`` once the model is built, ``save_epoch`` after every epoch),
+:func:`open_for_resume` takes over an interrupted run and :func:`resume_state` reads what it continues
+from, :func:`discard_run` removes a run that is not training (``--overwrite``, the dashboard's Delete),
+:func:`load_run` and :func:`list_runs` read. Every run name passes :func:`check_run_name`.
 """
 from __future__ import annotations
 
@@ -29,32 +35,30 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
+from torch import nn
 
 from moda_core import io as store_io  # writes go through store_io.* at call time (tests inject failures)
 from moda_core.data import Dataset, load_dataset
 from moda_core.errors import ModaError
-from moda_core.io import (  # noqa: F401  (re-exported: older code imports these from moda_core.runs)
+from moda_core.io import (
     FILE_MODE,
-    _plain_file_mode,
-    atomic_write_bytes,
-    atomic_write_with,
     json_bytes,
     load_tensors,
     read_json,
     read_tensor_header,
     read_tensor_metadata,
-    save_tensors,
     tensors_bytes,
-    write_json,
 )
-from moda_core.methods import method_name, method_of_config, training_kind
+from moda_core.methods import method_of
 from moda_core.models import ZooNet, build_model
 
 CONFIG, MODEL, OPTIMIZER, HISTORY, METRICS = (
@@ -63,6 +67,19 @@ CHECKPOINTS = "checkpoints"
 COMMIT, LOCK = "commit.json", ".lock"
 COMMITTED_FILES = (OPTIMIZER, MODEL, HISTORY, METRICS)  # what one epoch's commit contains
 _STAGED = re.compile(r"\.e(\d{4,})\.(.+)")
+# a run name is one plain folder name: no '/', no '@' (``RUN@EPOCH`` addresses a checkpoint), no leading '-'
+# (it would read as a flag) or '.' (hidden; the store's own temporary names start with one)
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_name(name: str) -> str:
+    """The one rule for run names, for the command line, ``train`` and the dashboard alike: letters, digits,
+    '.', '_' and '-', not starting with '.' or '-', at most 100 characters. Returns ``name``; a ``ModaError``
+    says why it cannot be used."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        raise ModaError(f"run name {name!r} is not a plain folder name: use letters, digits, '.', '_' or '-' "
+                        "(no '@', '/' or spaces), not starting with '.' or '-', at most 100 characters")
+    return name
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
@@ -99,7 +116,8 @@ def read_commit(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     record = read_json(path)
-    if not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and isinstance(record.get("files"), list)):
+    if not (isinstance(record, dict) and isinstance(record.get("epoch"), int)
+            and isinstance(record.get("files"), list)):
         raise ModaError(f"corrupt commit record {path}: expected an epoch and a list of files")
     return record
 
@@ -262,6 +280,212 @@ def training_pid(run_dir: str | Path) -> int | None:
         os.close(fd)
 
 
+def _lock_or_refuse(run_dir: Path) -> RunLock:
+    """The run's lock, held; a ``ModaError`` while another process trains into the run."""
+    lock = RunLock(run_dir)
+    try:
+        acquired = lock.acquire()
+    except OSError as error:
+        raise ModaError(f"cannot lock run {run_dir}: {error.strerror}") from None
+    if not acquired:
+        pid = training_pid(run_dir)
+        raise ModaError(f"run {run_dir} is training now{f' (process {pid})' if pid else ''}: wait for it to finish")
+    return lock
+
+
+# ----- a run's life: create, resume, save, discard ------------------------------------------------
+
+class OpenRun:
+    """A run folder this process trains into, its lock held (rank 0 under torchrun).
+
+    Use it as a context manager: leaving releases the lock, and when a run this process created fails
+    before :meth:`write_config` (a bad device, a data set that does not load) its folder is removed, so
+    nothing is left behind."""
+
+    def __init__(self, path: Path, lock: RunLock, created: bool) -> None:
+        self.path = path
+        self.created = created  # a new folder (False: an interrupted run taken over to resume it)
+        self._lock = lock
+
+    def write_config(self, record: dict[str, Any]) -> None:
+        """Write config.json: everything needed to rebuild the model and the data (the run has started)."""
+        store_io.write_json(self.path / CONFIG, record)
+
+    def save_epoch(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   history: list[dict[str, float]], metrics: dict[str, Any], checkpoint: bool = False) -> None:
+        """Save epoch ``epoch`` as one commit (:func:`commit_epoch`): the weights, the optimizer's momentum
+        buffers (for resuming), the history and ``metrics`` (with ``epochs_done``); with ``checkpoint`` also
+        a periodic checkpoint (``RUN@EPOCH``). A crash leaves this epoch or the last one."""
+        weights = tensors_bytes(model.state_dict(), {"epoch": epoch})
+        extra = {str(checkpoint_path(".", epoch)): weights} if checkpoint else {}
+        commit_epoch(self.path, epoch, {
+            OPTIMIZER: tensors_bytes(_momentum_buffers(optimizer), {"epoch": epoch}), MODEL: weights,
+            HISTORY: history_bytes(history), METRICS: json_bytes({**metrics, "epochs_done": epoch})}, extra)
+
+    def close(self, failed: bool = False) -> None:
+        """Release the lock; after a failure, first remove a folder this process created that never started."""
+        if failed and self.created and not (self.path / CONFIG).exists():
+            (self.path / LOCK).unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+        self._lock.release()
+
+    def __enter__(self) -> OpenRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close(failed=exc_type is not None)
+
+
+def _check_runs_dir(runs_dir: Path) -> None:
+    """Create the runs folder if needed; a ``ModaError`` when it cannot hold new runs."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ModaError(f"runs folder {runs_dir} is a file, not a folder") from None
+    except OSError as error:
+        raise ModaError(f"cannot create runs folder {runs_dir}: {error.strerror}") from None
+    if not runs_dir.is_dir():
+        raise ModaError(f"runs folder {runs_dir} is a file, not a folder")
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise ModaError(f"runs folder {runs_dir} is not writable")
+
+
+def _make_folder(run_dir: Path) -> bool:
+    """``os.mkdir`` without exist_ok: True if this call created the folder, False if it existed."""
+    try:
+        os.mkdir(run_dir)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        raise ModaError(f"cannot create run folder {run_dir}: {error.strerror}") from None
+
+
+def create_run(runs_dir: str | Path, name: str | None, default_name: str, overwrite: bool = False) -> OpenRun:
+    """Create the run folder ``runs_dir/name`` atomically and hold its lock; nothing is touched when this fails.
+
+    An existing name is an error, unless ``overwrite``: then that run is discarded first (:func:`discard_run`,
+    refused while it trains). Without a name the folder is ``default_name``, or ``default_name-2``, ``-3`` …
+    when that is taken (two processes never get the same folder)."""
+    runs_dir = Path(runs_dir)
+    check_run_name(default_name if name is None else name)
+    _check_runs_dir(runs_dir)
+    if name is None:
+        number = 1
+        while not _make_folder(run_dir := runs_dir / (default_name if number == 1 else f"{default_name}-{number}")):
+            number += 1
+    else:
+        run_dir = runs_dir / name
+        if overwrite and (run_dir.exists() or run_dir.is_symlink()):
+            discard_run(run_dir)
+        if not _make_folder(run_dir):
+            raise ModaError(f"run folder {run_dir} already exists: pick another --name, --resume to continue it, "
+                            "or --overwrite to replace it")
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        raise ModaError(f"run folder {run_dir} was taken by another process as it was created")
+    return OpenRun(run_dir, lock, created=True)
+
+
+def open_for_resume(run_dir: str | Path) -> OpenRun:
+    """Take over an interrupted run to continue it: hold its lock (refused while it trains) and finish or
+    discard an epoch's commit that a crash interrupted (:func:`recover`). What it continues from:
+    :func:`resume_state`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ModaError(f"cannot resume: no run at {run_dir}")
+    lock = _lock_or_refuse(run_dir)
+    try:
+        recover(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return OpenRun(run_dir, lock, created=False)
+
+
+def discard_run(run_dir: str | Path) -> None:
+    """Remove a run that is not training now (``--overwrite``, the dashboard's Delete button): moved aside
+    atomically under its lock, then deleted. A ``ModaError`` while a process trains into it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or run_dir.is_symlink():
+        raise ModaError(f"cannot remove {run_dir}: it is not a run folder")
+    lock = _lock_or_refuse(run_dir)
+    aside = run_dir.with_name(f".{run_dir.name}.discarded-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.rename(run_dir, aside)
+    except OSError as error:
+        raise ModaError(f"cannot remove {run_dir}: {error.strerror}") from None
+    finally:
+        lock.release()
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's config.json: ``arch`` (the model), ``data``, ``train`` (the training settings) …; a missing or
+    corrupt file is a ``ModaError``."""
+    path = Path(run_dir) / CONFIG
+    try:
+        config = read_json(path)
+    except OSError as error:  # exists but cannot be read (permissions, a folder in its place)
+        raise ModaError(f"cannot read {path}: {error.strerror}") from None
+    if not isinstance(config, dict):
+        raise ModaError(f"corrupt config {path}: expected a JSON object")
+    return config
+
+
+@dataclass
+class ResumeState:
+    """What an interrupted run continues from: its stored training settings and last committed epoch."""
+
+    path: Path
+    train: dict[str, Any]  # the ``train`` record of its config.json
+    epoch: int  # the last committed epoch; 0: none finished, training starts again from epoch 1
+    history: list[dict[str, float]]
+    momentum: dict[str, torch.Tensor]  # the optimizer's momentum buffers (empty when epoch is 0)
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        """Load the committed weights into ``model`` and the momentum buffers into ``optimizer``."""
+        load_weights(model, self.path / MODEL)
+        model.to(device)
+        state_dict = optimizer.state_dict()
+        state_dict["state"] = {int(key.split(".")[0]): {"momentum_buffer": value.to(device)}
+                               for key, value in self.momentum.items()}
+        optimizer.load_state_dict(state_dict)
+
+
+def _momentum_buffers(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    state = optimizer.state_dict()["state"]
+    return {f"{index}.momentum_buffer": s["momentum_buffer"] for index, s in state.items()
+            if s.get("momentum_buffer") is not None}
+
+
+def resume_state(run_dir: str | Path) -> ResumeState:
+    """What the run continues from (read after :func:`open_for_resume`; under torchrun by every rank)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise ModaError(f"cannot resume {run_dir}: it has no {CONFIG} (it died as it started); "
+                        "start it again with --overwrite")
+    train = read_config(run_dir).get("train")
+    if not isinstance(train, dict):
+        raise ModaError(f"cannot resume: {run_dir / CONFIG} has no training section")
+    if not (run_dir / MODEL).exists():
+        return ResumeState(run_dir, train, 0, [], {})
+    _, model_meta = load_tensors(run_dir / MODEL)
+    momentum, optimizer_meta = load_tensors(run_dir / OPTIMIZER)
+    epoch = int(model_meta.get("epoch", -1))
+    if epoch < 1 or optimizer_meta.get("epoch") != str(epoch):
+        raise ModaError(f"cannot resume {run_dir}: weights (epoch {model_meta.get('epoch')}) and optimizer state "
+                        f"(epoch {optimizer_meta.get('epoch')}) disagree")
+    history = [row for row in read_history(run_dir / HISTORY) if row["epoch"] <= epoch]
+    if len(history) != epoch:
+        raise ModaError(f"cannot resume {run_dir}: history.csv has {len(history)} rows for {epoch} epochs")
+    return ResumeState(run_dir, train, epoch, history, momentum)
+
+
 # ----- loading ------------------------------------------------------------------------------------
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
@@ -285,7 +509,8 @@ def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[i
     """A ``ModaError`` naming the differences if a file's tensors (name → shape) are not the model's."""
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
-    wrong = [f"{k}: file {shapes[k]}, model {expected[k]}" for k in expected if k in shapes and shapes[k] != expected[k]]
+    wrong = [f"{k}: file {shapes[k]}, model {expected[k]}"
+             for k in expected if k in shapes and shapes[k] != expected[k]]
     if missing or unexpected or wrong:
         details = []
         if missing:
@@ -335,11 +560,6 @@ class Run:
         return self.path.name
 
     @property
-    def kind(self) -> str:
-        """standard, moda or mwt (``moda_core.methods.training_kind``)."""
-        return method_of_config(self.config).name
-
-    @property
     def spec(self) -> str:
         """``RUN`` or ``RUN@EPOCH``, the string that loads this exact state again (derived from the
         weights files' own metadata, never from ``metrics.json``)."""
@@ -351,12 +571,13 @@ class Run:
                 latest = False
         return str(self.path) if latest else f"{self.path}@{self.epoch}"
 
+
 def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> ZooNet:
     try:
         arch = config["arch"]
         model = build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
                             arch.get("width", 1.0))
-        return method_of_config(config).prepare(model)  # e.g. MwT's gated blocks
+        return method_of(config).prepare(model)  # e.g. MwT's gated blocks
     except (KeyError, TypeError) as error:
         raise ModaError(f"config in {where} does not describe a model (missing {error})") from None
 
@@ -366,13 +587,13 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu") -> Run:
     path, epoch = split_run_spec(spec)
     if not path.is_dir():
         raise ModaError(f"no run folder at {path}")
-    for attempt in range(3):  # a trainer may finish a commit (rename staged files) while we read
+    for _ in range(2):  # a trainer may finish a commit (rename staged files) while we read: try again
         try:
             return _load_run(path, epoch, device)
         except ModaError:
-            if attempt == 2 or not _moved_meanwhile(path):
+            if not _moved_meanwhile(path):
                 raise
-    raise AssertionError("unreachable")
+    return _load_run(path, epoch, device)
 
 
 def _moved_meanwhile(path: Path) -> bool:
@@ -381,7 +602,7 @@ def _moved_meanwhile(path: Path) -> bool:
 
 
 def _load_run(path: Path, epoch: int | None, device: str | torch.device) -> Run:
-    config = read_json(path / CONFIG)
+    config = read_config(path)
     model = build_model_from_config(config, path / CONFIG)
     committed, files = resolve_files(path)
     latest_file = files[MODEL]
@@ -459,8 +680,8 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     summary: dict[str, Any] = {
         "name": path.name, "path": str(path), "status": "broken", "error": None, "loadable": False,
-        "epochs_done": 0, "epochs": None, "model": None, "dataset": None, "method": None, "kind": None,
-        "alpha": None, "beta": None, "gamma": None, "test_accuracy": None, "checkpoints": [], "pid": training_pid(path)}
+        "epochs_done": 0, "epochs": None, "model": None, "dataset": None, "method": None, "alpha": None,
+        "beta": None, "gamma": None, "test_accuracy": None, "checkpoints": [], "pid": training_pid(path)}
     running = summary["pid"] is not None
     for attempt in range(3):
         try:
@@ -489,12 +710,11 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
 def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
     if not (path / CONFIG).exists() and (summary["pid"] is not None or (path / LOCK).exists()):
         raise _NoFinishedEpoch("no finished epoch yet (the run is starting, or stopped as it started)")
-    config = read_json(path / CONFIG)
+    config = read_config(path)
     train = config.get("train") or {}
     summary.update(model=config["arch"]["name"], dataset=(config.get("data") or {}).get("name", train.get("dataset")),
                    alpha=train.get("alpha"), beta=train.get("beta"), gamma=train.get("gamma"),
-                   method=method_name(config), epochs=train.get("epochs"),
-                   kind=training_kind({**train, "method": method_name(config)}))
+                   method=method_of(config).name, epochs=train.get("epochs"))
     committed, files = resolve_files(path)
     weights = files[MODEL]
     if not weights.exists():
@@ -517,9 +737,10 @@ def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Summaries of every run folder under ``runs_dir`` (:func:`summarize_run`): status complete / running / interrupted / broken, ``error`` (why it does
-    not load, or None), ``loadable``, ``epochs_done`` (from the weights' own metadata), ``epochs``,
-    model, data set, method, α β γ, test accuracy, committed checkpoints, and the trainer's pid."""
+    """Summaries of every run folder under ``runs_dir`` (:func:`summarize_run`): status complete / running /
+    interrupted / broken, ``error`` (why it does not load, or None), ``loadable``, ``epochs_done`` (from the
+    weights' own metadata), ``epochs``, model, data set, ``method`` (standard, moda or mwt: ``method_of``),
+    α β γ, test accuracy, committed checkpoints, and the trainer's pid."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():  # absent, or a file (the command line says so; pages just show no runs)
         return []

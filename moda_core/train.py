@@ -1,5 +1,7 @@
-"""One trainer for every training method (standard, MODA, MwT: ``moda_core.methods``), writing into
-the run store. ``train_step`` is one optimisation step (the benchmarks time exactly that).
+"""One trainer for every training method (standard, MODA, MwT: ``moda_core.methods``): the settings
+(``TrainConfig``), then ``train``: setup (device, data, model, method, optimizer, a resumed run's state),
+the epoch loop, and ``train_step``, one optimisation step (the benchmarks time exactly that). The run
+store (``moda_core.runs``) owns the run folder: creating, locking, resuming and saving it.
 
 SGD with Nesterov momentum 0.9, a per-step cosine learning-rate schedule and no weight decay, as in
 the paper. Data stays on the device; each epoch's order and augmentation come from a generator seeded
@@ -8,12 +10,9 @@ Per-batch figures are accumulated on the device and read once per epoch (no host
 """
 from __future__ import annotations
 
-import itertools
+import contextlib
 import math
-import os
 import platform
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -26,7 +25,7 @@ from moda_core import distributed, runs
 from moda_core.data import Dataset, check_class_fractions, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
-from moda_core.methods import METHODS, Method, StepLosses, get_method, resolve, training_kind
+from moda_core.methods import METHODS, Method, StepLosses, method_of
 from moda_core.models import MODELS, ZooNet, build_model
 
 
@@ -39,7 +38,7 @@ class TrainConfig:
     alpha: float | None = None
     beta: float | None = None
     gamma: float | None = None
-    method: str = "moda"  # a name in moda_core.methods.METHODS: standard, moda (standard when α=β=γ=0) or mwt
+    method: str = "moda"  # a name in moda_core.methods.METHODS; which method trains: methods.method_of
     width: float = 1.0
     batch_size: int = 128
     lr: float = 0.05
@@ -60,26 +59,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         defaults = METHODS[self.method].defaults if self.method in METHODS else METHODS["moda"].defaults
-        for name, value in zip(("alpha", "beta", "gamma"), defaults):
+        for name, value in zip(("alpha", "beta", "gamma"), defaults, strict=True):
             if getattr(self, name) is None:
                 setattr(self, name, value)
 
-    @property
-    def modular(self) -> bool:
-        return bool(self.alpha or self.beta or self.gamma)
-
-    @property
-    def kind(self) -> str:
-        """The kind of training, as run names and tables call it: standard, moda or mwt."""
-        return training_kind({"method": self.method, "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma})
-
-    @property
-    def training_method(self) -> Method:
-        """The method that trains (MODA with α=β=γ=0 is standard training)."""
-        return resolve(self.method, self.alpha, self.beta, self.gamma)
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TrainConfig:
+        """The config a stored run was trained with, from its config.json's ``train`` record (keys this
+        version does not know are left out)."""
+        return cls(**{key: value for key, value in record.items() if key in cls.__dataclass_fields__})
 
     def validate(self) -> None:
-        get_method(self.method)  # a ModaError naming the known methods
+        method = method_of(self)  # a ModaError naming the known methods
         if self.model not in MODELS:
             raise ModaError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}")
         info = dataset_info(self.dataset)
@@ -100,7 +91,7 @@ class TrainConfig:
                 raise ModaError(f"{name} must be a non-negative number, got {value}")
         if self.checkpoint_every < 0:
             raise ModaError(f"checkpoint interval must be >= 0, got {self.checkpoint_every}")
-        self.training_method.validate(self)
+        method.validate(self)
         if self.class_fractions:
             learnt = self.classes if self.classes is not None else list(range(info.num_classes))
             self.class_fractions = check_class_fractions(self.class_fractions, learnt, f"data set {self.dataset!r}")
@@ -120,14 +111,14 @@ def setting_differences(stored: Mapping[str, Any], config: TrainConfig) -> dict[
 
 @dataclass
 class Progress:
-    """What a progress callback receives: after every batch (``kind="batch"``) and epoch (``"epoch"``)."""
+    """What a progress callback receives: after every batch (``stage="batch"``) and epoch (``"epoch"``)."""
 
-    kind: str
+    stage: str
     epoch: int  # 1-based
     epochs: int
     step: int
     steps: int
-    record: dict[str, float] = field(default_factory=dict)  # the history row, for kind="epoch"
+    record: dict[str, float] = field(default_factory=dict)  # the history row, for stage="epoch"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -161,9 +152,10 @@ def make_config_record(config: TrainConfig, model: ZooNet, data: Dataset, device
 
 
 def default_run_name(config: TrainConfig) -> str:
-    """``model-dataset-kind-YYYYmmdd-HHMMSS-mmm`` (milliseconds; a clash still gets a ``-2`` suffix)."""
+    """``model-dataset-method-YYYYmmdd-HHMMSS-mmm`` (milliseconds; the run store adds ``-2`` … on a clash)."""
     now = datetime.now()
-    return f"{config.model}-{config.dataset}-{config.kind}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
+    stamp = f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
+    return f"{config.model}-{config.dataset}-{method_of(config).name}-{stamp}"
 
 
 def data_for_config(config: TrainConfig, device: torch.device) -> Dataset:
@@ -176,145 +168,56 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
           progress: ProgressCallback | None = None, resume: bool = False, overwrite: bool = False) -> runs.Run:
     """Train into ``runs_dir/name`` and return the loaded run.
 
-    The run folder is created atomically before any work (an existing name is an error) and locked
-    while training, so a run whose process dies is listed as interrupted. ``resume=True`` continues
-    an interrupted run with the same name from its last committed epoch (its stored config wins over
-    ``config``, except for ``epochs``, which may be raised); ``overwrite=True`` replaces a run that is
-    not training now. Under torchrun rank 0 picks the folder and tells the other ranks.
+    The run store creates the folder atomically before any work (an existing name is an error) and
+    holds its lock while training, so a run whose process dies is listed as interrupted
+    (``runs.create_run``). ``resume=True`` continues an interrupted run with the same name from its
+    last committed epoch (its stored config wins over ``config``, except for ``epochs``, which may be
+    raised); ``overwrite=True`` replaces a run that is not training now. Under torchrun rank 0 opens
+    the folder and tells the other ranks.
     """
     config.validate()
-    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ModaError(f"run name {name!r} must use letters, digits, '.', '_' or '-'")
+    if name is not None:
+        runs.check_run_name(name)
     if resume and name is None:
         raise ModaError("resuming needs the name of the run to continue")
     if resume and overwrite:
         raise ModaError("resume continues a run and overwrite replaces it: choose one")
     ctx = distributed.context()
-    lock, outcome = None, None
+    opened, outcome = None, None
     if ctx.is_main:
         try:
-            run_dir, lock = _open_run_folder(Path(runs_dir), name, config, resume, overwrite)
-            outcome = ("ok", str(run_dir))
+            opened = (runs.open_for_resume(Path(runs_dir) / name) if resume else
+                      runs.create_run(runs_dir, name, default_run_name(config), overwrite=overwrite))
+            outcome = ("ok", str(opened.path))
         except ModaError as error:
             if not ctx.active:
                 raise
             outcome = ("error", str(error))
-    try:
+    with opened or contextlib.nullcontext():
         status, value = distributed.broadcast_object(outcome, ctx)  # every rank trains into rank 0's folder
         if status == "error":
             raise ModaError(value)
-        return _train(config, Path(value), ctx, progress, resume)
-    except BaseException:
-        if lock is not None and not resume and not (run_dir / runs.CONFIG).exists():
-            _remove_unstarted(run_dir)  # failed before it began (bad device, data): leave no folder behind
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
+        return _train(config, Path(value), opened, ctx, progress, resume)
 
 
-def _remove_unstarted(run_dir: Path) -> None:
-    """Remove a folder this process created that holds nothing but its lock."""
-    (run_dir / runs.LOCK).unlink(missing_ok=True)
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
-
-
-def _open_run_folder(runs_dir: Path, name: str | None, config: TrainConfig, resume: bool,
-                     overwrite: bool) -> tuple[Path, runs.RunLock]:
-    """Create (or, to resume, take over) the run folder and hold its lock; nothing else is touched
-    when this fails."""
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ModaError(f"runs folder {runs_dir} is a file, not a folder") from None
-    except OSError as error:
-        raise ModaError(f"cannot create runs folder {runs_dir}: {error.strerror}") from None
-    if not runs_dir.is_dir():
-        raise ModaError(f"runs folder {runs_dir} is a file, not a folder")
-    if not os.access(runs_dir, os.W_OK | os.X_OK):
-        raise ModaError(f"runs folder {runs_dir} is not writable")
-    if resume:
-        run_dir = runs_dir / name
-        if not run_dir.is_dir():
-            raise ModaError(f"cannot resume: no run at {run_dir}")
-        lock = _lock_or_refuse(run_dir)
-        try:
-            runs.recover(run_dir)  # finish or discard an epoch's commit that a crash interrupted
-        except BaseException:
-            lock.release()
-            raise
-        return run_dir, lock
-    if name is None:
-        base = default_run_name(config)
-        for number in itertools.count(1):
-            run_dir = runs_dir / (base if number == 1 else f"{base}-{number}")
-            if _make_folder(run_dir):
-                break
-    else:
-        run_dir = runs_dir / name
-        if overwrite and (run_dir.exists() or run_dir.is_symlink()):
-            _discard_run(run_dir)
-        if not _make_folder(run_dir):
-            raise ModaError(f"run folder {run_dir} already exists: pick another --name, --resume to continue it, "
-                            "or --overwrite to replace it")
-    lock = runs.RunLock(run_dir)
-    if not lock.acquire():
-        raise ModaError(f"run folder {run_dir} was taken by another process as it was created")
-    return run_dir, lock
-
-
-def _make_folder(run_dir: Path) -> bool:
-    """``os.mkdir`` without exist_ok: True if this call created the folder, False if it existed."""
-    try:
-        os.mkdir(run_dir)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as error:
-        raise ModaError(f"cannot create run folder {run_dir}: {error.strerror}") from None
-
-
-def _lock_or_refuse(run_dir: Path) -> runs.RunLock:
-    lock = runs.RunLock(run_dir)
-    try:
-        acquired = lock.acquire()
-    except OSError as error:
-        raise ModaError(f"cannot lock run {run_dir}: {error.strerror}") from None
-    if not acquired:
-        pid = runs.training_pid(run_dir)
-        raise ModaError(f"run {run_dir} is training now{f' (process {pid})' if pid else ''}: wait for it to finish")
-    return lock
-
-
-def _discard_run(run_dir: Path) -> None:
-    """Remove a run that is not training now (for ``overwrite``): moved aside atomically, then deleted."""
-    if not run_dir.is_dir() or run_dir.is_symlink():
-        raise ModaError(f"cannot overwrite {run_dir}: it is not a run folder")
-    lock = _lock_or_refuse(run_dir)
-    aside = run_dir.with_name(f".{run_dir.name}.discarded-{os.getpid()}-{time.time_ns()}")
-    try:
-        os.rename(run_dir, aside)
-    except OSError as error:
-        raise ModaError(f"cannot overwrite {run_dir}: {error.strerror}") from None
-    finally:
-        lock.release()
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _train(config: TrainConfig, run_dir: Path, ctx: distributed.Context, progress: ProgressCallback | None,
-           resume: bool) -> runs.Run:
-    start_epoch, history, optimizer_state = 0, [], None
-    if resume:
-        config, start_epoch, history, optimizer_state = _resume_state(run_dir, config)
+def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx: distributed.Context,
+           progress: ProgressCallback | None, resume: bool) -> runs.Run:
+    """Setup, then the epoch loop. Rank 0 holds the open run and writes it; the other ranks get None."""
+    # ----- setup: the settings (a resumed run's stored ones), device, data, model, method, optimizer
+    resumed = runs.resume_state(run_dir) if resume else None
+    start_epoch, history = 0, []
+    if resumed is not None:
+        wanted = config
+        config = TrainConfig.from_record(resumed.train)
+        config.epochs = max(config.epochs, wanted.epochs)
+        config.device = wanted.device
+        start_epoch, history = resumed.epoch, list(resumed.history)
 
     device = resolve_device(distributed.device_for(config.device, ctx))
     torch.manual_seed(config.seed)
     data = data_for_config(config, device)
     model = build_model(config.model, data.info.in_channels, data.info.image_size, data.num_classes, config.width)
-    method = config.training_method
+    method = method_of(config)
     model = method.prepare(model)
     model.to(device)
     channels_last = device.type == "cuda"
@@ -323,14 +226,11 @@ def _train(config: TrainConfig, run_dir: Path, ctx: distributed.Context, progres
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=0.0)
     if start_epoch > 0:
-        runs.load_weights(model, run_dir / runs.MODEL)
-        model.to(device)
-        optimizer.load_state_dict(_optimizer_state_dict(optimizer, optimizer_state, device))
-    elif ctx.is_main:
+        resumed.restore(model, optimizer, device)
+    elif opened is not None:
         record = make_config_record(config, model, data, device)
         record["world_size"] = ctx.world_size
-        runs.write_json(run_dir / runs.CONFIG, record)
-        runs.write_json(run_dir / runs.METRICS, {"status": "running", "epochs_done": 0})
+        opened.write_config(record)
     network: torch.nn.Module = model
     if ctx.active:
         network = torch.nn.parallel.DistributedDataParallel(
@@ -345,6 +245,7 @@ def _train(config: TrainConfig, run_dir: Path, ctx: distributed.Context, progres
     logged = method.logged_terms(config)
     seconds_total = sum(row["seconds"] for row in history)
 
+    # ----- the epoch loop
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
@@ -374,7 +275,7 @@ def _train(config: TrainConfig, run_dir: Path, ctx: distributed.Context, progres
                 f"the loss became NaN or infinite in epoch {epoch + 1} of run {run_dir} "
                 f"(CE sum {ce_sum}, affinity {aff_sum}, dispersion {dis_sum}, compactness {com_sum}); "
                 f"try a lower --lr or smaller loss weights. The run store keeps epoch {epoch} as it was.")
-        if not ctx.is_main:
+        if opened is None:
             continue  # rank 0 evaluates and writes; the others go on to the next epoch
         test_accuracy = accuracy(predict_logits(model, data.test), data.test.labels)
         seconds = time.perf_counter() - started
@@ -386,9 +287,14 @@ def _train(config: TrainConfig, run_dir: Path, ctx: distributed.Context, progres
                "train_accuracy": correct / seen, "test_accuracy": test_accuracy, "seconds": seconds,
                "train_seconds": train_seconds}
         history.append(row)
-        _save_epoch(run_dir, model, optimizer, history, epoch + 1, config, seconds_total, device)
+        done = epoch + 1
+        opened.save_epoch(done, model, optimizer, history, {
+            "status": "complete" if done == config.epochs else "running", "epochs": config.epochs,
+            "test_accuracy": test_accuracy, "train_accuracy": row["train_accuracy"], "seconds": seconds_total,
+            "seconds_per_epoch": seconds_total / len(history), "device": str(device)},
+            checkpoint=bool(config.checkpoint_every) and done % config.checkpoint_every == 0)
         if progress:
-            progress(Progress("epoch", epoch + 1, config.epochs, steps, steps, dict(row)))
+            progress(Progress("epoch", done, config.epochs, steps, steps, dict(row)))
     distributed.barrier(ctx)  # rank 0 has written the last epoch
     return runs.load_run(run_dir, device)
 
@@ -404,57 +310,3 @@ def train_step(method: Method, config: TrainConfig, model: ZooNet, network: torc
     out.loss.backward()
     optimizer.step()
     return out
-
-
-def _save_epoch(run_dir: Path, model: ZooNet, optimizer: torch.optim.Optimizer, history: list[dict],
-                epoch: int, config: TrainConfig, seconds_total: float, device: torch.device) -> None:
-    """Save the epoch as one commit (``runs.commit_epoch``): a crash leaves this epoch or the last."""
-    state = optimizer.state_dict()["state"]
-    buffers = {f"{index}.momentum_buffer": s["momentum_buffer"] for index, s in state.items()
-               if s.get("momentum_buffer") is not None}
-    weights = runs.tensors_bytes(model.state_dict(), {"epoch": epoch})
-    last = history[-1]
-    metrics = {"status": "complete" if epoch == config.epochs else "running", "epochs_done": epoch,
-               "epochs": config.epochs, "test_accuracy": last["test_accuracy"],
-               "train_accuracy": last["train_accuracy"], "seconds": seconds_total,
-               "seconds_per_epoch": seconds_total / len(history), "device": str(device)}
-    extra = {}
-    if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-        extra[str(runs.checkpoint_path(".", epoch))] = weights
-    runs.commit_epoch(run_dir, epoch, {
-        runs.OPTIMIZER: runs.tensors_bytes(buffers, {"epoch": epoch}), runs.MODEL: weights,
-        runs.HISTORY: runs.history_bytes(history), runs.METRICS: runs.json_bytes(metrics)}, extra)
-
-
-def _optimizer_state_dict(optimizer: torch.optim.Optimizer, buffers: dict[str, torch.Tensor],
-                          device: torch.device) -> dict:
-    state_dict = optimizer.state_dict()
-    state_dict["state"] = {int(key.split(".")[0]): {"momentum_buffer": value.to(device)}
-                           for key, value in buffers.items()}
-    return state_dict
-
-
-def _resume_state(run_dir: Path, config: TrainConfig) -> tuple[TrainConfig, int, list[dict], dict]:
-    if not (run_dir / runs.CONFIG).exists():
-        raise ModaError(f"cannot resume {run_dir}: it has no {runs.CONFIG} (it died as it started); "
-                        "start it again with --overwrite")
-    stored = runs.read_json(run_dir / runs.CONFIG)
-    try:
-        fields = {k: v for k, v in stored["train"].items() if k in TrainConfig.__dataclass_fields__}
-    except (KeyError, AttributeError):
-        raise ModaError(f"cannot resume: {run_dir / runs.CONFIG} has no training section") from None
-    resumed = TrainConfig(**fields)
-    resumed.epochs = max(resumed.epochs, config.epochs)
-    resumed.device = config.device
-    if not (run_dir / runs.MODEL).exists():
-        return resumed, 0, [], {}  # no epoch finished: start again from epoch 1 with the stored config
-    _, model_meta = runs.load_tensors(run_dir / runs.MODEL)
-    buffers, optimizer_meta = runs.load_tensors(run_dir / runs.OPTIMIZER)
-    epoch = int(model_meta.get("epoch", -1))
-    if epoch < 1 or optimizer_meta.get("epoch") != str(epoch):
-        raise ModaError(f"cannot resume {run_dir}: weights (epoch {model_meta.get('epoch')}) and optimizer state "
-                        f"(epoch {optimizer_meta.get('epoch')}) disagree")
-    history = [row for row in runs.read_history(run_dir / runs.HISTORY) if row["epoch"] <= epoch]
-    if len(history) != epoch:
-        raise ModaError(f"cannot resume {run_dir}: history.csv has {len(history)} rows for {epoch} epochs")
-    return resumed, epoch, history, buffers

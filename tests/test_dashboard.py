@@ -245,12 +245,13 @@ def test_compare_page_reports_an_unreadable_file(monkeypatch, tmp_path):
     assert len(app.error) == 1 and "not a readable CSV file" in app.error[0].value
 
 
-def test_runs_table_names_the_training_kind():
-    from dashboard.ui import training_kind
-
-    assert training_kind({"method": "mwt", "alpha": 0.5, "beta": 1.5, "gamma": 0.0}) == "MwT"
-    assert training_kind({"method": "moda", "alpha": 1.0, "beta": 1.0, "gamma": 0.3}) == "MODA"
-    assert training_kind({"alpha": 0.0, "beta": 0.0, "gamma": 0.0}) == "standard"
+def test_runs_table_names_the_training_method(demo_env):
+    """The Runs table's method column is the method's label (``methods.method_of``; MODA with α=β=γ=0 is
+    standard training)."""
+    table = open_page("runs").dataframe[0].value
+    shown = {run.rsplit("/", 1)[-1]: method for run, method in zip(table["run"], table["method"], strict=True)}
+    assert shown["vgg11-mwt"] == "MwT" and shown["vgg11-moda"] == "MODA"
+    assert shown["vgg11-standard"] == "standard training"
 
 
 # --- issue 13 §4.4–4.9 (bugs on the existing pages) ------------------------------------------------------

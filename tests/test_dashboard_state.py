@@ -118,11 +118,11 @@ def test_how_moda_works_page(demo_env):
 
 
 def fake_study(calls):
-    def run(kind, spec, tau, progress):
-        calls.append((kind, spec, tau))
+    def run(study, spec, tau, progress):
+        calls.append((study, spec, tau))
         progress(1, 2)
         progress(2, 2)
-        if kind == "evolution":
+        if study == "evolution":
             scale = 0.2 if "moda" in spec else 0.8
             return pd.DataFrame({"epoch": [1, 2], "mean_module_size": [0.9, scale],
                                  "mean_overlap": [0.8, scale / 2], "test_accuracy": [0.5, 0.9]})

@@ -16,8 +16,9 @@ from moda_core.compose import compose_module
 from moda_core.data import Split
 from moda_core.decompose import RATES_FILE, decompose, decomposition_dir, masks_file
 from moda_core.errors import ModaError
+from moda_core.evaluate import per_class_accuracy, predict_logits
 from moda_core.export import export_module
-from moda_core.metrics import per_class_accuracy, predict_logits
+from moda_core.methods import method_of
 from moda_core.models import build_model
 from moda_core.replace import (
     STRATEGIES,
@@ -348,10 +349,11 @@ def test_affine_model_exports_and_runs_without_moda_core(pair, masks, tmp_path):
 def test_weak_configs_of_both_settings():
     paper, scarce = weak_config("paper", 3, 12, checkpoint_every=4), weak_config("scarce", 3, 12, checkpoint_every=4)
     for config in (paper, scarce):
-        assert config.model == "lenet5" and config.classes == [3, 5, 6, 7, 8, 9] and not config.modular
+        assert config.model == "lenet5" and config.classes == [3, 5, 6, 7, 8, 9]
+        assert method_of(config).name == "standard"
         assert config.train_fraction == 0.1 and config.augment is False and config.checkpoint_every == 4
     assert paper.class_fractions is None and scarce.class_fractions == {3: 0.02}
-    assert strong_config(5).classes == [0, 1, 2, 3, 4] and strong_config(5).kind == "moda"
+    assert strong_config(5).classes == [0, 1, 2, 3, 4] and method_of(strong_config(5)).name == "moda"
     with pytest.raises(ModaError, match="unknown repair setting 'easy'"):
         weak_config("easy", 3, 12)
     with pytest.raises(ModaError, match="mixed class must be one of"):

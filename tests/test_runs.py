@@ -41,16 +41,10 @@ def tiny_run(tmp_path_factory):
     return train(tiny(), tmp_path_factory.mktemp("tiny"), "tiny")
 
 
-def test_io_helpers_live_in_moda_core_io_and_runs_reexports_them():
-    for name in ("atomic_write_bytes", "atomic_write_with", "write_json", "read_json", "save_tensors",
-                 "load_tensors", "read_tensor_metadata", "_plain_file_mode"):
-        assert getattr(runs, name) is getattr(store_io, name), name
-
-
 def test_a_run_has_readable_names_and_one_commit_record(tiny_run):
     names = {p.name for p in tiny_run.path.iterdir()}
     assert {runs.CONFIG, runs.MODEL, runs.OPTIMIZER, runs.HISTORY, runs.METRICS, runs.COMMIT} <= names
-    assert runs.read_json(tiny_run.path / runs.COMMIT)["epoch"] == 2
+    assert store_io.read_json(tiny_run.path / runs.COMMIT)["epoch"] == 2
     assert leftovers(tiny_run.path) == []
 
 
@@ -74,9 +68,9 @@ def _count_save_steps(tmp_path, monkeypatch) -> tuple[int, int]:
         return real_replace(src, dst)
 
     def arm(event):
-        if event.kind == "epoch" and event.epoch == 1:
+        if event.stage == "epoch" and event.epoch == 1:
             counts["armed"] = True
-        elif event.kind == "epoch":
+        elif event.stage == "epoch":
             counts["armed"] = False
 
     monkeypatch.setattr(store_io, "atomic_write_bytes", write)
@@ -114,7 +108,7 @@ def test_a_crash_at_every_step_of_an_epoch_save_leaves_a_run_that_loads_and_resu
             return real_replace(src, dst)
 
         def arm(event, state=state):
-            if event.kind == "epoch" and event.epoch == 1:
+            if event.stage == "epoch" and event.epoch == 1:
                 state["armed"] = True  # crash inside epoch 2's save
 
         monkeypatch.setattr(store_io, "atomic_write_bytes", write)
@@ -156,11 +150,11 @@ def test_readers_see_the_committed_epoch_before_its_files_are_renamed(tiny_run, 
     shutil.copytree(tiny_run.path, run_dir)
     for name in (runs.MODEL, runs.METRICS):  # pretend epoch 3 committed, those two still staged
         os.replace(run_dir / name, run_dir / runs.staged_name(name, 3))
-    weights = runs.load_tensors(run_dir / runs.staged_name(runs.MODEL, 3))[0]
-    runs.save_tensors(run_dir / runs.staged_name(runs.MODEL, 3), weights, {"epoch": 3})
-    metrics = runs.read_json(run_dir / runs.staged_name(runs.METRICS, 3))
-    runs.write_json(run_dir / runs.staged_name(runs.METRICS, 3), {**metrics, "epochs_done": 3})
-    runs.write_json(run_dir / runs.COMMIT, {"epoch": 3, "files": sorted(runs.COMMITTED_FILES)})
+    weights = store_io.load_tensors(run_dir / runs.staged_name(runs.MODEL, 3))[0]
+    store_io.save_tensors(run_dir / runs.staged_name(runs.MODEL, 3), weights, {"epoch": 3})
+    metrics = store_io.read_json(run_dir / runs.staged_name(runs.METRICS, 3))
+    store_io.write_json(run_dir / runs.staged_name(runs.METRICS, 3), {**metrics, "epochs_done": 3})
+    store_io.write_json(run_dir / runs.COMMIT, {"epoch": 3, "files": sorted(runs.COMMITTED_FILES)})
     (run_dir / runs.MODEL).write_bytes(b"stale")  # must not be read
     assert load_run(run_dir).epoch == 3
     assert runs.recover(run_dir) == 3
@@ -200,16 +194,14 @@ def test_two_processes_training_the_same_name_at_once_one_wins_the_other_touches
     assert [s["name"] for s in list_runs(tmp_path)] == ["same"]
 
 
-def test_default_names_never_collide(tmp_path, monkeypatch):
+def test_default_names_never_collide(tmp_path):
     config = tiny()
     first = train_module.default_run_name(config)
     assert re.fullmatch(r"lenet5-mnist5k-moda-\d{8}-\d{6}-\d{3}", first)
-    monkeypatch.setattr(train_module, "default_run_name", lambda config: "fixed")
     folders = []
     for _ in range(3):
-        run_dir, lock = train_module._open_run_folder(tmp_path, None, config, False, False)
-        folders.append(run_dir.name)
-        lock.release()
+        with runs.create_run(tmp_path, None, "fixed") as opened:
+            folders.append(opened.path.name)
     assert folders == ["fixed", "fixed-2", "fixed-3"]
 
 
@@ -267,9 +259,9 @@ def test_nan_in_epoch_1_leaves_an_interrupted_run_that_resume_or_overwrite_handl
     assert not summary["loadable"]
     with pytest.raises(ModaError, match="already exists"):
         train(tiny(), tmp_path, "nan")
-    config = runs.read_json(tmp_path / "nan" / runs.CONFIG)
+    config = store_io.read_json(tmp_path / "nan" / runs.CONFIG)
     config["train"]["lr"] = 0.05  # the user fixes the stored config, then continues it
-    runs.write_json(tmp_path / "nan" / runs.CONFIG, config)
+    store_io.write_json(tmp_path / "nan" / runs.CONFIG, config)
     resumed = train(tiny(), tmp_path, "nan", resume=True)  # no epoch to keep: starts again, stored config
     assert resumed.epoch == 2 and list_runs(tmp_path)[0]["status"] == "complete"
     replaced = train(tiny(epochs=1, seed=9), tmp_path, "nan", overwrite=True)
@@ -312,7 +304,7 @@ def test_masks_are_keyed_and_checked_by_the_exact_tau(tiny_run, tmp_path):
     at_895 = decompose(run, 0.895)
     assert masks_file(0.9) == "masks-tau0.90.safetensors" != masks_file(0.895)
     assert masks_file(0.895) != masks_file(0.8951) and masks_file(0.905) != masks_file(0.9)
-    assert at_895.tau == 0.895 and runs.read_tensor_metadata(run_dir / masks_file(0.895))["tau"] == "0.895"
+    assert at_895.tau == 0.895 and store_io.read_tensor_metadata(run_dir / masks_file(0.895))["tau"] == "0.895"
     for tau, found in ((0.9, at_90), (0.895, at_895)):
         expected = masks_from_rates(found.rates, tau)
         assert all(torch.equal(found.masks[p], expected[p]) for p in expected)
@@ -320,7 +312,7 @@ def test_masks_are_keyed_and_checked_by_the_exact_tau(tiny_run, tmp_path):
         assert all(torch.equal(again.masks[p], expected[p]) for p in expected)
     # a masks file whose stored tau is not the one asked for is never trusted
     wrong = {p: ~m for p, m in at_90.masks.items()}
-    runs.save_tensors(run_dir / masks_file(0.9), wrong, {"weights": runs.read_tensor_metadata(
+    store_io.save_tensors(run_dir / masks_file(0.9), wrong, {"weights": store_io.read_tensor_metadata(
         run_dir / "rates.safetensors")["weights"], "tau": "0.895"})
     again = decompose(load_run(run_dir), 0.9)
     assert all(torch.equal(again.masks[p], at_90.masks[p]) for p in at_90.masks)
@@ -335,16 +327,16 @@ def test_truncated_or_mismatched_or_non_finite_runs_are_broken_not_healthy(tiny_
     (truncated / runs.MODEL).write_bytes(data[: len(data) - 100])
     mismatched = tmp_path / "mismatched"
     shutil.copytree(tiny_run.path, mismatched)
-    config = runs.read_json(mismatched / runs.CONFIG)
+    config = store_io.read_json(mismatched / runs.CONFIG)
     config["arch"]["num_classes"] = 7
-    runs.write_json(mismatched / runs.CONFIG, config)
+    store_io.write_json(mismatched / runs.CONFIG, config)
     nonfinite = tmp_path / "nonfinite"
     shutil.copytree(tiny_run.path, nonfinite)
-    tensors, meta = runs.load_tensors(nonfinite / runs.MODEL)
+    tensors, meta = store_io.load_tensors(nonfinite / runs.MODEL)
     first = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[first] = tensors[first].clone()
     tensors[first].view(-1)[0] = float("nan")
-    runs.save_tensors(nonfinite / runs.MODEL, tensors, meta)
+    store_io.save_tensors(nonfinite / runs.MODEL, tensors, meta)
     shutil.copytree(tiny_run.path, tmp_path / "healthy")
 
     summaries = {s["name"]: s for s in list_runs(tmp_path)}

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import engine, folders, serve, training
 from dashboard.ui import PAGE_STOPPED
 from moda_core import runs as run_store
+from moda_core import io
 from moda_core.errors import ModaError
 from moda_core.train import TrainConfig
 
@@ -253,8 +254,8 @@ def test_a_mismatched_masks_file_shows_a_message_not_a_traceback(monkeypatch, tm
     masks_files = sorted(run_dir.glob("masks-*.safetensors"))
     assert masks_files
     for path in masks_files:  # right weights fingerprint and point names, wrong shapes
-        masks, meta = run_store.load_tensors(path)
-        run_store.save_tensors(path, {p: torch.ones(3, 2, dtype=torch.bool) for p in masks}, meta)
+        masks, meta = io.load_tensors(path)
+        io.save_tensors(path, {p: torch.ones(3, 2, dtype=torch.bool) for p in masks}, meta)
     monkeypatch.setenv("MODA_RUNS_DIR", str(folder))
     monkeypatch.setenv("MODA_TRAINING", "off")  # the folder stays as made here
     for page in ("activations", "compose", "modules"):

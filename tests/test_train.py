@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
-from moda_core import runs
+from moda_core import io, runs
 from moda_core.errors import ModaError
+from moda_core.methods import method_of
 from moda_core.metrics import accuracy, predict_logits
 from moda_core.models import build_model
 from moda_core.runs import list_runs, load_run, run_dataset
@@ -37,7 +38,7 @@ def test_save_load_round_trip_gives_identical_outputs(lenet_moda_run):
 def _one_step(config: TrainConfig) -> dict[str, torch.Tensor]:
     """The parameters after one ``train_step`` from a fixed start on a fixed batch."""
     torch.manual_seed(0)
-    method = config.training_method
+    method = method_of(config)
     model = method.prepare(build_model(config.model, 1, 28, 10, config.width)).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     generator = torch.Generator().manual_seed(1)
@@ -85,12 +86,12 @@ def test_resume_continues_from_the_right_epoch_and_matches_uninterrupted(tmp_pat
     straight = train(TrainConfig(**config), tmp_path, "straight")
 
     def stop_after_epoch_2(event):
-        if event.kind == "epoch" and event.epoch == 2:
+        if event.stage == "epoch" and event.epoch == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         train(TrainConfig(**config), tmp_path, "resumed", progress=stop_after_epoch_2)
-    assert runs.read_json(tmp_path / "resumed" / runs.METRICS)["epochs_done"] == 2
+    assert io.read_json(tmp_path / "resumed" / runs.METRICS)["epochs_done"] == 2
     seen = []
     resumed = train(TrainConfig(**config), tmp_path, "resumed", resume=True, progress=seen.append)
     assert {e.epoch for e in seen} == {3}  # only the missing epoch ran
@@ -152,8 +153,8 @@ def test_corrupt_and_mismatched_checkpoints_are_clear(lenet_moda_run, tmp_path):
 
 def test_half_written_run_does_not_load(tmp_path):
     (tmp_path / "half").mkdir()
-    runs.write_json(tmp_path / "half" / runs.CONFIG, {"arch": {"name": "lenet5", "in_channels": 1,
-                                                              "image_size": 28, "num_classes": 10}})
+    io.write_json(tmp_path / "half" / runs.CONFIG, {"arch": {"name": "lenet5", "in_channels": 1,
+                                                            "image_size": 28, "num_classes": 10}})
     with pytest.raises(ModaError, match="has no weights yet"):
         load_run(tmp_path / "half")
     assert "no finished epoch" in list_runs(tmp_path)[0]["error"]
@@ -163,14 +164,14 @@ def test_half_written_run_does_not_load(tmp_path):
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "f.json"
-    runs.write_json(target, {"a": 1})
+    io.write_json(target, {"a": 1})
 
     def failing(path):
         path.write_text("partial")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        runs.atomic_write_with(target, failing)
+        io.atomic_write_with(target, failing)
     assert json.loads(target.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["f.json"]
 

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moda_core.activations import mask_points, modular_points, record_activations, run_with_cache
-from moda_core.decompose import units_firing
+from moda_core.activations import mask_points, modular_points, record_activations, run_with_cache, units_firing
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses, unit_vectors
 from moda_core.models import build_model
@@ -143,7 +142,7 @@ def test_modular_losses_are_finite_and_reach_every_parameter():
 
 
 def test_mwt_baseline_refuses_the_vit():
-    from moda_core.baselines.mwt import to_mwt
+    from moda_core.methods.mwt import to_mwt
 
     with pytest.raises(ModaError, match="conv"):
         to_mwt(build_model("vit"))

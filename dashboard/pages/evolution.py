@@ -19,9 +19,9 @@ if spec is None:
     st.stop()
 tau = ui.tau_slider("evo_tau")
 group = study_jobs.twins(summaries, spec)
-labels = {kind: f"{method_label(kind)}: {folders.run_label(s)}" for kind, s in group.items()}
-known = {kind: study_jobs.cached("evolution", s, tau) for kind, s in group.items()}
-missing = [kind for kind, frame in known.items() if frame is None]
+labels = {method: f"{method_label(method)}: {folders.run_label(s)}" for method, s in group.items()}
+known = {method: study_jobs.cached("evolution", s, tau) for method, s in group.items()}
+missing = [method for method, frame in known.items() if frame is None]
 
 if missing:
     count = sum(study_jobs.checkpoint_count(group[k]) for k in missing)

@@ -2,10 +2,8 @@
 at a time for the whole server: dashboard/training.py)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +11,10 @@ import streamlit as st
 
 from dashboard import folders, training, ui
 from dashboard.figures.training import accuracy_figure, history_figure
+from moda_core import runs as run_store
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
+from moda_core.methods import METHODS
 from moda_core.train import TrainConfig
 
 st.title("MODA Studio")
@@ -43,8 +43,8 @@ def for_visitors(message: str) -> str:
 def config_facts(path: str) -> dict:
     """Width, class subset and training-data fraction of a run, from its config.json ({} if unreadable)."""
     try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
+        config = run_store.read_config(path)
+    except ModaError:
         return {}
     train, data, arch = config.get("train") or {}, config.get("data") or {}, config.get("arch") or {}
     classes = data.get("classes") or train.get("classes")
@@ -57,12 +57,14 @@ def config_facts(path: str) -> dict:
 
 
 def run_name_problem(name: str, folder: Path) -> str | None:
-    """Why a typed run name cannot be used (None when it can): one folder name, not taken yet."""
+    """Why a typed run name cannot be used (None when it can): the run store's rule (``runs.check_run_name``),
+    and not taken yet."""
     if not name:
         return None
-    if name in (".", "..") or name.startswith(".") or not re.fullmatch(r"[\w.+=@-]+", name):
-        return (f"the run name `{name}` is not a plain folder name: use letters, digits and . _ - + = @ only "
-                "(no spaces or slashes, not starting with a dot)")
+    try:
+        run_store.check_run_name(name)
+    except ModaError as error:
+        return str(error)
     if (folder / name).exists():
         return f"a run named `{name}` already exists in this folder: pick another name"
     return None
@@ -71,9 +73,10 @@ def run_name_problem(name: str, folder: Path) -> str | None:
 summaries = folders.list_runs()
 openable = [s for s in summaries if folders.openable(s)]
 if summaries:
-    # what makes two accuracies comparable first (kind, model, width, classes, data), then the loss weights
+    # what makes two accuracies comparable first (method, model, width, classes, data), then the loss weights
     table = pd.DataFrame([{"run": folders.run_label(s["path"]), "status": s["status"],
-                           "kind": ui.training_kind(s) if not s.get("error") else None, "model": s.get("model"),
+                           "method": METHODS[s["method"]].label if s.get("method") and not s.get("error") else None,
+                           "model": s.get("model"),
                            **{"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])},
                            "epochs": s.get("epochs_done"),
                            "test accuracy": None if s.get("test_accuracy") is None else 100 * s["test_accuracy"],
@@ -106,12 +109,10 @@ if interrupted:
         c1.markdown(f"`{label}`: {s.get('epochs_done') or 0} of {s.get('epochs') or '?'} epochs saved")
         if c2.button("Resume", key=f"resume_{s['name']}", disabled=slot.status().busy):
             try:
-                stored = json.loads((Path(s["path"]) / "config.json").read_text()).get("train") or {}
-                names = {f.name for f in dataclasses.fields(TrainConfig)}
-                config = TrainConfig(**{k: v for k, v in stored.items() if k in names})
+                config = TrainConfig.from_record(run_store.read_config(s["path"]).get("train") or {})
                 config.device = "cpu"
                 slot.start(config, folder.path, s["name"], folder.label, shown=for_visitors, resume=True)
-            except (OSError, ValueError, TypeError) as error:
+            except (ValueError, TypeError) as error:
                 st.error(f"`{label}` cannot be resumed: its config does not load ({type(error).__name__}).")
             except ModaError as error:
                 st.error(f"`{label}` cannot be resumed: {for_visitors(str(error))}")
@@ -124,9 +125,9 @@ if interrupted:
             if st.button(f"Yes, delete {s['name']}", key=f"delete_yes_{s['name']}"):
                 st.session_state.pop("runs_delete", None)
                 try:
-                    shutil.rmtree(s["path"])
-                except OSError as error:
-                    st.error(f"`{label}` could not be deleted: {folders.public(str(error))}")
+                    run_store.discard_run(s["path"])  # refused while a process trains into it
+                except ModaError as error:
+                    st.error(f"`{label}` could not be deleted: {for_visitors(str(error))}")
                 else:
                     st.rerun()
 
@@ -176,7 +177,8 @@ with st.form("train_form"):
                            key="train_beta")
     gamma = c2.number_input("γ (compactness weight)", min_value=0.0, max_value=10.0, value=0.3, step=0.1,
                             key="train_gamma")
-    name = c3.text_input("Run name (empty: model-dataset-kind-time)", key="train_name")
+    name = c3.text_input("Run name (empty: model-dataset-method-time)", key="train_name",
+                         help="letters, digits, '.', '_' and '-', not starting with '.' or '-'")
     seed = c3.number_input("Seed", min_value=0, value=0, key="train_seed")
     submitted = st.form_submit_button("Train", disabled=busy)
 

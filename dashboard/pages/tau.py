@@ -20,12 +20,12 @@ if spec is None:
     st.stop()
 tau = ui.tau_slider("tau_tau")
 group = study_jobs.twins(summaries, spec)
-chosen_kind = next(iter(group))
-partner = "standard" if chosen_kind != "standard" else "moda"
-group = {k: s for k, s in group.items() if k in (chosen_kind, partner)}
-labels = {kind: f"{method_label(kind)}: {folders.run_label(s)}" for kind, s in group.items()}
-known = {kind: study_jobs.cached("tau", s) for kind, s in group.items()}
-missing = [kind for kind, frame in known.items() if frame is None]
+chosen_method = next(iter(group))
+partner = "standard" if chosen_method != "standard" else "moda"
+group = {k: s for k, s in group.items() if k in (chosen_method, partner)}
+labels = {method: f"{method_label(method)}: {folders.run_label(s)}" for method, s in group.items()}
+known = {method: study_jobs.cached("tau", s) for method, s in group.items()}
+missing = [method for method, frame in known.items() if frame is None]
 grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
 
 if missing:
