@@ -34,7 +34,7 @@ COMPARE_ENV = "MODA_COMPARE_CSV"
 OVERHEAD_JSON = "train_overhead.json"
 
 # Run statuses (moda_core.runs.list_runs) a page may open, and the one a page opens by default.
-OPENABLE = ("complete", "running", "interrupted", "unknown")
+OPENABLE = ("complete", "running", "interrupted")
 HEALTHY = "complete"
 
 
@@ -210,11 +210,8 @@ def run_epoch_label(spec: str) -> str:
 
 def run_status(summary: dict[str, Any]) -> str:
     """complete / running / interrupted / broken, as ``moda_core.runs.list_runs`` says (an entry without a
-    status that has an error counts as broken)."""
-    status = summary.get("status")
-    if not status or status == "unknown":
-        return "broken" if summary.get("error") else "unknown"
-    return str(status)
+    status counts as broken)."""
+    return str(summary.get("status") or "broken")
 
 
 def list_runs() -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Module metrics (DESIGN.md §1.5): sizes and overlap (from ``moda_core.summary``), FLOPs, and the
-accuracy of composed sub-task models next to the full model's (accuracy itself: ``moda_core.evaluate``)."""
+"""Module metrics (docs/design.md, Module metrics) beyond the sizes and overlaps of ``moda_core.summary``:
+FLOPs, and the accuracy of composed sub-task models next to the full model's (accuracy itself:
+``moda_core.evaluate``)."""
 from __future__ import annotations
 
 import itertools
@@ -10,26 +11,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Split
-from moda_core.evaluate import accuracy, per_class_accuracy, predict_logits  # noqa: F401  (re-exported)
+from moda_core.evaluate import accuracy, predict_logits
 from moda_core.hooks import eval_mode
-from moda_core.summary import mean_off_diagonal, module_summary  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------------------------
-# module metrics (DESIGN.md §1.5)
-
-def module_sizes(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[float]:
-    """Per class: parameters of its single-class composed module ÷ parameters of the full model
-    (``module_summary(...).sizes``, when the other numbers are not needed)."""
-    return (overlap_counts(model, masks).diagonal() / parameter_count(model)).tolist()
-
-
-def overlap_matrix(model: nn.Module, masks: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Class×class fraction of full-model parameters kept by both single-class modules (analytic;
-    ``module_summary(...).overlap``)."""
-    return overlap_counts(model, masks) / parameter_count(model)
-
+# module metrics (docs/design.md, Module metrics)
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """FLOPs of one forward pass of a single sample (torch's FlopCounterMode; a multiply-add counts 2)."""

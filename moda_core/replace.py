@@ -45,7 +45,7 @@ from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Split, check_classes, dataset_info
 from moda_core.decompose import DEFAULT_TAU, decompose
 from moda_core.errors import ModaError
-from moda_core.metrics import accuracy, per_class_accuracy, predict_logits
+from moda_core.evaluate import accuracy, per_class_accuracy, predict_logits
 
 if TYPE_CHECKING:
     from moda_core.train import TrainConfig
@@ -369,8 +369,8 @@ def replacement_report(before_logits: torch.Tensor, after_logits: torch.Tensor, 
     other_mean_after = sum(after[k] for k in others) / len(others) if others else 0.0
     accuracy_before, accuracy_after = accuracy(before_logits, labels), accuracy(after_logits, labels)
     return {"target_class": classes[target],
-            "before": {str(c): v for c, v in zip(classes, before)},
-            "after": {str(c): v for c, v in zip(classes, after)},
+            "before": {str(c): v for c, v in zip(classes, before, strict=True)},
+            "after": {str(c): v for c, v in zip(classes, after, strict=True)},
             "target_before": before[target], "target_after": after[target],
             "target_gain": after[target] - before[target],
             "other_mean_before": other_mean_before, "other_mean_after": other_mean_after,

@@ -16,15 +16,13 @@ from moda_core.errors import ModaError
 from moda_core.metrics import (
     compose_report,
     count_flops,
-    mean_off_diagonal,
-    module_sizes,
-    overlap_matrix,
     predict_logits,
     subtask_sets,
     subtask_sweep,
 )
 from moda_core.models import build_model
 from moda_core.runs import load_run, run_dataset
+from moda_core.summary import mean_off_diagonal, module_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,11 +136,12 @@ def test_checkpoint_decomposition_lives_beside_the_checkpoint(lenet_moda_run):
 def test_module_metrics_on_a_trained_run(lenet_moda_run):
     run = load_run(lenet_moda_run.path)
     decomposition = decompose(run, 0.9)
-    sizes = module_sizes(run.model, decomposition.masks)
+    summary = module_summary(run.model, decomposition.masks)
+    sizes = summary.sizes
     total = parameter_count(run.model)
     for c, size in enumerate(sizes):
         assert size == parameter_count(compose_module(run.model, decomposition.masks, [c])) / total
-    overlap = overlap_matrix(run.model, decomposition.masks)
+    overlap = summary.overlap
     assert torch.allclose(overlap, overlap.T) and (overlap <= overlap.diagonal()[:, None] + 1e-12).all()
     assert 0 < mean_off_diagonal(overlap) < max(sizes)
 

@@ -14,8 +14,9 @@ import pytest
 import scipy.io
 import torch
 
-from moda_core.data import DIGITS, load_dataset
+from moda_core.data import load_dataset
 from moda_core.errors import ModaError
+from moda_core.rawdata import DIGITS
 
 RNG_SEED = 1234
 
