@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import streamlit as st
 
@@ -12,6 +12,12 @@ from dashboard import engine, folders
 from moda_core import runs as run_store
 from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
+
+if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+    from streamlit.navigation.page import StreamlitPage
+
+    from moda_core.runs import Run
 
 LOG = logging.getLogger("moda.dashboard")
 HOW_TO_TRAIN = ("Train one on the **Runs & training** page, or from a terminal: "
@@ -35,7 +41,7 @@ def runs_folder_picker() -> None:
         st.warning(problem)
 
 
-def run_page(page) -> None:
+def run_page(page: StreamlitPage) -> None:
     """Run a page; an error becomes one short message (the traceback goes to the server's terminal only)."""
     try:
         page.run()
@@ -233,7 +239,7 @@ def _checked_choice(shared: str, param: str, valid: Callable[[Any], Any], what: 
     return value
 
 
-def point_picker(container, points: list[str], default: str, key: str, help: str | None = None) -> str:
+def point_picker(container: DeltaGenerator, points: list[str], default: str, key: str, help: str | None = None) -> str:
     """Activations' point: the session's chosen point when this run has it, else ``default`` (the clearest
     point); a visitor's choice is kept across pages and reloads (``?point=``)."""
     chosen = _checked_choice(SHARED_POINT, POINT_PARAM, lambda p: p if p in points else None, "activation point",
@@ -283,7 +289,7 @@ def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:
     return any(s["path"] == path and folders.run_status(s) == folders.HEALTHY for s in runs)
 
 
-def load_or_stop(spec: str):
+def load_or_stop(spec: str) -> Run:
     """Load a run or show why it does not load (no server paths) and stop the page."""
     run, error = engine.try_load(spec)
     if error:

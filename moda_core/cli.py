@@ -1,4 +1,4 @@
-"""Command line: ``python -m moda_core SUBCOMMAND …`` (``--help`` on each).
+"""Command line: ``moda SUBCOMMAND …``, the same as ``python -m moda_core SUBCOMMAND …`` (``--help`` on each).
 
 User errors (``ModaError``) end with one ``error: …`` line on stderr and exit code 2, no traceback.
 With ``--json`` the last stdout line is one JSON object.
@@ -11,18 +11,25 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
 from moda_core.methods import METHODS
 from moda_core.models import MODELS
 
+if TYPE_CHECKING:  # imported lazily at run time: `moda --help` needs no torch import
+    from moda_core.decompose import Decomposition
+    from moda_core.runs import Run
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {}
 
 
-def command(name: str):
-    def register(function: Callable[[argparse.Namespace], Any]):
+Command = Callable[[argparse.Namespace], Any]
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(function: Command) -> Command:
         COMMANDS[name] = function
         return function
     return register
@@ -62,7 +69,7 @@ def check_output_file(path: str | None, flag: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="python -m moda_core", description="MODA Studio: modular training, "
+    main = argparse.ArgumentParser(prog="moda", description="MODA Studio: modular training, "
                                    "decomposition, composition and repair of DNNs.")
     sub = main.add_subparsers(dest="command", required=True)
 
@@ -199,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def tqdm_progress(description: str):
+def tqdm_progress(description: str) -> Callable[[int, int], None]:
     """A (done, total) callback that drives a tqdm bar on stderr."""
     from tqdm import tqdm
 
@@ -217,7 +224,7 @@ def tqdm_progress(description: str):
     return update
 
 
-def load_decomposed(spec: str, tau: float, recompute: bool = False):
+def load_decomposed(spec: str, tau: float, recompute: bool = False) -> tuple[Run, Decomposition]:
     from moda_core.decompose import decompose
     from moda_core.runs import load_run
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(obj, ctx: Context):
+def broadcast_object(obj: T, ctx: Context) -> T:
     """Rank 0's ``obj`` (picklable) on every rank; returns ``obj`` itself for one process."""
     if not ctx.active:
         return obj

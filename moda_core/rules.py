@@ -172,10 +172,12 @@ def parameter_count(module: nn.Module) -> int:
 class PassThrough(BlockRule):
     """No parameters, units unchanged: copied as is."""
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         return copy.deepcopy(block)
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         return None
 
 
@@ -183,7 +185,8 @@ class PassThrough(BlockRule):
 class FlattenRule(PassThrough):
     """C×H×W → C·H·W: every unit of the feed is repeated over the spatial positions."""
 
-    def feed_after(self, block, name, feed, in_shape, out_shape):
+    def feed_after(self, block: nn.Module, name: str, feed: Feed, in_shape: tuple[int, ...],
+                   out_shape: tuple[int, ...]) -> Feed:
         spatial = 1
         for size in in_shape[1:]:
             spatial *= size
@@ -195,16 +198,19 @@ class KeepWhole(BlockRule):
     all its parameters shared by every pair of classes. Its input must be kept whole too, and what it
     feeds is kept whole (``Feed(None, units on dim 1 of its output)``). Register it for such types."""
 
-    def feed_after(self, block, name, feed, in_shape, out_shape):
+    def feed_after(self, block: nn.Module, name: str, feed: Feed, in_shape: tuple[int, ...],
+                   out_shape: tuple[int, ...]) -> Feed:
         if feed.point is not None:
             raise ModaError(f"block {name!r} ({type(block).__name__}) is kept whole, so its input must be too, "
                             f"but point {feed.point!r} feeds it")
         return Feed(None, out_shape[0] if out_shape else 1)
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         return copy.deepcopy(block)
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         count = parameter_count(block)
         return torch.full_like(feed_gram, float(count)) if count else None
 
@@ -215,15 +221,18 @@ class LogitsRule(BlockRule):
 
     is_head = True
 
-    def feed_after(self, block, name, feed, in_shape, out_shape):
+    def feed_after(self, block: nn.Module, name: str, feed: Feed, in_shape: tuple[int, ...],
+                   out_shape: tuple[int, ...]) -> Feed:
         return Feed("logits", block.out_features)
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         out = torch.tensor(classes, device=block.weight.device)
         return materialise(lambda: nn.Linear(len(inp), len(out), bias=block.bias is not None),
                            linear_state(block, out, inp))
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         eye = torch.eye(feed_gram.shape[0], dtype=feed_gram.dtype)
         return feed_gram * eye + eye * (block.bias is not None)
 

@@ -5,21 +5,18 @@ whose ``name`` (standard, moda, mwt) and ``label`` (standard training, MODA, MwT
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from moda_core.errors import ModaError
-from moda_core.methods.base import Method, StepLosses
+from moda_core.methods.base import Method, MethodSettings, StepLosses
 from moda_core.methods.moda import Moda
 from moda_core.methods.mwt import MwT
 from moda_core.methods.standard import Standard
 
-if TYPE_CHECKING:
-    from moda_core.train import TrainConfig
-
 METHODS: dict[str, Method] = {m.name: m for m in (Standard(), Moda(), MwT())}
 
 
-def method_of(config: TrainConfig | Mapping[str, Any]) -> Method:
+def method_of(config: MethodSettings | Mapping[str, Any]) -> Method:
     """The method a config trains with: a ``TrainConfig``, or a stored run's config.json as a dict.
 
     A stored config names its method in ``train.method``; runs written before that field existed are
@@ -38,4 +35,4 @@ def method_of(config: TrainConfig | Mapping[str, Any]) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "StepLosses", "method_of"]
+__all__ = ["METHODS", "Method", "MethodSettings", "StepLosses", "method_of"]

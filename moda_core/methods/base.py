@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Callable, ContextManager, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -20,6 +20,17 @@ from moda_core.activations import modular_points, record_activations, units_firi
 # read() after a forward pass → {point: B×N bool} for every modular point
 # (MwT reports its ungated points as all firing)
 Indicators = Callable[[], dict[str, torch.Tensor]]
+
+
+class MethodSettings(Protocol):
+    """What a method reads from a training config (``moda_core.train.TrainConfig`` has all of it; a
+    method needs no import of the trainer)."""
+
+    method: str
+    alpha: float
+    beta: float
+    gamma: float
+    track_modular_terms: bool
 
 
 @dataclass
@@ -42,18 +53,18 @@ class Method:
     label = ""
     defaults: tuple[float, float, float] = (0.0, 0.0, 0.0)  # alpha, beta, gamma
 
-    def validate(self, config: Any) -> None:
+    def validate(self, config: MethodSettings) -> None:
         """Raise ``ModaError`` for a config this method cannot train (weights already checked >= 0)."""
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """The model this method trains, built from a plain zoo model (default: the model itself)."""
         return model
 
-    def logged_terms(self, config: Any) -> tuple[bool, bool, bool]:
+    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
         """Which of affinity, dispersion, compactness mean something in this run's history."""
         return (False, False, False)
 
-    def losses(self, config: Any, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
                autocast: ContextManager) -> StepLosses:
         raise NotImplementedError
 
@@ -63,4 +74,4 @@ class Method:
         conv channel: anywhere in the map) — docs/design.md, Firing rule and floor."""
         points = modular_points(model)
         with record_activations(model, points, detach=True) as recorder:
-            yield lambda: {p: units_firing(a) for p, a in zip(points, recorder.values())}
+            yield lambda: {p: units_firing(a) for p, a in zip(points, recorder.values(), strict=True)}

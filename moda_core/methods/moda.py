@@ -2,11 +2,15 @@
 activations at every modular point."""
 from __future__ import annotations
 
+from typing import ContextManager
+
+import torch
 import torch.nn.functional as F
+from torch import nn
 
 from moda_core.activations import record_activations
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Method, StepLosses
+from moda_core.methods.base import Method, MethodSettings, StepLosses
 
 
 class Moda(Method):
@@ -14,10 +18,11 @@ class Moda(Method):
     label = "MODA"
     defaults = (1.0, 1.0, 0.3)
 
-    def logged_terms(self, config) -> tuple[bool, bool, bool]:
+    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
         return (True, True, True)
 
-    def losses(self, config, model, network, x, y, autocast) -> StepLosses:
+    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               autocast: ContextManager) -> StepLosses:
         with record_activations(model) as recorder, autocast:
             logits = network(x)
         ce = F.cross_entropy(logits.float(), y)

@@ -20,7 +20,7 @@ the downsample shortcut has no gate of its own; the first conv of a model (the s
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from moda_core.compose import point_units
 from moda_core.errors import ModaError
 from moda_core.hooks import hooks
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Indicators, Method, StepLosses
+from moda_core.methods.base import Indicators, Method, MethodSettings, StepLosses
 from moda_core.models.base import ZooNet
 from moda_core.models.blocks import (
     BasicBlock,
@@ -98,8 +98,8 @@ class _OneGateBlock:
 class GatedConvUnit(_OneGateBlock, ConvUnit):
     """``ConvUnit`` whose normalised output is multiplied by ``gate(input)`` before the ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None, groups: int = 1,
-                 *, gate: MaskGenerator) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
+                 padding: int | None = None, groups: int = 1, *, gate: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups)
         self.gate = gate
 
@@ -107,13 +107,15 @@ class GatedConvUnit(_OneGateBlock, ConvUnit):
 class GatedGatheredConvUnit(_OneGateBlock, GatheredConvUnit):
     """A composed depthwise ``GatedConvUnit`` (its gate reads the ungathered input)."""
 
-    def __init__(self, gather: ChannelGather, kernel_size=3, stride=1, padding=None, *, gate: MaskGenerator) -> None:
+    def __init__(self, gather: ChannelGather, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
+                 padding: int | None = None, *, gate: MaskGenerator) -> None:
         super().__init__(gather, kernel_size, stride, padding)
         self.gate = gate
 
 
 class GatedPlainConvUnit(_OneGateBlock, PlainConvUnit):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, padding=0, *, gate: MaskGenerator) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], padding: int = 0, *,
+                 gate: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding)
         self.gate = gate
 
@@ -140,10 +142,12 @@ GATED_BLOCKS = (GatedConvUnit, GatedGatheredConvUnit, GatedPlainConvUnit, GatedB
 class _OneGate:
     """Mixin for the rules of one-conv blocks with one mask generator, ``gate``, on their ``relu``."""
 
-    def extra_parts(self, block, inp, kept):
+    def extra_parts(self, block: nn.Module, inp: torch.Tensor,
+                    kept: Mapping[str, torch.Tensor]) -> dict[str, nn.Module]:
         return {"gate": block.gate.sliced(inp, kept["relu"])}
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         return super().shared_params(block, feed_gram, grams) + block.gate.shared_parameters(feed_gram, grams["relu"])
 
 
@@ -162,11 +166,14 @@ class GatedPlainConvUnitRule(_OneGate, PlainConvUnitRule):
 class GatedBasicBlockRule(BasicBlockRule):
     block_class = GatedBasicBlock
 
-    def extra_parts(self, block, inp, kept):
+    def extra_parts(self, block: nn.Module, inp: torch.Tensor,
+                    kept: Mapping[str, torch.Tensor]) -> dict[str, nn.Module]:
         return {"gate1": block.gate1.sliced(inp, kept["relu1"]), "gate2": block.gate2.sliced(inp, kept["relu2"])}
 
-    def shared_params(self, block, feed_gram, grams):
-        return (super().shared_params(block, feed_gram, grams) + block.gate1.shared_parameters(feed_gram, grams["relu1"])
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        return (super().shared_params(block, feed_gram, grams)
+                + block.gate1.shared_parameters(feed_gram, grams["relu1"])
                 + block.gate2.shared_parameters(feed_gram, grams["relu2"]))
 
 
@@ -258,17 +265,18 @@ class MwT(Method):
     label = "MwT"
     defaults = (ALPHA, BETA, 0.0)
 
-    def validate(self, config) -> None:
+    def validate(self, config: MethodSettings) -> None:
         if config.gamma:
             raise ModaError(f"MwT has no compactness term: gamma must be 0, got {config.gamma}")
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return to_mwt(model)
 
-    def logged_terms(self, config) -> tuple[bool, bool, bool]:
+    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
         return (True, True, False)  # the mask terms fill the affinity and dispersion columns
 
-    def losses(self, config, model, network, x, y, autocast) -> StepLosses:
+    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               autocast: ContextManager) -> StepLosses:
         zero = torch.zeros((), device=x.device)
         with record_masks(model) as masks, autocast:
             logits = network(x)

@@ -2,13 +2,16 @@
 computed (detached, no gradient) so that the history can show them next to a MODA run's."""
 from __future__ import annotations
 
+from typing import ContextManager
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from moda_core.activations import record_activations
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Method, StepLosses
+from moda_core.methods.base import Method, MethodSettings, StepLosses
 
 
 class Standard(Method):
@@ -16,15 +19,16 @@ class Standard(Method):
     label = "standard training"
     defaults = (0.0, 0.0, 0.0)
 
-    def validate(self, config) -> None:
+    def validate(self, config: MethodSettings) -> None:
         if config.alpha or config.beta or config.gamma:
             raise ModaError(f"standard training has no modular terms: alpha, beta and gamma must be 0, got "
                             f"{config.alpha}, {config.beta}, {config.gamma}")
 
-    def logged_terms(self, config) -> tuple[bool, bool, bool]:
+    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
         return (config.track_modular_terms,) * 3
 
-    def losses(self, config, model, network, x, y, autocast) -> StepLosses:
+    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               autocast: ContextManager) -> StepLosses:
         zero = torch.zeros((), device=x.device)
         if not config.track_modular_terms:
             with autocast:

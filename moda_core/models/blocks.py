@@ -12,6 +12,8 @@ so that a training method can subclass a block and change only that step (MwT's 
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
@@ -31,8 +33,8 @@ from moda_core.rules import (
 class ConvUnit(nn.Module):
     """Conv → BatchNorm → ReLU. With ``groups == channels`` the conv is depthwise."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride=1,
-                 padding=None, groups: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
+                 padding: int | None = None, groups: int = 1) -> None:
         super().__init__()
         if padding is None:
             padding = kernel_size // 2 if isinstance(kernel_size, int) else tuple(k // 2 for k in kernel_size)
@@ -51,7 +53,7 @@ class PlainConvUnit(nn.Module):
     """Conv (with bias) → ReLU, no normalisation: the LeNet-5 style."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 padding=0) -> None:
+                 padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
         self.relu = nn.ReLU()
@@ -148,7 +150,8 @@ def channel_gather(inp: torch.Tensor, out: torch.Tensor) -> ChannelGather | None
 class GatheredConvUnit(ConvUnit):
     """A composed depthwise ``ConvUnit`` whose input first passes through a ``ChannelGather``."""
 
-    def __init__(self, gather: ChannelGather, kernel_size=3, stride=1, padding=None) -> None:
+    def __init__(self, gather: ChannelGather, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
+                 padding: int | None = None) -> None:
         channels = gather.out_channels
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels)
         self.gather = gather
@@ -163,7 +166,7 @@ class GatheredConvUnit(ConvUnit):
 class SingleConvRule(BlockRule):
     """What the one-conv blocks share: one point, ``relu``, with one unit per output channel."""
 
-    def points(self, block):
+    def points(self, block: nn.Module) -> dict[str, int]:
         return {"relu": block.conv.out_channels}
 
 
@@ -177,7 +180,8 @@ class ConvUnitRule(SingleConvRule):
     unit_class: type = ConvUnit
     gathered_class: type = GatheredConvUnit
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         out, conv = kept["relu"], block.conv
         extras = self.extra_parts(block, inp, kept)
         state = self.with_extras({**prefixed("conv", conv_state(conv, out, None if conv.groups > 1 else inp)),
@@ -194,7 +198,8 @@ class ConvUnitRule(SingleConvRule):
         state.update(prefixed("gather", gather.state_dict()))
         return materialise(lambda: self.gathered_class(gather, *args, **extras), state)
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         return conv_shared(block.conv, feed_gram, grams["relu"], 2)  # + batch-norm weight and bias
 
 
@@ -203,14 +208,16 @@ class PlainConvUnitRule(SingleConvRule):
 
     unit_class: type = PlainConvUnit
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         out, conv = kept["relu"], block.conv
         extras = self.extra_parts(block, inp, kept)
         state = self.with_extras(prefixed("conv", conv_state(conv, out, inp)), extras)
         return materialise(lambda: self.unit_class(len(inp), len(out), conv.kernel_size, conv.padding, **extras),
                            state)
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         return conv_shared(block.conv, feed_gram, grams["relu"], 0)
 
 
@@ -220,10 +227,11 @@ class BasicBlockRule(BlockRule):
 
     block_class: type = BasicBlock
 
-    def points(self, block):
+    def points(self, block: nn.Module) -> dict[str, int]:
         return {"relu1": block.bn1.num_features, "relu2": block.bn2.num_features}
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         mid, out = kept["relu1"], kept["relu2"]
         state = {**prefixed("conv1", conv_state(block.conv1, mid, inp)), **prefixed("bn1", bn_state(block.bn1, mid)),
                  **prefixed("conv2", conv_state(block.conv2, out, mid)), **prefixed("bn2", bn_state(block.bn2, out))}
@@ -245,7 +253,8 @@ class BasicBlockRule(BlockRule):
 
         return materialise(build, state)
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         mid, out = grams["relu1"], grams["relu2"]
         total = conv_shared(block.conv1, feed_gram, mid, 2) + conv_shared(block.conv2, mid, out, 2)
         if not isinstance(block.shortcut, nn.Identity):
@@ -254,14 +263,16 @@ class BasicBlockRule(BlockRule):
 
 
 class LinearUnitRule(BlockRule):
-    def points(self, block):
+    def points(self, block: nn.Module) -> dict[str, int]:
         return {"relu": block.linear.out_features}
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         out, linear = kept["relu"], block.linear
         return materialise(lambda: LinearUnit(len(inp), len(out)), prefixed("linear", linear_state(linear, out, inp)))
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         out = grams["relu"]
         return feed_gram * out + out * (block.linear.bias is not None)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from torch import nn
 
 from moda_core.errors import ModaError
 from moda_core.models.base import ZooNet, scaled
-from moda_core.rules import BlockRule, KeepWhole, materialise, parameter_count, register_rule
+from moda_core.rules import BlockRule, Feed, KeepWhole, materialise, parameter_count, register_rule
 
 DEPTH = 4
 HEADS = 4
@@ -145,26 +146,29 @@ class ViTBlockRule(BlockRule):
     a hidden unit at every token is exactly dropping its fc1 row and fc2 column: composition is exact.
     """
 
-    def points(self, block):
+    def points(self, block: nn.Module) -> dict[str, int]:
         return {"mlp.relu": block.mlp.fc1.out_features}
 
-    def output_point(self, block):
+    def output_point(self, block: nn.Module) -> str | None:
         return None  # the residual stream, kept whole, feeds the next block
 
-    def feed_after(self, block, name, feed, in_shape, out_shape):
+    def feed_after(self, block: nn.Module, name: str, feed: Feed, in_shape: tuple[int, ...],
+                   out_shape: tuple[int, ...]) -> Feed:
         if feed.point is not None:
             raise ModaError(f"transformer block {name!r} reads the residual stream, which must be kept whole, "
                             f"but point {feed.point!r} feeds it")
         return feed
 
-    def compose(self, block, inp, kept, classes):
+    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
+                classes: list[int]) -> nn.Module:
         units, mlp = kept["mlp.relu"], block.mlp
         state = dict(block.state_dict())
         state.update({"mlp.fc1.weight": mlp.fc1.weight.detach()[units], "mlp.fc1.bias": mlp.fc1.bias.detach()[units],
                       "mlp.fc2.weight": mlp.fc2.weight.detach()[:, units]})
         return materialise(lambda: ViTBlock(mlp.fc2.out_features, block.attn.heads, len(units)), state)
 
-    def shared_params(self, block, feed_gram, grams):
+    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
+                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         mlp = block.mlp
         per_unit = mlp.fc1.in_features + 1 + mlp.fc2.out_features  # fc1 row, fc1 bias, fc2 column
         whole = parameter_count(block) - per_unit * mlp.fc1.out_features
