@@ -1,7 +1,7 @@
 """Regenerate the dashboard's demo runs under ``assets/demo/`` (run once; the output is committed).
 
 What it makes, all on the embedded ``mnist5k`` data with fixed seeds, on the CPU, at a converged
-budget (100 epochs; DESIGN.md §4: at 15 epochs MODA's modules were still shrinking):
+budget (100 epochs; at 15 epochs MODA's modules were still shrinking):
 
 - ``vgg11-moda``      VGG11 (width 0.25), MODA training (α=1, β=1, γ=0.3), 100 epochs
 - ``vgg11-standard``  the same model with standard training (α=β=γ=0), 100 epochs
@@ -21,7 +21,8 @@ The three ``vgg11-*`` runs train with a checkpoint every 5 epochs. From those, `
 accuracy) is computed for every checkpoint, so the "modules forming over training" view needs no
 computing. The VGG and ViT runs also ship ``tau_sweep.csv`` (``moda_core.studies.tau_sweep``: mean
 module size, mean overlap and composed-pair accuracy for τ = 0.5 … 1.0), so the τ trade-off page draws
-at once; ``--tau-sweeps-only`` rewrites just those files in an existing bundle. Only a few checkpoints ship (``KEPT_CHECKPOINTS``, MODA and standard), in half precision
+at once; ``--tau-sweeps-only`` rewrites just those files in an existing bundle.
+Only a few checkpoints ship (``KEPT_CHECKPOINTS``, MODA and standard), in half precision
 to keep ``assets/`` small (the dashboard upcasts them to float32 when it loads them); the final
 weights stay in float32. The VGG runs, their kept checkpoints and the strong run are decomposed at
 τ = 0.9, so their rates and masks ship in the run folders and the dashboard opens without computing
@@ -35,10 +36,10 @@ Usage::
 From scratch, on 2 uncontended CPU cores, the four 100-epoch VGG runs take about 15 minutes and the
 ViT pair about 55 (the weak LeNet-5 seconds). ``--reuse`` takes any of the four VGG runs and the two
 ViT runs found (complete, and trained with exactly the settings above: the script checks the config
-and refuses a mismatch) and trains the others; the weak LeNet-5 is always trained here. The reused folders are only read. Training is
-deterministic on the CPU for a fixed torch version, so a rerun reproduces the same weights;
-``tests/test_demo_bundle.py`` checks that the stored metrics, masks and evolution match a fresh
-evaluation of the stored weights.
+and refuses a mismatch) and trains the others; the weak LeNet-5 is always trained here.
+The reused folders are only read. Training is deterministic on the CPU for a fixed torch version, so
+a rerun reproduces the same weights; ``tests/test_demo_bundle.py`` checks that the stored metrics,
+masks and evolution match a fresh evaluation of the stored weights.
 """
 from __future__ import annotations
 
@@ -51,17 +52,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from moda_core import runs  # noqa: E402
-from moda_core.decompose import DEFAULT_TAU, decompose  # noqa: E402
-from moda_core.errors import ModaError  # noqa: E402
-from moda_core.io import atomic_write_bytes, load_tensors, save_tensors  # noqa: E402
-from moda_core.replace import strong_config, weak_config  # noqa: E402
-from moda_core.studies import tau_sweep, training_evolution  # noqa: E402
-from moda_core.train import TrainConfig, setting_differences, train  # noqa: E402
+from moda_core import runs
+from moda_core.decompose import DEFAULT_TAU, decompose
+from moda_core.errors import ModaError
+from moda_core.io import atomic_write_bytes, load_tensors, save_tensors
+from moda_core.replace import strong_config, weak_config
+from moda_core.studies import tau_sweep, training_evolution
+from moda_core.train import TrainConfig, setting_differences, train
 
 EPOCHS = 100  # the VGG runs' budget
 CHECKPOINT_EVERY = 5
@@ -194,7 +191,7 @@ def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "assets" / "demo")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "demo")
     parser.add_argument("--reuse", type=Path, help="take finished runs of the same names and settings from this "
                                                    "folder instead of training them (only read)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the VGG runs")

@@ -1,4 +1,4 @@
-"""Module replacement on mnist5k: the repair table of DESIGN.md §1.6, printed and saved as CSV.
+"""Module replacement on mnist5k: the repair table (docs/design.md, Module replacement), printed and saved as CSV.
 
 A strong VGG11 (width 0.25) is MODA-trained once on classes 0–4 (or given with ``--strong-run``).
 For every setting and mixed class m a weak LeNet-5 is trained on classes m, 5–9 without augmentation

@@ -1,4 +1,4 @@
-"""Decomposition: per-class activation rates → per-class unit masks (DESIGN.md §1.3).
+"""Decomposition: per-class activation rates → per-class unit masks (docs/design.md, Firing rule and floor).
 
 ``rate[point][c, u]`` is the fraction of class-c training samples for which unit u fires (for a conv
 map: whose mean |activation| over H,W is non-zero), measured in eval mode without augmentation.

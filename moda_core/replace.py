@@ -1,5 +1,5 @@
-"""Module replacement (model repair, DESIGN.md §1.6): a strong model's module for one class repairs a
-weak model that is bad at that class.
+"""Module replacement, or model repair (docs/design.md, Module replacement): a strong model's module for
+one class repairs a weak model that is bad at that class.
 
 All three strategies keep the weak model and the strong module frozen (``requires_grad`` off, always in
 eval mode) and wrap them in one ``nn.Module`` with an ``input_shape``, so the repaired model is
@@ -248,7 +248,7 @@ def affine(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor]
            strong_class: int, train: Split, max_false_positives: float = 0.01, shift: int = 1,
            shifted_samples: int = 1000, iterations: int = 200, seed: int = 0,
            classes: Sequence[int] | None = None) -> AffineModel:
-    """Target-only calibration (ours, DESIGN.md §1.6): only the target's logit changes, to
+    """Target-only calibration (ours; docs/design.md, Module replacement): only the target's logit changes, to
     ``a·s + c·w + b`` (``s`` the module's logit, ``w`` the weak model's own target logit).
 
     1. ``a``, ``c``, ``b`` minimise the cross-entropy of the repaired logits on ``train`` and on its
@@ -354,7 +354,7 @@ def _outputs(function: Callable[[torch.Tensor], torch.Tensor], split: Split, bat
 def replacement_report(before_logits: torch.Tensor, after_logits: torch.Tensor, labels: torch.Tensor,
                        target: int, classes: Sequence[int]) -> dict[str, Any]:
     """Per-class accuracy (0–1) before and after, keyed by original class id (``classes``, in logit
-    order), and the paper's measure (DESIGN.md §1.6): the target's accuracy before/after
+    order), and the paper's measure (docs/design.md, Module replacement): the target's accuracy before/after
     (``target_before``, ``target_after``, ``target_gain`` = after − before) and the unweighted mean
     accuracy of the other classes before/after (``other_mean_before``, ``other_mean_after``,
     ``other_mean_change`` = after − before, signed). Stricter, ours: ``other_max_change`` = the largest
@@ -441,7 +441,8 @@ SCARCE_FRACTION = 0.02  # the scarce-target setting's share of the mixed class
 
 
 def strong_config(epochs: int, device: str = "cpu", **overrides: Any) -> "TrainConfig":
-    """The module donor of DESIGN.md §1.6: VGG11 (width 0.25), MODA training, classes 0–4, all the data."""
+    """The module donor (docs/design.md, Module replacement): VGG11 (width 0.25), MODA training, classes 0–4,
+    all the data."""
     from moda_core.train import TrainConfig
 
     return TrainConfig(**{**dict(model="vgg11", dataset="mnist5k", width=0.25, epochs=epochs, alpha=1.0, beta=1.0,
@@ -450,8 +451,8 @@ def strong_config(epochs: int, device: str = "cpu", **overrides: Any) -> "TrainC
 
 def weak_config(setting: str, mixed_class: int, epochs: int, checkpoint_every: int = 0, device: str = "cpu",
                 **overrides: Any) -> "TrainConfig":
-    """The weak model of DESIGN.md §1.6: LeNet-5, standard training, no augmentation, on the mixed class
-    and classes 5–9 with 10% of their training data; ``setting="scarce"`` keeps only 2% of the mixed
+    """The weak model (docs/design.md, Module replacement): LeNet-5, standard training, no augmentation, on
+    the mixed class and classes 5–9 with 10% of their training data; ``setting="scarce"`` keeps only 2% of the mixed
     class (so the weak model is weak exactly where the module helps), ``"paper"`` 10% as in the paper.
     Batch 32: 10% of the data is a few hundred samples, so a batch of 128 would give 2 steps an epoch.
     ``checkpoint_every`` keeps periodic weights (RUN@EPOCH: early = under-fit, last = over-fit)."""

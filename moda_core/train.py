@@ -47,7 +47,7 @@ class TrainConfig:
     classes: list[int] | None = None  # original class ids to learn; None = all
     train_fraction: float = 1.0
     # original class id -> share of that class's training data, overriding train_fraction for the classes it
-    # names (e.g. {3: 0.02}: the scarce-target weak runs of module replacement, DESIGN.md §1.6)
+    # names (e.g. {3: 0.02}: the scarce-target weak runs: docs/design.md, Module replacement)
     class_fractions: dict[int, float] | None = None
     augment: bool | None = None  # None: the data set's default (crop+flip for RGB sets)
     data_root: str | None = None
