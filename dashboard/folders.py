@@ -19,17 +19,21 @@ from typing import Any
 
 import streamlit as st
 
+from moda_core import resources
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = ROOT / "assets" / "demo"
+# The folder the server was started in (the checkout for `make run`): ./runs is the default training
+# folder, and messages show paths under it relative to it.
+ROOT = Path.cwd()
+DEMO_DIR = resources.demo_runs_dir()
 USER_RUNS_DIR = ROOT / "runs"
 RUNS_ENV = "MODA_RUNS_DIR"
 TRAINING_ENV = "MODA_TRAINING"  # "off" (or 0/no/false): no training from the browser
 ALL_FOLDERS = "all runs folders"
-# the Compare page's table, written by bench/compare.py (and its optional step-time ratios, next to it)
-COMPARE_CSV = ROOT / "bench" / "results" / "compare.csv"
+# the Compare page's table, shipped with the package (bench/compare.py writes it; its optional step-time
+# ratios lie next to it)
+COMPARE_CSV = resources.compare_table_path()
 COMPARE_ENV = "MODA_COMPARE_CSV"
 OVERHEAD_JSON = "train_overhead.json"
 
@@ -62,7 +66,7 @@ def _same(a: Path, b: Path) -> bool:
 
 def default_runs_dirs() -> list[Path]:
     """Folders the server offers: ``$MODA_RUNS_DIR`` (``os.pathsep``-separated) if set, else the bundled
-    demo runs plus ``runs/``."""
+    demo runs plus ``runs/`` in the folder the server started in."""
     configured = os.environ.get(RUNS_ENV)
     if configured:
         return [Path(p).expanduser() for p in configured.split(os.pathsep) if p.strip()]
