@@ -1,14 +1,8 @@
 """bench/compare.py reuses finished runs only when they were trained with exactly the row's settings."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+from bench.compare import find_reusable
 from moda_core.train import TrainConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.compare import find_reusable  # noqa: E402
 
 
 def test_find_reusable_matches_the_settings(lenet_moda_run):

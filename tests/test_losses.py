@@ -94,5 +94,5 @@ def test_nonnegative_shortcut_is_exact_on_relu_outputs():
         results.append(torch.stack(out))
         grads.append([leaf.grad for leaf in leaves])
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-7)
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)

@@ -159,7 +159,8 @@ def test_frozen_parts_stay_unchanged(pair, masks):
             state = part.state_dict()
             assert state.keys() == reference.keys()
             assert all(torch.equal(state[k], reference[k]) for k in reference)
-    assert [n for n, p in calibrated.named_parameters() if p.requires_grad] == ["calibration.weight", "calibration.bias"]
+    trainable = [n for n, p in calibrated.named_parameters() if p.requires_grad]
+    assert trainable == ["calibration.weight", "calibration.bias"]
     for name, run in (("weak", weak), ("strong", strong)):
         state = run.model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in snapshot[name].items())

@@ -54,19 +54,19 @@ def test_tau_sweep_matches_module_summary_and_composition_at_each_tau(lenet_moda
     assert list(frame.columns) == TAU_COLUMNS and frame["tau"].tolist() == list(taus)
     assert calls == [(i, len(taus)) for i in range(1, len(taus) + 1)]
     test = runs.run_dataset(run).test
-    for tau, row in zip(taus, frame.itertuples()):
+    for tau, row in zip(taus, frame.itertuples(), strict=True):
         masks = masks_from_rates(rates, tau)
         summary = module_summary(run.model, masks)
         assert row.mean_module_size == pytest.approx(summary.mean_size, abs=1e-12)
         assert row.mean_overlap == pytest.approx(summary.mean_overlap, abs=1e-12)
         composed = [compose_module(run.model, masks, p) for p in pairs]
         assert row.pair_accuracy == pytest.approx(
-            sum(composed_accuracy(c, test, p) for c, p in zip(composed, pairs)) / len(pairs), abs=1e-12)
+            sum(composed_accuracy(c, test, p) for c, p in zip(composed, pairs, strict=True)) / len(pairs), abs=1e-12)
         assert row.pair_params_fraction == pytest.approx(
             sum(parameter_count(c) for c in composed) / len(pairs) / parameter_count(run.model), abs=1e-12)
     # a higher τ keeps fewer units, so modules shrink (the floor does not bind on this model)
     sizes = frame["mean_module_size"].tolist()
-    assert all(a >= b for a, b in zip(sizes, sizes[1:])) and sizes[0] > sizes[-1]
+    assert all(a >= b for a, b in zip(sizes, sizes[1:], strict=False)) and sizes[0] > sizes[-1]
 
 
 def test_tau_sweep_rejects_bad_input(lenet_moda_run):
