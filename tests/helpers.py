@@ -1,8 +1,15 @@
-"""Shared test helpers: randomised zoo models, random class masks, the masked full model, brute-force overlap."""
+"""Shared test helpers (plain functions and constants; fixtures live in conftest.py): randomised zoo models,
+random class masks, the masked full model, brute-force overlap, headless dashboard pages, served dashboards,
+torchrun."""
+from __future__ import annotations
+
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,6 +17,14 @@ from torch import nn
 from moda_core.activations import mask_points, modular_points, run_with_cache
 from moda_core.compose import compose_module
 from moda_core.models import build_model
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+DEMO = ROOT / "assets" / "demo"
+TIMEOUT = 120  # seconds an AppTest run may take
 
 NUM_CLASSES = 6
 
@@ -97,25 +112,27 @@ class ServedDashboard:
     """``python -m dashboard.serve`` (what ``make run`` starts) in a subprocess: started on a free port,
     waited for until its health check answers, stopped on exit. ``output`` holds what it printed."""
 
-    def __init__(self, env: dict, args: tuple = (), start_timeout: float = 90) -> None:
-        import pathlib
-
+    def __init__(self, env: dict, args: tuple = (), start_timeout: float = 90, command: list | None = None,
+                 cwd: str | Path | None = None) -> None:
+        """``command`` replaces ``python -m dashboard.serve`` (e.g. an installed ``moda-studio``), ``cwd``
+        the checkout as the folder it starts in."""
         self.port, self.env, self.args, self.start_timeout = free_port(), env, list(args), start_timeout
         self.url = f"http://127.0.0.1:{self.port}"
-        self.root = pathlib.Path(__file__).resolve().parent.parent
+        self.root = Path(__file__).resolve().parent.parent
+        self.command = command or [sys.executable, "-m", "dashboard.serve"]
+        self.cwd = cwd or self.root
         self.output = ""
 
     def __enter__(self) -> "ServedDashboard":
         import subprocess
-        import sys
         import time
         import urllib.request
 
         import pytest
 
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(self.port),
-                                         *self.args], cwd=self.root, env=self.env,
+        self.process = subprocess.Popen([*self.command, "--port", str(self.port), *self.args], cwd=self.cwd,
+                                        env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -144,6 +161,9 @@ class ServedDashboard:
 
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+# Debian's Chromium, headless, with nothing that reaches outside this machine
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def assert_runs_without_moda_core(program: Path, x: torch.Tensor, y: torch.Tensor, folder: Path) -> None:
@@ -162,3 +182,42 @@ def assert_runs_without_moda_core(program: Path, x: torch.Tensor, y: torch.Tenso
         "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def open_page(page: str | None = None, app: AppTest | None = None) -> AppTest:
+    """Open the dashboard headless (through app.py) and switch to ``page``; fail on an exception or a stopped page."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.ui import PAGE_STOPPED
+
+    if app is None:
+        app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        app.run()
+    if page:
+        app.switch_page(f"pages/{page}.py")
+        app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not [e.value for e in app.error if e.value.startswith(PAGE_STOPPED)]
+    return app
+
+
+def charts(app: AppTest) -> dict[int, dict]:
+    """Plotly figures on the page, by position (the figure JSON streamlit sends)."""
+    return {i: json.loads(element.proto.spec) for i, element in enumerate(app.get("plotly_chart"))}
+
+
+def texts(app: AppTest) -> str:
+    """Every text element on the page, one per line."""
+    return "\n".join(m.value for m in [*app.markdown, *app.caption, *app.title, *app.info, *app.warning,
+                                       *app.error, *app.success, *app.subheader])
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``python -m moda_core ARGS`` under torchrun with ``nproc`` CPU processes (gloo on loopback); fails the
+    test when it exits with an error."""
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "moda_core", *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result

@@ -4,8 +4,9 @@ Visits every page, moves the τ slider, composes classes, runs one swap (and che
 points, in plotly's data and on screen), shows the Compare page on a hand-made comparison table (unless
 MODA_COMPARE_CSV names one), follows one run and one τ across pages and a reload (the URL keeps them), draws
 the two study views, and saves a screenshot of each page (to $MODA_SCREENSHOTS_DIR; `make screenshots`
-refreshes docs/screenshots/ for the README). Prints the start-up time (process start → title visible), the
-slider response time (key press → heatmap redrawn) and the page-switch time (sidebar click → chart drawn).
+refreshes docs/screenshots/ for the README). Prints and saves (to $MODA_BROWSER_TIMINGS_DIR when set, else
+under the test's tmp_path) the start-up time (process start → title visible), the slider response time (key
+press → heatmap redrawn) and the page-switch time (sidebar click → chart drawn).
 Select it with ``pytest -m browser``; it skips with the reason when Chromium or Playwright is missing.
 """
 from __future__ import annotations
@@ -13,20 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, ServedDashboard
+from helpers import CHROMIUM, CHROMIUM_ARGS, ServedDashboard
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 
 ROOT = Path(__file__).resolve().parent.parent
-# `make screenshots` sets this to docs/screenshots (the README's pictures); a plain test run keeps the
-# tracked files as they are and writes to a temporary folder
-SHOTS = Path(os.environ.get("MODA_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="moda-screenshots-"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGE_TIMEOUT_MS = 120_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -56,6 +51,24 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: `make screenshots` sets MODA_SCREENSHOTS_DIR to docs/screenshots (the README's
+    pictures); a plain test run keeps the tracked files as they are and writes under pytest's temporary folder."""
+    folder = Path(os.environ.get("MODA_SCREENSHOTS_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_timings(timings: dict, name: str, tmp_path: Path) -> None:
+    """Print the timings and write them to NAME.json in $MODA_BROWSER_TIMINGS_DIR (for the README's numbers)
+    when set, else in the test's ``tmp_path``."""
+    print(f"\n{name}:", json.dumps(timings))
+    folder = Path(os.environ.get("MODA_BROWSER_TIMINGS_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(timings))
+
+
+@pytest.fixture(scope="module")
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
     with playwright_api.sync_playwright() as playwright:
@@ -81,9 +94,8 @@ def wait_charts(page, count: int) -> None:
                            timeout=PAGE_TIMEOUT_MS)
 
 
-def test_every_page_in_a_real_browser(server, browser):
+def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
     url, started = server
-    SHOTS.mkdir(parents=True, exist_ok=True)
     timings = {}
     page = browser.new_page(viewport={"width": 1400, "height": 1900})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
@@ -100,7 +112,7 @@ def test_every_page_in_a_real_browser(server, browser):
     assert page.get_by_role("heading", name="Training curves").is_visible()
     assert page.get_by_text("Page not found").count() == 0
     wait_charts(page, 2)
-    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
     # Activations: move the τ slider with the keyboard, time the heatmap's redraw
     page.goto(f"{url}/activations")
@@ -120,7 +132,7 @@ def test_every_page_in_a_real_browser(server, browser):
     timings["slider_response_seconds"] = responses
     assert page.get_by_text("τ = 0.87").first.is_visible()
     wait_charts(page, 3)
-    page.screenshot(path=str(SHOTS / "activations.png"), full_page=True)
+    page.screenshot(path=str(shots / "activations.png"), full_page=True)
 
     # Modules: MODA and standard side by side
     page.goto(f"{url}/modules")
@@ -131,7 +143,7 @@ def test_every_page_in_a_real_browser(server, browser):
     overlaps.nth(1).wait_for()  # once seen missing right after wait_ready in CI: wait for them, then count
     assert overlaps.count() == 2
     wait_charts(page, 4)
-    page.screenshot(path=str(SHOTS / "modules.png"), full_page=True)
+    page.screenshot(path=str(shots / "modules.png"), full_page=True)
 
     # Compose: two classes (0 and 3 instead of the default 0 and 1), then export
     page.goto(f"{url}/compose")
@@ -156,7 +168,7 @@ def test_every_page_in_a_real_browser(server, browser):
     assert download.value.suggested_filename == "vgg11-moda-classes-0-3.pt2", download.value.suggested_filename
     assert Path(download.value.path()).stat().st_size > 10_000
     wait_charts(page, 1)
-    page.screenshot(path=str(SHOTS / "compose.png"), full_page=True)
+    page.screenshot(path=str(shots / "compose.png"), full_page=True)
 
     # Swap: the demo pair, the three strategies at once
     page.goto(f"{url}/swap")
@@ -168,7 +180,7 @@ def test_every_page_in_a_real_browser(server, browser):
     page.locator(".js-plotly-plot").first.wait_for()
     assert page.get_by_text("before (weak model)").first.is_visible()
     check_swap_arrow(page)
-    page.screenshot(path=str(SHOTS / "swap.png"), full_page=True)
+    page.screenshot(path=str(shots / "swap.png"), full_page=True)
 
     # Compare: standard training vs MODA vs MwT from the comparison table (four charts and the table)
     page.goto(f"{url}/compare")
@@ -178,10 +190,9 @@ def test_every_page_in_a_real_browser(server, browser):
     wait_charts(page, 4)
     page.locator("[data-testid='stDataFrame']").first.wait_for()  # the table (drawn on a canvas)
     assert page.get_by_text("MwT").first.is_visible()
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
-    print("\nbrowser timings:", json.dumps(timings))
-    (Path(os.environ.get("MODA_BROWSER_TIMINGS", "/tmp/moda_browser_timings.json"))).write_text(json.dumps(timings))
+    save_timings(timings, "browser_timings", tmp_path)
 
 
 # The Swap chart's "target" arrow: plotly puts an annotation on a category axis by position, so its x must be
@@ -248,17 +259,17 @@ def expect_activations_view(page, point: str, image: str) -> None:
         page.wait_for_function(f"([point, image]) => {{ const s = ({shown})(); "
                                "return s && s[0].includes(point) && s[1] === image; }", arg=[point, image],
                                timeout=20_000)
-    except Exception:  # noqa: BLE001 - say what the page shows instead
-        raise AssertionError(f"Activations shows {page.evaluate(shown)}, not point {point} and image {image}")
+    except Exception as error:  # any failure to see it: say what the page shows instead
+        raise AssertionError(
+            f"Activations shows {page.evaluate(shown)}, not point {point} and image {image}") from error
 
 
 def url_state(page) -> dict[str, str]:
     return page.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")
 
 
-def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
+def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, shots, tmp_path):
     url, _ = server
-    SHOTS.mkdir(parents=True, exist_ok=True)
     timings = {}
     page = browser.new_page(viewport={"width": 1400, "height": 1700})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
@@ -298,7 +309,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     page.get_by_role("heading", name="How MODA works").wait_for()
     wait_ready(page)
     wait_charts(page, 1)
-    page.screenshot(path=str(SHOTS / "how.png"), full_page=True)
+    page.screenshot(path=str(shots / "how.png"), full_page=True)
     page.reload()
     page.get_by_role("heading", name="How MODA works").wait_for()
     wait_ready(page)
@@ -324,7 +335,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     names = {t["name"].split(":")[0] for t in traces}
     assert {"MODA", "standard training"} <= names, traces
     assert {t["axis"] for t in traces} == {"y", "y2", "y3"}, traces
-    page.screenshot(path=str(SHOTS / "evolution.png"), full_page=True)
+    page.screenshot(path=str(shots / "evolution.png"), full_page=True)
 
     # the τ trade-off: the MODA run and its standard twin over the τ grid (about a minute per run if not shipped)
     page.goto(f"{url}/tau?run=demo/vgg11-moda&tau=0.9")
@@ -339,8 +350,6 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser):
     wait_ready(page)
     traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
     assert any(t.startswith("MODA") for t in traces) and any(t.startswith("standard") for t in traces), traces
-    page.screenshot(path=str(SHOTS / "tau.png"), full_page=True)
+    page.screenshot(path=str(shots / "tau.png"), full_page=True)
 
-    print("\nbrowser timings (shared state):", json.dumps(timings))
-    path = Path(os.environ.get("MODA_BROWSER_TIMINGS", "/tmp/moda_browser_timings.json"))
-    path.with_name(path.stem + "_state.json").write_text(json.dumps(timings))
+    save_timings(timings, "browser_timings_state", tmp_path)

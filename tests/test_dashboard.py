@@ -5,48 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
+from helpers import APP, DEMO, TIMEOUT, charts, open_page, texts
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 from streamlit.testing.v1 import AppTest
 
-from dashboard.ui import PAGE_STOPPED
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "dashboard" / "app.py")
-DEMO = ROOT / "assets" / "demo"
-TIMEOUT = 120
-
-
-@pytest.fixture
-def demo_env(monkeypatch):
-    monkeypatch.setenv("MODA_RUNS_DIR", str(DEMO))
-
-
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
-
-
-def open_page(page: str | None = None, app: AppTest | None = None) -> AppTest:
-    if app is None:
-        app = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        app.run()
-    if page:
-        app.switch_page(f"pages/{page}.py")
-        app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    assert not [e.value for e in app.error if e.value.startswith(PAGE_STOPPED)]
-    return app
-
-
-def charts(app: AppTest) -> dict[str, dict]:
-    """Plotly figures on the page, by widget key suffix (the figure JSON streamlit sends)."""
-    return {i: json.loads(element.proto.spec) for i, element in enumerate(app.get("plotly_chart"))}
-
-
-def texts(app: AppTest) -> str:
-    return "\n".join(m.value for m in [*app.markdown, *app.caption, *app.title, *app.info, *app.warning,
-                                       *app.error, *app.success, *app.subheader])
 
 
 def test_runs_page_lists_demo_runs_and_curves(demo_env):
@@ -126,7 +91,7 @@ def test_empty_and_broken_runs_folders(monkeypatch, tmp_path):
     assert any("bad" in w.value and "corrupt JSON" in w.value for w in app.warning)
     assert str(tmp_path) not in texts(app)  # no server path, the folder's label instead
     table = app.dataframe[0].value
-    assert dict(zip(table["run"], table["status"])) == {"mixed/bad": "broken", "mixed/good": "complete"}
+    assert dict(zip(table["run"], table["status"], strict=True)) == {"mixed/bad": "broken", "mixed/good": "complete"}
     assert app.selectbox(key="runs_run").options == ["mixed/good"]  # the broken run is listed, never picked
 
 
@@ -254,7 +219,7 @@ def test_runs_table_names_the_training_method(demo_env):
     assert shown["vgg11-standard"] == "standard training"
 
 
-# --- issue 13 §4.4–4.9 (bugs on the existing pages) ------------------------------------------------------
+# --- regressions on the existing pages -------------------------------------------------------------------
 
 
 def test_activations_module_class_follows_each_new_images_prediction(demo_env):
@@ -389,13 +354,13 @@ def test_training_goes_on_after_leaving_the_page_and_interrupted_runs_offer_resu
     config["train"]["epochs"] = 3
     (tmp_path / "left-behind" / "config.json").write_text(json.dumps(config))
     app = open_page("runs")
-    assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"]))[
+    assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"], strict=True))[
         f"{tmp_path.name}/left-behind"] == "interrupted"
     assert app.button(key="resume_left-behind") and app.button(key="delete_left-behind")
     app.button(key="resume_left-behind").click().run()
     assert slot.wait(timeout=300) and slot.status().outcome == "done", slot.status().message
     app.run()
-    assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"]))[
+    assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"], strict=True))[
         f"{tmp_path.name}/left-behind"] == "complete"
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import APP, DEMO, TIMEOUT, charts, open_page, texts
 from streamlit.testing.v1 import AppTest
-from test_dashboard import APP, DEMO, TIMEOUT, charts, demo_env, open_page, texts  # noqa: F401
 
 from dashboard import study_jobs, ui
 from moda_core.decompose import class_structure, clearest_point

@@ -1,6 +1,6 @@
 """The bundled demo runs (assets/demo/, made by assets/make_demo.py) are what they claim to be:
 their stored metrics, decompositions and evolution tables match a fresh evaluation of the stored
-weights, and the converged MODA run shows what the method promises (issue 13 §1)."""
+weights, and the converged MODA run shows what the method promises."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,6 +62,9 @@ def test_bundled_metrics_match_fresh_evaluation(name):
     assert run.history[-1]["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
 
 
+# the three fresh recomputations below go over the data set for every bundled run and checkpoint (about two
+# minutes together on 2 cores): end to end, so they run in the slow lane
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DECOMPOSED)
 def test_bundled_decomposition_matches_recomputation(name):
     run = runs.load_run(DEMO / name)
@@ -69,13 +72,22 @@ def test_bundled_decomposition_matches_recomputation(name):
     assert stored is not None, "the bundle must carry a current decomposition at the default tau"
     fresh = decompose(run, DEFAULT_TAU, recompute=True, save=False)
     assert stored.points == fresh.points and stored.class_counts == fresh.class_counts
+    # The bundle was decomposed on another CPU. Where an activation lies within rounding of zero, that CPU's
+    # vector code may call the unit fired where this one does not, so one sample's unit may flip: a rate may
+    # differ by one sample of its class (1/class count), and a mask only at a unit whose rate is within one
+    # sample of τ (the flip moved it across). Anything more is a real mismatch.
+    one_sample = 1 / torch.tensor(fresh.class_counts, dtype=torch.float32)[:, None]
     for point in fresh.points:
-        torch.testing.assert_close(stored.rates[point], fresh.rates[point])
-        assert torch.equal(stored.masks[point], fresh.masks[point]), point
+        difference = (stored.rates[point] - fresh.rates[point]).abs()
+        assert (difference <= one_sample + 1e-6).all(), (point, difference.max().item())
+        flipped = stored.masks[point] != fresh.masks[point]
+        near_tau = (fresh.rates[point] - DEFAULT_TAU).abs() <= one_sample + 1e-6
+        assert not (flipped & ~near_tau).any(), point
     for epoch in runs.list_checkpoints(DEMO / name):  # kept checkpoints open without computing too
         assert load_decomposition(runs.load_run(f"{DEMO / name}@{epoch}"), DEFAULT_TAU, save=False) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VGG_RUNS)
 def test_evolution_table_ends_at_a_fresh_summary_of_the_final_weights(name):
     table = pd.read_csv(DEMO / name / EVOLUTION)
@@ -98,6 +110,7 @@ def test_evolution_table_ends_at_a_fresh_summary_of_the_final_weights(name):
                                                                                              abs=0.005)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*VGG_RUNS, *VIT_RUNS])
 def test_tau_sweep_table_matches_a_fresh_sweep(name):
     table = pd.read_csv(DEMO / name / TAU_SWEEP)
@@ -111,7 +124,7 @@ def test_tau_sweep_table_matches_a_fresh_sweep(name):
 
 
 def test_converged_moda_demo_keeps_the_papers_promise():
-    """issue 13 "done means": MODA's modules ≤ 12% of the weights, mean overlap ≤ 5%, accuracy within
+    """The converged MODA demo: its modules ≤ 12% of the weights, mean overlap ≤ 5%, accuracy within
     1.5 points of standard training, whose modules stay large."""
     final = {name: pd.read_csv(DEMO / name / EVOLUTION).iloc[-1] for name in VGG_RUNS}
     moda, standard = final["vgg11-moda"], final["vgg11-standard"]
@@ -143,7 +156,7 @@ def test_bundling_a_run_keeps_chosen_checkpoints_in_half_precision(lenet_moda_ru
     header = runs.read_tensor_header(runs.checkpoint_path(target, 1))
     assert {info["dtype"] for name, info in header.items() if name != "__metadata__"} <= {"F16", "I64"}
     original, bundled = runs.load_run(f"{lenet_moda_run.path}@1"), runs.load_run(f"{target}@1")
-    for (name, a), b in zip(original.model.state_dict().items(), bundled.model.state_dict().values()):
+    for (name, a), b in zip(original.model.state_dict().items(), bundled.model.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3), name
     assert runs.load_run(target).metrics == lenet_moda_run.metrics  # final weights: copied as they are
     with pytest.raises(Exception, match="no checkpoint for epoch"):

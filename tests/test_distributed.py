@@ -1,13 +1,10 @@
 """Multi-process training with torchrun (gloo on loopback) and the sharding behind it."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import torchrun
 
 from moda_core.decompose import decompose
 from moda_core.distributed import Context, shard_batches
@@ -34,15 +31,6 @@ def test_single_process_batches_follow_the_permutation():
     order = torch.randperm(300)
     batches = shard_batches(order, 128, Context())
     assert len(batches) == 3 and torch.equal(torch.cat(batches), order)
-
-
-def torchrun(*args, nproc=2):
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "moda_core", *args]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
 
 
 @pytest.mark.slow

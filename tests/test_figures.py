@@ -48,7 +48,7 @@ def test_rate_heatmap_data_titles_and_scale():
     assert "features.3.relu" in fig.layout.title.text
     assert fig.layout.xaxis.title.text.startswith("unit") and fig.layout.yaxis.title.text == "class"
     # outlined cells: exactly the kept (class, unit) pairs
-    assert sorted(zip(kept.y, kept.x)) == sorted([("zero", "1"), ("one", "0"), ("one", "2")])
+    assert sorted(zip(kept.y, kept.x, strict=True)) == sorted([("zero", "1"), ("one", "0"), ("one", "2")])
     assert "0.90" in kept.name
 
 
@@ -114,7 +114,7 @@ def test_history_accuracy_compose_and_swap_figures():
 
 @pytest.mark.parametrize("target", ["3", "7", "9", "cat"])
 def test_swap_arrow_marks_the_target_category(target):
-    """Issue 13 §4.1: numeric-looking class names on a category axis; the arrow must stand over the target."""
+    """Numeric-looking class names on a category axis: the arrow must stand over the target."""
     names = ["3", "5", "6", "7", "8", "9"] if target != "cat" else ["dog", "cat", "ship"]
     before = [0.1 * (k + 1) for k in range(len(names))]
     afters = {"calibrate": [0.9] * len(names), "normalize": [0.5] * len(names), "affine": [0.95] * len(names)}
@@ -213,7 +213,7 @@ def test_model_label_marks_width():
     assert model_label({"model": "mlp", "width": float("nan")}) == "mlp"
 
 
-# --- issue 13 §4.8–4.9: visual and teaching fixes -------------------------------------------------------
+# --- visual and teaching fixes --------------------------------------------------------------------------
 
 
 def test_rate_heatmap_outlines_are_visible_on_the_legend_and_on_kept_cells():

@@ -1,4 +1,4 @@
-"""The run store under crashes, races and hostile folders (issue 10, "Run store")."""
+"""The run store under crashes, races and hostile folders (docs/design.md, Run store and its commit protocol)."""
 from __future__ import annotations
 
 import json
@@ -251,6 +251,7 @@ def test_a_run_whose_lock_is_held_is_running_and_cannot_be_taken(tiny_run, tmp_p
     assert list_runs(tmp_path)[0]["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_nan_in_epoch_1_leaves_an_interrupted_run_that_resume_or_overwrite_handle(tmp_path):
     with pytest.raises(ModaError, match="NaN or infinite in epoch 1"):
         train(tiny(lr=1e30), tmp_path, "nan")  # diverges at once
@@ -416,7 +417,7 @@ def test_json_output_never_holds_nan(capsys):
 
 @pytest.mark.slow
 def test_torchrun_without_name_trains_into_one_folder_chosen_by_rank_0(tmp_path):
-    from test_distributed import torchrun
+    from helpers import torchrun
 
     torchrun("train", "--model", "lenet5", "--width", "0.25", "--train-fraction", "0.1", "--epochs", "1",
              "--runs-dir", str(tmp_path), "--json")

@@ -1,5 +1,6 @@
-"""Serving the dashboard safely (DESIGN.md §5): local by default, runs folders chosen by the server, one
-training at a time for every session, and no traceback or server path for a visitor."""
+"""Serving the dashboard safely (docs/design.md, Serving the dashboard): local by default, runs folders
+chosen by the server, one training at a time for every session, and no traceback or server path for a
+visitor."""
 from __future__ import annotations
 
 import os
@@ -18,8 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import engine, folders, serve, training
 from dashboard.ui import PAGE_STOPPED
-from moda_core import runs as run_store
 from moda_core import io
+from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.train import TrainConfig
 
@@ -323,7 +324,7 @@ def test_make_run_passes_no_address_unless_asked():
         return " ".join(result.stdout.split())
 
     plain = dry_run(HOST="my-laptop")  # a HOST that only comes from the environment does not count
-    assert "-m dashboard.serve" in plain and "--host" not in plain and "streamlit" not in plain
+    assert "bin/moda-studio --port" in plain and "--host" not in plain and "streamlit" not in plain
     assert "--host 0.0.0.0" in dry_run("HOST=0.0.0.0")
     assert "--runs-dir /a --runs-dir /b" in dry_run("RUNS_DIR=/a:/b")
 
@@ -382,7 +383,7 @@ def _local_addresses() -> list[str]:
     except OSError:
         return []
     found = []
-    for before, line in zip(lines, lines[1:]):
+    for before, line in zip(lines, lines[1:], strict=False):
         if "/32 host LOCAL" in line:
             found.append(before.split()[-1])
     return sorted(set(found))

@@ -1,11 +1,11 @@
-"""The Swap page (issue 12 item 5, issue 13 §4.1–4.3), headless with Streamlit's AppTest on the demo runs.
+"""The Swap page (module replacement in the browser), headless with Streamlit's AppTest on the demo runs.
 
 Most tests replace ``dashboard.engine.swap`` by a fake that answers at once with a report of the real
 shape (the page, not the repair, is under test); the slow test runs the real repairs."""
 from __future__ import annotations
 
 import pytest
-from test_dashboard import DEMO, charts, demo_env, open_page, texts  # noqa: F401 (demo_env: a fixture)
+from helpers import DEMO, charts, open_page, texts
 
 from dashboard import engine
 from moda_core.replace import STRATEGIES
@@ -70,7 +70,7 @@ def test_swap_compares_the_three_strategies_with_the_arrow_on_the_target(demo_en
     arrow = figure["layout"]["annotations"][0]
     categories = figure["layout"]["xaxis"]["categoryarray"]
     assert figure["layout"]["xaxis"]["type"] == "category"
-    # issue 13 §4.1: the arrow's x is the target's position (an int), never its name read as a position
+    # the arrow's x is the target's position (an int), never its name read as a position
     assert isinstance(arrow["x"], int) and categories[arrow["x"]] == "3"
     # swap-weak's classes are 3, 5, …, 9: the class "3" is the first category, not the fourth
     app.selectbox(key="swap_weak").set_value(WEAK_DEMO).run()
@@ -82,7 +82,7 @@ def test_swap_compares_the_three_strategies_with_the_arrow_on_the_target(demo_en
 
 
 def test_changing_the_weak_run_without_running_discards_the_result(demo_env, fake_swap):
-    """Issue 13 §4.2: a swap on vgg11-standard's class 0, then another weak run without class 0."""
+    """A swap on vgg11-standard's class 0, then another weak run without class 0."""
     app = open_page("swap")
     app.selectbox(key="swap_weak").set_value(STANDARD).run()
     app.selectbox(key="swap_class").set_value(0).run()
@@ -96,7 +96,7 @@ def test_changing_the_weak_run_without_running_discards_the_result(demo_env, fak
 
 
 def test_a_result_never_outlives_its_controls(demo_env, fake_swap):
-    """Issue 13 §4.3: change a control, or leave the page and come back: no result for other controls."""
+    """Change a control, or leave the page and come back: no result for other controls."""
     app = open_page("swap")
     app.selectbox(key="swap_weak").set_value(STANDARD).run()
     app.selectbox(key="swap_class").set_value(2).run()

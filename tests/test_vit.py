@@ -176,7 +176,7 @@ def test_training_on_mnist5k_reaches_a_sensible_accuracy(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_trains_the_vit(tmp_path):
-    from test_distributed import torchrun
+    from helpers import torchrun
 
     from moda_core.decompose import decompose
     from moda_core.runs import load_run
@@ -200,7 +200,7 @@ def test_composition_slices_only_the_mlp_hidden_units():
     composed = compose_module(model, masks, [1, 4])
     x = torch.randn(5, 1, 28, 28, dtype=torch.float64)
     torch.testing.assert_close(composed(x), masked_logits(model, masks, [1, 4], x))
-    for index, (full, small) in enumerate(zip(model.blocks, composed.blocks)):
+    for index, (full, small) in enumerate(zip(model.blocks, composed.blocks, strict=True)):
         kept = torch.nonzero(masks[f"blocks.{index}.mlp.relu"][[1, 4]].any(0)).flatten()
         assert torch.equal(small.mlp.fc1.weight, full.mlp.fc1.weight[kept])
         assert torch.equal(small.mlp.fc2.weight, full.mlp.fc2.weight[:, kept])
