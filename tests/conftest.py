@@ -2,8 +2,9 @@
 session) and the fast lane's rule: a test that is not marked slow trains nothing.
 
 The fast lane (``pytest -m "not slow"``) leaves out every test marked slow: trainings, torchrun,
-CLI subprocesses and the browser. Tests that use a fixture which trains a model are marked slow
-here automatically (``TRAINING_FIXTURES``), and so are browser tests. The rule is enforced, not only
+CLI subprocesses, dashboard pages run end to end (AppTest) and the browser. Tests that use a fixture
+which trains a model (``TRAINING_FIXTURES``) or runs pages through app.py (``PAGE_FIXTURES``) are
+marked slow here automatically, and so are browser tests. The rule is enforced, not only
 listed: while a test that is not marked slow sets up and runs, ``moda_core.train.train_step`` refuses to
 run (so an unlisted training fixture fails its first fast test), and a fast test that starts
 ``moda_core train`` in a subprocess fails before it starts.
@@ -33,9 +34,14 @@ CLI_TRAIN = re.compile(r"""[(\[,]\s*["']train["']\s*[,)\]]""")
 SUBPROCESS = re.compile(r"\bsubprocess\.|\bPopen\(|\btorchrun\(")
 
 
+# running dashboard pages end to end (Streamlit's AppTest through app.py): seconds per test, slow lane
+PAGE_FIXTURES = {"pages_through_app_py"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("browser"):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (TRAINING_FIXTURES | PAGE_FIXTURES) & fixtures or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
 
 
