@@ -9,12 +9,15 @@ import argparse
 import json
 import math
 import os
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from moda_core.data import DATASETS
-from moda_core.errors import ModaError
+from moda_core.errors import ModaError, TrainingStopped
 from moda_core.methods import METHODS
 from moda_core.models import MODELS
 
@@ -192,10 +195,19 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         else:
             bar.set_postfix(ce=f"{event.record['ce']:.3f}", test_acc=f"{event.record['test_accuracy']:.3f}")
 
+    stop, handled = threading.Event(), _graceful_interrupt()
+    if handled:  # the first Ctrl-C ends the training after its current step; a second one at once
+        def first_interrupt(signum: int, frame: Any) -> None:
+            stop.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, first_interrupt)
     try:
         run = train(config, args.runs_dir, args.name, progress=progress, resume=args.resume,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, stop=stop if handled else None)
     finally:
+        if handled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         bar.close()
     result = {"run": str(run.path), "test_accuracy": run.metrics["test_accuracy"],
               "train_accuracy": run.metrics["train_accuracy"], "epochs": run.epoch,
@@ -204,6 +216,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     emit(args, result, f"run {run.path}: test accuracy {result['test_accuracy']:.4f} after {run.epoch} epochs "
                        f"({result['seconds']:.1f} s on {result['device']})")
     return result
+
+
+def _graceful_interrupt() -> bool:
+    """Whether Ctrl-C may stop a training after its current step: one process (under torchrun the ranks would
+    stop at different steps), the main thread, and Ctrl-C not ignored (a background job)."""
+    return (int(os.environ.get("WORLD_SIZE", "1")) <= 1 and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
 
 def tqdm_progress(description: str) -> Callable[[int, int], None]:
@@ -374,6 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_file(getattr(args, "out", None), "--out")
         check_output_file(getattr(args, "csv", None), "--csv")
         COMMANDS[args.command](args)
+    except TrainingStopped as error:  # Ctrl-C during a training: the run keeps its last committed epoch
+        name, folder = error.path.name, error.path.parent
+        print(f"interrupted: run {name} keeps epoch {error.epoch} of {error.epochs} (continue with "
+              f"moda train --resume --name {shlex.quote(name)} --runs-dir {shlex.quote(str(folder))})", file=sys.stderr)
+        return 130
     except ModaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -23,7 +24,7 @@ import torch
 
 from moda_core import distributed, runs
 from moda_core.data import Dataset, check_class_fractions, check_classes, dataset_info, load_dataset
-from moda_core.errors import ModaError
+from moda_core.errors import ModaError, TrainingStopped
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.methods import METHODS, Method, StepLosses, method_of
 from moda_core.models import MODELS, ZooNet, build_model
@@ -122,6 +123,18 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+# asked before every step whether to stop: an Event (set from another thread) or a callable returning True
+StopSignal = threading.Event | Callable[[], bool]
+
+
+def _stop_check(stop: StopSignal | None) -> Callable[[], bool]:
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    if callable(stop):
+        return lambda: bool(stop())
+    raise TypeError(f"stop must be a threading.Event or a callable returning a bool, not {type(stop).__name__}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,7 +178,8 @@ def data_for_config(config: TrainConfig, device: torch.device) -> Dataset:
 
 
 def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None = None,
-          progress: ProgressCallback | None = None, resume: bool = False, overwrite: bool = False) -> runs.Run:
+          progress: ProgressCallback | None = None, resume: bool = False, overwrite: bool = False,
+          stop: StopSignal | None = None) -> runs.Run:
     """Train into ``runs_dir/name`` and return the loaded run.
 
     The run store creates the folder atomically before any work (an existing name is an error) and
@@ -174,6 +188,11 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     last committed epoch (its stored config wins over ``config``, except for ``epochs``, which may be
     raised); ``overwrite=True`` replaces a run that is not training now. Under torchrun rank 0 opens
     the folder and tells the other ranks.
+
+    ``stop`` (an Event or a callable) is asked before every step: once it says stop, the training ends
+    without finishing the epoch under way, so the run keeps its last committed epoch, releases its lock
+    and lists as interrupted; ``TrainingStopped`` says which epoch it kept, and ``resume=True``
+    continues it bit for bit. Not under torchrun (the ranks would have to agree on the step).
     """
     config.validate()
     if name is not None:
@@ -182,7 +201,10 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
         raise ModaError("resuming needs the name of the run to continue")
     if resume and overwrite:
         raise ModaError("resume continues a run and overwrite replaces it: choose one")
+    should_stop = _stop_check(stop)
     ctx = distributed.context()
+    if stop is not None and ctx.active:
+        raise ModaError("a training under torchrun cannot take a stop signal: stop it with Ctrl-C instead")
     opened, outcome = None, None
     if ctx.is_main:
         try:
@@ -197,11 +219,11 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
         status, value = distributed.broadcast_object(outcome, ctx)  # every rank trains into rank 0's folder
         if status == "error":
             raise ModaError(value)
-        return _train(config, Path(value), opened, ctx, progress, resume)
+        return _train(config, Path(value), opened, ctx, progress, resume, should_stop)
 
 
 def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx: distributed.Context,
-           progress: ProgressCallback | None, resume: bool) -> runs.Run:
+           progress: ProgressCallback | None, resume: bool, should_stop: Callable[[], bool]) -> runs.Run:
     """Setup, then the epoch loop. Rank 0 holds the open run and writes it; the other ranks get None."""
     # ----- setup: the settings (a resumed run's stored ones), device, data, model, method, optimizer
     resumed = runs.resume_state(run_dir) if resume else None
@@ -255,6 +277,8 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
         generator = torch.Generator(device=device).manual_seed((config.seed * 100_003 + epoch) * 1_009 + ctx.rank)
         sums = torch.zeros(6, device=device)  # ce, affinity, dispersion, compactness, correct, seen
         for step, index in enumerate(distributed.shard_batches(order, config.batch_size, ctx)):
+            if should_stop():  # after the step before (or the last commit): this epoch is never committed
+                raise TrainingStopped(run_dir, epoch, config.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * (epoch * steps + step) / total_steps))
             x, y = data.train.batch(index, augment=augment, generator=generator)
