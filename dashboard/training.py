@@ -3,7 +3,9 @@
 Every session of the dashboard shares one ``TrainingSlot`` (``slot()``, kept by ``st.cache_resource``).
 ``start`` claims it or raises ``TrainingBusy`` ("busy: RUN is training, epoch k/n"); the training runs
 ``moda_core.train.train`` in a thread, and any session can read its progress with ``status()`` and
-wait for it to free the slot. Pages never call ``train`` themselves.
+wait for it to free the slot. Pages never call ``train`` themselves. Any session may ask the training
+to stop (``stop``): it ends after its current step and its run is left interrupted, to resume later.
+Every training the browser starts, from the form or Resume, keeps within ``LIMITS``.
 """
 from __future__ import annotations
 
@@ -18,12 +20,49 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from moda_core.errors import ModaError
+from moda_core.errors import ModaError, TrainingStopped
 from moda_core.train import Progress, TrainConfig, train
 
 LOG = logging.getLogger("moda.dashboard")
 
-Runner = Callable[..., Any]  # train(config, runs_dir, name, progress=callback) -> a run with .name/.metrics/.epoch
+# train(config, runs_dir, name, progress=callback, stop=event) -> a run with .name/.metrics/.epoch
+Runner = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class BrowserLimits:
+    """What a training started from the browser may ask for, the Train form's fields and Resume alike: the
+    server has one training slot, so larger trainings belong on the command line."""
+
+    models: tuple[str, ...] = ("lenet5", "mlp", "vgg11", "resnet18", "mobilenet", "vit")
+    datasets: tuple[str, ...] = ("mnist5k",)  # the embedded data set: nothing to download
+    widths: tuple[float, ...] = (0.25, 0.5, 1.0)
+    max_epochs: int = 20
+    max_checkpoints: int = 10  # periodic checkpoint files (RUN@EPOCH) one run may write
+    batch_sizes: tuple[int, int] = (32, 1024)  # smallest and largest
+
+    def refusal(self, config: TrainConfig) -> str | None:
+        """Which limit ``config`` exceeds, as "it asks for …; the dashboard trains at most …" (None: none)."""
+        checkpoints = config.epochs // config.checkpoint_every if config.checkpoint_every > 0 else 0
+        low, high = self.batch_sizes
+        if config.model not in self.models:
+            return f"it asks for the model {config.model}; the dashboard trains {', '.join(self.models)}"
+        if config.dataset not in self.datasets:
+            return f"it asks for the data set {config.dataset}; the dashboard trains on {', '.join(self.datasets)}"
+        if config.width not in self.widths:
+            return (f"it asks for width ×{config.width:g}; the dashboard trains widths "
+                    + ", ".join(f"×{w:g}" for w in self.widths))
+        if config.epochs > self.max_epochs:
+            return f"it asks for {config.epochs} epochs; the dashboard trains at most {self.max_epochs}"
+        if checkpoints > self.max_checkpoints:
+            return (f"it asks for {checkpoints} checkpoints (one every {config.checkpoint_every} epochs); the "
+                    f"dashboard keeps at most {self.max_checkpoints}")
+        if not low <= config.batch_size <= high:
+            return f"it asks for batches of {config.batch_size}; the dashboard trains batches of {low} to {high}"
+        return None
+
+
+LIMITS = BrowserLimits()
 
 
 class TrainingBusy(ModaError):
@@ -41,7 +80,8 @@ class TrainingStatus:
     step: int = 0
     steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
-    outcome: str = ""  # "" while training or before the first one; "done" or "failed" afterwards
+    outcome: str = ""  # "" while training or before the first one; "done", "stopped" or "failed" afterwards
+    stopping: bool = False  # a session asked it to stop: it ends after its current step
     message: str = ""  # what happened, for visitors (no server paths)
     started: float = 0.0
     finished: float = 0.0
@@ -53,6 +93,8 @@ class TrainingStatus:
         return 0.0 if not total else min(1.0, ((self.epoch - 1) * self.steps + self.step) / total)
 
     def busy_message(self) -> str:
+        if self.stopping:
+            return f"busy: {self.run} is stopping after the current step"
         where = f"epoch {self.epoch}/{self.epochs}" if self.epoch else "starting"
         return f"busy: {self.run} is training, {where}"
 
@@ -65,6 +107,7 @@ class TrainingSlot:
         self._guard = threading.Lock()  # guards _status and _thread; held only for short updates
         self._status = TrainingStatus()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # the current training's; a new one for each training
 
     def status(self) -> TrainingStatus:
         """A copy of the current status (safe to read while the training goes on)."""
@@ -77,17 +120,34 @@ class TrainingSlot:
 
         ``label`` names the run for other sessions; ``shown`` turns messages into what visitors may read.
         Raises ``TrainingBusy`` while another training runs, ``ModaError`` for a training folder that
-        cannot hold runs (a file, or not writable). ``resume`` continues the interrupted run ``name``."""
+        cannot hold runs (a file, or not writable) or a ``config`` beyond ``LIMITS``. ``resume`` continues
+        the interrupted run ``name`` (``config`` is then its stored settings)."""
+        refusal = LIMITS.refusal(config)
+        if refusal:
+            raise ModaError(f"{refusal}. Train it on the command line instead")
         check_training_folder(runs_dir, label)
         with self._guard:
             if self._status.busy:
                 raise TrainingBusy(self._status.busy_message())
             run = f"{label}/{name}" if name else f"a new {config.model} run in {label}"
             self._status = TrainingStatus(busy=True, run=run, epochs=config.epochs, started=time.time())
-            self._thread = threading.Thread(target=self._work, args=(config, runs_dir, name, label, shown, resume),
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._work, args=(config, runs_dir, name, label, shown, resume,
+                                                                     self._stop),
                                             name="moda-dashboard-training", daemon=True)
             self._thread.start()
             return replace(self._status)
+
+    def stop(self) -> bool:
+        """Ask the training in progress to end after its current step, leaving its run interrupted with its
+        last finished epoch (any session may: the server has one training, like a shared lab machine).
+        False when no training runs."""
+        with self._guard:
+            if not self._status.busy:
+                return False
+            self._status.stopping = True
+            self._stop.set()
+            return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the current training (if any) ends; True when the slot is free."""
@@ -105,11 +165,15 @@ class TrainingSlot:
                 s.history.append(dict(event.record))
 
     def _work(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,
-              shown: Callable[[str], str], resume: bool = False) -> None:
+              shown: Callable[[str], str], resume: bool = False, stop: threading.Event | None = None) -> None:
         outcome, message, run_name = "failed", "", None
         try:
             extra = {"resume": True} if resume else {}
-            run = self._runner(config, runs_dir, name, progress=self._progress, **extra)
+            run = self._runner(config, runs_dir, name, progress=self._progress, stop=stop, **extra)
+        except TrainingStopped as error:
+            outcome, run_name = "stopped", f"{label}/{error.path.name}"
+            message = (f"Stopped {run_name}: it keeps {error.epoch} of {error.epochs} epochs and is listed as "
+                       "interrupted, to resume or delete.")
         except ModaError as error:
             message = f"Training did not start or stopped: {shown(str(error))}"
         except Exception:  # noqa: BLE001 - the server's terminal gets the traceback, visitors a short message
@@ -126,7 +190,7 @@ class TrainingSlot:
         finally:
             with self._guard:
                 s = self._status
-                s.busy, s.finished = False, time.time()
+                s.busy, s.stopping, s.finished = False, False, time.time()
                 s.outcome = outcome
                 s.message = message or "Training stopped."
                 if run_name:

@@ -1,6 +1,8 @@
 """Command line: ``moda SUBCOMMAND …``, the same as ``python -m moda_core SUBCOMMAND …`` (``--help`` on each).
 
 User errors (``ModaError``) end with one ``error: …`` line on stderr and exit code 2, no traceback.
+Ctrl-C during ``train`` ends it after the current step: one ``interrupted: …`` line naming the run to
+resume, exit code 130 (a second Ctrl-C stops at once).
 With ``--json`` the last stdout line is one JSON object.
 """
 from __future__ import annotations

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ from dashboard import engine, folders, serve, training
 from dashboard.ui import PAGE_STOPPED
 from moda_core import io
 from moda_core import runs as run_store
-from moda_core.errors import ModaError
+from moda_core.errors import ModaError, TrainingStopped
 from moda_core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,18 +119,23 @@ class FakeRun:
 
 
 class BlockingRunner:
-    """Stands in for moda_core.train.train: reports epoch 1 of 3, then waits until released."""
+    """Stands in for moda_core.train.train: reports epoch 1 of 3, then waits until released (or, like the
+    trainer, raises TrainingStopped keeping epoch 0 once its stop event is set)."""
 
     def __init__(self):
         self.release, self.started, self.calls = threading.Event(), threading.Event(), []
 
-    def __call__(self, config, runs_dir, name, progress=None):
+    def __call__(self, config, runs_dir, name, progress=None, stop=None):
         from moda_core.train import Progress
 
         self.calls.append((config.model, Path(runs_dir), name))
         progress(Progress("batch", 1, config.epochs, 2, 10))
         self.started.set()
-        assert self.release.wait(30)
+        deadline = time.monotonic() + 30
+        while not self.release.wait(0.02):
+            if stop is not None and stop.is_set():
+                raise TrainingStopped(Path(runs_dir) / (name or "default-name"), 0, config.epochs)
+            assert time.monotonic() < deadline
         return FakeRun(name or "default-name")
 
 
@@ -160,7 +166,7 @@ def test_the_training_slot_takes_one_training_at_a_time(tmp_path):
 
 
 def test_a_failing_training_frees_the_slot_and_tells_no_server_path(tmp_path):
-    def failing(config, runs_dir, name, progress=None):
+    def failing(config, runs_dir, name, progress=None, stop=None):
         raise ModaError(f"run folder {runs_dir}/{name} already exists")
 
     slot = training.TrainingSlot(failing)
@@ -170,7 +176,7 @@ def test_a_failing_training_frees_the_slot_and_tells_no_server_path(tmp_path):
     assert status.outcome == "failed" and "runs/taken already exists" in status.message
     assert str(tmp_path) not in status.message
 
-    def crashing(config, runs_dir, name, progress=None):
+    def crashing(config, runs_dir, name, progress=None, stop=None):
         raise RuntimeError(f"CUDA exploded in {runs_dir}")
 
     slot = training.TrainingSlot(crashing)
