@@ -58,9 +58,11 @@ def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
 
 
 def check_output_file(path: str | None, flag: str) -> None:
-    """Refuse an output path that cannot be a file (a folder, or under a file) before any work is done."""
-    if not path:
+    """Refuse an output path that cannot be a file (empty, a folder, or under a file) before any work is done."""
+    if path is None:
         return
+    if not path.strip():
+        raise ModaError(f"{flag} is empty: give a file name")
     target = Path(path)
     if target.is_dir():
         raise ModaError(f"{flag} {path} is a folder: give a file name")
@@ -296,6 +298,24 @@ def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def check_reference(reference: Run, run: Run, spec: str) -> Run:
+    """``reference`` when it can be compared with ``run`` on the same sub-tasks: the same input shape and the
+    same classes in the same logit order; else a ``ModaError`` saying how they differ."""
+    from moda_core.replace import run_classes
+
+    shape, wanted = tuple(reference.model.input_shape), tuple(run.model.input_shape)
+    if shape != wanted:
+        raise ModaError(f"reference run {spec} takes inputs of shape {shape} but this run takes {wanted}: "
+                        "give a run trained on the same data")
+    if reference.model.arch["num_classes"] != run.model.arch["num_classes"]:
+        raise ModaError(f"reference run {spec} has {reference.model.arch['num_classes']} classes, "
+                        f"this run has {run.model.arch['num_classes']}")
+    if run_classes(reference) != run_classes(run):
+        raise ModaError(f"reference run {spec} learnt classes {run_classes(reference)} but this run learnt "
+                        f"{run_classes(run)}: give a run trained on the same classes")
+    return reference
+
+
 @command("subtasks")
 def cmd_subtasks(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
@@ -310,10 +330,7 @@ def cmd_subtasks(args: argparse.Namespace) -> dict[str, Any]:
         raise ModaError(f"sub-task size(s) {bad} out of range: this run has {num_classes} classes")
     if args.samples < 1:
         raise ModaError(f"--samples must be at least 1, got {args.samples}")
-    reference = load_run(args.reference).model if args.reference else None
-    if reference is not None and reference.arch["num_classes"] != num_classes:
-        raise ModaError(f"reference run {args.reference} has {reference.arch['num_classes']} classes, "
-                        f"this run has {num_classes}")
+    reference = check_reference(load_run(args.reference), run, args.reference).model if args.reference else None
     subsets = subtask_sets(num_classes, args.sizes, args.samples, args.seed)
     rows = subtask_sweep(run.model, decomposition.masks, run_dataset(run).test, subsets, reference,
                          progress=tqdm_progress("composing"))
@@ -389,6 +406,14 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def os_error_line(error: OSError, what: str) -> str:
+    """An OSError as one line: ``<file>: <reason>``, or ``<reason> (while <what>)`` when it names no file."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.filename is not None:
+        return f"{error.filename}: {reason}"
+    return f"{reason} (while {what})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -404,8 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the file system refused (permissions, a folder where a file goes, a full disk)
-        where = f" {error.filename}" if error.filename else ""
-        print(f"error:{where}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: {os_error_line(error, f'running moda {args.command}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the run store keeps the last finished epoch (continue with --resume)", file=sys.stderr)
