@@ -14,6 +14,13 @@ endif
 HOST ?=
 # Runs folders visitors may look at (separated by ":"); empty: $MODA_RUNS_DIR, else assets/demo and runs/
 RUNS_DIR ?=
+# one --runs-dir 'FOLDER' per folder of RUNS_DIR: split on ":" only (a folder may hold spaces; they stand in
+# as RUNS_DIR_SPACE while make splits), each folder quoted for the shell
+empty :=
+space := $(empty) $(empty)
+RUNS_DIR_SPACE := |runs-dir-space|
+runs_dir_words = $(subst :, ,$(subst $(space),$(RUNS_DIR_SPACE),$(RUNS_DIR)))
+runs_dir_flags = $(foreach dir,$(runs_dir_words),--runs-dir '$(subst $(RUNS_DIR_SPACE),$(space),$(subst ','\'',$(dir)))')
 
 .PHONY: run test lint screenshots clean-venv
 
@@ -25,7 +32,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # the same server as the installed `moda-studio` command, with the same flags
 run: $(VENV)/.installed
-	$(VENV)/bin/moda-studio --port $(PORT)$(if $(strip $(HOST)), --host $(HOST))$(foreach dir,$(subst :, ,$(RUNS_DIR)), --runs-dir $(dir))
+	$(VENV)/bin/moda-studio --port $(PORT)$(if $(strip $(HOST)), --host $(HOST))$(if $(runs_dir_flags), $(runs_dir_flags))
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

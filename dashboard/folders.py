@@ -19,6 +19,7 @@ from typing import Any
 
 import streamlit as st
 
+from dashboard.plain_text import code
 from moda_core import resources
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
@@ -125,7 +126,7 @@ def runs_dirs() -> list[Path]:
 
 
 def folders_text(folders: list[RunsFolder] | None = None) -> str:
-    return ", ".join(f"`{f.label}`" for f in (folders if folders is not None else selected_folders()))
+    return ", ".join(code(f.label) for f in (folders if folders is not None else selected_folders()))
 
 
 def runs_dir_problems() -> list[str]:
@@ -137,12 +138,12 @@ def runs_dir_problems() -> list[str]:
         if not path.exists():
             if folder.trains_here or _same(path, USER_RUNS_DIR):
                 continue
-            problems.append(f"Runs folder `{folder.label}` does not exist: the server was started with a "
+            problems.append(f"Runs folder {code(folder.label)} does not exist: the server was started with a "
                             f"folder that holds no runs.")
         elif not path.is_dir():
-            problems.append(f"Runs folder `{folder.label}` is a file, not a folder of runs.")
+            problems.append(f"Runs folder {code(folder.label)} is a file, not a folder of runs.")
         elif (path / run_store.CONFIG).exists():
-            problems.append(f"Runs folder `{folder.label}` is a single run, not a folder of runs: start the "
+            problems.append(f"Runs folder {code(folder.label)} is a single run, not a folder of runs: start the "
                             f"server with its parent folder instead.")
     return problems
 

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import engine, folders
+from dashboard.plain_text import code
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.studies import (
@@ -129,7 +130,7 @@ def compute_button(study: str, group: dict[str, str], missing: list[str], known:
     try:
         for method in missing:
             known[method] = compute(study, group[method], tau,
-                                    what=what.format(run=folders.run_label(group[method])))
+                                    what=what.format(run=code(folders.run_label(group[method]))))
     except StudyBusy as error:
         st.warning(f"{error}.")
     else:

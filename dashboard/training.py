@@ -183,7 +183,7 @@ class TrainingSlot:
             outcome, run_name = "done", f"{label}/{run.name}"
             accuracy = run.metrics.get("test_accuracy")
             seconds = run.metrics.get("seconds")
-            message = (f"Trained `{run_name}`"
+            message = (f"Trained {run_name}"
                        + (f": test accuracy {accuracy:.1%}" if isinstance(accuracy, (int, float)) else "")
                        + f" after {run.epoch} epochs"
                        + (f" ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "") + ".")
@@ -201,13 +201,13 @@ def check_training_folder(runs_dir: Path, label: str) -> None:
     """The training folder must be a writable folder, or not exist yet (the first training creates it)."""
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
-        raise ModaError(f"the training folder `{label}` is a file, not a folder: the server must be started "
+        raise ModaError(f"the training folder '{label}' is a file, not a folder: the server must be started "
                         "with a folder for new runs")
     if runs_dir.is_dir() and not _writable(runs_dir):
-        raise ModaError(f"the training folder `{label}` is not writable: new runs cannot be saved there")
+        raise ModaError(f"the training folder '{label}' is not writable: new runs cannot be saved there")
     parent = next((p for p in runs_dir.parents if p.exists()), None)
     if not runs_dir.exists() and parent is not None and (not parent.is_dir() or not _writable(parent)):
-        raise ModaError(f"the training folder `{label}` cannot be created: the server must be started with a "
+        raise ModaError(f"the training folder '{label}' cannot be created: the server must be started with a "
                         "writable folder for new runs")
 
 

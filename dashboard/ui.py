@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import streamlit as st
 
 from dashboard import engine, folders
+from dashboard.plain_text import code, plain
 from moda_core import runs as run_store
 from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
@@ -36,9 +37,9 @@ def runs_folder_picker() -> None:
                      help="The folders this server was started with (MODA_RUNS_DIR); every page lists the runs "
                           "in the folder picked here.")
     else:
-        st.caption(f"Runs folder: `{choices[0]}`")
+        st.caption(f"Runs folder: {code(choices[0])}")
     for problem in folders.runs_dir_problems():
-        st.warning(problem)
+        st.warning(problem)  # labels as code spans (folders.runs_dir_problems)
 
 
 def run_page(page: StreamlitPage) -> None:
@@ -47,7 +48,7 @@ def run_page(page: StreamlitPage) -> None:
         page.run()
     except ModaError as error:
         LOG.warning("page %s stopped: %s", getattr(page, "url_path", "?"), error)
-        st.error(f"{PAGE_STOPPED}: {folders.public(str(error))}")
+        st.error(f"{PAGE_STOPPED}: {plain(folders.public(str(error)))}")
     except Exception:  # noqa: BLE001 - visitors get a short message; the terminal gets the details
         LOG.exception("page %s stopped on an unexpected error", getattr(page, "url_path", "?"))
         st.error(f"{PAGE_STOPPED} on an unexpected error; the details are in the server's terminal. "
@@ -60,8 +61,8 @@ def show_broken(summaries: list[dict[str, Any]]) -> None:
     if broken:
         with st.expander(f"{len(broken)} run folder(s) could not be loaded", expanded=False):
             for s in broken:
-                st.warning(f"`{folders.run_label(s['path'])}` ({folders.run_status(s)}): "
-                           f"{folders.public(s.get('error') or 'does not load')}")
+                st.warning(f"{code(folders.run_label(s['path']))} ({plain(folders.run_status(s))}): "
+                           f"{plain(folders.public(s.get('error') or 'does not load'))}")
 
 
 def pick_run(label: str, key: str, with_checkpoints: bool = False,
@@ -149,9 +150,9 @@ def _note(message: str) -> None:
 
 
 def _quoted(value: str) -> str:
-    """A value from the URL, made harmless for markdown (no backticks, bounded length)."""
-    value = value.replace("`", "'").strip()
-    return value if len(value) <= 60 else value[:57] + "..."
+    """A value from the URL as a code span it cannot leave (see ``plain_text.code``), of bounded length."""
+    value = value.strip()
+    return code(value if len(value) <= 60 else value[:57] + "...")
 
 
 def _shared_run(all_specs: list[str]) -> str | None:
@@ -159,12 +160,27 @@ def _shared_run(all_specs: list[str]) -> str | None:
     run and checkpoint; an unknown one gives a gentle note and the page's default)."""
     token = _from_url_once(RUN_PARAM)
     if token is not None and SHARED_RUN not in st.session_state:
-        if _resolve_token(token, all_specs) is None:
-            _note(f"The link names the run `{_quoted(token)}`, which this server does not offer (any more); "
+        base, at, epoch = token.partition("@")
+        if at and epoch.isascii() and epoch.strip().isdigit():  # RUN@0020 is RUN@20
+            token = f"{base}@{int(epoch)}"
+        spec = _resolve_token(token, all_specs)
+        if spec is None:
+            _note(f"The link names the run {_quoted(token)}, which this server does not offer (any more); "
                   "showing the default run instead.")
         else:
-            st.session_state[SHARED_RUN] = token
+            if run_token(spec) != token and not _final_epoch(spec, epoch):  # RUN@EPOCH, EPOCH not a checkpoint
+                _note(f"The link's epoch {_quoted(epoch)} is not a saved checkpoint of {_quoted(base)}; showing its "
+                      "final weights instead.")
+            st.session_state[SHARED_RUN] = run_token(spec)  # the URL follows (sync_url_state)
     return st.session_state.get(SHARED_RUN)
+
+
+def _final_epoch(spec: str, epoch: str) -> bool:
+    """Whether ``epoch`` (from a URL) is the epoch of the run's final weights (``spec``: the run)."""
+    try:
+        return int(epoch) == run_store.weights_epoch(run_store.split_run_spec(spec)[0] / run_store.MODEL)
+    except (ModaError, OSError, ValueError):
+        return False
 
 
 def parse_tau(value: str) -> float | None:
@@ -184,7 +200,7 @@ def shared_tau() -> float:
     if value is not None and SHARED_TAU not in st.session_state:
         tau = parse_tau(value)
         if tau is None:
-            _note(f"The link's τ `{_quoted(value)}` is not a number between {TAU_MIN} and {TAU_MAX}; "
+            _note(f"The link's τ {_quoted(value)} is not a number between {TAU_MIN} and {TAU_MAX}; "
                   f"using τ = {DEFAULT_TAU:.2f}.")
         else:
             st.session_state[SHARED_TAU] = tau
@@ -230,7 +246,7 @@ def _checked_choice(shared: str, param: str, valid: Callable[[Any], Any], what: 
     value = valid(st.session_state[shared])
     if st.session_state.pop(_FROM_URL + shared, None):
         if value is None:
-            _note(f"The link's {what} `{_quoted(str(st.session_state[shared]))}` is not one of this run's; "
+            _note(f"The link's {what} {_quoted(str(st.session_state[shared]))} is not one of this run's; "
                   f"showing {fallback} instead.")
             del st.session_state[shared]
             st.query_params.pop(param, None)
@@ -293,7 +309,7 @@ def load_or_stop(spec: str) -> Run:
     """Load a run or show why it does not load (no server paths) and stop the page."""
     run, error = engine.try_load(spec)
     if error:
-        st.error(f"This run does not load: {error}")
+        st.error(f"This run does not load: {plain(error)}")
         st.stop()
     return run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -206,10 +207,16 @@ def charts(app: AppTest) -> dict[int, dict]:
     return {i: json.loads(element.proto.spec) for i, element in enumerate(app.get("plotly_chart"))}
 
 
+def shown(markdown: str) -> str:
+    """A Markdown body as a reader sees its characters: without the backslashes that escape names
+    (``dashboard.plain_text.plain``) and the word joiners that keep them from becoming links."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
 def texts(app: AppTest) -> str:
-    """Every text element on the page, one per line."""
-    return "\n".join(m.value for m in [*app.markdown, *app.caption, *app.title, *app.info, *app.warning,
-                                       *app.error, *app.success, *app.subheader])
+    """Every text element on the page, one per line, as a reader sees it (see ``shown``)."""
+    return "\n".join(shown(m.value) for m in [*app.markdown, *app.caption, *app.title, *app.info, *app.warning,
+                                              *app.error, *app.success, *app.subheader])
 
 
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:

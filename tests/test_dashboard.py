@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from helpers import APP, DEMO, TIMEOUT, charts, open_page, texts
+from helpers import APP, DEMO, TIMEOUT, charts, open_page, shown, texts
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 from streamlit.testing.v1 import AppTest
 
@@ -107,11 +107,12 @@ def test_runs_page_trains_a_new_run_with_live_progress(monkeypatch, tmp_path):
     app.form_submit_button[0].click().run()
     assert not app.exception, [e.value for e in app.exception]
     assert app.get("progress") and app.form_submit_button[0].disabled  # training in the background
-    assert any("busy: " in i.value and "from-the-page is training" in i.value for i in app.info), texts(app)
+    assert any("busy: " in shown(i.value) and "from-the-page is training" in shown(i.value)
+               for i in app.info), texts(app)
     assert training.slot().wait(timeout=300)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
-    assert any("from-the-page" in s.value for s in app.success), texts(app)
+    assert any("from-the-page" in shown(s.value) for s in app.success), texts(app)
     assert str(tmp_path) not in texts(app)
     assert (tmp_path / "from-the-page" / "model.safetensors").exists()
     assert not app.form_submit_button[0].disabled
@@ -303,11 +304,22 @@ def test_invalid_run_name_says_why_and_starts_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
     (tmp_path / "taken").mkdir()
     app = open_page("runs")
-    for name, why in (("has space/slash", "not a plain folder name"), ("taken", "already exists")):
+    for name, why in (("has space/slash", "not a plain folder name"), ("taken", "already exists"),
+                      ("a" * 300, "at most 100 characters")):  # the name rule, not "File name too long"
         app.text_input(key="train_name").set_value(name)
         app.form_submit_button[0].click().run()
-        assert any(why in e.value for e in app.error), texts(app)
+        assert any(why in shown(e.value) for e in app.error), texts(app)
+        assert "too long" not in texts(app)
         assert not app.get("progress") and not training.slot().status().busy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing half-made
+
+
+def test_the_seed_field_has_the_engines_bounds(monkeypatch, tmp_path):
+    from moda_core import runs as run_store
+
+    monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
+    seed = open_page("runs").number_input(key="train_seed")
+    assert (seed.min, seed.max) == (0, run_store.MAX_SEED)
 
 
 def test_failed_training_shows_why_without_cli_flags_or_a_stuck_bar(monkeypatch, tmp_path):
@@ -325,10 +337,10 @@ def test_failed_training_shows_why_without_cli_flags_or_a_stuck_bar(monkeypatch,
     app.form_submit_button[0].click().run()
     assert slot.wait(timeout=30)
     app.run()
-    shown = texts(app)
-    assert any("already exists" in e.value for e in app.error), shown
-    errors = "".join(e.value for e in app.error)
-    assert "--" not in errors and str(tmp_path) not in shown
+    text = texts(app)
+    assert any("already exists" in e.value for e in app.error), text
+    errors = "".join(shown(e.value) for e in app.error)
+    assert "--" not in errors and str(tmp_path) not in text
     assert not app.get("progress")  # no "starting…" bar left behind
 
 

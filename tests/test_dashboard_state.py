@@ -10,6 +10,7 @@ from helpers import APP, DEMO, TIMEOUT, charts, open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from dashboard import study_jobs, ui
+from dashboard.plain_text import code
 from moda_core.decompose import class_structure, clearest_point
 
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
@@ -72,6 +73,24 @@ def test_an_unknown_run_or_invalid_tau_in_the_url_falls_back_gently(demo_env, qu
     assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-moda")  # the default run
     expected_tau = 0.7 if query.get("tau") == "0.7" else 0.9
     assert app.slider(key="act_tau").value == pytest.approx(expected_tau)
+
+
+@pytest.mark.parametrize("epoch", ["999", "abc", "7", "", "²"])
+def test_an_epoch_that_is_no_checkpoint_falls_back_to_the_final_weights_with_a_note(demo_env, epoch):
+    app = fresh({"run": f"demo/vgg11-moda@{epoch}"}, "activations")
+    note = f"epoch {code(epoch)} is not a saved checkpoint of `demo/vgg11-moda`; showing its final weights"
+    assert note in texts(app)
+    assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-moda")
+    assert app.query_params["run"] == "demo/vgg11-moda"  # the URL says what is shown
+
+
+def test_a_checkpoint_or_the_final_epoch_in_the_url_opens_without_a_note(demo_env):
+    app = fresh({"run": "demo/vgg11-moda@020"}, "activations")  # checkpoint 20, however written
+    assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-moda") + "@20"
+    assert app.query_params["run"] == "demo/vgg11-moda@20" and "checkpoint" not in texts(app)
+    app = fresh({"run": "demo/vgg11-moda@100"}, "activations")  # the final weights are epoch 100
+    assert app.selectbox(key="act_run").value == str(DEMO / "vgg11-moda")
+    assert app.query_params["run"] == "demo/vgg11-moda" and "checkpoint" not in texts(app)
 
 
 def test_swap_keeps_its_own_two_runs(demo_env):

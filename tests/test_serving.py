@@ -4,6 +4,7 @@ visitor."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -332,7 +333,22 @@ def test_make_run_passes_no_address_unless_asked():
     plain = dry_run(HOST="my-laptop")  # a HOST that only comes from the environment does not count
     assert "bin/moda-studio --port" in plain and "--host" not in plain and "streamlit" not in plain
     assert "--host 0.0.0.0" in dry_run("HOST=0.0.0.0")
-    assert "--runs-dir /a --runs-dir /b" in dry_run("RUNS_DIR=/a:/b")
+    assert "--runs-dir '/a' --runs-dir '/b'" in dry_run("RUNS_DIR=/a:/b")
+
+
+def test_make_run_splits_runs_dir_on_colons_only_and_quotes_each_folder():
+    if not shutil.which("make"):
+        pytest.skip("no make")
+
+    def arguments(runs_dir: str) -> list[str]:
+        """The words the shell gives moda-studio for `make run RUNS_DIR=...` (make's dry run, parsed as sh)."""
+        result = subprocess.run(["make", "-n", "run", f"RUNS_DIR={runs_dir}"], cwd=ROOT, capture_output=True,
+                                text=True, check=True)
+        line = next(line for line in result.stdout.splitlines() if "bin/moda-studio" in line)
+        return shlex.split(line)[1:]
+
+    assert arguments("/a b:/c") == ["--port", "8501", "--runs-dir", "/a b", "--runs-dir", "/c"]
+    assert arguments("/it's  here::/x;y:") == ["--port", "8501", "--runs-dir", "/it's  here", "--runs-dir", "/x;y"]
 
 
 def test_streamlit_config_holds_the_serving_defaults():

@@ -16,6 +16,7 @@ from dashboard.figures.style import (
     layout,
     legend_above,
 )
+from dashboard.plain_text import html_escape
 
 SHARED_GROUP = "shared"
 UNKEPT_GROUP = "in no module"
@@ -37,14 +38,15 @@ def rate_heatmap(rates: np.ndarray, class_names: Sequence[str], point: str,
     order = np.arange(rates.shape[1]) if unit_order is None else np.asarray(unit_order)
     shown = rates[:, order]
     units = [str(u) for u in order]
-    fig = go.Figure(go.Heatmap(z=shown, x=units, y=list(class_names), colorscale=RATE_SCALE, zmin=0.0, zmax=1.0,
+    names = [html_escape(name) for name in class_names]  # plotly would render HTML in a name
+    fig = go.Figure(go.Heatmap(z=shown, x=units, y=names, colorscale=RATE_SCALE, zmin=0.0, zmax=1.0,
                                colorbar=dict(title="rate"),
                                hovertemplate="class %{y}, unit %{x}: fires on %{z:.1%} of its samples"
                                              "<extra></extra>"))
     if masks is not None:
         kept = np.asarray(masks, dtype=bool)[:, order]
         rows, cols = np.nonzero(kept)
-        fig.add_trace(go.Scatter(x=[units[c] for c in cols], y=[class_names[r] for r in rows], mode="markers",
+        fig.add_trace(go.Scatter(x=[units[c] for c in cols], y=[names[r] for r in rows], mode="markers",
                                  marker=dict(symbol="square-open", color=OUTLINE_COLOUR, line=dict(width=2),
                                              size=int(np.clip(480 / max(1, len(units)), 5, 10))),
                                  name=f"in module (rate ≥ τ={tau:.2f})" if tau is not None else "in module",
@@ -52,7 +54,7 @@ def rate_heatmap(rates: np.ndarray, class_names: Sequence[str], point: str,
         legend_above(fig)
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category", autorange="reversed")
-    title = f"Activation rate per class and unit at {point}"
+    title = f"Activation rate per class and unit at {html_escape(point)}"
     layout(fig, title, "unit (channel or neuron)", "class", height=class_rows_height(len(class_names)))
     if groups is not None:
         _label_unit_groups(fig, [str(groups[u]) for u in order])
@@ -69,7 +71,7 @@ def _label_unit_groups(fig: go.Figure, shown_groups: Sequence[str]) -> None:
             fig.add_shape(type="line", x0=start - 0.5, x1=start - 0.5, y0=0, y1=1, yref="paper",
                           line=dict(color=SEPARATOR_COLOUR, width=1.5))
         fig.add_annotation(x=(start + end - 1) / 2, y=1.0, yref="paper", yanchor="bottom", showarrow=False,
-                           text=shown_groups[start], font=dict(size=11))
+                           text=html_escape(shown_groups[start]), font=dict(size=11))
     # title, then the legend, then the group labels, top down (legend placed in pixels above the plot area)
     top, bottom = 110, fig.layout.margin.b or 50
     plot_height = max(60, (fig.layout.height or 450) - top - bottom)
@@ -125,12 +127,12 @@ def firing_figure(fired: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarra
     total = [int(np.asarray(fired[p], bool).sum()) for p in points]
     outside = [t - i for t, i in zip(total, inside, strict=True)]
     fig = go.Figure([
-        go.Bar(x=points, y=inside, name=f"fires, in module of {class_name}", marker_color=PAIR_COLOURS[0]),
+        go.Bar(x=points, y=inside, name=f"fires, in module of {html_escape(class_name)}", marker_color=PAIR_COLOURS[0]),
         go.Bar(x=points, y=outside, name="fires, outside that module", marker_color=PAIR_COLOURS[1]),
     ])
     fig.update_layout(barmode="stack")
     legend_above(fig)
-    return layout(fig, f"Units that fire for this image, against the module of class {class_name}",
+    return layout(fig, f"Units that fire for this image, against the module of class {html_escape(class_name)}",
                   "activation point", "units firing")
 
 
@@ -143,7 +145,8 @@ def image_module_match(fired: Mapping[str, np.ndarray], masks: Mapping[str, np.n
         f = np.asarray(fired[p], bool)
         n = max(1, int(f.sum()))
         z[:, j] = (np.asarray(masks[p], bool) & f[None, :]).sum(1) / n
-    fig = go.Figure(go.Heatmap(z=z, x=points, y=list(class_names), colorscale=RATE_SCALE, zmin=0.0, zmax=1.0,
+    names = [html_escape(name) for name in class_names]  # plotly would render HTML in a name
+    fig = go.Figure(go.Heatmap(z=z, x=points, y=names, colorscale=RATE_SCALE, zmin=0.0, zmax=1.0,
                                colorbar=dict(title="share"),
                                hovertemplate="class %{y} at %{x}: %{z:.1%} of the firing units are in its module"
                                              "<extra></extra>"))

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 
 from dashboard.figures.style import OKABE_ITO, SWAP_BEFORE_COLOUR, SWAP_COLOURS, layout, legend_above
+from dashboard.plain_text import html_escape
 
 
 def swap_bars(class_names: Sequence[str], before: Sequence[float], afters: Mapping[str, Sequence[float]],
@@ -17,18 +18,19 @@ def swap_bars(class_names: Sequence[str], before: Sequence[float], afters: Mappi
 
     The x axis is categorical in the given order (class names such as "3" must never be read as
     positions), and the arrow's x is the target's position on that axis: plotly places annotations on
-    a category axis by serial number, so the name "3" would point at the fourth category."""
-    names = [str(n) for n in class_names]
+    a category axis by serial number, so the name "3" would point at the fourth category. Names are text,
+    never HTML."""
+    names = [html_escape(n) for n in class_names]
     fig = go.Figure([go.Bar(x=names, y=list(before), name="before (weak model)", marker_color=SWAP_BEFORE_COLOUR,
                             hovertemplate="class %{x}: %{y:.1%}<extra>before</extra>")])
     for k, (strategy, after) in enumerate(afters.items()):
-        fig.add_trace(go.Bar(x=names, y=list(after), name=f"after: {strategy}",
+        fig.add_trace(go.Bar(x=names, y=list(after), name=f"after: {html_escape(strategy)}",
                              marker_color=SWAP_COLOURS.get(strategy, OKABE_ITO[4 + k % 4]),
-                             hovertemplate=f"class %{{x}}: %{{y:.1%}}<extra>{strategy}</extra>"))
-    if target is not None and str(target) in names:
-        position = names.index(str(target))
+                             hovertemplate=f"class %{{x}}: %{{y:.1%}}<extra>{html_escape(strategy)}</extra>"))
+    if target is not None and html_escape(target) in names:
+        position = names.index(html_escape(target))
         top = max([before[position], *(after[position] for after in afters.values())])
-        fig.add_annotation(x=position, y=top, yshift=4, text=f"target (class {target})", showarrow=True,
+        fig.add_annotation(x=position, y=top, yshift=4, text=f"target (class {html_escape(target)})", showarrow=True,
                            arrowhead=2, ay=-30)
     fig.update_layout(barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1.15])
     legend_above(fig)

@@ -15,6 +15,7 @@ from dashboard.figures.style import (
     legend_below,
     method_colours,
 )
+from dashboard.plain_text import html_escape
 
 HISTORY_TERMS = ("ce", "affinity", "dispersion", "compactness")
 NOT_TRAINED = "measured, not trained"
@@ -97,11 +98,12 @@ def _stacked_lines(series: Mapping[str, Mapping[str, Sequence[float]]], methods:
     colours = method_colours(list(dict.fromkeys(methods.get(label, label) for label in series)))
     for k, (label, columns) in enumerate(series.items()):
         colour = colours[methods.get(label, label)] if label in methods else OKABE_ITO[k % len(OKABE_ITO)]
+        shown = html_escape(label)  # a run's label is text, never HTML
         for row, (column, _title) in enumerate(panels, start=1):
             fig.add_trace(go.Scatter(x=[float(v) for v in columns[x_column]], y=[float(v) for v in columns[column]],
-                                     mode="lines+markers", name=label, legendgroup=label, showlegend=row == 1,
+                                     mode="lines+markers", name=shown, legendgroup=label, showlegend=row == 1,
                                      line=dict(color=colour),
-                                     hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{label}</extra>"),
+                                     hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{shown}</extra>"),
                           row=row, col=1)
             # shares of the weights from 0; accuracies zoomed in, so that a 1-point difference shows
             accuracy = "accuracy" in column

@@ -16,6 +16,7 @@ from dashboard.figures.activations import (
     unit_groups,
     units_by_class_order,
 )
+from dashboard.plain_text import plain
 
 st.title("Activations")
 st.caption("Every ReLU layer is an activation point. A unit's *activation rate* for a class is the share of that "
@@ -62,8 +63,8 @@ test_size = len(engine.dataset(spec).test)
 index = ui.image_picker(f"Test image (0–{test_size - 1})", test_size, key="act_image")
 image = engine.image_activations(spec, int(index))
 c1, c2 = st.columns([1, 3])
-c1.image(np.clip(image["image"], 0, 1), caption=f"true: {names[image['label']]}, "
-                                                 f"predicted: {names[image['predicted']]}", width=160)
+c1.image(np.clip(image["image"], 0, 1), caption=f"true: {plain(names[image['label']])}, "
+                                                 f"predicted: {plain(names[image['predicted']])}", width=160)
 # The module compared follows the image's prediction whenever the image (or run) changes; a class the
 # visitor picks stays until then (a τ or point change keeps it).
 shown_image = (spec, int(index))

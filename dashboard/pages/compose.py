@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import engine, folders, ui
 from dashboard.figures.compose import compose_bars
+from dashboard.plain_text import code, plain
 from moda_core import runs as run_store
 
 st.title("Compose")
@@ -55,7 +56,7 @@ std = ", ".join(f"{v:.4g}" for v in split.std.flatten().tolist())
 st.caption("A `torch.export` program (.pt2): `torch.export.load(path).module()(x)` runs it with plain PyTorch; "
            f"input: a batch of {tuple(run.model.input_shape)} images normalised as in training — pixel values "
            f"scaled to 0–1, then (x − mean) / std per channel with mean ({mean}) and std ({std}); outputs: the "
-           f"logits of classes {', '.join(names[c] for c in classes)} in that order.")
+           f"logits of classes {', '.join(plain(names[c]) for c in classes)} in that order.")
 if st.button("Export as .pt2", key="comp_export"):
     st.session_state["comp_exported"] = (spec, tau, tuple(classes))
 if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
@@ -64,6 +65,6 @@ if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
     epoch = run_store.split_run_spec(spec)[1]
     named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
     file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"
-    st.caption(f"Saved as `{file_name}` (named by class, in the order of the outputs).")
+    st.caption(f"Saved as {code(file_name)} (named by class, in the order of the outputs).")
     st.download_button(f"Download module ({len(data) / 1e6:.1f} MB)", data, file_name=file_name,
                        mime="application/octet-stream", key="comp_download")

@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard import folders, study_jobs, ui
 from dashboard.figures.style import method_label
 from dashboard.figures.training import evolution_figure
+from dashboard.plain_text import code, plain
 
 st.title("Modules forming over training")
 st.caption("Each point is a checkpoint saved during training, decomposed at τ like the final model. MODA's "
@@ -25,7 +26,7 @@ missing = [method for method, frame in known.items() if frame is None]
 
 if missing:
     count = sum(study_jobs.checkpoint_count(group[k]) for k in missing)
-    names = ", ".join(f"`{folders.run_label(group[k])}`" for k in missing)
+    names = ", ".join(code(folders.run_label(group[k])) for k in missing)
     st.info(f"Not computed yet at τ = {tau:.2f} for {names}: {count} saved state{'s' if count != 1 else ''} to "
             "decompose and test (a second or two each on a small model). Only one study runs at a time on this "
             "server.")
@@ -45,8 +46,8 @@ if shown:
                "Overlap: the share both modules of two classes keep, averaged over pairs. Accuracy: on the test "
                "split, all classes.")
     if single:
-        st.caption("Only one point for " + ", ".join(single) + ": that run kept no periodic checkpoints (train "
-                   "with `--checkpoint-every N` to follow it over training).")
+        st.caption("Only one point for " + ", ".join(plain(label) for label in single) + ": that run kept no "
+                   "periodic checkpoints (train with `--checkpoint-every N` to follow it over training).")
 if len(group) < 2:
     st.caption("No twin of this run in the runs folders (the same model, width, data and classes trained another "
                "way), so only its own curve is drawn.")

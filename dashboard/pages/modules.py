@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard import engine, folders, ui
 from dashboard.figures.modules import module_size_bars, overlap_by_layer, overlap_by_layer_pair, overlap_heatmap
 from dashboard.figures.style import PAIR_COLOURS
+from dashboard.plain_text import plain
 
 st.title("Modules")
 st.caption("A class module is the part of the network a class uses. Weight overlap of two classes = the share "
@@ -36,7 +37,7 @@ zmax = max(float(m["overlap"].max()) for m in metrics.values())
 columns = st.columns(2)
 for column, (k, spec) in zip(columns, specs.items(), strict=True):
     m = metrics[k]
-    column.markdown(f"**{labels[k]}**")
+    column.markdown(f"**{plain(labels[k])}**")
     a, b = column.columns(2)
     a.metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
     b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")

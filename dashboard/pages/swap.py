@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import engine, folders, ui
 from dashboard.figures.swap import swap_bars
+from dashboard.plain_text import plain
 from moda_core.errors import ModaError
 from moda_core.replace import STRATEGIES
 
@@ -46,8 +47,8 @@ weak_classes, strong_classes = engine.run_classes(weak), engine.run_classes(stro
 weak_names = dict(zip(weak_classes, engine.class_names(weak), strict=False))
 shared = [c for c in weak_classes if c in strong_classes]
 if not shared:
-    st.warning(f"These runs share no class (weak: {weak_classes}, strong: {strong_classes}); pick a strong run "
-               "that learned one of the weak run's classes.")
+    st.warning(f"These runs share no class (weak: {plain(weak_classes)}, strong: {plain(strong_classes)}); pick a "
+               "strong run that learned one of the weak run's classes.")
     st.session_state.pop(RESULT_KEY, None)
     st.stop()
 c1, c2 = st.columns(2)
@@ -69,7 +70,7 @@ if st.button("Run swap", key="swap_go", type="primary"):
             reports = {s: engine.swap(weak, strong, target, target, s, int(epochs), tau) for s in STRATEGIES}
     except ModaError as error:
         st.session_state.pop(RESULT_KEY, None)
-        st.error(f"The swap did not run: {folders.public(str(error))}")
+        st.error(f"The swap did not run: {plain(folders.public(str(error)))}")
         st.stop()
     st.session_state[RESULT_KEY] = {"controls": controls, "reports": reports}
 result = st.session_state.get(RESULT_KEY)
@@ -84,8 +85,8 @@ reports = result["reports"]
 first = next(iter(reports.values()))
 ids = list(first["before"])
 names = [weak_names.get(int(c), c) for c in ids]
-st.markdown(f"**{folders.run_epoch_label(weak)}**, class {weak_names[target]} repaired with the module of "
-            f"**{folders.run_epoch_label(strong)}** (τ = {tau:.2f}; the module has "
+st.markdown(f"**{plain(folders.run_epoch_label(weak))}**, class {plain(weak_names[target])} repaired with the "
+            f"module of **{plain(folders.run_epoch_label(strong))}** (τ = {tau:.2f}; the module has "
             f"{first['module_params_fraction']:.1%} of the strong model's weights; calibrate trained its layer for "
             f"{reports['calibrate']['epochs']} epoch{'s' if reports['calibrate']['epochs'] != 1 else ''}).")
 

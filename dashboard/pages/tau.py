@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard import folders, study_jobs, ui
 from dashboard.figures.style import method_label
 from dashboard.figures.training import tau_figure
+from dashboard.plain_text import code
 
 st.title("The τ trade-off")
 st.caption("τ is the firing rate a unit needs, on a class's training images, to join that class's module. A "
@@ -29,7 +30,7 @@ missing = [method for method, frame in known.items() if frame is None]
 grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
 
 if missing:
-    names = ", ".join(f"`{folders.run_label(group[k])}`" for k in missing)
+    names = ", ".join(code(folders.run_label(group[k])) for k in missing)
     st.info(f"Not computed yet for {names}: for each τ in {grid}, the modules are cut at that τ and a few "
             "two-class models are composed and tested (about a minute per run on 2 CPU cores; only one study "
             "runs at a time on this server).")
