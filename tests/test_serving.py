@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import tomllib
 import torch
-from helpers import CHROMIUM, ServedDashboard
+from helpers import CHROMIUM, ServedDashboard, shown
 from streamlit.testing.v1 import AppTest
 
 from dashboard import engine, folders, serve, training
@@ -218,13 +218,14 @@ def test_a_second_session_sees_busy_and_cannot_train(monkeypatch, tmp_path):
 
         second = open_app("runs")  # a visitor who opens the page now: the form is disabled, the status says why
         assert second.form_submit_button[0].disabled
-        assert any("busy: " in i.value and "lesson-1 is training, epoch 1/3" in i.value for i in second.info), \
+        assert any("busy: " in shown(i.value) and "lesson-1 is training, epoch 1/3" in shown(i.value)
+                   for i in second.info), \
             [i.value for i in second.info]
         # a visitor whose page was drawn before the training started presses Train: refused, not queued
         late.text_input(key="train_name").set_value("lesson-2")
         late.form_submit_button[0].click().run()
         assert not late.exception and late.form_submit_button[0].disabled
-        assert any("lesson-1 is training" in m.value for m in [*late.info, *late.warning]), texts_of(late)
+        assert any("lesson-1 is training" in shown(m.value) for m in [*late.info, *late.warning]), texts_of(late)
         assert [c[2] for c in runner.calls] == ["lesson-1"]
         with pytest.raises(training.TrainingBusy, match="lesson-1 is training"):  # what a page gets then
             slot.start(config(), tmp_path, "lesson-3", "runs")
@@ -233,7 +234,7 @@ def test_a_second_session_sees_busy_and_cannot_train(monkeypatch, tmp_path):
         assert slot.wait(timeout=30)
     second.run()
     assert not second.form_submit_button[0].disabled
-    assert any("lesson-1" in s.value for s in second.success)
+    assert any("lesson-1" in shown(s.value) for s in second.success)
 
 
 # ----- broken runs: a message, never a traceback ----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import streamlit as st
 
 from dashboard import folders, training, ui
 from dashboard.figures.training import accuracy_figure, history_figure
+from dashboard.plain_text import code, plain
 from moda_core import runs as run_store
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
@@ -23,8 +25,9 @@ st.caption("Each row is one training run. MODA runs (α, β, γ > 0) add three a
 
 # Per-model default width for the form (applied whenever the model changes): the convolutional models at a
 # quarter width, so that a student does not start a full-width VGG on a laptop CPU (the demo's VGG is ×0.25).
+# The models, widths and epochs the form offers are the browser's limits (training.LIMITS), which Resume obeys too.
 MODEL_WIDTHS = {"lenet5": 1.0, "mlp": 1.0, "vgg11": 0.25, "resnet18": 0.25, "mobilenet": 0.25, "vit": 1.0}
-WIDTHS = [0.25, 0.5, 1.0]
+WIDTHS = list(training.LIMITS.widths)
 # what the engine's messages call command-line flags, in the form's words
 FLAG_WORDS = {"pick another --name, --resume to continue it, or --overwrite to replace it":
               "pick another run name (an interrupted run can be resumed or deleted above)",
@@ -56,6 +59,20 @@ def config_facts(path: str) -> dict:
             "data fraction": None if fraction is None else 100 * float(fraction)}
 
 
+def resume_plan(path: str) -> tuple[TrainConfig | None, str | None]:
+    """An interrupted run's stored training settings, and why the browser may not resume it (None: it may):
+    its config does not load (no settings then), or they exceed the form's limits (``training.LIMITS``)."""
+    try:
+        record = run_store.read_config(path).get("train")
+        config = TrainConfig.from_record(record if isinstance(record, dict) else {})
+    except ModaError as error:
+        return None, for_visitors(str(error))
+    except (ValueError, TypeError) as error:
+        return None, f"its config does not load ({type(error).__name__})"
+    config.device = "cpu"
+    return config, training.LIMITS.refusal(config)
+
+
 def run_name_problem(name: str, folder: Path) -> str | None:
     """Why a typed run name cannot be used (None when it can): the run store's rule (``runs.check_run_name``),
     and not taken yet."""
@@ -66,7 +83,7 @@ def run_name_problem(name: str, folder: Path) -> str | None:
     except ModaError as error:
         return str(error)
     if (folder / name).exists():
-        return f"a run named `{name}` already exists in this folder: pick another name"
+        return f"a run named '{name}' already exists in this folder: pick another name"
     return None
 
 
@@ -101,33 +118,37 @@ folder = folders.training_folder()
 interrupted = [s for s in summaries if s["status"] == "interrupted" and folder is not None
                and Path(s["path"]).parent.resolve() == folder.path.resolve()]
 if interrupted:
-    st.warning(f"{len(interrupted)} run(s) stopped before their last epoch (the server stopped, or the training "
-               "failed): resume one from its last saved epoch, or delete it to free its name.")
+    st.warning(f"{len(interrupted)} run(s) stopped before their last epoch (Stop was pressed, the server stopped, or "
+               "the training failed): resume one from its last saved epoch, or delete it to free its name.")
     for s in interrupted:
         label = folders.run_label(s["path"])
         c1, c2, c3 = st.columns([3, 1, 1])
-        c1.markdown(f"`{label}`: {s.get('epochs_done') or 0} of {s.get('epochs') or '?'} epochs saved")
-        if c2.button("Resume", key=f"resume_{s['name']}", disabled=slot.status().busy):
+        c1.markdown(f"{code(label)}: {plain(s.get('epochs_done') or 0)} of {plain(s.get('epochs') or '?')} "
+                    "epochs saved")
+        config, refusal = resume_plan(s["path"])
+        if refusal:  # the button stays disabled and says why (a run beyond the limits: the command line)
+            command = "moda train --resume --name " + shlex.quote(s["name"])
+            st.caption(f"{code(label)} cannot be resumed from the browser: {plain(refusal)}." + (
+                f" Resume it on the command line instead: {code(command)} in its runs folder."
+                if config is not None else ""))
+        if c2.button("Resume", key=f"resume_{s['name']}", disabled=slot.status().busy or refusal is not None):
             try:
-                config = TrainConfig.from_record(run_store.read_config(s["path"]).get("train") or {})
-                config.device = "cpu"
                 slot.start(config, folder.path, s["name"], folder.label, shown=for_visitors, resume=True)
-            except (ValueError, TypeError) as error:
-                st.error(f"`{label}` cannot be resumed: its config does not load ({type(error).__name__}).")
             except ModaError as error:
-                st.error(f"`{label}` cannot be resumed: {for_visitors(str(error))}")
+                st.error(f"{code(label)} cannot be resumed: {plain(for_visitors(str(error)))}")
             else:
                 st.rerun()
         if c3.button("Delete", key=f"delete_{s['name']}"):
             st.session_state["runs_delete"] = s["path"]
         if st.session_state.get("runs_delete") == s["path"]:
-            st.error(f"Delete `{label}` and its {s.get('epochs_done') or 0} saved epoch(s)? This cannot be undone.")
-            if st.button(f"Yes, delete {s['name']}", key=f"delete_yes_{s['name']}"):
+            st.error(f"Delete {code(label)} and its {plain(s.get('epochs_done') or 0)} saved epoch(s)? "
+                     "This cannot be undone.")
+            if st.button(f"Yes, delete {plain(s['name'])}", key=f"delete_yes_{s['name']}"):
                 st.session_state.pop("runs_delete", None)
                 try:
                     run_store.discard_run(s["path"])  # refused while a process trains into it
                 except ModaError as error:
-                    st.error(f"`{label}` could not be deleted: {for_visitors(str(error))}")
+                    st.error(f"{code(label)} could not be deleted: {plain(for_visitors(str(error)))}")
                 else:
                     st.rerun()
 
@@ -153,7 +174,7 @@ if folder is None:
     st.info("Training from the browser is off on this server: every configured runs folder is read-only. "
             "Train from a terminal instead: `.venv/bin/python -m moda_core train --model lenet5 --epochs 5`.")
     st.stop()
-st.caption(f"Trains on the embedded MNIST-5k digits (4,000 training images) into `{folder.label}`, one training "
+st.caption(f"Trains on the embedded MNIST-5k digits (4,000 training images) into {code(folder.label)}, one training "
            "at a time for everyone using this server. Set α = β = γ = 0 for standard training.")
 busy = slot.status().busy
 
@@ -163,14 +184,14 @@ def _model_default_width() -> None:
 
 
 c1, _, _ = st.columns(3)
-model = c1.selectbox("Model", list(MODEL_WIDTHS), key="train_model", on_change=_model_default_width,
+model = c1.selectbox("Model", list(training.LIMITS.models), key="train_model", on_change=_model_default_width,
                      help="Picking a model sets its width multiplier to a default a laptop CPU trains in minutes.")
-st.session_state.setdefault("train_width", MODEL_WIDTHS[model])
+st.session_state.setdefault("train_width", MODEL_WIDTHS.get(model, 1.0))
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     width = c1.select_slider("Width multiplier", WIDTHS, key="train_width",
                              help="1 is the full model; VGG, ResNet and MobileNet default to ×0.25 on CPU.")
-    epochs = c1.number_input("Epochs", min_value=1, max_value=20, value=3, key="train_epochs")
+    epochs = c1.number_input("Epochs", min_value=1, max_value=training.LIMITS.max_epochs, value=3, key="train_epochs")
     alpha = c2.number_input("α (affinity weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1,
                             key="train_alpha")
     beta = c2.number_input("β (dispersion weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1,
@@ -192,9 +213,9 @@ if submitted:
         config.validate()
         slot.start(config, folder.path, name.strip() or None, folder.label, shown=for_visitors)
     except training.TrainingBusy as error:
-        st.warning(f"{error}. Wait for it to finish: this page updates by itself.")
+        st.warning(f"{plain(str(error))}. Wait for it to finish: this page updates by itself.")
     except ModaError as error:
-        st.error(f"Training did not start: {for_visitors(str(error))}")
+        st.error(f"Training did not start: {plain(for_visitors(str(error)))}")
     else:
         st.rerun()  # redraw with the form disabled and the progress below
 
@@ -203,9 +224,16 @@ if submitted:
 def training_progress() -> None:
     """The shared training's progress, redrawn every second while it runs (every session sees it)."""
     status = slot.status()
-    if status.busy:
-        st.info(f"{status.busy_message()}. It trains on the server: you may leave this page or close the tab, "
+    if status.busy and status.stopping:
+        st.info(f"Stopping {plain(status.run)} after the current step: its finished epochs stay, and it will be "
+                "listed as interrupted, to resume later.")
+    elif status.busy:
+        st.info(f"{plain(status.busy_message())}. It trains on the server: you may leave this page or close the tab, "
                 "and come back to see how far it got.")
+        st.button("Stop", key="train_stop", on_click=slot.stop,
+                  help="End this training after its current step (anyone using this server may): its finished "
+                       "epochs stay, and the run is listed as interrupted, to resume or delete.")
+    if status.busy:
         st.progress(status.fraction, text=f"epoch {status.epoch}/{status.epochs}, batch {status.step}/{status.steps}"
                     if status.epoch else "loading the data and building the model…")
         if status.history:
@@ -214,9 +242,10 @@ def training_progress() -> None:
     elif status.outcome:
         if st.session_state.pop("train_seen_busy", False):
             st.rerun()  # the training just ended: redraw the whole page (its run joins the table)
-        (st.success if status.outcome == "done" else st.error)(
-            f"{status.message} It appears in the list (and on every page)." if status.outcome == "done"
-            else for_visitors(status.message))
+        if status.outcome == "done":
+            st.success(f"{plain(status.message)} It appears in the list (and on every page).")
+        else:
+            (st.warning if status.outcome == "stopped" else st.error)(plain(for_visitors(status.message)))
 
 
 training_progress()
