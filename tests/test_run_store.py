@@ -205,7 +205,8 @@ def test_a_run_that_fails_before_its_config_leaves_no_folder_and_one_that_starte
 def test_resume_state_of_a_run_without_a_finished_epoch_and_of_runs_that_cannot_continue(tmp_path):
     started = tmp_path / "started"
     started.mkdir()
-    io.write_json(started / runs.CONFIG, {"train": {"epochs": 3}})
+    arch = {"name": "lenet5", "in_channels": 1, "image_size": 28, "num_classes": 10, "width": 1.0}
+    io.write_json(started / runs.CONFIG, {"arch": arch, "train": {"epochs": 3}})
     state = runs.resume_state(started)
     assert (state.train, state.epoch, state.history, state.momentum) == ({"epochs": 3}, 0, [], {})
     (tmp_path / "bare").mkdir()
