@@ -320,6 +320,9 @@ def affine(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor]
             best_other = rest[others][:, ~is_target].max(1).values
             room = best_other - inputs[others] @ raw  # the largest bias that keeps each sample
             allowed = torch.quantile(room, max_false_positives) if max_false_positives > 0 else room.min()
+            # strictly below: at a tie argmax picks the lower index (it may be the target's), and the
+            # repaired model adds its logits in float32, whose rounding would undo a float64-exact bound
+            allowed = allowed - 1e-4 * (1 + allowed.abs())
             offset = torch.minimum(offset, allowed)
     scale, weak_scale = raw.tolist()
     return AffineModel(weak, module, weak_class, scale, weak_scale, offset.item(), classes).eval()
