@@ -320,8 +320,9 @@ def check_reference(reference: Run, run: Run, spec: str) -> Run:
 def cmd_subtasks(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
+    from moda_core.io import atomic_write_bytes
     from moda_core.metrics import subtask_sets, subtask_sweep
-    from moda_core.runs import atomic_write_bytes, load_run, run_dataset
+    from moda_core.runs import load_run, run_dataset
 
     run, decomposition = load_decomposed(args.run, args.tau)
     num_classes = decomposition.num_classes
@@ -391,8 +392,9 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     summaries = list_runs(args.runs_dir)
     lines = []
     for s in summaries:
-        if s["status"] == "broken":
-            lines.append(f"{s['name']}: broken: {s['error']}")
+        if s["status"] == "broken":  # a folder name that is not a run name may hold anything: shown escaped
+            name = s["name"] if s["name"].isprintable() else ascii(s["name"])
+            lines.append(f"{name}: broken: {s['error']}")
         elif s["error"]:
             lines.append(f"{s['name']}: {s['status']}, {s['error']}"
                          + (" (continue with train --resume, or --overwrite)" if s["status"] == "interrupted" else ""))

@@ -194,10 +194,12 @@ def _save_somewhere(run: runs.Run, fingerprint: str, files: dict[str, tuple[dict
     folder = decomposition_dir(run)
     try:
         for name, (tensors, meta) in files.items():
-            save_tensors(folder / name, tensors, meta)
+            save_tensors(folder / name, tensors, meta, inside=run.path)  # never written outside the run folder
         return None
     except OSError as error:
         reason = f"run folder {run.path} is not writable ({error.strerror or error})"
+    except ModaError as error:  # a symbolic link on the way, or the folder is gone
+        reason = f"nothing was written in run folder {run.path} ({error})"
     cache = _cache_dir(run, fingerprint)
     try:
         for name, (tensors, meta) in files.items():

@@ -43,11 +43,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from moda_core import io as store_io  # writes go through store_io.* at call time (tests inject failures)
-from moda_core.data import Dataset, load_dataset
+from moda_core.data import DATASETS, Dataset, load_dataset
 from moda_core.errors import ModaError
 from moda_core.io import (
     FILE_MODE,
@@ -59,7 +60,7 @@ from moda_core.io import (
     tensors_bytes,
 )
 from moda_core.methods import method_of
-from moda_core.models import ZooNet, build_model
+from moda_core.models import MODELS, ZooNet, build_model
 
 CONFIG, MODEL, OPTIMIZER, HISTORY, METRICS = (
     "config.json", "model.safetensors", "optimizer.safetensors", "history.csv", "metrics.json")
@@ -82,15 +83,56 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def check_plain_folder(run_dir: str | Path) -> None:
+    """A ``ModaError`` when the run folder is a symbolic link or holds one (in the folder, in ``checkpoints/``
+    or in a checkpoint's decomposition folder): a run folder must hold plain files, so that reading or
+    writing a run never reaches outside it."""
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        raise ModaError(f"{run_dir} is a symbolic link: run folders must hold plain files")
+    folders = [run_dir]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        raise ModaError(f"{entry.path} is a symbolic link: run folders must hold plain files")
+                    if entry.is_dir(follow_symlinks=False) and folder == run_dir and entry.name == CHECKPOINTS:
+                        folders.append(Path(entry.path))
+                    elif entry.is_dir(follow_symlinks=False) and folder.name == CHECKPOINTS and folder != run_dir:
+                        folders.append(Path(entry.path))  # a checkpoint's decomposition files
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
 def read_history(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a history.csv (none when it is missing): one number per column, and every row names its
+    epoch (a whole number from 1). Only a regular file of at most ``MAX_HISTORY_BYTES`` is read; anything
+    else is a ``ModaError``."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
+    text = store_io.read_bounded(path, MAX_HISTORY_BYTES)
     try:
-        with open(path, newline="") as handle:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    except (ValueError, csv.Error) as error:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text.decode()))]
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as error:  # TypeError: a row with a cell too many
         raise ModaError(f"corrupt history file {path}: {error}") from None
+    for number, row in enumerate(rows, 1):
+        epoch = row.get("epoch")
+        if epoch is None or not (math.isfinite(epoch) and epoch >= 1 and epoch == int(epoch)):
+            raise ModaError(f"corrupt history file {path}: row {number} has no epoch number (epoch={epoch})")
+    return rows
+
+
+def check_history(rows: list[dict[str, float]], epoch: int, path: str | Path) -> None:
+    """A ``ModaError`` unless the history holds one row for each epoch 1 … ``epoch``, in order (rows of later
+    epochs are ignored: a crash before an older run's commit)."""
+    epochs = [int(row["epoch"]) for row in rows if row["epoch"] <= epoch]
+    if epochs != list(range(1, epoch + 1)):
+        shown = epochs if len(epochs) <= 6 else [*epochs[:3], "…", *epochs[-2:]]
+        raise ModaError(f"corrupt history file {path}: it should hold epochs 1 to {epoch} in order, "
+                        f"it holds {shown or 'none'}")
 
 
 def history_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -148,13 +190,29 @@ def commit_epoch(run_dir: str | Path, epoch: int, files: dict[str, bytes],
     ``files`` maps readable names in the run folder (``model.safetensors`` …) to their contents;
     ``extra`` maps paths relative to the run folder that already carry the epoch in their name
     (periodic checkpoints) to theirs. A crash at any point leaves either the previous commit or this
-    one, never a mix; leftovers are removed by the next :func:`recover`."""
+    one, never a mix; leftovers of a kill are removed by the next :func:`recover`. Every file stays in
+    ``run_dir`` (no symbolic link is followed, the folder is never recreated: ``store_io.check_write_target``).
+    When a write fails before the commit point (a full disk), the files this call wrote are removed
+    again and the error is raised: the run keeps its last commit and nothing of this epoch."""
     run_dir = Path(run_dir)
-    for relative, data in (extra or {}).items():
-        store_io.atomic_write_bytes(run_dir / relative, data)
-    for name, data in files.items():
-        store_io.atomic_write_bytes(run_dir / staged_name(name, epoch), data)
-    store_io.write_json(run_dir / COMMIT, {"epoch": epoch, "files": sorted(files)})  # the commit point
+    written: list[Path] = []
+    try:
+        for relative, data in (extra or {}).items():
+            written.append(run_dir / relative)
+            store_io.atomic_write_bytes(run_dir / relative, data, inside=run_dir)
+        for name, data in files.items():
+            written.append(run_dir / staged_name(name, epoch))
+            store_io.atomic_write_bytes(run_dir / staged_name(name, epoch), data, inside=run_dir)
+        # the commit point
+        store_io.write_json(run_dir / COMMIT, {"epoch": epoch, "files": sorted(files)}, inside=run_dir)
+    except BaseException:
+        for path in written:
+            try:
+                if not path.is_symlink():
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise
     recover(run_dir)
 
 
@@ -201,6 +259,8 @@ def weights_epoch(path: str | Path, metadata: dict[str, str] | None = None) -> i
 
 # ----- the training lock --------------------------------------------------------------------------
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a .lock that is a symbolic link is never opened
+
 class RunLock:
     """An exclusive ``flock`` on ``RUN/.lock`` held while a process trains into the run.
 
@@ -214,7 +274,7 @@ class RunLock:
     def acquire(self, attempts: int = 20) -> bool:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, FILE_MODE)  # never through a link
         for attempt in range(attempts):  # a reader's brief shared lock may be in the way
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -231,8 +291,13 @@ class RunLock:
         if not same_file:  # the folder was moved or replaced while we waited (an overwrite)
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        except OSError as error:  # a full disk: give the lock up again, naming the file
+            os.close(fd)
+            error.filename = error.filename or str(self.path)
+            raise
         self.fd = fd
         return True
 
@@ -251,7 +316,7 @@ def _holder_pid(fd: int) -> int | None:
     try:
         record = json.loads(os.pread(fd, 4096, 0) or b"{}")
         return int(record["pid"])
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError, OSError, RecursionError):
         return None
 
 
@@ -264,7 +329,7 @@ def training_pid(run_dir: str | Path) -> int | None:
         return None
     path = Path(run_dir) / LOCK
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
     except OSError:
         return None
     try:
@@ -300,36 +365,66 @@ class OpenRun:
 
     Use it as a context manager: leaving releases the lock, and when a run this process created fails
     before :meth:`write_config` (a bad device, a data set that does not load) its folder is removed, so
-    nothing is left behind."""
+    nothing is left behind.
+
+    The folder itself is held open while the run is open: before every write the store checks that the
+    folder at :attr:`path` is still the one it opened (renamed, deleted or replaced: a ``ModaError``, and
+    nothing is written or recreated anywhere)."""
 
     def __init__(self, path: Path, lock: RunLock, created: bool) -> None:
         self.path = path
         self.created = created  # a new folder (False: an interrupted run taken over to resume it)
         self._lock = lock
+        try:  # held, so the folder's identity (device, inode) stays its own while it is open
+            self._folder: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW)
+        except OSError as error:
+            raise ModaError(f"cannot open run folder {path}: {error.strerror}") from None
+
+    def still_in_place(self) -> bool:
+        """Whether the folder at :attr:`path` is still the one this run opened (not moved, deleted or replaced)."""
+        if self._folder is None:
+            return False
+        try:
+            now, held = os.lstat(self.path), os.fstat(self._folder)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+    def _moved(self, what: str) -> ModaError:
+        return ModaError(f"run folder {self.path} was moved or deleted during training; {what}")
 
     def write_config(self, record: dict[str, Any]) -> None:
         """Write config.json: everything needed to rebuild the model and the data (the run has started)."""
-        store_io.write_json(self.path / CONFIG, record)
+        if not self.still_in_place():
+            raise self._moved("its config.json was not written")
+        store_io.write_json(self.path / CONFIG, record, inside=self.path)
 
     def save_epoch(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                    history: list[dict[str, float]], metrics: dict[str, Any], checkpoint: bool = False) -> None:
         """Save epoch ``epoch`` as one commit (:func:`commit_epoch`): the weights, the optimizer's momentum
         buffers (for resuming), the history and ``metrics`` (with ``epochs_done``); with ``checkpoint`` also
         a periodic checkpoint (``RUN@EPOCH``). A crash leaves this epoch or the last one."""
+        if not self.still_in_place():
+            raise self._moved(f"epoch {epoch} was not saved")
         weights = tensors_bytes(model.state_dict(), {"epoch": epoch})
         extra = {str(checkpoint_path(".", epoch)): weights} if checkpoint else {}
-        commit_epoch(self.path, epoch, {
-            OPTIMIZER: tensors_bytes(_momentum_buffers(optimizer), {"epoch": epoch}), MODEL: weights,
-            HISTORY: history_bytes(history), METRICS: json_bytes({**metrics, "epochs_done": epoch})}, extra)
+        try:
+            commit_epoch(self.path, epoch, {
+                OPTIMIZER: tensors_bytes(_momentum_buffers(optimizer), {"epoch": epoch}), MODEL: weights,
+                HISTORY: history_bytes(history), METRICS: json_bytes({**metrics, "epochs_done": epoch})}, extra)
+        except (ModaError, OSError):
+            if not self.still_in_place():  # moved while this epoch was being written
+                raise self._moved(f"epoch {epoch} was not saved") from None
+            raise
 
     def close(self, failed: bool = False) -> None:
-        """Release the lock; after a failure, first remove a folder this process created that never started."""
-        if failed and self.created and not (self.path / CONFIG).exists():
-            (self.path / LOCK).unlink(missing_ok=True)
-            try:
-                self.path.rmdir()
-            except OSError:
-                pass
+        """Release the lock; after a failure, first remove a folder this process created that never started
+        (only while it is still in place: a folder moved away, or another one put in its place, stays)."""
+        if failed and self.created and self.still_in_place() and not (self.path / CONFIG).exists():
+            _remove_unstarted(self.path)
+        if self._folder is not None:
+            os.close(self._folder)
+            self._folder = None
         self._lock.release()
 
     def __enter__(self) -> OpenRun:
@@ -352,6 +447,15 @@ def _check_runs_dir(runs_dir: Path) -> None:
         raise ModaError(f"runs folder {runs_dir} is a file, not a folder")
     if not os.access(runs_dir, os.W_OK | os.X_OK):
         raise ModaError(f"runs folder {runs_dir} is not writable")
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove a folder this process created that holds nothing but its lock (a run that never started)."""
+    (run_dir / LOCK).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _make_folder(run_dir: Path) -> bool:
@@ -386,9 +490,18 @@ def create_run(runs_dir: str | Path, name: str | None, default_name: str, overwr
             raise ModaError(f"run folder {run_dir} already exists: pick another --name, --resume to continue it, "
                             "or --overwrite to replace it")
     lock = RunLock(run_dir)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except OSError:  # a full disk: the name stays free
+        _remove_unstarted(run_dir)
+        raise
+    if not acquired:
         raise ModaError(f"run folder {run_dir} was taken by another process as it was created")
-    return OpenRun(run_dir, lock, created=True)
+    try:
+        return OpenRun(run_dir, lock, created=True)
+    except BaseException:
+        lock.release()
+        raise
 
 
 def open_for_resume(run_dir: str | Path) -> OpenRun:
@@ -398,13 +511,14 @@ def open_for_resume(run_dir: str | Path) -> OpenRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ModaError(f"cannot resume: no run at {run_dir}")
+    check_plain_folder(run_dir)
     lock = _lock_or_refuse(run_dir)
     try:
         recover(run_dir)
+        return OpenRun(run_dir, lock, created=False)
     except BaseException:
         lock.release()
         raise
-    return OpenRun(run_dir, lock, created=False)
 
 
 def discard_run(run_dir: str | Path) -> None:
@@ -425,15 +539,158 @@ def discard_run(run_dir: str | Path) -> None:
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """A run's config.json: ``arch`` (the model), ``data``, ``train`` (the training settings) …; a missing or
-    corrupt file is a ``ModaError``."""
+    """A run's config.json: ``arch`` (the model), ``data``, ``train`` (the training settings) …, checked by
+    :func:`check_config`; a missing, unreadable, oversized or malformed file is a ``ModaError``."""
     path = Path(run_dir) / CONFIG
     try:
         config = read_json(path)
     except OSError as error:  # exists but cannot be read (permissions, a folder in its place)
         raise ModaError(f"cannot read {path}: {error.strerror}") from None
+    return check_config(config, path)
+
+
+# ----- the config's schema: a run folder is untrusted input -------------------------------------------
+
+MAX_IN_CHANNELS, MAX_IMAGE_SIZE, MAX_CLASSES, MAX_WIDTH = 4096, 4096, 100_000, 8.0  # width: as build_model
+MAX_SEED = 2**32 - 1  # the trainer seeds with (seed·100003 + epoch)·1009 + rank, which must stay an int64
+MAX_PARAMETERS = 2**31  # about 8 GB of float32 weights: far beyond any run of this tool
+MAX_HISTORY_BYTES = 32 << 20  # history.csv: about 150 bytes per epoch
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list",
+               dict: "an object"}
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _bad(where: Path | str, key: str, value: Any, expected: str) -> ModaError:
+    shown = repr(value) if isinstance(value, (int, float, bool)) or value is None else f"a {_kind(value)}"
+    if isinstance(value, str):
+        shown = repr(value if len(value) <= 40 else value[:40] + "…")
+    return ModaError(f"corrupt config {where}: {key} must be {expected}, got {shown}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_in(value: Any, key: str, low: int, high: int | None, where: Path | str) -> int:
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        raise _bad(where, key, value, f"a whole number from {low}" + (f" to {high:,}" if high is not None else ""))
+    return value
+
+
+def _real_in(value: Any, key: str, low: float, high: float | None, where: Path | str, low_open: bool = False) -> float:
+    if _is_real(value):
+        try:
+            ok = (math.isfinite(value) and (value > low if low_open else value >= low)
+                  and (high is None or value <= high))
+        except OverflowError:  # an int too large for a float
+            ok = False
+        if ok:
+            return value
+    interval = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
+    raise _bad(where, key, value, f"a finite number in {interval}")
+
+
+def _class_list(value: Any, key: str, where: Path | str) -> list[int]:
+    if not isinstance(value, list) or len(value) > MAX_CLASSES or not all(
+            _is_int(c) and 0 <= c < MAX_CLASSES for c in value):
+        raise _bad(where, key, value, f"a list of class ids (whole numbers from 0 to {MAX_CLASSES - 1:,})")
+    return value
+
+
+# what a stored ``train`` record may hold: key → (check, None allowed); the TrainConfig fields whose default is
+# None may be null
+_TRAIN_FIELDS: dict[str, tuple[Any, bool]] = {
+    "method": (str, False), "model": (str, False), "dataset": (str, False), "device": (str, False),
+    "data_root": (str, True), "seed": ((0, MAX_SEED), False), "epochs": ((1, None), False),
+    "batch_size": ((1, None), False), "checkpoint_every": ((0, None), False),
+    "alpha": ((0.0, None, False), True), "beta": ((0.0, None, False), True), "gamma": ((0.0, None, False), True),
+    "lr": ((0.0, None, True), False), "momentum": ((0.0, None, False), False),
+    "width": ((0.0, MAX_WIDTH, True), False), "train_fraction": ((0.0, 1.0, True), False),
+    "augment": (bool, True), "compile": (bool, False), "download": (bool, False),
+    "track_modular_terms": (bool, False), "classes": (list, True), "class_fractions": (dict, True),
+}
+_DATA_FIELDS: dict[str, tuple[Any, bool]] = {
+    "name": (str, False), "data_root": (str, True), "seed": ((0, MAX_SEED), False),
+    "train_fraction": ((0.0, 1.0, True), False), "train_size": ((0, None), False), "test_size": ((0, None), False),
+    "classes": (list, False), "class_names": ("names", False), "class_fractions": (dict, True),
+}
+
+
+def _check_fields(record: dict[str, Any], section: str, fields: dict[str, tuple[Any, bool]],
+                  where: Path | str) -> None:
+    for key, (check, nullable) in fields.items():
+        if key not in record or (record[key] is None and nullable):
+            continue
+        value, name = record[key], f"{section}.{key}"
+        if check == "names":
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise _bad(where, name, value, "a list of class names (strings)")
+        elif check is list:
+            _class_list(value, name, where)
+        elif check is bool:
+            if not isinstance(value, bool):
+                raise _bad(where, name, value, _TYPE_NAMES[bool])
+        elif isinstance(check, type):
+            if not isinstance(value, check):
+                raise _bad(where, name, value, _TYPE_NAMES[check])
+        elif len(check) == 2:
+            _int_in(value, name, *check, where)
+        else:
+            low, high, low_open = check
+            _real_in(value, name, low, high, where, low_open)
+
+
+def check_config(config: Any, where: str | Path = "config") -> dict[str, Any]:
+    """Check a run's config (config.json, already parsed) before anything is built from it: an object whose
+    ``arch`` names a known model with positive, bounded sizes (channels ≤ 4096, image size 8 … 4096, classes ≤
+    100,000, width in (0, 8]), whose ``data`` and ``train`` records, when present, are objects whose settings
+    have the types and bounds the trainer accepts, and whose sizes agree with its data set's. Returns
+    ``config``; a ``ModaError`` names the first problem. The one check for listing, loading, resuming,
+    decomposing and the command line (:func:`read_config`)."""
     if not isinstance(config, dict):
-        raise ModaError(f"corrupt config {path}: expected a JSON object")
+        raise ModaError(f"corrupt config {where}: expected a JSON object, got {_kind(config)}")
+    arch = config.get("arch")
+    if not isinstance(arch, dict):
+        raise ModaError(f"corrupt config {where}: arch (the model) must be an object, got {_kind(arch)}")
+    name = arch.get("name")
+    if not isinstance(name, str) or name not in MODELS:
+        raise _bad(where, "arch.name", name, f"a known model ({', '.join(MODELS)})")
+    in_channels = _int_in(arch.get("in_channels"), "arch.in_channels", 1, MAX_IN_CHANNELS, where)
+    image_size = _int_in(arch.get("image_size"), "arch.image_size", 8, MAX_IMAGE_SIZE, where)
+    num_classes = _int_in(arch.get("num_classes"), "arch.num_classes", 1, MAX_CLASSES, where)
+    _real_in(arch.get("width", 1.0), "arch.width", 0.0, MAX_WIDTH, where, low_open=True)
+    for section, fields in (("data", _DATA_FIELDS), ("train", _TRAIN_FIELDS)):
+        if section in config:
+            if not isinstance(config[section], dict):
+                raise ModaError(f"corrupt config {where}: {section} must be an object, got {_kind(config[section])}")
+            _check_fields(config[section], section, fields, where)
+    data, train = config.get("data", {}), config.get("train", {})
+    for key in ("classes", "class_names"):
+        if key in data and len(data[key]) != num_classes:
+            raise ModaError(f"corrupt config {where}: data.{key} lists {len(data[key])} classes but the model "
+                            f"has {num_classes}")
+    method_of(config)  # a known training method, or a ModaError naming them
+    dataset = train.get("dataset", data.get("name"))
+    info = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    if info is not None:  # a known data set: the model's input and classes must be its own
+        if (in_channels, image_size) != (info.in_channels, info.image_size):
+            raise ModaError(f"corrupt config {where}: the model takes {in_channels}×{image_size}×{image_size} "
+                            f"inputs but data set {dataset!r} has {info.in_channels}×{info.image_size}×"
+                            f"{info.image_size} images")
+        classes = data.get("classes", train.get("classes"))
+        if classes is not None and any(c >= info.num_classes for c in classes):
+            raise ModaError(f"corrupt config {where}: classes {classes[:10]} are not all classes of data set "
+                            f"{dataset!r} (0 to {info.num_classes - 1})")
+        if num_classes > info.num_classes:
+            raise ModaError(f"corrupt config {where}: the model has {num_classes} classes but data set "
+                            f"{dataset!r} has {info.num_classes}")
     return config
 
 
@@ -497,12 +754,28 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
     tensors, metadata = load_tensors(path)
     check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
                  {k: tuple(v.shape) for k, v in tensors.items()}, path)
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite(tensors)
     if bad:
         raise ModaError(f"checkpoint {path} holds non-finite weights (NaN or infinity) in "
                         f"{bad[:5]}{' …' if len(bad) > 5 else ''}: it cannot be used")
     model.load_state_dict(tensors)
     return metadata
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or infinity (numpy's check where it can: much faster
+    than torch's on a first call)."""
+    bad = []
+    for name, value in tensors.items():
+        if not value.is_floating_point():
+            continue
+        if value.dtype in (torch.float16, torch.float32, torch.float64):
+            finite = bool(np.isfinite(value.detach().cpu().numpy()).all())
+        else:
+            finite = bool(torch.isfinite(value).all())
+        if not finite:
+            bad.append(name)
+    return bad
 
 
 def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]], path: str | Path) -> None:
@@ -572,14 +845,69 @@ class Run:
         return str(self.path) if latest else f"{self.path}@{self.epoch}"
 
 
-def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> ZooNet:
+def _build(config: dict[str, Any], where: str | Path) -> ZooNet:
+    """The model of a checked config (:func:`check_config`); any failure is a ``ModaError``."""
     try:
         arch = config["arch"]
         model = build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
                             arch.get("width", 1.0))
         return method_of(config).prepare(model)  # e.g. MwT's gated blocks
+    except ModaError:
+        raise
     except (KeyError, TypeError) as error:
         raise ModaError(f"config in {where} does not describe a model (missing {error})") from None
+    except Exception as error:  # e.g. channels that a grouped convolution cannot split
+        raise ModaError(f"config in {where} does not describe a model that can be built: "
+                        f"{_one_line(error)}") from None
+
+
+def model_shapes(config: dict[str, Any], where: str | Path = "config") -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of the model a config describes, built on the meta device (no weights are
+    allocated); a ``ModaError`` when it cannot be built or would hold more than ``MAX_PARAMETERS`` numbers.
+    Kept per architecture and method, so listing many runs of one model builds it once."""
+    arch = check_config(config, where)["arch"]
+    key = (arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"], float(arch.get("width", 1.0)),
+           method_of(config).name)
+    if key not in _SHAPES:
+        with torch.device("meta"):
+            model = _build(config, where)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        count = sum(math.prod(shape) for shape in shapes.values())
+        if count > MAX_PARAMETERS:
+            raise ModaError(f"config in {where} describes a model of {count:,} numbers, more than the "
+                            f"{MAX_PARAMETERS:,} a run may hold: it is not built")
+        if len(_SHAPES) > 256:
+            _SHAPES.clear()
+        _SHAPES[key] = shapes
+    return dict(_SHAPES[key])
+
+
+_SHAPES: dict[tuple, dict[str, tuple[int, ...]]] = {}  # model_shapes by architecture and method
+
+
+def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> ZooNet:
+    """The model a run's config describes (untrained), after :func:`check_config` and a size check on the meta
+    device (:func:`model_shapes`); a ``ModaError`` says why it cannot be built."""
+    model_shapes(config, where)
+    return _build(config, where)
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one short line: its message (or its type), newlines folded, at most 300 characters."""
+    text = " ".join(str(error).split()) if isinstance(error, (ModaError, OSError)) else \
+        f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A run's metrics.json ({} when it is missing); a ``ModaError`` when it is not a JSON object."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return {}
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise ModaError(f"corrupt metrics file {path}: expected a JSON object, got {_kind(metrics)}")
+    return metrics
 
 
 def load_run(spec: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -587,6 +915,8 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu") -> Run:
     path, epoch = split_run_spec(spec)
     if not path.is_dir():
         raise ModaError(f"no run folder at {path}")
+    _check_folder_name(path)
+    check_plain_folder(path)  # nothing is read through a symbolic link
     for _ in range(2):  # a trainer may finish a commit (rename staged files) while we read: try again
         try:
             return _load_run(path, epoch, device)
@@ -603,7 +933,7 @@ def _moved_meanwhile(path: Path) -> bool:
 
 def _load_run(path: Path, epoch: int | None, device: str | torch.device) -> Run:
     config = read_config(path)
-    model = build_model_from_config(config, path / CONFIG)
+    expected = model_shapes(config, path / CONFIG)
     committed, files = resolve_files(path)
     latest_file = files[MODEL]
     latest_epoch = weights_epoch(latest_file) if latest_file.exists() else None
@@ -616,16 +946,38 @@ def _load_run(path: Path, epoch: int | None, device: str | torch.device) -> Run:
             raise ModaError(f"run {path} has no weights yet ({MODEL} is missing): training has not finished an epoch")
     else:
         weights = checkpoint_path(path, epoch)
-        available = list_checkpoints(path)  # committed checkpoints only, all of them existing files
+        available = list_checkpoints(path, valid_only=False)  # committed checkpoints (a corrupt one: below)
         if epoch not in available:
             raise ModaError(f"run {path} has no checkpoint for epoch {epoch}; "
-                            f"available epochs: {available or 'none'}")
+                            f"available epochs: {list_checkpoints(path) or 'none'}")
+    header = read_tensor_header(weights)  # before the model is allocated: its sizes must be the file's
+    check_shapes(expected, _header_shapes(header), weights)
+    history = read_history(files[HISTORY])  # it must parse (the listing also checks that it covers every epoch)
+    metrics = read_metrics(files[METRICS])
+    model = _build(config, path / CONFIG)
     metadata = load_weights(model, weights)
-    loaded_epoch = int(metadata.get("epoch", epoch or 0))
-    metrics = read_json(files[METRICS]) if files[METRICS].exists() else {}
+    value = metadata.get("epoch", epoch or 0)
+    try:
+        loaded_epoch = int(value)
+    except ValueError:
+        raise ModaError(f"weights file {weights} does not say which epoch it holds "
+                        f"(metadata epoch={value!r})") from None
     model.to(device).eval()
-    return Run(path, config, model, loaded_epoch, read_history(files[HISTORY]), metrics,
-               weights_path=weights, latest=weights == latest_file)
+    return Run(path, config, model, loaded_epoch, history, metrics, weights_path=weights, latest=weights == latest_file)
+
+
+def _committed_history(path: Path, epoch: int | None) -> list[dict[str, float]]:
+    """The history of a run whose weights hold ``epoch``: it must be there and hold epochs 1 … ``epoch``."""
+    if epoch is not None and not path.exists() and not path.is_symlink():
+        raise ModaError(f"{HISTORY} is missing but the run's weights hold epoch {epoch}")
+    history = read_history(path)
+    if epoch is not None:
+        check_history(history, epoch, path)
+    return history
+
+
+def _header_shapes(header: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def dataset_name(run: Run) -> str | None:
@@ -643,32 +995,70 @@ def run_dataset(run: Run, device: str | torch.device | None = None) -> Dataset:
                         seed=train.get("seed", 0), device=device, class_fractions=train.get("class_fractions"))
 
 
-def list_checkpoints(run_dir: str | Path) -> list[int]:
-    """Epochs of the run's committed periodic checkpoints (``RUN@EPOCH``)."""
+def list_checkpoints(run_dir: str | Path, valid_only: bool = True) -> list[int]:
+    """Epochs of the run's committed periodic checkpoints (``RUN@EPOCH``); with ``valid_only`` only those whose
+    file is a regular file with a valid header whose tensors fit in it (cheap: no tensor data is read)."""
     folder = Path(run_dir) / CHECKPOINTS
     try:
         committed = read_commit(run_dir)
     except ModaError:
         committed = None
     last = committed["epoch"] if committed else None
-    found = (_checkpoint_epoch(p.name) for p in folder.glob("epoch-*.safetensors")) if folder.is_dir() else ()
-    return sorted(e for e in found if e is not None and (last is None or e <= last))
+    found = {_checkpoint_epoch(p.name): p for p in folder.glob("epoch-*.safetensors")} if folder.is_dir() else {}
+    return sorted(e for e, p in found.items() if e is not None and (last is None or e <= last)
+                  and (not valid_only or _valid_tensor_file(p)))
 
 
-def _model_shapes(config: dict[str, Any], where: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of the model a config describes, built without allocating weights."""
+def _valid_tensor_file(path: Path) -> bool:
+    """Whether a checkpoint can be offered: a valid header, and finite weights (checked once per version)."""
     try:
-        with torch.device("meta"):
-            model = build_model_from_config(config, where)
-    except ModaError:
-        raise
-    except Exception:  # a model that cannot be built on the meta device: build it for real
-        model = build_model_from_config(config, where)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        read_tensor_header(path)
+        _checked_once("finite", path, _check_finite_weights)
+        return True
+    except (ModaError, OSError):  # corrupt, or gone meanwhile
+        return False
 
 
 def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    if not _is_real(value):
+        return None
+    try:
+        return float(value) if math.isfinite(value) else None
+    except OverflowError:
+        return None
+
+
+MAX_CHECKED_WEIGHTS = 64 << 20  # the listing reads weights files up to this size to check they are finite
+_CHECKED: dict[tuple, str | None] = {}  # (what, path, file identity) → why it is not usable, or None
+
+
+def _checked_once(what: str, path: Path, check: Any) -> None:
+    """Run ``check(path)`` (which raises a ``ModaError``) once per version of the file: the result is kept
+    by the file's identity, size and modification time, so listing stays fast."""
+    info = os.stat(path)
+    key = (what, str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _CHECKED:
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        try:
+            check(path)
+            _CHECKED[key] = None
+        except ModaError as error:
+            _CHECKED[key] = str(error)
+    if _CHECKED[key] is not None:
+        raise ModaError(_CHECKED[key])
+
+
+def _check_finite_weights(path: Path) -> None:
+    """A ``ModaError`` when a weights file (up to ``MAX_CHECKED_WEIGHTS`` bytes) holds NaN or infinity; larger
+    files are checked when they are loaded (:func:`load_weights`)."""
+    if os.stat(path).st_size > MAX_CHECKED_WEIGHTS:
+        return
+    tensors, _ = load_tensors(path)
+    bad = non_finite(tensors)
+    if bad:
+        raise ModaError(f"weights file {path} holds non-finite weights (NaN or infinity) in "
+                        f"{bad[:5]}{' …' if len(bad) > 5 else ''}: it cannot be used")
 
 
 class _NoFinishedEpoch(ModaError):
@@ -676,22 +1066,29 @@ class _NoFinishedEpoch(ModaError):
 
 
 def summarize_run(path: str | Path) -> dict[str, Any]:
-    """One ``list_runs`` entry (fields documented there); reads JSON files and safetensors headers only."""
+    """One ``list_runs`` entry (fields documented there). Reads the JSON files, the history, safetensors
+    headers, and weights files up to ``MAX_CHECKED_WEIGHTS`` (checked once per version: finite weights).
+
+    A run folder is untrusted input: whatever goes wrong while reading it (a malformed config, a FIFO, a
+    truncated file …) makes its entry *broken* with a one-line ``error``; it never stops the listing."""
     path = Path(path)
     summary: dict[str, Any] = {
         "name": path.name, "path": str(path), "status": "broken", "error": None, "loadable": False,
         "epochs_done": 0, "epochs": None, "model": None, "dataset": None, "method": None, "alpha": None,
-        "beta": None, "gamma": None, "test_accuracy": None, "checkpoints": [], "pid": training_pid(path)}
+        "beta": None, "gamma": None, "test_accuracy": None, "checkpoints": [], "pid": None}
+    try:
+        summary["pid"] = training_pid(path)
+    except Exception:  # an unreadable lock: nothing is known to be training
+        pass
     running = summary["pid"] is not None
     for attempt in range(3):
         try:
             _fill_summary(path, summary)
             break
-        except (ModaError, KeyError, TypeError, ValueError, OSError) as error:
-            message = str(error) if isinstance(error, (ModaError, OSError)) else f"config is missing {error}"
+        except Exception as error:  # any failure reading one folder makes that folder broken, never the listing
             if attempt < 2 and running:
                 continue  # the trainer may have renamed a staged file under us
-            summary["error"] = message
+            summary["error"] = _one_line(error)
             if isinstance(error, _NoFinishedEpoch):
                 summary["status"] = "running" if running else "interrupted"
             else:
@@ -707,30 +1104,45 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
     return summary
 
 
+def _check_folder_name(path: Path) -> None:
+    """A ``ModaError`` when a run folder's name breaks the run name rule (``RUN@EPOCH`` could not name it)."""
+    try:
+        check_run_name(path.name)
+    except ModaError as error:
+        raise ModaError(f"not a valid run name, so nothing can open it: {error}") from None
+
+
 def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
+    _check_folder_name(path)
+    check_plain_folder(path)  # a run folder that is, or holds, a symbolic link is broken
     if not (path / CONFIG).exists() and (summary["pid"] is not None or (path / LOCK).exists()):
         raise _NoFinishedEpoch("no finished epoch yet (the run is starting, or stopped as it started)")
     config = read_config(path)
-    train = config.get("train") or {}
-    summary.update(model=config["arch"]["name"], dataset=(config.get("data") or {}).get("name", train.get("dataset")),
+    train, data = config.get("train", {}), config.get("data", {})
+    summary.update(model=config["arch"]["name"], dataset=data.get("name", train.get("dataset")),
                    alpha=train.get("alpha"), beta=train.get("beta"), gamma=train.get("gamma"),
                    method=method_of(config).name, epochs=train.get("epochs"))
     committed, files = resolve_files(path)
     weights = files[MODEL]
-    if not weights.exists():
+    if not weights.exists() and not weights.is_symlink():
+        recorded = [name for name in (HISTORY, METRICS) if files[name].exists() or files[name].is_symlink()]
+        if committed or recorded:  # an epoch was committed, so its weights must be there
+            raise ModaError(f"{MODEL} is missing but {' and '.join(recorded) or COMMIT} "
+                            f"{'record' if len(recorded) > 1 else 'records'} a finished epoch")
         raise _NoFinishedEpoch(f"no finished epoch yet ({MODEL} is missing)")
     header = read_tensor_header(weights)
-    shapes = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
-    check_shapes(_model_shapes(config, path / CONFIG), shapes, weights)
+    check_shapes(model_shapes(config, path / CONFIG), _header_shapes(header), weights)
     epoch = weights_epoch(weights, header.get("__metadata__") or {})
     if committed is not None and committed != epoch:
         raise ModaError(f"{weights.name} holds epoch {epoch} but the commit record says epoch {committed}")
     summary["epochs_done"] = epoch
-    metrics = read_json(files[METRICS]) if files[METRICS].exists() else {}
-    if isinstance(metrics, dict) and metrics.get("epochs_done") == epoch:
+    _checked_once("finite", weights, _check_finite_weights)
+    history = _committed_history(files[HISTORY], epoch)
+    metrics = read_metrics(files[METRICS])
+    if metrics.get("epochs_done") == epoch:
         summary["test_accuracy"] = _finite(metrics.get("test_accuracy"))
     else:  # metrics.json from another epoch (an older run's crash): take the history row of this one
-        rows = [r for r in read_history(files[HISTORY]) if r.get("epoch") == epoch]
+        rows = [r for r in history if r.get("epoch") == epoch]
         summary["test_accuracy"] = _finite(rows[-1].get("test_accuracy")) if rows else None
     summary["checkpoints"] = list_checkpoints(path)
     summary["error"] = None

@@ -82,6 +82,9 @@ class TrainConfig:
                                 "nothing to tell apart and no modules to decompose")
         if self.epochs < 1:
             raise ModaError(f"epochs must be at least 1, got {self.epochs}")
+        # the epoch generators are seeded with (seed·100003 + epoch)·1009 + rank, which must stay an int64
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= runs.MAX_SEED:
+            raise ModaError(f"seed must be a whole number from 0 to {runs.MAX_SEED:,}, got {self.seed!r}")
         if self.batch_size < 2:
             raise ModaError(f"batch size must be at least 2 (the modular terms compare pairs), got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -59,9 +59,9 @@ def _count_save_steps(tmp_path, monkeypatch) -> tuple[int, int]:
     counts = {"write": 0, "rename": 0, "armed": False}
     real_write, real_replace = store_io.atomic_write_bytes, os.replace
 
-    def write(path, data):
+    def write(path, data, **kwargs):
         counts["write"] += counts["armed"]
-        return real_write(path, data)
+        return real_write(path, data, **kwargs)
 
     def replace(src, dst):
         counts["rename"] += counts["armed"] and bool(re.match(r"\.e\d{4}\.", Path(src).name))
@@ -92,13 +92,13 @@ def test_a_crash_at_every_step_of_an_epoch_save_leaves_a_run_that_loads_and_resu
         name = f"crash-{step}"
         state = {"armed": False, "n": 0}
 
-        def write(path, data, state=state, step=step):
+        def write(path, data, state=state, step=step, **kwargs):
             if state["armed"]:
                 state["n"] += 1
                 if state["n"] == step:  # die half-way through this write, as a kill -9 would
                     Path(path).with_name(f".{Path(path).name}.crash.tmp").write_bytes(data[: len(data) // 2])
                     raise Crash(f"write {step}")
-            return real_write(path, data)
+            return real_write(path, data, **kwargs)
 
         def replace(src, dst, state=state, step=step):
             if state["armed"] and re.match(r"\.e\d{4}\.", Path(src).name):
@@ -329,7 +329,7 @@ def test_truncated_or_mismatched_or_non_finite_runs_are_broken_not_healthy(tiny_
     mismatched = tmp_path / "mismatched"
     shutil.copytree(tiny_run.path, mismatched)
     config = store_io.read_json(mismatched / runs.CONFIG)
-    config["arch"]["num_classes"] = 7
+    config["arch"]["width"] = 0.5  # a valid config whose model is not the one in the weights file
     store_io.write_json(mismatched / runs.CONFIG, config)
     nonfinite = tmp_path / "nonfinite"
     shutil.copytree(tiny_run.path, nonfinite)
@@ -360,10 +360,10 @@ def test_read_only_run_folder_decomposes_in_memory_and_caches_for_the_user(tiny_
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     real = store_io.atomic_write_bytes
 
-    def read_only(path, data):
+    def read_only(path, data, **kwargs):
         if Path(path).resolve().is_relative_to(run_dir.resolve()):
             raise PermissionError(13, "Permission denied", str(path))
-        return real(path, data)
+        return real(path, data, **kwargs)
 
     monkeypatch.setattr(store_io, "atomic_write_bytes", read_only)
     first = decompose(load_run(run_dir), 0.9)
