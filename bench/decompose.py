@@ -13,7 +13,7 @@ import torch
 
 from moda_core.data import load_dataset
 from moda_core.decompose import activation_rates, masks_from_rates
-from moda_core.metrics import predict_logits
+from moda_core.evaluate import predict_logits
 from moda_core.models import build_model
 
 

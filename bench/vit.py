@@ -32,9 +32,10 @@ from moda_core.activations import mask_points
 from moda_core.compose import parameter_count, point_units
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
+from moda_core.evaluate import accuracy, predict_logits
 from moda_core.io import atomic_write_bytes
 from moda_core.methods import method_of
-from moda_core.metrics import accuracy, count_flops, predict_logits, subtask_sets, subtask_sweep
+from moda_core.metrics import count_flops, subtask_sets, subtask_sweep
 from moda_core.models.vit import ViTBlock
 from moda_core.runs import load_run, run_dataset
 from moda_core.summary import module_summary

@@ -28,8 +28,9 @@ from moda_core.data import Dataset
 from moda_core.decompose import DEFAULT_TAU, Decomposition, decompose, masks_from_rates
 from moda_core.decompose import clearest_point as find_clearest_point
 from moda_core.errors import ModaError
+from moda_core.evaluate import predict_logits
 from moda_core.export import export_module
-from moda_core.metrics import compose_report, predict_logits
+from moda_core.metrics import compose_report
 from moda_core.replace import class_index, repair
 from moda_core.replace import run_classes as classes_of
 from moda_core.summary import module_summary

@@ -13,13 +13,8 @@ from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Split
 from moda_core.decompose import activation_rates, decompose, masks_file, masks_from_rates
 from moda_core.errors import ModaError
-from moda_core.metrics import (
-    compose_report,
-    count_flops,
-    predict_logits,
-    subtask_sets,
-    subtask_sweep,
-)
+from moda_core.evaluate import predict_logits
+from moda_core.metrics import compose_report, count_flops, subtask_sets, subtask_sweep
 from moda_core.models import build_model
 from moda_core.runs import load_run, run_dataset
 from moda_core.summary import mean_off_diagonal, module_summary

@@ -11,7 +11,7 @@ import torch
 
 from moda_core import runs
 from moda_core.decompose import DEFAULT_TAU, decompose, load_decomposition
-from moda_core.metrics import accuracy, predict_logits
+from moda_core.evaluate import accuracy, predict_logits
 from moda_core.studies import DEFAULT_TAUS, EVOLUTION_COLUMNS, TAU_COLUMNS, tau_sweep
 from moda_core.summary import module_summary
 

@@ -7,8 +7,8 @@ import torch
 
 from moda_core import io, runs
 from moda_core.errors import ModaError
+from moda_core.evaluate import accuracy, predict_logits
 from moda_core.methods import method_of
-from moda_core.metrics import accuracy, predict_logits
 from moda_core.models import build_model
 from moda_core.runs import list_runs, load_run, run_dataset
 from moda_core.train import TrainConfig, train, train_step
