@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from moda_core import distributed, runs
+from moda_core import distributed, run_config, runs
 from moda_core.data import Dataset, check_class_fractions, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.evaluate import accuracy, predict_logits
@@ -83,8 +83,8 @@ class TrainConfig:
         if self.epochs < 1:
             raise ModaError(f"epochs must be at least 1, got {self.epochs}")
         # the epoch generators are seeded with (seed·100003 + epoch)·1009 + rank, which must stay an int64
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= runs.MAX_SEED:
-            raise ModaError(f"seed must be a whole number from 0 to {runs.MAX_SEED:,}, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= run_config.MAX_SEED:
+            raise ModaError(f"seed must be a whole number from 0 to {run_config.MAX_SEED:,}, got {self.seed!r}")
         if self.batch_size < 2:
             raise ModaError(f"batch size must be at least 2 (the modular terms compare pairs), got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

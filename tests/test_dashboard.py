@@ -315,11 +315,11 @@ def test_invalid_run_name_says_why_and_starts_nothing(monkeypatch, tmp_path):
 
 
 def test_the_seed_field_has_the_engines_bounds(monkeypatch, tmp_path):
-    from moda_core import runs as run_store
+    from moda_core import run_config
 
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
     seed = open_page("runs").number_input(key="train_seed")
-    assert (seed.min, seed.max) == (0, run_store.MAX_SEED)
+    assert (seed.min, seed.max) == (0, run_config.MAX_SEED)
 
 
 def test_failed_training_shows_why_without_cli_flags_or_a_stuck_bar(monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ import streamlit as st
 from dashboard import folders, training, ui
 from dashboard.figures.training import accuracy_figure, history_figure
 from dashboard.plain_text import code, plain
+from moda_core import run_config
 from moda_core import runs as run_store
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
@@ -200,8 +201,8 @@ with st.form("train_form"):
                             key="train_gamma")
     name = c3.text_input("Run name (empty: model-dataset-method-time)", key="train_name",
                          help="letters, digits, '.', '_' and '-', not starting with '.' or '-'")
-    seed = c3.number_input("Seed", min_value=0, max_value=run_store.MAX_SEED, value=0, key="train_seed",
-                           help=f"a whole number from 0 to {run_store.MAX_SEED:,}, as on the command line")
+    seed = c3.number_input("Seed", min_value=0, max_value=run_config.MAX_SEED, value=0, key="train_seed",
+                           help=f"a whole number from 0 to {run_config.MAX_SEED:,}, as on the command line")
     submitted = st.form_submit_button("Train", disabled=busy)
 
 if submitted:
