@@ -51,13 +51,14 @@ def texts_of(app: AppTest) -> list[str]:
 
 
 def everything_shown(app: AppTest) -> str:
-    """All the text a visitor sees: main area and sidebar, messages, labels and select box options."""
+    """All the text a visitor sees, as a reader sees its characters (``shown``: escapes removed, so a path
+    cannot hide behind its backslashes): main area and sidebar, messages, labels and select box options."""
     parts = [e.value for kind in ("markdown", "caption", "title", "info", "warning", "error", "success",
                                   "subheader", "exception") for e in getattr(app, kind)]
     parts += [e.value for e in app.sidebar.caption] + [e.value for e in app.sidebar.warning]
     for box in [*app.selectbox, *app.sidebar.selectbox]:
         parts += [box.label, *map(str, box.options)]
-    return "\n".join(map(str, parts))
+    return "\n".join(shown(str(part)) for part in parts)
 
 
 # ----- runs folders: the server chooses, the visitor picks ---------------------------------------------
@@ -292,7 +293,8 @@ def test_a_page_error_becomes_a_short_message(monkeypatch, tmp_path):
 
     monkeypatch.setattr(engine, "class_names", refuse)
     app = open_app("compose")
-    assert any(e.value.startswith(PAGE_STOPPED) and "masks.safetensors does not match" in e.value for e in app.error)
+    assert any(e.value.startswith(PAGE_STOPPED) and "masks.safetensors does not match" in shown(e.value)
+               for e in app.error)
     assert str(tmp_path) not in everything_shown(app)
 
 
