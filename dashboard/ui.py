@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("moda.dashboard")
 HOW_TO_TRAIN = ("Train one on the **Runs & training** page, or from a terminal: "
-                "`.venv/bin/python -m moda_core train --model lenet5 --epochs 5 --runs-dir runs`. "
-                "The bundled demo runs live in `assets/demo/` (regenerate them with "
+                "`moda train --model lenet5 --epochs 5 --runs-dir runs`. "
+                "The bundled demo runs ship with the package (a checkout rebuilds them with "
                 "`.venv/bin/python assets/make_demo.py`).")
 # the start of the message a page shows instead of a traceback (tests look for it)
 PAGE_STOPPED = "This page stopped"

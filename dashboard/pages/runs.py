@@ -112,7 +112,7 @@ if summaries:
                                                    "broken (does not load: see below)")})
 else:
     st.info(f"No runs yet in {folders.folders_text()}. Train one below — about a minute for LeNet-5 on the embedded "
-            f"digits — or from a terminal: `.venv/bin/python -m moda_core train --model lenet5 --epochs 5`.")
+            f"digits — or from a terminal: `moda train --model lenet5 --epochs 5`.")
 ui.show_broken(summaries)
 slot = training.slot()
 folder = folders.training_folder()
@@ -173,7 +173,7 @@ if openable:
 st.subheader("Train a new run")
 if folder is None:
     st.info("Training from the browser is off on this server: every configured runs folder is read-only. "
-            "Train from a terminal instead: `.venv/bin/python -m moda_core train --model lenet5 --epochs 5`.")
+            "Train from a terminal instead: `moda train --model lenet5 --epochs 5`.")
     st.stop()
 st.caption(f"Trains on the embedded MNIST-5k digits (4,000 training images) into {code(folder.label)}, one training "
            "at a time for everyone using this server. Set α = β = γ = 0 for standard training.")
