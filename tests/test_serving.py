@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import tomllib
 import torch
-from helpers import CHROMIUM, ServedDashboard, shown
+from helpers import CHROMIUM, ServedDashboard, open_page, shown
 from streamlit.testing.v1 import AppTest
 
 from dashboard import engine, folders, serve, training
@@ -34,16 +34,6 @@ RUN_PICKERS = {"runs_run", "act_run", "mod_run_a", "mod_run_b", "comp_run", "swa
 
 
 pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
-
-
-def open_app(page: str | None = None) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    app.run()
-    if page:
-        app.switch_page(f"pages/{page}.py")
-        app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def texts_of(app: AppTest) -> list[str]:
@@ -67,7 +57,7 @@ def test_sidebar_offers_only_the_configured_folders(monkeypatch, tmp_path):
     mine = tmp_path / "classroom"
     shutil.copytree(DEMO / "swap-weak", mine / "weak", ignore=shutil.ignore_patterns("checkpoints"))
     monkeypatch.setenv("MODA_RUNS_DIR", os.pathsep.join([str(DEMO), str(mine)]))
-    app = open_app("runs")
+    app = open_page("runs", stopped_ok=True)
     assert not app.text_input(key="train_name").label.startswith("Runs")
     assert not app.sidebar.text_input  # no field where a visitor could type a path
     picker = app.sidebar.selectbox(key="runs_folder")
@@ -98,7 +88,7 @@ def test_new_runs_go_only_into_the_training_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path / "a"))
     monkeypatch.setenv("MODA_TRAINING", "off")
     assert folders.training_dir() is None
-    app = open_app("runs")
+    app = open_page("runs", stopped_ok=True)
     assert any("Training from the browser is off" in i.value for i in app.info)
     assert not app.get("form")
 
@@ -194,7 +184,7 @@ def test_a_training_folder_that_is_a_file_is_refused_with_a_message(monkeypatch,
     with pytest.raises(ModaError, match="is a file, not a folder"):
         training.check_training_folder(not_a_folder, "runs-file")
     monkeypatch.setenv("MODA_RUNS_DIR", str(not_a_folder))
-    app = open_app("runs")
+    app = open_page("runs", stopped_ok=True)
     assert any("is a file" in w.value for w in app.sidebar.warning)
     app.text_input(key="train_name").set_value("x")
     app.form_submit_button[0].click().run()
@@ -211,13 +201,15 @@ def test_a_second_session_sees_busy_and_cannot_train(monkeypatch, tmp_path):
     runner = BlockingRunner()
     monkeypatch.setattr(slot, "_runner", runner)
     try:
-        first, late = open_app("runs"), open_app("runs")  # two visitors with the Runs page open
+        # two visitors with the Runs page open
+        first, late = open_page("runs", stopped_ok=True), open_page("runs", stopped_ok=True)
         first.text_input(key="train_name").set_value("lesson-1")
         first.form_submit_button[0].click().run()
         assert not first.exception and runner.started.wait(10)
         assert first.form_submit_button[0].disabled
 
-        second = open_app("runs")  # a visitor who opens the page now: the form is disabled, the status says why
+        # a visitor who opens the page now: the form is disabled, the status says why
+        second = open_page("runs", stopped_ok=True)
         assert second.form_submit_button[0].disabled
         assert any("busy: " in shown(i.value) and "lesson-1 is training, epoch 1/3" in shown(i.value)
                    for i in second.info), \
@@ -248,7 +240,7 @@ def test_a_run_that_does_not_load_is_never_the_default_and_pages_say_why(monkeyp
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     monkeypatch.setenv("MODA_RUNS_DIR", str(folder))
     for page in ("runs", "activations", "modules", "compose", "swap"):
-        app = open_app(page)
+        app = open_page(page, stopped_ok=True)
         boxes = [b for b in app.selectbox if b.key in RUN_PICKERS]
         assert boxes, page
         for box in boxes:
@@ -269,7 +261,7 @@ def test_a_mismatched_masks_file_shows_a_message_not_a_traceback(monkeypatch, tm
     monkeypatch.setenv("MODA_RUNS_DIR", str(folder))
     monkeypatch.setenv("MODA_TRAINING", "off")  # the folder stays as made here
     for page in ("activations", "compose", "modules"):
-        app = open_app(page)  # asserts that no exception reached the page
+        app = open_page(page, stopped_ok=True)  # asserts that no exception reached the page
         errors = [e.value for e in app.error]
         if errors:  # the engine may also recompute masks that disagree with the model: then the page works
             assert any(PAGE_STOPPED in e or "does not load" in e for e in errors), errors
@@ -283,7 +275,7 @@ def test_a_page_error_becomes_a_short_message(monkeypatch, tmp_path):
         raise ValueError(f"secret detail in {tmp_path}/x.py")
 
     monkeypatch.setattr(engine, "class_names", explode)
-    app = open_app("compose")
+    app = open_page("compose", stopped_ok=True)
     assert not app.exception
     assert any(e.value.startswith(PAGE_STOPPED) and "unexpected error" in e.value for e in app.error)
     assert "secret detail" not in everything_shown(app) and str(tmp_path) not in everything_shown(app)
@@ -292,7 +284,7 @@ def test_a_page_error_becomes_a_short_message(monkeypatch, tmp_path):
         raise ModaError(f"masks file {tmp_path}/runs/r/masks.safetensors does not match the model")
 
     monkeypatch.setattr(engine, "class_names", refuse)
-    app = open_app("compose")
+    app = open_page("compose", stopped_ok=True)
     assert any(e.value.startswith(PAGE_STOPPED) and "masks.safetensors does not match" in shown(e.value)
                for e in app.error)
     assert str(tmp_path) not in everything_shown(app)
