@@ -1,8 +1,13 @@
-"""Modular activation points: every ``nn.ReLU`` module of a model, named by its module path.
+"""Modular activation points and the hooks that record and mask them.
 
-``record_activations`` captures the outputs of named points with forward hooks (any model works, not
-only the zoo); ``mask_points`` zeroes units at points, which is how the "masked full model" of the
-composition contract is made; ``units_firing`` says which units of a recorded activation fire.
+A zoo model's points are its ``nn.ReLU`` modules, named by module path. A model of any other definition is
+used *tapped* (``moda_core.tapped``): its points are its activation call sites, each followed by a ``Tap``
+module, named as torchvision's feature extraction names graph nodes. A model fx cannot trace keeps its
+``nn.ReLU``/``nn.ReLU6`` modules as points (each must then run once per forward pass).
+
+``record_activations`` captures the outputs of named points with forward hooks, units on dim 1;
+``mask_points`` zeroes units at points, which is how the "masked full model" of the composition contract is
+made; ``units_firing`` says which units of a recorded activation fire.
 """
 from __future__ import annotations
 
@@ -13,12 +18,39 @@ import torch
 from torch import nn
 
 from moda_core.errors import ModaError
+from moda_core.graph import DEFAULT_THRESHOLD
 from moda_core.hooks import hooks
+from moda_core.tapped import taps_of
+
+
+def point_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Point name → the module whose output is that point's activation, in forward order: a tapped model's
+    taps, else the model's ``nn.ReLU``/``nn.ReLU6`` modules (registration order)."""
+    taps = taps_of(model)
+    if taps:
+        return dict(taps)
+    return {name: module for name, module in model.named_modules() if isinstance(module, (nn.ReLU, nn.ReLU6))}
 
 
 def modular_points(model: nn.Module) -> list[str]:
-    """Names of the model's ReLU modules in registration (= forward) order."""
-    return [name for name, module in model.named_modules() if isinstance(module, nn.ReLU)]
+    """Names of the model's modular points in forward order (``point_modules``)."""
+    return list(point_modules(model))
+
+
+def unit_dim(module: nn.Module) -> int:
+    """The dimension of a point module's output that holds its units (1 unless a tap says otherwise)."""
+    return getattr(module, "unit_dim", 1)
+
+
+def firing_threshold(model: nn.Module) -> float:
+    """A unit fires when its activation exceeds this (0 unless the model's taps were given another)."""
+    taps = taps_of(model)
+    return next(iter(taps.values())).threshold if taps else DEFAULT_THRESHOLD
+
+
+def nonnegative_points(model: nn.Module) -> bool:
+    """Whether every point's activation is ≥ 0 (ReLU and ReLU6; not GELU or SiLU)."""
+    return all(getattr(module, "kind", "relu") == "relu" for module in point_modules(model).values())
 
 
 def _resolve(model: nn.Module, points: Sequence[str] | None) -> list[str]:
@@ -53,16 +85,20 @@ def record_activations(model: nn.Module, points: Sequence[str] | None = None,
     A point that runs twice in one forward pass is an error: each point must be its own module.
     """
     recorder = ActivationRecorder(_resolve(model, points))
-    modules = dict(model.named_modules())
+    modules = point_modules(model)
 
     def start(_module: nn.Module, _inputs: tuple) -> None:
         recorder.cache.clear()
 
     def hook_for(name: str):
+        dim = unit_dim(modules[name])
+
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if name in recorder.cache:
                 raise ModaError(f"ReLU module {name!r} ran twice in one forward pass; "
                                 "give every activation point its own nn.ReLU instance")
+            if dim != 1:
+                output = output.movedim(dim, 1)
             recorder.cache[name] = output.detach() if detach else output
         return hook
 
@@ -81,24 +117,29 @@ def run_with_cache(model: nn.Module, x: torch.Tensor,
 @contextmanager
 def mask_points(model: nn.Module, unit_masks: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Zero every unit whose mask entry is False at each named point (units = channels for conv maps)."""
-    modules = dict(model.named_modules())
+    modules = point_modules(model)
     _resolve(model, list(unit_masks))
 
-    def hook_for(mask: torch.Tensor):
+    def hook_for(name: str, mask: torch.Tensor):
+        dim = unit_dim(modules[name])
+
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            if output.shape[1] != mask.numel():
-                raise ModaError(f"mask has {mask.numel()} units but the point has {output.shape[1]}")
-            shape = (1, -1) + (1,) * (output.dim() - 2)
+            if output.shape[dim] != mask.numel():
+                raise ModaError(f"mask of point {name!r} has {mask.numel()} units but the point has "
+                                f"{output.shape[dim]}")
+            shape = [1] * output.dim()
+            shape[dim] = -1
             return output * mask.to(output.device, output.dtype).view(shape)
         return hook
 
-    with hooks(forward=[(modules[name], hook_for(mask)) for name, mask in unit_masks.items()]):
+    with hooks(forward=[(modules[name], hook_for(name, mask)) for name, mask in unit_masks.items()]):
         yield
 
 
-def units_firing(activation: torch.Tensor) -> torch.Tensor:
-    """B×N bool: which units fire per sample (units on dim 1; a conv channel fires when its mean
-    |activation| over H,W is non-zero, i.e. when any position is non-zero)."""
+def units_firing(activation: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """B×N bool: which units fire per sample (units on dim 1): a unit fires where its activation exceeds
+    ``threshold`` at some position (a conv channel anywhere in its map, a token unit at any token). For ReLU
+    outputs and the default 0 that is "non-zero": a conv channel fires when its mean |activation| is."""
     if activation.dim() > 2:
-        return activation.flatten(2).abs().amax(2) > 0
-    return activation != 0
+        return activation.flatten(2).amax(2) > threshold
+    return activation > threshold

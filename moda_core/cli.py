@@ -81,7 +81,14 @@ def parser() -> argparse.ArgumentParser:
     sub = main.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a standard or MODA model into the run store")
-    train.add_argument("--model", default="lenet5", help=f"one of {', '.join(MODELS)}")
+    train.add_argument("--model", default="lenet5",
+                       help=f"one of {', '.join(MODELS)}, or your own builder package.module:function, called as "
+                            "function(num_classes=, in_channels=, image_size=)")
+    train.add_argument("--points", default="relu",
+                       help="your own model: which activation calls are points (relu; gelu, silu or e.g. relu,gelu "
+                            "opt in)")
+    train.add_argument("--threshold", type=float, default=0.0,
+                       help="your own model: a unit fires where its activation is above this (default 0)")
     train.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--method", default="moda", choices=list(METHODS),
@@ -179,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, classes=args.classes,
                          train_fraction=args.train_fraction, augment=False if args.no_augment else None,
                          data_root=args.data_root, download=args.download, checkpoint_every=args.checkpoint_every,
-                         device=args.device, compile=args.compile)
+                         device=args.device, compile=args.compile, points=args.points, threshold=args.threshold)
     if args.resume and not args.name:
         raise ModaError("--resume needs --name: the run to continue")
     if args.overwrite and not args.name:
@@ -294,7 +301,8 @@ def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
                        f"({report['params_fraction']:.1%}), {report['flops']:,} of {report['full_flops']:,} FLOPs, "
                        f"accuracy {report['accuracy']:.4f} "
                        f"(full model on the same classes {report['full_accuracy']:.4f})"
-                       + (f"; exported to {result['out']}" if args.out else ""))
+                       + (f"; exported to {result['out']}" if args.out else "")
+                       + "".join(f"\n  kept whole: {node} ({reason})" for node, reason in report["kept_whole"]))
     return result
 
 

@@ -15,6 +15,11 @@ loop over that plan and ask each block's rule; the coupling rules themselves liv
 - a depthwise conv's channel reads only its own input channel, which is zero when the feeding point
   dropped it (``ChannelGather`` supplies those zeros);
 - the logits layer keeps the logits of the target classes, in sorted order.
+
+Any other model (a model of the user's own, tapped: ``moda_core.tapped``) is composed on its traced graph
+(``moda_core.graph_compose``): the same functions dispatch there, the composed module is an fx
+``GraphModule`` with ``classes``, ``input_shape`` and ``kept_whole`` (what it could not slice, and why), and
+the overlap is counted on the graph. A model fx cannot trace cannot be composed; the error says why.
 """
 from __future__ import annotations
 
@@ -28,9 +33,11 @@ from torch import nn
 from moda_core.activations import modular_points
 from moda_core.data import check_classes
 from moda_core.errors import ModaError
+from moda_core.graph_compose import compose_graph, graph_overlap_counts
 from moda_core.hooks import eval_mode, hooks
 from moda_core.models.base import ZooNet
 from moda_core.rules import BlockRule, Feed, parameter_count, rule_for
+from moda_core.tapped import taps_of
 
 __all__ = ["ComposedModule", "Feed", "Step", "check_masks", "compose_module", "layer_plan", "overlap_counts",
            "parameter_count", "point_units", "union_units"]
@@ -93,9 +100,29 @@ def _block_shapes(model: ZooNet, blocks: list[tuple[str, nn.Module]]) -> dict[st
     return shapes
 
 
-def point_units(model: ZooNet) -> dict[str, int]:
-    """Number of units of every modular point of a zoo model, from its blocks' rules (forward order)."""
-    return _plan_units(layer_plan(model))
+def point_units(model: nn.Module) -> dict[str, int]:
+    """Number of units of every modular point (forward order): a zoo model's from its blocks' rules, a tapped
+    model's from its taps, any other model's from one forward pass."""
+    if isinstance(model, ZooNet):
+        return _plan_units(layer_plan(model))
+    taps = taps_of(model)
+    if taps:
+        return {name: tap.units for name, tap in taps.items()}
+    from moda_core.activations import run_with_cache
+
+    param = next(model.parameters())
+    with eval_mode(model), torch.no_grad():
+        _, cache = run_with_cache(model, torch.zeros(1, *model.input_shape, dtype=param.dtype, device=param.device))
+    return {name: activation.shape[1] for name, activation in cache.items()}
+
+
+def _example(model: nn.Module) -> torch.Tensor:
+    param = next(model.parameters())
+    return torch.zeros(2, *model.input_shape, dtype=param.dtype, device=param.device)
+
+
+def _points(model: nn.Module) -> list[str]:
+    return str(getattr(model, "arch", {}).get("points", "relu")).split(",")
 
 
 def _plan_units(plan) -> dict[str, int]:
@@ -105,18 +132,30 @@ def _plan_units(plan) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------
 # masks
 
-def check_masks(model: ZooNet, masks: Mapping[str, torch.Tensor]) -> int:
+def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> int:
     """Masks must cover exactly the model's points with shape (num_classes, units); returns num_classes."""
-    return _checked_plan(model, masks)[0]
+    if isinstance(model, ZooNet):
+        return _checked_plan(model, masks)[0]
+    _check_points(model, masks)
+    num_classes = model.arch["num_classes"]
+    for point, units in point_units(model).items():
+        if tuple(masks[point].shape) != (num_classes, units):
+            raise ModaError(f"mask for point {point!r} has shape {tuple(masks[point].shape)}, expected "
+                            f"({num_classes}, {units}) for this model: masks from another model?")
+    return num_classes
 
 
-def _checked_plan(model: ZooNet, masks: Mapping[str, torch.Tensor]):
-    """``check_masks``, also returning the model's layer plan it traced (composition and overlap walk it)."""
+def _check_points(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     points = modular_points(model)
     if set(masks) != set(points):
         missing, extra = sorted(set(points) - set(masks)), sorted(set(masks) - set(points))
         raise ModaError(f"masks do not belong to this model: missing points {missing[:4]}, "
                         f"unknown points {extra[:4]}")
+
+
+def _checked_plan(model: ZooNet, masks: Mapping[str, torch.Tensor]):
+    """``check_masks``, also returning the model's layer plan it traced (composition and overlap walk it)."""
+    _check_points(model, masks)
     num_classes = model.arch["num_classes"]
     plan = layer_plan(model)
     for point, units in _plan_units(plan).items():
@@ -144,8 +183,18 @@ class ComposedModule(nn.Sequential):
         self.input_shape = tuple(input_shape)
 
 
-def compose_module(model: ZooNet, masks: Mapping[str, torch.Tensor], classes: Iterable[int]) -> ComposedModule:
-    """Build the smaller network that keeps the union of ``classes``' modules (eval mode, no training)."""
+def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes: Iterable[int]) -> nn.Module:
+    """Build the smaller network that keeps the union of ``classes``' modules (eval mode, no training): a
+    ``ComposedModule`` for a zoo model, an fx ``GraphModule`` for any other (``kept_whole`` lists what the graph
+    composer kept whole, and why)."""
+    if not isinstance(model, ZooNet):
+        num_classes = check_masks(model, masks)
+        classes = check_classes(list(classes), num_classes, "composition")
+        composition = compose_graph(model, masks, classes, _example(model), _points(model))
+        module = composition.module
+        module.classes, module.input_shape = composition.classes, tuple(model.input_shape)
+        module.kept_whole = composition.report
+        return module
     num_classes, plan = _checked_plan(model, masks)
     classes = check_classes(list(classes), num_classes, "composition")
     kept = union_units(masks, classes)
@@ -180,14 +229,19 @@ def _rebuild(module: nn.Module, name: str, built: dict[str, nn.Module]) -> nn.Mo
 # ----------------------------------------------------------------------------------------------
 # analytic overlap
 
-def overlap_counts(model: ZooNet, masks: Mapping[str, torch.Tensor],
+def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
                    by_layer: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
     """Class×class counts of full-model parameters that both single-class modules keep (float64).
 
     The diagonal is each single-class module's own parameter count. From masks alone: for a layer
     with input mask P and output mask M, ``(P Pᵀ) ⊙ (M Mᵀ) · kernel_area + (M Mᵀ) · per-unit params``.
-    With ``by_layer`` returns ``{block name: matrix}`` instead of the sum.
+    With ``by_layer`` returns ``{block name: matrix}`` instead of the sum (any other model than a zoo one:
+    ``{owner module: matrix}``, counted on its graph by ``graph_overlap_counts``).
     """
+    if not isinstance(model, ZooNet):
+        check_masks(model, masks)
+        with eval_mode(model):
+            return graph_overlap_counts(model, masks, _example(model), _points(model), by_layer=by_layer)
     num_classes, plan = _checked_plan(model, masks)
     float_masks = {p: m.double() for p, m in masks.items()}
     point_grams = {p: m @ m.T for p, m in float_masks.items()}  # class×class units both keep, per point

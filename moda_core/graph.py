@@ -13,6 +13,9 @@ Units: channels (dim 1) of 4-D and 2-D activations, features (the last dim) of 3
 the graph shows that a 3-D activation is a Linear's output with its last two dims swapped (the zoo ViT lays
 its MLP hidden layer out channels-first, B×H×T), the units follow the Linear's features (dim 1 there).
 
+A *tapped* model (``moda_core.tapped``) carries a ``Tap`` module after each of its sites; tracing it finds the
+taps as its sites, named and typed as the sites they follow.
+
 ``masked_graph`` builds the *masked full model* on the graph: the model with every unit outside a site's
 mask zeroed at every call of that site; composition must equal it (docs/design.md, Composition).
 """
@@ -35,6 +38,13 @@ _FUNCTIONS: dict[str, tuple] = {
     "relu": (F.relu, torch.relu, F.relu6, torch.relu_, F.relu_), "gelu": (F.gelu,), "silu": (F.silu,)}
 _METHODS: dict[str, tuple[str, ...]] = {"relu": ("relu", "relu_"), "gelu": (), "silu": ()}
 KINDS = tuple(_MODULES)
+# a unit fires when its activation exceeds this somewhere (any position of a map or any token); for ReLU
+# sites "> 0" is "≠ 0"
+DEFAULT_THRESHOLD = 0.0
+
+
+class TraceError(ModaError):
+    """fx cannot trace the model's forward pass (Python control flow on tensor values, ...)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,21 @@ class Site:
         if ndim in (2, 4):
             return 1
         raise ModaError(f"an activation site must be 2-D, 3-D or 4-D, got a {ndim}-D activation")
+
+
+class Tap(nn.Module):
+    """The identity, placed after one activation site of a tapped model; hooks record and mask its output."""
+
+    def __init__(self, site: Site, threshold: float = DEFAULT_THRESHOLD) -> None:
+        super().__init__()
+        self.site, self.unit_dim, self.threshold = site.name, site.dim, float(threshold)
+        self.kind, self.units = site.kind, site.units
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"site={self.site!r}, kind={self.kind}, units={self.units}, unit_dim={self.unit_dim}"
 
 
 def _kinds(points: str | Sequence[str]) -> tuple[str, ...]:
@@ -114,17 +139,18 @@ def trace(model: nn.Module, points: str | Sequence[str] = "relu",
 
     kinds = _kinds(points)
     was_training = model.training
+    tapped = any(isinstance(module, Tap) for module in model.modules())
     # torchvision's default tracer arguments, except that its ops' module classes (Conv2dNormActivation,
     # SqueezeExcitation, ...) are traced through instead of kept as leaves: the activations inside are sites
     tracer_kwargs = fe._set_default_tracer_kwargs(None)
-    tracer_kwargs["leaf_modules"] = []
+    tracer_kwargs["leaf_modules"] = [Tap] if tapped else []
     tracer = fe.NodePathTracer(**tracer_kwargs)
     try:
         graph = tracer.trace(model.eval())
     except Exception as error:  # fx raises TraceError, TypeError, RuntimeError... on dynamic control flow
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModaError(f"cannot trace {type(model).__name__}: {first}; composition needs a traceable forward "
-                        "(no Python control flow on tensor values)") from error
+        raise TraceError(f"cannot trace {type(model).__name__}: {first}; composition needs a traceable forward "
+                         "(no Python control flow on tensor values)") from error
     finally:
         model.train(was_training)
     module = fx.GraphModule(tracer.root, graph, type(model).__name__)
@@ -134,7 +160,10 @@ def trace(model: nn.Module, points: str | Sequence[str] = "relu",
         propagate_shapes(module, example_input)
     sites: dict[str, Site] = {}
     for node in graph.nodes:
-        kind = site_kind(module, node, kinds)
+        tap = module.get_submodule(node.target) if tapped and node.op == "call_module" else None
+        if tapped and not isinstance(tap, Tap):
+            continue  # a tapped model's sites are its taps
+        kind = tap.kind if tapped else site_kind(module, node, kinds)
         if kind is None:
             continue
         target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
@@ -142,8 +171,9 @@ def trace(model: nn.Module, points: str | Sequence[str] = "relu",
         meta = node.meta.get("tensor_meta")
         if meta is not None and hasattr(meta, "shape"):
             shape = tuple(meta.shape)
-            dim = unit_axis(node)
-        sites[names[node]] = Site(names[node], kind, node.name, target, shape, dim)
+            dim = tap.unit_dim if tapped else unit_axis(node)
+        name = tap.site if tapped else names[node]
+        sites[name] = Site(name, kind, node.name, target, shape, dim)
     return Traced(module, names, sites)
 
 

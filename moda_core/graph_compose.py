@@ -19,10 +19,13 @@ report with the reason. The result is an fx ``GraphModule`` whose logits are the
 order, equal to the masked full model's (``moda_core.graph.masked_graph``), and exportable with
 ``torch.export`` with a dynamic batch size. Eval mode only (batch norms use their running statistics).
 
-Not here yet: the analytic overlap of two classes' modules on the graph.
+``graph_overlap_counts`` counts, from the masks alone, the full-model parameters both of two single-class
+modules keep: per parameter, the rows (output units) and columns (input units) its sliced copy keeps, or all
+of it where it is kept whole; equal to composing each class and counting which parameters it holds.
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from moda_core.errors import ModaError
-from moda_core.graph import KINDS, Traced, site_kind, trace
+from moda_core.graph import KINDS, Tap, Traced, site_kind, trace
 
 _ZERO_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Dropout, nn.Identity, nn.Hardswish, nn.Tanh,
                             nn.Hardtanh, nn.LeakyReLU, nn.Mish)
@@ -141,7 +144,7 @@ class _Composer:
             in_shape[in_axis] == shape[in_axis]
         if node.op == "call_module":
             module = self.module.get_submodule(node.target)
-            if node.name in self.site_masks or site_kind(self.module, node, KINDS):
+            if node.name in self.site_masks or site_kind(self.module, node, KINDS) or isinstance(module, Tap):
                 return _Op("site" if node.name in self.site_masks else "unary0", in_axis, size(in_axis)) \
                     if per_unit else unknown("activation on an untracked tensor")
             if isinstance(module, nn.Conv2d):
@@ -182,6 +185,9 @@ class _Composer:
             return _Op(kind, in_axis, size(in_axis))
         if node.op == "call_function" and target in _POOL_FUNCTIONS:
             return _Op("pool", 1, size(1)) if in_axis == 1 and per_unit else unknown("pooling over the units")
+        if target in ("view", "reshape", torch.reshape) and len(shape) == 2 and in_shape is not None and \
+                len(node.args) == 3 and node.args[2] == -1 and len(in_shape) > 2:
+            return self.flatten(node, shape, in_shape, in_axis, 1, -1)  # x.view(x.size(0), -1)
         if target in (torch.flatten, "flatten"):
             args = list(node.args[1:]) + [node.kwargs.get("start_dim", 0), node.kwargs.get("end_dim", -1)][
                 len(node.args) - 1:]
@@ -212,9 +218,11 @@ class _Composer:
         return unknown(f"{_name(target)} is not a per-unit op")
 
     def flatten(self, node: fx.Node, shape, in_shape, in_axis, start: int = 0, end: int = -1) -> _Op:
-        if in_shape is not None and in_axis == 1 and start == 1 and end in (-1, len(in_shape) - 1) and \
-                all(d == 1 for d in in_shape[2:]):
-            return _Op("layout", 1, shape[1])
+        """Flattening a map's channels with its positions (start dim 1 to the last): each channel becomes a
+        contiguous run of H·W features, so a kept channel keeps its whole run (``extra``: H·W)."""
+        if in_shape is not None and in_axis == 1 and start == 1 and end in (-1, len(in_shape) - 1):
+            positions = math.prod(in_shape[2:])
+            return _Op("layout", 1, shape[1]) if positions == 1 else _Op("flatten", 1, shape[1], extra=positions)
         return _Op("unknown", _default_axis(shape), shape[_default_axis(shape)] if _default_axis(shape) else 0,
                    "flatten mixes units and positions")
 
@@ -255,13 +263,26 @@ class _Composer:
         return isinstance(node, fx.Node) and self.axis(node) is not None and node in self.ops
 
     def run(self) -> GraphComposition:
-        graph = self.module.graph
-        for node in graph.nodes:
+        self.analyse()
+        return self.rewrite()
+
+    def classify_all(self) -> None:
+        """Each node's op (what it is, its unit axis and size); the report of what is kept whole."""
+        self.ops.clear()
+        self.report.clear()
+        for node in self.module.graph.nodes:
             self.ops[node] = op = self.classify(node)
             if op.axis is not None:
                 op.size = _shape(node)[op.axis]
             if op.kind == "unknown" and any(_shape(n) is not None for n in _nodes((node.args, node.kwargs))):
                 self.report.append((self.traced.names.get(node, node.name), op.reason))
+
+    def analyse(self) -> None:
+        """Support, demand and the units each node keeps (``self.kept``: None = all) for ``self.site_masks``."""
+        graph = self.module.graph
+        if not self.ops:
+            self.classify_all()
+        for node, op in self.ops.items():
             if op.kind == "site" and op.size != self.site_masks[node.name].numel():
                 raise ModaError(f"mask of site {self.traced.names[node]!r} has {self.site_masks[node.name].numel()} "
                                 f"units, the site has {op.size}")
@@ -281,7 +302,20 @@ class _Composer:
                 continue
             keep = support[node] & demand[node]
             self.kept[node] = None if bool(keep.all()) else keep.nonzero().flatten()
-        return self.rewrite()
+
+    def sliced_units(self, node: fx.Node) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The (output, input) units a sliced conv/linear/batch norm node keeps (None: all), as ``rewrite``
+        slices it: an empty set computes one unit (modules cannot have zero channels)."""
+        op, source = self.ops[node], node.args[0]
+        outputs = self.kept[node]
+        if outputs is not None and len(outputs) == 0:
+            outputs = torch.zeros(1, dtype=torch.long)
+        inputs = None
+        if op.kind in ("conv", "linear"):
+            inputs = self.kept.get(source) if self.tracked(source) else None
+            if inputs is not None and len(inputs) == 0:
+                inputs = torch.zeros(1, dtype=torch.long)
+        return outputs, inputs
 
     def support(self, node: fx.Node, op: _Op, support: dict) -> torch.Tensor:
         full = torch.ones(op.size, dtype=torch.bool)
@@ -290,6 +324,8 @@ class _Composer:
             return support[first] & self.site_masks[node.name]
         if op.kind in ("unary0", "layout", "pool"):
             return support[first].clone()
+        if op.kind == "flatten":
+            return support[first].repeat_interleave(op.extra)
         if op.kind == "depthwise":
             return full if self.module.get_submodule(node.target).bias is not None else support[first].clone()
         if op.kind == "binary":
@@ -333,6 +369,8 @@ class _Composer:
             need(first, mine & self.site_masks[node.name])
         elif op.kind in ("unary0", "unary", "layout", "pool", "depthwise", "bn"):
             need(first, mine)
+        elif op.kind == "flatten":
+            need(first, mine.view(-1, op.extra).any(1))
         elif op.kind == "binary":
             for a in _nodes(node.args):
                 need(a, mine if _shape(a)[op.axis] == op.size else None)
@@ -371,14 +409,12 @@ class _Composer:
             if op.kind in ("conv", "linear", "depthwise", "bn"):
                 # an empty unit set computes one unit and drops it (modules cannot have zero channels)
                 source, empty = node.args[0], kept is not None and len(kept) == 0
-                outputs = torch.zeros(1, dtype=torch.long) if empty else kept
-                inputs = self.kept.get(source) if self.tracked(source) else None
+                outputs, inputs = self.sliced_units(node)
                 if op.kind in ("conv", "linear"):
-                    if inputs is not None and len(inputs) == 0:  # no input unit can be non-zero: feed one zero
-                        inputs = torch.zeros(1, dtype=torch.long)
-                        inp = self.adapt(env[source], source, inputs)
-                    else:
-                        inp = env[source]
+                    held = self.kept.get(source) if self.tracked(source) else None
+                    # no input unit can be non-zero: feed one zero
+                    inp = self.adapt(env[source], source, inputs) if held is not None and len(held) == 0 \
+                        else env[source]
                 else:
                     inp = self.adapt(env[source], source, outputs)
                 module = self.module.get_submodule(node.target)
@@ -407,6 +443,9 @@ class _Composer:
                 env[node] = graph.create_node(node.op, node.target, (pieces,) + tuple(node.args[1:]), node.kwargs,
                                               node.name)
                 continue
+            if op.kind == "flatten":
+                env[node] = self.flattened(node, op, env)
+                continue
             wants = {}
             for source in _nodes((node.args, node.kwargs)):
                 if op.kind == "size0" or not self.tracked(source):
@@ -422,6 +461,23 @@ class _Composer:
         graph.lint()
         composed = fx.GraphModule(self.root, graph, "ComposedModule")
         return GraphComposition(composed.eval(), sorted(self.classes), self.report)
+
+    def flattened(self, node: fx.Node, op: _Op, env: dict) -> fx.Node:
+        """A flatten of the source's channels that hold some kept feature, then the kept features of those."""
+        source, kept = node.args[0], self.kept[node]
+        channels = None if kept is None else torch.unique(kept // op.extra)
+        inputs = {n: env[n] for n in _nodes((node.args, node.kwargs))}
+        inputs[source] = self.adapt(env[source], source, channels)
+        new = self.new_graph.node_copy(node, lambda n: inputs[n])
+        if kept is None:
+            return new
+        produced = (channels[:, None] * op.extra + torch.arange(op.extra)).flatten()
+        if torch.equal(produced, kept):
+            return new
+        name = f"_moda_index_{self.index_count}"
+        self.index_count += 1
+        self.root[name] = torch.searchsorted(produced, kept)
+        return self.new_graph.call_method("index_select", (new, 1, self.new_graph.get_attr(name)))
 
     def attribute(self, target: str) -> Any:
         owner, _, name = target.rpartition(".")
@@ -527,3 +583,97 @@ def compose_graph(model: nn.Module, masks: Mapping[str, torch.Tensor], classes: 
     composer = _Composer(traced, {}, classes)
     composer.site_masks = masks_by_node
     return composer.run()
+
+
+_Use = tuple[torch.Tensor | None, torch.Tensor | None] | None
+
+
+def _param_uses(composer: _Composer) -> dict[nn.Parameter, list[_Use]]:
+    """After ``composer.analyse()``: each parameter the composed module holds, and how, once per use: None =
+    whole, (rows, columns) = the output and input units its sliced copy keeps (None: all of that dim)."""
+    uses: dict[nn.Parameter, list] = {}
+    for node, op in composer.ops.items():
+        if node.op == "call_module":
+            module = composer.module.get_submodule(node.target)
+            if op.kind in _SLICED:
+                outputs, inputs = composer.sliced_units(node)
+                for name, parameter in module.named_parameters(recurse=False):
+                    columns = inputs if name == "weight" and op.kind in ("conv", "linear") else None
+                    uses.setdefault(parameter, []).append((outputs, columns))
+            else:
+                for parameter in module.parameters():
+                    uses.setdefault(parameter, []).append(None)
+        elif node.op == "get_attr":
+            attribute = composer.attribute(node.target)
+            if isinstance(attribute, nn.Parameter):
+                uses.setdefault(attribute, []).append(None)
+    return uses
+
+
+def _indicator(index: torch.Tensor | None, size: int) -> torch.Tensor:
+    row = torch.zeros(size, dtype=torch.float64)
+    row[slice(None) if index is None else index] = 1
+    return row
+
+
+def _entries(parameter: torch.Tensor, uses: list) -> torch.Tensor:
+    """Bool over the parameter's entries: those some use keeps."""
+    kept = torch.zeros(parameter.shape, dtype=torch.bool)
+    for use in uses:
+        if use is None:
+            kept[...] = True
+            continue
+        rows, columns = use
+        rows = torch.arange(parameter.shape[0]) if rows is None else rows
+        if columns is None or parameter.dim() < 2:
+            kept[rows] = True
+        else:
+            kept[rows[:, None], columns[None, :]] = True
+    return kept
+
+
+def graph_overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor], example_input: torch.Tensor,
+                         points: str | Sequence[str] = "relu", by_layer: bool = False
+                         ) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Class×class counts (float64) of full-model parameters that both single-class modules of ``model`` keep,
+    from ``masks`` (site → classes × units) alone; the diagonal is each single-class module's parameter count.
+    With ``by_layer``: ``{owner module or attribute: matrix}`` instead of the sum."""
+    traced = trace(model, points, example_input)
+    unknown = [name for name in masks if name not in traced.sites]
+    if unknown:
+        raise ModaError(f"unknown activation site(s) {unknown}: this model's sites are {list(traced.sites)}")
+    num_classes = len(next(iter(masks.values())))
+    composer = _Composer(traced, {}, [0])
+    per_class = []
+    for c in range(num_classes):
+        composer.classes = [c]
+        composer.site_masks = {traced.sites[name].node: torch.as_tensor(mask[c]).bool()
+                               for name, mask in masks.items()}
+        composer.analyse()
+        per_class.append(_param_uses(composer))
+    owner = {}
+    for name, parameter in model.named_parameters():
+        owner.setdefault(parameter, name.rpartition(".")[0] or name)
+    layers: dict[str, torch.Tensor] = {}
+    for parameter in per_class[0]:
+        uses = [class_uses[parameter] for class_uses in per_class]
+        if all(use == [None] for use in uses):
+            shared = torch.full((num_classes, num_classes), float(parameter.numel()), dtype=torch.float64)
+        elif all(len(use) == 1 and use[0] is not None for use in uses):
+            rows = torch.stack([_indicator(use[0][0], parameter.shape[0]) for use in uses])
+            shared = rows @ rows.T
+            if parameter.dim() >= 2:
+                rest = math.prod(parameter.shape[2:])
+                if uses[0][0][1] is not None or any(use[0][1] is not None for use in uses):
+                    columns = torch.stack([_indicator(use[0][1], parameter.shape[1]) for use in uses])
+                    shared = shared * (columns @ columns.T) * rest
+                else:
+                    shared = shared * parameter.shape[1] * rest
+        else:  # used at several places: count entries
+            kept = torch.stack([_entries(parameter, use).flatten() for use in uses]).double()
+            shared = kept @ kept.T
+        key = owner.get(parameter, "?")
+        layers[key] = layers[key] + shared if key in layers else shared
+    if by_layer:
+        return layers
+    return sum(layers.values(), torch.zeros(num_classes, num_classes, dtype=torch.float64))

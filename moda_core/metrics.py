@@ -57,7 +57,8 @@ def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Se
     """Compose ``classes`` and measure it next to the full model: parameters, FLOPs, accuracy.
 
     ``accuracy`` is the composed module on the test samples of ``classes``; ``full_accuracy`` is the
-    full model on the same samples, restricted to the same logits.
+    full model on the same samples, restricted to the same logits. ``kept_whole``: the (node, reason) pairs
+    the graph composer could not slice (empty for zoo models).
     """
     composed = compose_module(model, masks, classes)
     classes = composed.classes
@@ -70,7 +71,8 @@ def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Se
     return {"classes": classes, "params": params, "full_params": full_params, "params_fraction": params / full_params,
             "flops": flops, "full_flops": full_flops, "flops_fraction": flops / full_flops,
             "accuracy": composed_accuracy(composed, test, classes),
-            "full_accuracy": restricted_accuracy(full_logits, test, classes)}
+            "full_accuracy": restricted_accuracy(full_logits, test, classes),
+            "kept_whole": [list(entry) for entry in getattr(composed, "kept_whole", [])]}
 
 
 def subtask_sets(num_classes: int, sizes: Sequence[int], samples: int, seed: int = 0) -> list[list[int]]:

@@ -13,6 +13,7 @@ from moda_core.data import DATASETS
 from moda_core.errors import ModaError
 from moda_core.methods import method_of
 from moda_core.models import MODELS
+from moda_core.models.user import check_points, is_import_path
 
 MAX_IN_CHANNELS, MAX_IMAGE_SIZE, MAX_CLASSES, MAX_WIDTH = 4096, 4096, 100_000, 8.0  # width: as build_model
 MAX_SEED = 2**32 - 1  # the trainer seeds with (seed·100003 + epoch)·1009 + rank, which must stay an int64
@@ -76,6 +77,7 @@ _TRAIN_FIELDS: dict[str, tuple[Any, bool]] = {
     "width": ((0.0, MAX_WIDTH, True), False), "train_fraction": ((0.0, 1.0, True), False),
     "augment": (bool, True), "compile": (bool, False), "download": (bool, False),
     "track_modular_terms": (bool, False), "classes": (list, True), "class_fractions": (dict, True),
+    "points": (str, False), "threshold": ((-1e6, 1e6, False), False),
 }
 _DATA_FIELDS: dict[str, tuple[Any, bool]] = {
     "name": (str, False), "data_root": (str, True), "seed": ((0, MAX_SEED), False),
@@ -121,8 +123,20 @@ def check_config(config: Any, where: str | Path = "config") -> dict[str, Any]:
     if not isinstance(arch, dict):
         raise ModaError(f"corrupt config {where}: arch (the model) must be an object, got {kind_of(arch)}")
     name = arch.get("name")
-    if not isinstance(name, str) or name not in MODELS:
-        raise _bad(where, "arch.name", name, f"a known model ({', '.join(MODELS)})")
+    if not isinstance(name, str) or (name not in MODELS and not is_import_path(name)):
+        raise _bad(where, "arch.name", name, f"a known model ({', '.join(MODELS)}) or an import path "
+                                             "package.module:function")
+    if name not in MODELS:  # a model of the user's own: how its points were chosen
+        points = arch.get("points", "relu")
+        if not isinstance(points, str):
+            raise _bad(where, "arch.points", points, "activation kinds such as 'relu' or 'relu,gelu'")
+        try:
+            check_points(points)
+        except ModaError as error:
+            raise ModaError(f"corrupt config {where}: {error}") from None
+        _real_in(arch.get("threshold", 0.0), "arch.threshold", -1e6, 1e6, where)
+        if arch.get("width", 1.0) != 1.0:
+            raise _bad(where, "arch.width", arch.get("width"), "1 for a model built by an import path")
     in_channels = _int_in(arch.get("in_channels"), "arch.in_channels", 1, MAX_IN_CHANNELS, where)
     image_size = _int_in(arch.get("image_size"), "arch.image_size", 8, MAX_IMAGE_SIZE, where)
     num_classes = _int_in(arch.get("num_classes"), "arch.num_classes", 1, MAX_CLASSES, where)

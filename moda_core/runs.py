@@ -60,7 +60,7 @@ from moda_core.io import (
     tensors_bytes,
 )
 from moda_core.methods import method_of
-from moda_core.models import ZooNet, build_model
+from moda_core.models import build_from_arch
 from moda_core.run_config import check_config, is_real, kind_of
 
 CONFIG, MODEL, OPTIMIZER, HISTORY, METRICS = (
@@ -683,7 +683,7 @@ class Run:
 
     path: Path
     config: dict[str, Any]
-    model: ZooNet
+    model: nn.Module  # a zoo model, or a model of the user's own (tapped)
     epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -707,12 +707,11 @@ class Run:
         return str(self.path) if latest else f"{self.path}@{self.epoch}"
 
 
-def _build(config: dict[str, Any], where: str | Path) -> ZooNet:
-    """The model of a checked config (:func:`check_config`); any failure is a ``ModaError``."""
+def _build(config: dict[str, Any], where: str | Path, tap: bool = True) -> nn.Module:
+    """The model of a checked config (:func:`check_config`); any failure is a ``ModaError``. ``tap=False``
+    builds a model of the user's own as its builder returns it (for its shapes)."""
     try:
-        arch = config["arch"]
-        model = build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
-                            arch.get("width", 1.0))
+        model = build_from_arch(config["arch"], tap=tap)
         return method_of(config).prepare(model)  # e.g. MwT's gated blocks
     except ModaError:
         raise
@@ -732,7 +731,7 @@ def model_shapes(config: dict[str, Any], where: str | Path = "config") -> dict[s
            method_of(config).name)
     if key not in _SHAPES:
         with torch.device("meta"):
-            model = _build(config, where)
+            model = _build(config, where, tap=False)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         count = sum(math.prod(shape) for shape in shapes.values())
         if count > MAX_PARAMETERS:
@@ -747,7 +746,7 @@ def model_shapes(config: dict[str, Any], where: str | Path = "config") -> dict[s
 _SHAPES: dict[tuple, dict[str, tuple[int, ...]]] = {}  # model_shapes by architecture and method
 
 
-def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> ZooNet:
+def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> nn.Module:
     """The model a run's config describes (untrained), after :func:`check_config` and a size check on the meta
     device (:func:`model_shapes`); a ``ModaError`` says why it cannot be built."""
     model_shapes(config, where)

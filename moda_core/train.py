@@ -27,11 +27,14 @@ from moda_core.data import Dataset, check_class_fractions, check_classes, datase
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.methods import METHODS, Method, StepLosses, method_of
-from moda_core.models import MODELS, ZooNet, build_model
+from moda_core.models import MODELS, build_model
+from moda_core.models.user import check_import_path, check_points, import_path_of
 
 
 @dataclass
 class TrainConfig:
+    # a zoo name, or a model of your own: its builder's import path "package.module:function" (or the function,
+    # turned into that path), called as fn(num_classes=, in_channels=, image_size=): moda_core.models.user
     model: str = "lenet5"
     dataset: str = "mnist5k"
     epochs: int = 10
@@ -57,8 +60,14 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False  # torch.compile the model (worth it on a GPU)
     track_modular_terms: bool = True  # log the modular terms of standard runs too (detached)
+    # a model of your own: which activation calls are points ("relu"; "gelu", "silu" or "relu,gelu" opt in) and
+    # the firing rule's threshold (a unit fires where its activation > threshold)
+    points: str = "relu"
+    threshold: float = 0.0
 
     def __post_init__(self) -> None:
+        if callable(self.model):
+            self.model = import_path_of(self.model)
         defaults = METHODS[self.method].defaults if self.method in METHODS else METHODS["moda"].defaults
         for name, value in zip(("alpha", "beta", "gamma"), defaults, strict=True):
             if getattr(self, name) is None:
@@ -73,7 +82,19 @@ class TrainConfig:
     def validate(self) -> None:
         method = method_of(self)  # a ModaError naming the known methods
         if self.model not in MODELS:
-            raise ModaError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}")
+            if ":" not in str(self.model):
+                raise ModaError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}, or an import "
+                                "path package.module:function of your own builder")
+            check_import_path(self.model)
+            if self.width != 1.0:
+                raise ModaError(f"width multiplier {self.width} applies to zoo models only; model {self.model} is "
+                                "built by its own function")
+        self.points = check_points(self.points)
+        if self.model in MODELS and self.points != "relu":
+            raise ModaError(f"zoo model {self.model!r} has ReLU points only, got points={self.points!r}")
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)
+                and abs(self.threshold) <= 1e6):
+            raise ModaError(f"firing threshold must be a finite number, got {self.threshold!r}")
         info = dataset_info(self.dataset)
         if self.classes is not None:
             self.classes = check_classes(self.classes, info.num_classes, f"data set {self.dataset!r}")
@@ -103,7 +124,7 @@ class TrainConfig:
 
 # the settings that make two trainings the same experiment (device, logging and checkpointing aside)
 SAME_TRAINING = ("model", "dataset", "width", "epochs", "seed", "alpha", "beta", "gamma", "method", "classes",
-                 "lr", "momentum", "batch_size", "train_fraction", "augment")
+                 "lr", "momentum", "batch_size", "train_fraction", "augment", "points", "threshold")
 
 
 def setting_differences(stored: Mapping[str, Any], config: TrainConfig) -> dict[str, tuple[Any, Any]]:
@@ -152,7 +173,26 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def make_config_record(config: TrainConfig, model: ZooNet, data: Dataset, device: torch.device) -> dict[str, Any]:
+def build_for(config: TrainConfig, in_channels: int, image_size: int, num_classes: int) -> torch.nn.Module:
+    """The untrained model ``config`` describes (a model of the user's own comes back checked and tapped)."""
+    return build_model(config.model, in_channels, image_size, num_classes, config.width, config.points,
+                       config.threshold)
+
+
+def check_model(config: TrainConfig) -> None:
+    """Build a model of the user's own once, on the CPU, before a run folder exists: a builder that fails to
+    import or raises, a forward fx cannot trace without nn.ReLU modules to hook, no activation point or an
+    output that is not [batch, classes] is a ``ModaError`` and nothing is written."""
+    if config.model in MODELS:
+        return
+    info = dataset_info(config.dataset)
+    classes = len(config.classes) if config.classes is not None else info.num_classes
+    with torch.device("cpu"):
+        build_for(config, info.in_channels, info.image_size, classes)
+
+
+def make_config_record(config: TrainConfig, model: torch.nn.Module, data: Dataset,
+                       device: torch.device) -> dict[str, Any]:
     train = asdict(config)
     return {
         "arch": model.arch,
@@ -171,7 +211,8 @@ def default_run_name(config: TrainConfig) -> str:
     """``model-dataset-method-YYYYmmdd-HHMMSS-mmm`` (milliseconds; the run store adds ``-2`` … on a clash)."""
     now = datetime.now()
     stamp = f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
-    return f"{config.model}-{config.dataset}-{method_of(config).name}-{stamp}"
+    model = config.model.rpartition(":")[2].replace(".", "-") if ":" in config.model else config.model
+    return f"{model}-{config.dataset}-{method_of(config).name}-{stamp}"
 
 
 def data_for_config(config: TrainConfig, device: torch.device) -> Dataset:
@@ -200,6 +241,8 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
     config.validate()
     if name is not None:
         runs.check_run_name(name)
+    if not resume:
+        check_model(config)
     if resume and name is None:
         raise ModaError("resuming needs the name of the run to continue")
     if resume and overwrite:
@@ -241,7 +284,7 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
     device = resolve_device(distributed.device_for(config.device, ctx))
     torch.manual_seed(config.seed)
     data = data_for_config(config, device)
-    model = build_model(config.model, data.info.in_channels, data.info.image_size, data.num_classes, config.width)
+    model = build_for(config, data.info.in_channels, data.info.image_size, data.num_classes)
     method = method_of(config)
     model = method.prepare(model)
     model.to(device)
@@ -326,7 +369,7 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
     return runs.load_run(run_dir, device)
 
 
-def train_step(method: Method, config: TrainConfig, model: ZooNet, network: torch.nn.Module,
+def train_step(method: Method, config: TrainConfig, model: torch.nn.Module, network: torch.nn.Module,
                optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                autocast: torch.autocast) -> StepLosses:
     """One optimisation step of ``method`` on the batch ``(x, y)``: forward pass and loss terms

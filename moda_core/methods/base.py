@@ -15,7 +15,7 @@ from typing import Callable, ContextManager, Iterator, Protocol
 import torch
 from torch import nn
 
-from moda_core.activations import modular_points, record_activations, units_firing
+from moda_core.activations import firing_threshold, modular_points, record_activations, units_firing
 
 # read() after a forward pass → {point: B×N bool} for every modular point
 # (MwT reports its ungated points as all firing)
@@ -26,6 +26,7 @@ class MethodSettings(Protocol):
     """What a method reads from a training config (``moda_core.train.TrainConfig`` has all of it; a
     method needs no import of the trainer)."""
 
+    model: str  # a zoo name or a builder's import path (package.module:function)
     method: str
     alpha: float
     beta: float
@@ -72,6 +73,6 @@ class Method:
     def unit_indicators(self, model: nn.Module) -> Iterator[Indicators]:
         """Firing units per sample at every point: a unit fires when its activation is non-zero (for a
         conv channel: anywhere in the map) — docs/design.md, Firing rule and floor."""
-        points = modular_points(model)
+        points, threshold = modular_points(model), firing_threshold(model)
         with record_activations(model, points, detach=True) as recorder:
-            yield lambda: {p: units_firing(a) for p, a in zip(points, recorder.values(), strict=True)}
+            yield lambda: {p: units_firing(a, threshold) for p, a in zip(points, recorder.values(), strict=True)}

@@ -266,6 +266,9 @@ class MwT(Method):
     defaults = (ALPHA, BETA, 0.0)
 
     def validate(self, config: MethodSettings) -> None:
+        if ":" in config.model:
+            raise ModaError("MwT trains zoo models only (its gates are built into the zoo's blocks); train a model "
+                            "of your own with --method moda or standard")
         if config.gamma:
             raise ModaError(f"MwT has no compactness term: gamma must be 0, got {config.gamma}")
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moda_core.activations import record_activations
+from moda_core.activations import nonnegative_points, record_activations
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
 from moda_core.methods.base import Method, MethodSettings, StepLosses
@@ -39,5 +39,6 @@ class Standard(Method):
             logits = network(x)
         ce = F.cross_entropy(logits.float(), y)
         with torch.no_grad():
-            affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=True)
+            affinity, dispersion, compactness = modular_losses(recorder.values(), y,
+                                                                 nonnegative=nonnegative_points(model))
         return StepLosses(logits, ce, ce, affinity, dispersion, compactness)

@@ -1,0 +1,163 @@
+"""Models of your own: a builder function named by its import path, ``package.module:function``.
+
+The builder is called as ``fn(num_classes=…, in_channels=…, image_size=…)`` and returns an ``nn.Module`` whose
+forward maps a batch ``[B, in_channels, image_size, image_size]`` to logits ``[B, num_classes]``. A run stores
+the import path in its config.json (``arch.name``, with ``arch.points`` and ``arch.threshold``), and everything
+that loads the run calls the builder again and loads the weights under the model's own ``state_dict`` keys.
+
+``build_user_model`` checks the builder's result before anything uses it (each failure one ``ModaError``): the
+import, the call, that it is a module, that its output is ``[batch, classes]``, and that it has an activation
+point. A traceable model comes back *tapped* (``moda_core.tapped``); one fx cannot trace keeps its
+``nn.ReLU``/``nn.ReLU6`` modules as points (trained and decomposed through hooks; not composable).
+
+Importing runs code, so a run folder (untrusted input) never chooses freely what is imported: a namespace
+package (a folder without ``__init__.py``, such as a runs folder on the path) is refused, and a process may
+restrict imports to named top-level packages (``restrict_imports``; the dashboard does, from
+``MODA_STUDIO_MODELS``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from moda_core.errors import ModaError
+from moda_core.graph import DEFAULT_THRESHOLD, KINDS, TraceError
+from moda_core.tapped import tap_sites
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*")
+MAX_IMPORT_PATH = 200
+ALLOW_ENV = "MODA_STUDIO_MODELS"  # comma-separated top-level packages a restricted process may import
+
+_allowed: set[str] | None = None  # None: any regular package or module
+
+
+def is_import_path(name: object) -> bool:
+    """Whether ``name`` is spelled as a builder's import path (``package.module:function``)."""
+    return isinstance(name, str) and len(name) <= MAX_IMPORT_PATH and _IMPORT_PATH.fullmatch(name) is not None
+
+
+def check_import_path(name: object) -> str:
+    if not is_import_path(name):
+        raise ModaError(f"model {name!r} is neither a zoo model nor an import path package.module:function "
+                        f"(letters, digits and _, at most {MAX_IMPORT_PATH} characters)")
+    return name
+
+
+def import_path_of(builder: Callable[..., Any]) -> str:
+    """The import path of a builder function, checked to import back to the same function."""
+    module, qualname = getattr(builder, "__module__", None), getattr(builder, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        raise ModaError(f"model builder {builder!r} cannot be found again by an import path: define it at the top "
+                        "level of an importable module (not in __main__, not a lambda or nested function)")
+    path = check_import_path(f"{module}:{qualname}")
+    if load_builder(path) is not builder:
+        raise ModaError(f"model builder {path} does not import back to the function given")
+    return path
+
+
+def restrict_imports(packages: Iterable[str] | None) -> None:
+    """Allow imports of model builders only from these top-level packages (None: lift the restriction)."""
+    global _allowed
+    _allowed = None if packages is None else {p.strip() for p in packages if p.strip()}
+
+
+def restrict_imports_from_environment() -> None:
+    """``restrict_imports`` from ``MODA_STUDIO_MODELS`` (comma-separated; unset or empty: nothing allowed)."""
+    restrict_imports(os.environ.get(ALLOW_ENV, "").split(","))
+
+
+def load_builder(path: str) -> Callable[..., Any]:
+    """The function an import path names; a ``ModaError`` says why it cannot be had."""
+    check_import_path(path)
+    module_name, _, attribute = path.partition(":")
+    top = module_name.split(".")[0]
+    if _allowed is not None and top not in _allowed:
+        raise ModaError(f"model {path} is not imported here: this server imports model code only from "
+                        f"{', '.join(sorted(_allowed)) or 'no package'} (start moda-studio with --models {top} "
+                        "to allow it)")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError) as error:
+        raise ModaError(f"cannot import model {path}: {type(error).__name__}: {error}") from None
+    if spec is None:
+        raise ModaError(f"cannot import model {path}: no module named {top!r} (install it or run from the folder "
+                        "that holds it)")
+    if spec.origin in (None, "namespace") and spec.submodule_search_locations is not None:
+        raise ModaError(f"cannot import model {path}: {top!r} is a folder without __init__.py (a namespace "
+                        "package); model code must come from a regular package or module")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except Exception as error:  # ImportError, SyntaxError, AttributeError, anything its import raises
+        raise ModaError(f"cannot import model {path}: {type(error).__name__}: {' '.join(str(error).split())}") \
+            from None
+    if not callable(target):
+        raise ModaError(f"model {path} is a {type(target).__name__}, not a function that builds a model")
+    return target
+
+
+def check_points(points: str) -> str:
+    """``points``: activation kinds, comma-separated (``relu``, ``gelu``, ``silu``)."""
+    kinds = [k.strip() for k in str(points).split(",")]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise ModaError(f"unknown activation kind(s) {unknown} in points {points!r}: expected some of "
+                        f"{', '.join(KINDS)}, comma-separated")
+    return ",".join(kinds)
+
+
+def build_user_model(path: str, in_channels: int, image_size: int, num_classes: int, points: str = "relu",
+                     threshold: float = DEFAULT_THRESHOLD, tap: bool = True) -> nn.Module:
+    """Call the builder at ``path`` and check what it returns; returns the model tapped (or, untraceable, as it
+    is) with ``arch`` and ``input_shape`` set. ``tap=False`` returns the built model unchecked (for its
+    ``state_dict`` shapes, e.g. built on the meta device)."""
+    builder = load_builder(path)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    except Exception as error:
+        raise ModaError(f"model builder {path} raised {type(error).__name__}: {' '.join(str(error).split())} "
+                        f"(called as {path.partition(':')[2]}(num_classes={num_classes}, in_channels={in_channels}, "
+                        f"image_size={image_size}))") from None
+    if not isinstance(model, nn.Module):
+        raise ModaError(f"model builder {path} returned a {type(model).__name__}, not a torch.nn.Module")
+    arch = {"name": path, "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes,
+            "width": 1.0, "points": check_points(points), "threshold": float(threshold)}
+    if not tap:
+        return model
+    example = torch.zeros(2, in_channels, image_size, image_size)
+    _check_output(model, example, path, num_classes)
+    try:
+        model = tap_sites(model, example, arch["points"].split(","), threshold)
+    except TraceError as error:
+        if arch["points"] != "relu" or not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules()):
+            raise ModaError(f"{error}; without a traceable forward MODA hooks nn.ReLU modules, and {path} has "
+                            "none") from None
+        arch["traced"] = False  # points: its nn.ReLU modules, through hooks
+    model.arch = arch
+    model.input_shape = (in_channels, image_size, image_size)
+    return model
+
+
+def _check_output(model: nn.Module, example: torch.Tensor, path: str, num_classes: int) -> None:
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            output = model.eval()(example)
+    except Exception as error:
+        raise ModaError(f"model {path} fails on a batch of {tuple(example.shape)} inputs: {type(error).__name__}: "
+                        f"{' '.join(str(error).split())}") from None
+    finally:
+        model.train(was_training)
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+    if shape != (example.shape[0], num_classes):
+        got = f"shape {list(shape)}" if shape is not None else f"a {type(output).__name__}"
+        raise ModaError(f"model {path} returns {got} for a batch of {tuple(example.shape)} inputs; MODA needs "
+                        f"logits [batch, classes] = [{example.shape[0]}, {num_classes}]")
