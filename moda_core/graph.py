@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -178,11 +178,24 @@ def trace(model: nn.Module, points: str | Sequence[str] = "relu",
 
 
 def propagate_shapes(module: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Record every node's output shape in ``node.meta["tensor_meta"]`` (one eval-mode forward pass)."""
+    """Record every node's output shape in ``node.meta["tensor_meta"]`` (one eval-mode forward pass). Taps
+    pass their input on without running their hooks (a recorder on the tapped model must not see this pass)."""
     from torch.fx.passes.shape_prop import ShapeProp
 
-    with torch.no_grad():
-        ShapeProp(module).propagate(example_input)
+    class _Propagation(ShapeProp):
+        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+            if isinstance(self.fetch_attr(target), Tap):
+                return args[0]
+            return super().call_module(target, args, kwargs)
+
+    try:
+        with torch.no_grad():
+            _Propagation(module).propagate(example_input)
+    except Exception as error:  # ShapeProp wraps the op's own error
+        cause = error.__cause__ or error
+        raise ModaError(f"{module.__class__.__name__} fails on an example input of shape "
+                        f"{tuple(example_input.shape)} ({example_input.dtype}): {type(cause).__name__}: "
+                        f"{' '.join(str(cause).split())[:300]}") from None
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:

@@ -223,6 +223,12 @@ class _Composer:
         if in_shape is not None and in_axis == 1 and start == 1 and end in (-1, len(in_shape) - 1):
             positions = math.prod(in_shape[2:])
             return _Op("layout", 1, shape[1]) if positions == 1 else _Op("flatten", 1, shape[1], extra=positions)
+        if in_shape is not None and in_axis is not None:
+            start, end = start % len(in_shape), end % len(in_shape)
+            if in_axis < start:  # positions flattened after the units: they stay where they are
+                return _Op("layout", in_axis, shape[in_axis])
+            if in_axis > end:
+                return _Op("layout", in_axis - (end - start), shape[in_axis - (end - start)])
         return _Op("unknown", _default_axis(shape), shape[_default_axis(shape)] if _default_axis(shape) else 0,
                    "flatten mixes units and positions")
 
@@ -330,8 +336,10 @@ class _Composer:
             return full if self.module.get_submodule(node.target).bias is not None else support[first].clone()
         if op.kind == "binary":
             name, scalars = op.extra
-            parts = [support[a] for a in node.args if self.tracked(a) and _shape(a)[op.axis] == op.size
-                     and a in support]
+            # operands along the units (a broadcast one, of size 1 there, is left out); one kept whole with its
+            # units on another axis can be non-zero at every unit
+            parts = [support[a] if self.axis(a) == op.axis and a in support else full
+                     for a in _nodes(node.args) if self.tracked(a) and _shape(a)[op.axis] == op.size]
             if name == "add":
                 if any(s != 0 for s in scalars) or len(parts) < len([a for a in node.args if isinstance(a, fx.Node)]):
                     return full
@@ -373,7 +381,7 @@ class _Composer:
             need(first, mine.view(-1, op.extra).any(1))
         elif op.kind == "binary":
             for a in _nodes(node.args):
-                need(a, mine if _shape(a)[op.axis] == op.size else None)
+                need(a, mine if _shape(a)[op.axis] == op.size and self.axis(a) == op.axis else None)
         elif op.kind == "cat":
             offset = 0
             for t in first:
@@ -434,7 +442,7 @@ class _Composer:
                 for t in node.args[0]:
                     width = _shape(t)[op.axis]
                     if op.extra:
-                        wanted = torch.arange(offset, offset + width) if kept is None else \
+                        wanted = None if kept is None else \
                             kept[(kept >= offset) & (kept < offset + width)] - offset
                         offset += width
                     else:
@@ -453,8 +461,10 @@ class _Composer:
                 elif op.kind in ("site", "unary0", "unary", "layout", "pool"):
                     wants[source] = self.adapt(env[source], source, kept)
                 elif op.kind == "binary":
-                    small = _shape(source)[op.axis] != op.size
-                    wants[source] = env[source] if small else self.adapt(env[source], source, kept, op.axis)
+                    # broadcast along the units, or kept whole with its units elsewhere: all of it is there
+                    as_is = _shape(source)[op.axis] != op.size or self.axis(source) != op.axis
+                    wants[source] = self.adapt(env[source], source, None) if as_is and self.axis(source) != op.axis \
+                        else env[source] if as_is else self.adapt(env[source], source, kept, op.axis)
                 else:
                     wants[source] = self.adapt(env[source], source, None)
             env[node] = graph.node_copy(node, lambda n: wants[n])  # noqa: B023

@@ -50,15 +50,17 @@ def randomised(name, channels, size, seed=0, dtype=torch.float32, transform=None
     return model.eval()
 
 
-def random_masks(model, density, seed):
-    """Random class×unit masks with at least one unit per class per point."""
+def random_masks(model, density, seed, classes=None):
+    """Random class×unit masks with at least one unit per class per point (``classes``: the model's, or
+    NUM_CLASSES for a model that does not say)."""
+    classes = classes or getattr(model, "arch", {}).get("num_classes", NUM_CLASSES)
     generator = torch.Generator().manual_seed(seed)
     _, cache = run_with_cache(model, torch.zeros(1, *model.input_shape, dtype=next(model.parameters()).dtype))
     masks = {}
     for point in modular_points(model):
         units = cache[point].shape[1]
-        mask = torch.rand(NUM_CLASSES, units, generator=generator) < density
-        mask[torch.arange(NUM_CLASSES), torch.randint(0, units, (NUM_CLASSES,), generator=generator)] = True
+        mask = torch.rand(classes, units, generator=generator) < density
+        mask[torch.arange(classes), torch.randint(0, units, (classes,), generator=generator)] = True
         masks[point] = mask
     return masks
 
@@ -78,7 +80,7 @@ def brute_force_overlap(model, masks):
             param.copy_(torch.arange(next_id, next_id + param.numel(), dtype=torch.float64).view_as(param))
             next_id += param.numel()
     kept = []
-    for c in range(NUM_CLASSES):
+    for c in range(len(next(iter(masks.values())))):
         composed = compose_module(model, masks, [c])
         ids = torch.cat([p.detach().flatten() for p in composed.parameters()])
         assert len(ids.unique()) == len(ids)

@@ -1,0 +1,282 @@
+"""Models of your own (not the zoo): builders by import path, tapped activation sites, composition, overlap,
+export and the checks on bad builders. Nothing here trains (test_any_model_training.py does)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import graph_models
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import brute_force_overlap, masked_logits, random_masks
+from torch import nn
+
+from moda_core import ModaError, ModularLoss
+from moda_core.activations import mask_points, modular_points, record_activations
+from moda_core.cli import main
+from moda_core.compose import check_masks, compose_module, overlap_counts, parameter_count
+from moda_core.export import export_module
+from moda_core.losses import modular_losses
+from moda_core.models import build_model
+from moda_core.models.user import build_user_model, load_builder, restrict_imports
+from moda_core.run_config import check_config
+from moda_core.tapped import is_tapped, tap_sites, taps_of
+from moda_core.train import TrainConfig, train
+
+SMALL = [path for path, _ in graph_models.BUILDERS if "vgg" not in path and "resnet" not in path]
+
+
+def built(path: str, points: str = "relu") -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(path, 1, 28, 10, points=points)
+    return graph_models.calibrated(model)
+
+
+@pytest.mark.parametrize("path,points", graph_models.BUILDERS)
+def test_a_tapped_model_is_the_model_with_the_same_keys_and_parameters(path, points):
+    torch.manual_seed(0)
+    original = getattr(graph_models, path.partition(":")[2])(num_classes=10, in_channels=1, image_size=28)
+    tapped = build_user_model(path, 1, 28, 10, points)
+    assert is_tapped(tapped) and tapped.arch["name"] == path and tapped.input_shape == (1, 28, 28)
+    tapped.load_state_dict(original.state_dict())
+    assert list(tapped.state_dict()) == list(original.state_dict())
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(tapped.eval()(x), original.eval()(x))
+    # a tapped model holds the very parameters and buffers of the model it taps: training it trains that model
+    shared = tap_sites(original, x, points.split(","))
+    assert [id(p) for p in shared.parameters()] == [id(p) for p in original.parameters()]
+    assert [id(b) for b in shared.buffers()] == [id(b) for b in original.buffers()]
+
+
+def test_points_are_call_sites_named_as_feature_extraction_names_them():
+    resnet = build_model("graph_models:make_resnet18", 1, 28, 10)
+    points = modular_points(resnet)
+    assert len(points) == 17 and points[:3] == ["relu", "layer1.0.relu", "layer1.0.relu_1"]
+    assert modular_points(build_model("graph_models:make_functionalnet", 1, 28, 10)) == ["relu", "relu_1", "relu_2"]
+    assert modular_points(build_model("graph_models:make_relu6net", 1, 28, 10)) == ["features.2", "features.5"]
+    mobilenet = build_model("graph_models:make_mobilenet_v2", 1, 28, 10)
+    assert modular_points(mobilenet)[0] == "features.0.2"  # the ReLU6 inside Conv2dNormActivation
+
+
+def test_token_models_record_features_as_units():
+    vit = build_model("graph_models:make_vit", 1, 28, 10)
+    with torch.no_grad(), record_activations(vit, detach=True) as recorder:
+        vit.eval()(torch.randn(2, 1, 28, 28))
+    for activation in recorder.values():  # B×T×64 tokens, recorded with the 64 features as units (dim 1)
+        assert activation.shape == (2, 64, 17)
+    masks = random_masks(vit, 0.5, seed=1)
+    assert all(mask.shape == (10, 64) for mask in masks.values())
+    assert check_masks(vit, masks) == 10
+
+
+@pytest.mark.parametrize("path,points", graph_models.BUILDERS)
+def test_composed_module_is_the_masked_model_smaller_and_exports(path, points, tmp_path):
+    model = built(path, points)
+    masks = random_masks(model, 0.4, seed=3)
+    classes = [2, 7]
+    composed = compose_module(model, masks, classes)
+    x = torch.randn(5, 1, 28, 28)
+    expected = masked_logits(model, masks, classes, x)
+    with torch.no_grad():
+        got = composed(x)
+    assert composed.classes == classes
+    assert (got - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max())
+    assert parameter_count(composed) < parameter_count(model)
+    program = torch.export.load(export_module(composed, tmp_path / "module.pt2"))
+    for batch in (1, 7):
+        x = torch.randn(batch, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.allclose(program.module()(x), composed(x), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path,points", [(p, k) for p, k in graph_models.BUILDERS if p in SMALL])
+def test_analytic_overlap_equals_a_brute_force_count(path, points):
+    model = built(path, points)
+    masks = random_masks(model, 0.4, seed=5)
+    analytic = overlap_counts(model, masks)
+    assert torch.equal(analytic, brute_force_overlap(model, masks))
+    by_layer = overlap_counts(model, masks, by_layer=True)
+    assert torch.equal(sum(by_layer.values()), analytic)
+
+
+def test_vit_reports_what_it_keeps_whole():
+    model = built("graph_models:make_vit")
+    composed = compose_module(model, random_masks(model, 0.3, seed=0), [0, 1])
+    reasons = " ".join(reason for _, reason in composed.kept_whole)
+    assert "MultiheadAttention" in reasons and "LayerNorm" in reasons
+
+
+def test_graph_composer_slices_through_flatten_like_the_zoo():
+    lenet = graph_models.calibrated(build_model("lenet5", 1, 28, 10))
+    masks = random_masks(lenet, 0.4, seed=2)
+    from moda_core.graph_compose import compose_graph
+
+    graph = compose_graph(lenet, masks, [1, 4], torch.zeros(2, 1, 28, 28)).module
+    assert parameter_count(graph) == parameter_count(compose_module(lenet, masks, [1, 4]))
+
+
+def test_untraceable_model_with_relu_modules_trains_through_hooks_and_composition_says_why():
+    model = build_model("graph_models:make_hookednet", 1, 28, 10)
+    assert not is_tapped(model) and model.arch["traced"] is False
+    assert modular_points(model) == ["relu1", "relu2"]
+    masks = random_masks(model, 0.5, seed=0)
+    with pytest.raises(ModaError, match="cannot trace HookedNet"):
+        compose_module(model, masks, [0, 1])
+
+
+def test_gelu_and_silu_points_fire_above_the_threshold_and_the_loss_takes_magnitudes():
+    model = built("graph_models:make_gelusilunet", "gelu,silu")
+    assert [tap.kind for tap in taps_of(model).values()] == ["gelu", "silu"]
+    moda = ModularLoss(model, torch.zeros(2, 1, 28, 28), points="gelu,silu")
+    assert moda.nonnegative is False
+    x, y = torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2])
+    moda.model(x)
+    with torch.no_grad(), record_activations(model, detach=True) as recorder:
+        model(x)
+    expected = modular_losses(recorder.values(), y, nonnegative=False)
+    total = moda(y)
+    assert torch.allclose(total, expected[0] + expected[1] + 0.3 * expected[2])
+    with pytest.raises(ModaError, match="no activation point"):
+        build_model("graph_models:make_gelusilunet", 1, 28, 10)  # relu only: none
+
+
+def test_modular_loss_in_your_own_loop_equals_the_objectives_by_hand():
+    torch.manual_seed(0)
+    model = graph_models.FunctionalNet().eval()
+    moda = ModularLoss(model, torch.zeros(2, 1, 28, 28), alpha=0.5, beta=2.0, gamma=0.1)
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    logits = moda.model(x)
+    # the model's activations computed by hand, in its own forward's order
+    a1 = F.relu(model.bn1(model.conv1(x)))
+    a2 = torch.relu(model.conv2(F.max_pool2d(a1, 2)))
+    a3 = model.fc1(torch.flatten(F.adaptive_avg_pool2d(a2, 1), 1)).relu()
+    affinity, dispersion, compactness = modular_losses([a1, a2, a3], y, nonnegative=True)
+    assert torch.allclose(moda(y), 0.5 * affinity + 2.0 * dispersion + 0.1 * compactness)
+    assert torch.allclose(logits, model.fc2(a3))
+    loss = F.cross_entropy(logits, y) + moda(y)
+    loss.backward()
+    assert model.conv1.weight.grad is not None  # the tapped model trains the user's parameters
+    moda.close()
+    moda.model(x)
+    with pytest.raises(ModaError, match="no activations recorded"):
+        ModularLoss(model, torch.zeros(2, 1, 28, 28))(y)
+
+
+BAD_BUILDERS = [
+    ("nosuchpackage.nets:make", "no module named 'nosuchpackage'"),
+    ("graph_models:no_such_function", "AttributeError"),
+    ("graph_models:make_raises", "raised ValueError: no such width"),
+    ("graph_models:make_not_a_module", "returned a dict, not a torch.nn.Module"),
+    ("graph_models:make_wrong_classes", r"returns shape \[2, 3\].*\[2, 10\]"),
+    ("graph_models:make_tuple_output", "returns a tuple"),
+    ("graph_models:make_no_points", "no activation point"),
+    ("graph_models:make_untraceable", "cannot trace Untraceable.*has none"),
+    ("graph_models:make_old_signature", "raised TypeError"),
+    ("graph_models:CLASSES", "is a int, not a function"),
+]
+
+
+@pytest.mark.parametrize("path,message", BAD_BUILDERS)
+def test_a_bad_builder_is_one_error_before_anything_is_written(path, message, tmp_path):
+    runs_dir = tmp_path / "runs"
+    with pytest.raises(ModaError, match=message):
+        train(TrainConfig(model=path, epochs=1), runs_dir=runs_dir)
+    assert not runs_dir.exists()
+
+
+def test_the_cli_says_error_in_one_line_and_writes_nothing(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    code = main(["train", "--model", "graph_models:make_wrong_classes", "--epochs", "1", "--runs-dir", str(runs_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("error: model graph_models:make_wrong_classes returns")
+    assert not runs_dir.exists()
+    code = main(["train", "--model", "not a path", "--runs-dir", str(runs_dir)])
+    assert code != 0 and "or an import path package.module:function" in capsys.readouterr().err
+
+
+def test_config_takes_import_paths_and_their_points():
+    arch = {"name": "mypkg.nets:make_net", "in_channels": 1, "image_size": 28, "num_classes": 10, "width": 1.0,
+            "points": "relu,gelu", "threshold": 0.0}
+    check_config({"arch": arch})
+    for bad, message in ((dict(arch, name="os.system"), "import path"), (dict(arch, points="tanh"), "tanh"),
+                         (dict(arch, width=2.0), "arch.width"), (dict(arch, name="a:b; rm -rf"), "import path"),
+                         (dict(arch, threshold=float("nan")), "arch.threshold")):
+        with pytest.raises(ModaError, match=message):
+            check_config(json.loads(json.dumps({"arch": bad})) if bad.get("threshold") == bad.get("threshold")
+                         else {"arch": bad})
+
+
+def test_zoo_options_do_not_mix_with_your_own():
+    with pytest.raises(ModaError, match="zoo models only"):
+        TrainConfig(model="graph_models:make_skipnet", width=0.5).validate()
+    with pytest.raises(ModaError, match="ReLU points only"):
+        TrainConfig(model="lenet5", points="gelu").validate()
+    with pytest.raises(ModaError, match="MwT trains zoo models only"):
+        TrainConfig(model="graph_models:make_skipnet", method="mwt", alpha=0.5, beta=1.5, gamma=0.0).validate()
+    assert TrainConfig(model=graph_models.make_skipnet).model == "graph_models:make_skipnet"
+    with pytest.raises(ModaError, match="cannot be found again"):
+        TrainConfig(model=lambda **_: graph_models.SkipNet())
+
+
+def test_imports_are_refused_from_namespace_folders_and_outside_an_allowed_list(tmp_path, monkeypatch):
+    folder = tmp_path / "runs" / "evil"
+    folder.mkdir(parents=True)
+    (folder / "payload.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n"
+                                       "def make(**kw):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModaError, match="namespace package"):
+        load_builder("runs.evil.payload:make")
+    assert not (folder / "ran").exists()
+    restrict_imports(["mypkg"])
+    try:
+        with pytest.raises(ModaError, match="not imported here.*--models graph_models"):
+            load_builder("graph_models:make_skipnet")
+    finally:
+        restrict_imports(None)
+    assert load_builder("graph_models:make_skipnet") is graph_models.make_skipnet
+
+
+def test_masks_of_another_model_are_refused():
+    model = built("graph_models:make_skipnet")
+    other = random_masks(built("graph_models:make_catnet"), 0.5, seed=0)
+    with pytest.raises(ModaError, match="masks do not belong to this model"):
+        compose_module(model, other, [0, 1])
+    masks = random_masks(model, 0.5, seed=0)
+    masks["relu1"] = masks["relu1"][:, :4]
+    with pytest.raises(ModaError, match="expected \\(10, 8\\)"):
+        overlap_counts(model, masks)
+    with pytest.raises(ModaError, match="out of range|classes"):
+        compose_module(model, random_masks(model, 0.5, seed=0), [3, 12])
+
+
+def test_mask_points_on_a_tapped_model_zeroes_units_along_the_token_features():
+    vit = built("graph_models:make_vit")
+    site = modular_points(vit)[0]
+    mask = torch.zeros(64, dtype=torch.bool)
+    with torch.no_grad(), mask_points(vit, {site: mask}), record_activations(vit, [site], detach=True) as recorder:
+        vit(torch.randn(2, 1, 28, 28))
+    assert recorder.values()[0].abs().sum() == 0
+    assert sys.modules["graph_models"] is graph_models
+    assert Path(graph_models.__file__).parent.name == "tests"
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "vgg11", "resnet18", "mobilenet", "vit"])
+def test_the_graph_composer_matches_the_zoo_composer_on_zoo_models(name):
+    from helpers import randomised
+
+    from moda_core.graph_compose import compose_graph
+
+    model = randomised(name, 1, 28)
+    masks = random_masks(model, 0.4, seed=4)
+    x = torch.randn(4, 1, 28, 28)
+    graph = compose_graph(model, masks, [1, 3], x).module
+    zoo = compose_module(model, masks, [1, 3])
+    with torch.no_grad():
+        assert torch.allclose(graph(x), zoo(x), atol=1e-5, rtol=1e-4)
+    if name == "mobilenet":  # the graph also slices what the inverted-residual rule keeps whole
+        assert parameter_count(graph) <= parameter_count(zoo)
+    else:
+        assert parameter_count(graph) == parameter_count(zoo)
