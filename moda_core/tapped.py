@@ -17,6 +17,7 @@ Each tap knows its site's unit dimension and hands the recorder its activation w
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -24,6 +25,24 @@ from torch import fx, nn
 
 from moda_core.errors import ModaError
 from moda_core.graph import DEFAULT_THRESHOLD, Tap, trace
+
+
+class TappedModule(fx.GraphModule):
+    """The tapped model's class: a ``GraphModule`` whose deep copy keeps the whole module hierarchy (a plain
+    ``GraphModule`` copy keeps only what its graph calls), its taps and its ``arch``/``input_shape``."""
+
+    def __deepcopy__(self, memo: dict) -> TappedModule:
+        copied = super().__deepcopy__(memo)  # deep-copies all of __dict__ into memo first
+        for name, child in self.named_children():
+            copied._modules[name] = copy.deepcopy(child, memo)
+        for name, parameter in self.named_parameters(recurse=False):
+            copied._parameters[name] = copy.deepcopy(parameter, memo)
+        for name, buffer in self.named_buffers(recurse=False):
+            copied._buffers[name] = copy.deepcopy(buffer, memo)
+        for key in ("moda_taps", "arch", "input_shape"):
+            if key in self.__dict__:
+                copied.__dict__[key] = copy.deepcopy(self.__dict__[key], memo)
+        return copied
 
 
 def tap_sites(model: nn.Module, example_input: torch.Tensor, points: str | Sequence[str] = "relu",
@@ -37,15 +56,6 @@ def tap_sites(model: nn.Module, example_input: torch.Tensor, points: str | Seque
         raise ModaError(f"{type(model).__name__} has no activation point: no {kinds} call in its forward pass "
                         "(MODA's objectives act on ReLU activations; GELU or SiLU count only with --points gelu/silu)")
     module, graph = traced.module, traced.module.graph
-    # share the whole original hierarchy (GraphModule copies only what the graph calls, through placeholders)
-    for name, child in model.named_children():
-        module._modules[name] = child
-    for name, parameter in model.named_parameters(recurse=False):
-        module._parameters[name] = parameter
-    for name, buffer in model.named_buffers(recurse=False):
-        module._buffers[name] = buffer
-        if name in model._non_persistent_buffers_set:
-            module._non_persistent_buffers_set.add(name)
     taps: dict[str, Tap] = {}
     for index, (name, site) in enumerate(traced.sites.items()):
         tap = Tap(site, threshold)
@@ -57,7 +67,16 @@ def tap_sites(model: nn.Module, example_input: torch.Tensor, points: str | Seque
         node.replace_all_uses_with(tapped, delete_user_cb=lambda user, keep=tapped: user is not keep)
         taps[name] = tap
     graph.lint()
-    module.recompile()
+    module = TappedModule(module, graph, type(model).__name__)
+    # share the whole original hierarchy (GraphModule copies only what the graph calls, through placeholders)
+    for name, child in model.named_children():
+        module._modules[name] = child
+    for name, parameter in model.named_parameters(recurse=False):
+        module._parameters[name] = parameter
+    for name, buffer in model.named_buffers(recurse=False):
+        module._buffers[name] = buffer
+        if name in model._non_persistent_buffers_set:
+            module._non_persistent_buffers_set.add(name)
     module.__dict__["moda_taps"] = taps  # a plain attribute: the taps are already submodules
     module.train(model.training)
     return module

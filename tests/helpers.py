@@ -82,10 +82,12 @@ def brute_force_overlap(model, masks):
     kept = []
     for c in range(len(next(iter(masks.values())))):
         composed = compose_module(model, masks, [c])
-        ids = torch.cat([p.detach().flatten() for p in composed.parameters()])
+        ids = torch.cat([p.detach().flatten() for p in composed.parameters()]).long()
         assert len(ids.unique()) == len(ids)
-        kept.append(set(ids.long().tolist()))
-    return torch.tensor([[len(a & b) for b in kept] for a in kept], dtype=torch.float64)
+        held = torch.zeros(int(next_id), dtype=torch.bool)
+        held[ids] = True
+        kept.append(held)
+    return torch.tensor([[int((a & b).sum()) for b in kept] for a in kept], dtype=torch.float64)
 
 
 
