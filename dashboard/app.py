@@ -12,11 +12,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import ui
+from dashboard import folders, ui
 
 HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="MODA Studio", layout="wide")
+folders.apply_model_policy()  # runs of a model of one's own import its builder only from allowed packages
 pages = [
     # The landing page lives at "/" (Streamlit ignores a default page's url_path), so every other page,
     # Runs included, keeps a working direct link such as /runs.

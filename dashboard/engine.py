@@ -68,6 +68,19 @@ def try_load(spec: str) -> tuple[run_store.Run | None, str | None]:
         return None, public(str(error))
 
 
+def composition_blocker(spec: str) -> str | None:
+    """Why a run's model cannot be composed (None when it can; see ``moda_core.compose.composition_blocker``)."""
+    return _composition_blocker(spec, weights_stamp(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _composition_blocker(spec: str, stamp: int) -> str | None:
+    from moda_core.compose import composition_blocker as blocker
+
+    reason = blocker(_load_run(spec, stamp).model)
+    return None if reason is None else public(reason)
+
+
 def class_names(spec: str) -> list[str]:
     """The names of a run's classes, in logit order (their ids when the data set names none)."""
     run = load_run(spec)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,16 @@ OVERHEAD_JSON = "train_overhead.json"
 # Run statuses (moda_core.runs.list_runs) a page may open, and the one a page opens by default.
 OPENABLE = ("complete", "running", "interrupted")
 HEALTHY = "complete"
+
+
+def apply_model_policy() -> None:
+    """Which model builders runs may name here: only the top-level packages in ``$MODA_STUDIO_MODELS``
+    (``moda-studio --models``), searched for also in the folder the server started in."""
+    from moda_core.models import user
+
+    user.restrict_imports_from_environment()
+    if os.environ.get(user.ALLOW_ENV, "").strip() and str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
 
 
 # ----- runs folders: configured by the server, picked by the visitor ------------------------------

@@ -1,7 +1,7 @@
 """Start the dashboard server (the ``moda-studio`` command, which `make run` calls): local by default,
 opened to a network only on request.
 
-    moda-studio [--host ADDRESS] [--port PORT] [--runs-dir DIR ...] [--no-training]
+    moda-studio [--host ADDRESS] [--port PORT] [--runs-dir DIR ...] [--models PACKAGE ...] [--no-training]
     python -m dashboard.serve ...   (the same)
 
 ``--host`` (or ``$MODA_HOST``) defaults to 127.0.0.1, so only this machine can open the dashboard; any
@@ -10,7 +10,9 @@ other address (``0.0.0.0`` opens it to every network this machine is on) prints 
 into the first one that is not the bundled demo, unless ``--no-training``. Every serving setting (no
 error details, no Deploy button, no usage statistics) is passed on Streamlit's command line, so the
 server behaves the same from any folder; a ``.streamlit/config.toml`` in the current folder cannot
-loosen them.
+loosen them. ``--models`` (repeatable, ``$MODA_STUDIO_MODELS``) names the top-level packages whose model
+builders the server may import for runs of models of one's own (``package.module:function``); without it,
+such runs are listed as broken with that one line, since a runs folder must never choose what code runs.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
 HOST_ENV = "MODA_HOST"
+MODELS_ENV = "MODA_STUDIO_MODELS"  # as moda_core.models.user.ALLOW_ENV (not imported: serving starts without torch)
 LOCAL = "127.0.0.1"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-dir", action="append", default=[], metavar="DIR",
                         help="a runs folder visitors may look at (repeat for several; default: $MODA_RUNS_DIR, "
                              "else the bundled demo and runs/)")
+    parser.add_argument("--models", action="append", default=[], metavar="PACKAGE",
+                        help="a top-level package whose model builders runs may name (repeat for several; "
+                             "default: $MODA_STUDIO_MODELS, else none); the current folder is searched too")
     parser.add_argument("--no-training", action="store_true", help="no training from the browser")
     args = parser.parse_args(argv)
     host = args.host.strip()
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         env["MODA_RUNS_DIR"] = os.pathsep.join(str(Path(p).expanduser().resolve()) for p in args.runs_dir)
     if args.no_training:
         env["MODA_TRAINING"] = "off"
+    if args.models:
+        env[MODELS_ENV] = ",".join(part.strip() for value in args.models for part in value.split(",") if part.strip())
     warning = exposure_warning(host, args.port)
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -314,6 +314,15 @@ def load_or_stop(spec: str) -> Run:
     return run
 
 
+def composable_or_stop(spec: str) -> None:
+    """Stop the page, saying why, when a run's model cannot be composed (e.g. a forward fx cannot trace)."""
+    reason = engine.composition_blocker(spec)
+    if reason:
+        st.info(f"Run {code(folders.run_label(spec))} trains and decomposes, but cannot be composed: "
+                f"{plain(reason)}. Its activations are on the Activations page.")
+        st.stop()
+
+
 def tau_slider(key: str = "tau") -> float:
     """The τ slider; every page's slider shows the session's one τ (see ``shared_tau``), and the URL follows."""
     st.session_state[key] = shared_tau()  # set before the widget exists: no value argument, or Streamlit warns

@@ -39,8 +39,8 @@ from moda_core.models.base import ZooNet
 from moda_core.rules import BlockRule, Feed, parameter_count, rule_for
 from moda_core.tapped import taps_of
 
-__all__ = ["ComposedModule", "Feed", "Step", "check_masks", "compose_module", "layer_plan", "overlap_counts",
-           "parameter_count", "point_units", "union_units"]
+__all__ = ["ComposedModule", "Feed", "Step", "check_masks", "compose_module", "composition_blocker", "layer_plan",
+           "overlap_counts", "parameter_count", "point_units", "union_units"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,20 @@ def point_units(model: nn.Module) -> dict[str, int]:
     with eval_mode(model), torch.no_grad():
         _, cache = run_with_cache(model, torch.zeros(1, *model.input_shape, dtype=param.dtype, device=param.device))
     return {name: activation.shape[1] for name, activation in cache.items()}
+
+
+def composition_blocker(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be composed (None when it can): a model fx cannot trace has no graph to slice."""
+    if isinstance(model, ZooNet) or taps_of(model):
+        return None
+    from moda_core.graph import TraceError, trace
+
+    try:
+        with eval_mode(model):
+            trace(model, _points(model), _example(model))
+    except TraceError as error:
+        return str(error)
+    return None
 
 
 def _example(model: nn.Module) -> torch.Tensor:

@@ -151,3 +151,13 @@ def runs_dir(tmp_path_factory):
 def lenet_moda_run(runs_dir):
     """LeNet-5 trained with MODA for 3 epochs on mnist5k (a few seconds on CPU)."""
     return train(TrainConfig(model="lenet5", epochs=3, seed=0, checkpoint_every=1), runs_dir, "lenet-moda")
+
+
+@pytest.fixture(autouse=True)
+def _model_imports_unrestricted() -> Iterator[None]:
+    """Pages run in-process restrict model imports (the dashboard's policy); each test starts without that."""
+    from moda_core.models import user
+
+    user.restrict_imports(None)
+    yield
+    user.restrict_imports(None)

@@ -19,9 +19,10 @@ from dashboard.figures.activations import (
 from dashboard.plain_text import plain
 
 st.title("Activations")
-st.caption("Every ReLU layer is an activation point. A unit's *activation rate* for a class is the share of that "
-           "class's training images on which the unit fires; a class module keeps the units whose rate is at "
-           "least τ.")
+st.caption("Every ReLU call in the network's forward pass is an activation point (a ReLU called twice is two "
+           "points; a model's GELU or SiLU calls only when it was trained with them as points). A unit's "
+           "*activation rate* for a class is the share of that class's training images on which the unit fires; a "
+           "class module keeps the units whose rate is at least τ.")
 
 spec = ui.pick_run("Run", key="act_run", with_checkpoints=True, prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:

@@ -20,6 +20,7 @@ spec = ui.pick_run("Run", key="comp_run", summaries=summaries, with_checkpoints=
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
+ui.composable_or_stop(spec)
 names = engine.class_names(spec)
 tau = ui.tau_slider("comp_tau")
 # Keep the visitor's classes (by name) across a change of run: those the new run has stay picked; the first
@@ -48,6 +49,11 @@ c3.metric("Accuracy on these classes", f"{report['accuracy']:.1%}",
 st.plotly_chart(compose_bars(report), key="comp_bars")
 st.caption("Full model accuracy is measured on the same test images, choosing only among the same classes' "
            "outputs.")
+if report.get("kept_whole"):
+    with st.expander(f"Kept whole: {len(report['kept_whole'])} operation(s) the composer could not slice"):
+        st.caption("Composition stays exact through them, only not smaller there: every module keeps them whole.")
+        st.dataframe([{"operation": node, "why": reason} for node, reason in report["kept_whole"]],
+                     hide_index=True, width="stretch")
 
 st.subheader("Download the composed module")
 split = engine.dataset(spec).test

@@ -18,6 +18,8 @@ spec = ui.pick_run("Run", key="evo_run", summaries=summaries, prefer=(ui.modular
                    help="Its twins (the same model and data trained the other ways) are drawn next to it.")
 if spec is None:
     st.stop()
+ui.load_or_stop(spec)
+ui.composable_or_stop(spec)
 tau = ui.tau_slider("evo_tau")
 group = study_jobs.twins(summaries, spec)
 labels = {method: f"{method_label(method)}: {folders.run_label(s)}" for method, s in group.items()}

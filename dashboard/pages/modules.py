@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import engine, folders, ui
+from dashboard import engine, folders, study_jobs, ui
 from dashboard.figures.modules import module_size_bars, overlap_by_layer, overlap_by_layer_pair, overlap_heatmap
 from dashboard.figures.style import PAIR_COLOURS
 from dashboard.plain_text import plain
@@ -22,14 +22,20 @@ specs_all = folders.loadable_specs(summaries)
 with c1:  # run A is the session's run (shared with the other pages and the URL); run B is this page's own
     moda_spec = ui.pick_run("Run A (e.g. MODA training)", key="mod_run_a", summaries=summaries, with_checkpoints=True,
                             prefer=(ui.modular_demo_first, ui.is_modular))
+if moda_spec is None:
+    st.stop()
+# run B: by default the standard-trained twin of run A (the same model and data), else a standard run
+twin = study_jobs.twins(summaries, moda_spec).get("standard")
 std_spec = c2.selectbox("Run B (e.g. standard training of the same model)", specs_all,
                         format_func=folders.run_epoch_label,
-                        key="mod_run_b", index=ui.default_index(summaries, lambda s: s["name"] == "vgg11-standard",
+                        key="mod_run_b", index=ui.default_index(summaries, lambda s: str(s["path"]) == twin,
+                                                                lambda s: s["name"] == "vgg11-standard",
                                                                 lambda s: not ui.is_modular(s)))
 tau = ui.tau_slider("mod_tau")
 specs = {"A": moda_spec, "B": std_spec}
 for spec in specs.values():
     ui.load_or_stop(spec)
+    ui.composable_or_stop(spec)
 with st.spinner("Decomposing…"):
     metrics = {k: engine.module_metrics(spec, tau) for k, spec in specs.items()}
 labels = {k: f"{k}: {folders.run_epoch_label(spec)}" for k, spec in specs.items()}

@@ -43,6 +43,7 @@ with c2:
                          prefer=lambda s: s["name"].startswith("swap-strong"), shared=False)
 ui.load_or_stop(weak)
 ui.load_or_stop(strong)
+ui.composable_or_stop(strong)
 weak_classes, strong_classes = engine.run_classes(weak), engine.run_classes(strong)
 weak_names = dict(zip(weak_classes, engine.class_names(weak), strict=False))
 shared = [c for c in weak_classes if c in strong_classes]

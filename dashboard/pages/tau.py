@@ -19,6 +19,8 @@ spec = ui.pick_run("Run", key="tau_run", summaries=summaries, prefer=(ui.modular
                    help="Its standard-trained twin (the same model and data, α = β = γ = 0) is drawn next to it.")
 if spec is None:
     st.stop()
+ui.load_or_stop(spec)
+ui.composable_or_stop(spec)
 tau = ui.tau_slider("tau_tau")
 group = study_jobs.twins(summaries, spec)
 chosen_method = next(iter(group))
