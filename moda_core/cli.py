@@ -426,6 +426,8 @@ def os_error_line(error: OSError, what: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # `moda train --model mypkg.nets:make_net` finds ./mypkg, as python -m does
     try:
         check_output_file(getattr(args, "out", None), "--out")
         check_output_file(getattr(args, "csv", None), "--csv")

@@ -12,14 +12,16 @@ class SmallNet(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16)
         self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.conv3, self.bn3 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv3, self.bn3 = nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64)
+        self.conv4, self.bn4 = nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64)
         self.relu = nn.ReLU()  # called at two places: two activation points
-        self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, num_classes)
+        self.fc1, self.fc2 = nn.Linear(64, 128), nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.max_pool2d(self.relu(self.bn2(self.conv2(x))), 2)
-        x = self.relu(x + self.bn3(self.conv3(x)))  # a skip connection
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)  # 14×14
+        x = F.max_pool2d(self.relu(self.bn2(self.conv2(x))), 2)  # 7×7
+        x = F.max_pool2d(self.relu(self.bn3(self.conv3(x))), 2)  # 3×3
+        x = F.relu(x + self.bn4(self.conv4(x)))  # a skip connection
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc2(F.relu(self.fc1(x)))
 
