@@ -280,3 +280,25 @@ def test_the_graph_composer_matches_the_zoo_composer_on_zoo_models(name):
         assert parameter_count(graph) <= parameter_count(zoo)
     else:
         assert parameter_count(graph) == parameter_count(zoo)
+
+
+def test_a_run_whose_builder_does_not_import_is_broken_in_one_line(tmp_path, capsys):
+    import shutil
+
+    from helpers import DEMO
+
+    from moda_core.runs import list_runs, load_run
+
+    run = tmp_path / "runs" / "gone"
+    shutil.copytree(DEMO / "swap-weak", run, ignore=shutil.ignore_patterns("checkpoints", "*tau*", "rates*"))
+    config = json.loads((run / "config.json").read_text())
+    config["arch"]["name"] = "nosuchpkg.nets:make_net"
+    (run / "config.json").write_text(json.dumps(config))
+    (summary,) = list_runs(tmp_path / "runs")
+    assert summary["status"] == "broken" and "cannot import model nosuchpkg.nets:make_net" in summary["error"]
+    assert "\n" not in summary["error"]
+    with pytest.raises(ModaError, match="no module named 'nosuchpkg'"):
+        load_run(run)
+    assert main(["decompose", str(run)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nosuchpkg" in err[0]
