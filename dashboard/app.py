@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import folders, ui
+from dashboard import folders, lazy, ui
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,5 +35,10 @@ page = st.navigation(pages)
 with st.sidebar:
     st.markdown("**MODA Studio** — modular deep learning: networks that come apart into per-class modules.")
     ui.runs_folder_picker()
+    ui.one_history_entry_per_page()
 ui.sync_url_state()  # one run and one τ for every page, kept in the URL (?run=…&tau=…)
-ui.run_page(page)
+try:
+    ui.run_page(page)
+finally:  # also when the page stops early (st.stop): the URL follows what the visitor chose
+    ui.flush_url()
+    lazy.warm_up("dashboard.engine")  # torch and the engine, in the background, once the first page is out

@@ -20,10 +20,12 @@ from typing import Any
 
 import streamlit as st
 
+from dashboard.lazy import LazyModule
 from dashboard.plain_text import code
 from moda_core import resources
-from moda_core import runs as run_store
 from moda_core.errors import ModaError
+
+run_store = LazyModule("moda_core.runs")  # torch: imported when a run is first listed
 
 # The folder the server was started in (the checkout for `make run`): ./runs is the default training
 # folder, and messages show paths under it relative to it.
@@ -47,10 +49,10 @@ HEALTHY = "complete"
 def apply_model_policy() -> None:
     """Which model builders runs may name here: only the top-level packages in ``$MODA_STUDIO_MODELS``
     (``moda-studio --models``), searched for also in the folder the server started in."""
-    from moda_core.models import user
+    from moda_core import import_policy
 
-    user.restrict_imports_from_environment()
-    if os.environ.get(user.ALLOW_ENV, "").strip() and str(ROOT) not in sys.path:
+    import_policy.restrict_imports_from_environment()
+    if os.environ.get(import_policy.ALLOW_ENV, "").strip() and str(ROOT) not in sys.path:
         sys.path.append(str(ROOT))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
 HOST_ENV = "MODA_HOST"
-MODELS_ENV = "MODA_STUDIO_MODELS"  # as moda_core.models.user.ALLOW_ENV (not imported: serving starts without torch)
+MODELS_ENV = "MODA_STUDIO_MODELS"  # as moda_core.import_policy.ALLOW_ENV
 LOCAL = "127.0.0.1"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import streamlit as st
 
-from dashboard import engine, folders
+from dashboard import folders
+from dashboard.lazy import LazyModule
 from dashboard.plain_text import code, plain
-from moda_core import runs as run_store
-from moda_core.decompose import DEFAULT_TAU
 from moda_core.errors import ModaError
+
+# imported on first use, so the landing page does not wait for torch
+engine = LazyModule("dashboard.engine")
+run_store = LazyModule("moda_core.runs")
+DEFAULT_TAU = 0.9  # moda_core.decompose.DEFAULT_TAU, without importing torch (a test checks they agree)
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
@@ -212,10 +216,12 @@ def sync_url_state() -> None:
     URL on a fresh session (a reload, a bookmark; an unknown run or an invalid τ gets a gentle note and the
     defaults), and keep them in the URL on pages without their pickers, so a reload anywhere keeps them."""
     try:
+        follow_browser()
         tau = shared_tau()
         if SHARED_TAU in st.session_state:
             _set_url(TAU_PARAM, f"{tau:.2f}")
-        if not st.session_state.get(f"url_read_{RUN_PARAM}"):  # list the runs only on a session's first run
+        # a link that names a run: check it on the session's first run (a page with a run picker does too)
+        if not st.session_state.get(f"url_read_{RUN_PARAM}") and RUN_PARAM in st.query_params:
             _shared_run(folders.loadable_specs(folders.list_runs(), with_checkpoints=True))
         if SHARED_RUN in st.session_state:
             _set_url(RUN_PARAM, st.session_state[SHARED_RUN])
@@ -249,7 +255,7 @@ def _checked_choice(shared: str, param: str, valid: Callable[[Any], Any], what: 
             _note(f"The link's {what} {_quoted(str(st.session_state[shared]))} is not one of this run's; "
                   f"showing {fallback} instead.")
             del st.session_state[shared]
-            st.query_params.pop(param, None)
+            _drop_url(param)
         else:
             st.session_state[shared] = value
     return value
@@ -268,7 +274,7 @@ def point_picker(container: DeltaGenerator, points: list[str], default: str, key
     if st.session_state.get(SHARED_POINT) == point:
         _set_url(POINT_PARAM, point)
     elif POINT_PARAM in st.query_params:  # the session's point is another run's: the URL names none
-        del st.query_params[POINT_PARAM]
+        _drop_url(POINT_PARAM)
     return point
 
 
@@ -295,9 +301,90 @@ def image_picker(label: str, count: int, key: str) -> int:
     return index
 
 
+# ----- the URL: written once per run, followed on Back and Forward --------------------------------------
+
+_URL_PENDING = "url_pending"  # session key: this run's URL changes, param → value (None: drop the param)
+_URL_WRITTEN = "url_written"  # session key: the query string this session last wrote (param → value)
+# every query parameter a page keeps in the URL, with the session keys that hold the choice it names:
+# after Back or Forward the URL's value wins again, as on a fresh visit
+_URL_STATE: dict[str, tuple[str, ...]] = {}
+
+
+def url_param(param: str, *session_keys: str) -> None:
+    """Register a page's query parameter and the session keys its value lives in (see ``follow_browser``)."""
+    _URL_STATE[param] = session_keys
+
+
 def _set_url(param: str, value: str) -> None:
-    if st.query_params.get(param) != value:
-        st.query_params[param] = value
+    st.session_state.setdefault(_URL_PENDING, {})[param] = value
+
+
+def _drop_url(param: str) -> None:
+    st.session_state.setdefault(_URL_PENDING, {})[param] = None
+
+
+_URL_STATE.update({RUN_PARAM: (SHARED_RUN,), TAU_PARAM: (SHARED_TAU,), POINT_PARAM: (SHARED_POINT,),
+                   IMAGE_PARAM: (SHARED_IMAGE,)})
+
+
+def flush_url() -> None:
+    """After the page (app.py): write this run's URL changes as one change of the address, so a run adds at
+    most one entry to the browser's history and Back undoes one visitor action (a page, a run, a τ...)."""
+    pending = st.session_state.pop(_URL_PENDING, {})
+    current = st.query_params.to_dict()
+    wanted = {k: v for k, v in {**current, **pending}.items() if v is not None}
+    if wanted != current:
+        st.query_params.from_dict(wanted)
+    st.session_state[_URL_WRITTEN] = wanted
+
+
+# The browser's history holds one entry per page visited: a change of the query string alone (a τ, a run,
+# classes) replaces the current entry instead of adding one, so Back returns to the previous page as the
+# visitor left it. Streamlit's front end adds an entry for every change of the address; this script (ours,
+# constant, no visitor input) makes an address change within the same page a replacement.
+HISTORY_SCRIPT = """<script>
+(() => {
+  const w = window.parent && window.parent.history ? window.parent : window;
+  if (w.__modaHistory) return;
+  w.__modaHistory = true;
+  const push = w.history.pushState.bind(w.history);
+  w.history.pushState = (state, title, url) => {
+    const next = new URL(url, w.location.href);
+    return next.pathname === w.location.pathname ? w.history.replaceState(state, title, url)
+                                                 : push(state, title, url);
+  };
+})();
+</script>"""
+
+
+def one_history_entry_per_page() -> None:
+    """Install ``HISTORY_SCRIPT`` in the visitor's page (once per page load; invisible)."""
+    st.html(HISTORY_SCRIPT, unsafe_allow_javascript=True)
+
+
+def _history_navigation() -> bool:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(getattr(ctx, "is_history_navigation", False))
+
+
+def follow_browser() -> None:
+    """Before the page: after Back or Forward, what the address names wins again, as on a fresh visit, for
+    every parameter that differs from what this session last wrote (a page switch clears the query string:
+    that is not a choice, and the session's choices stay)."""
+    written = st.session_state.get(_URL_WRITTEN)
+    if written is None or not _history_navigation():
+        return
+    now = st.query_params.to_dict()
+    if now == written:
+        return
+    for param, keys in _URL_STATE.items():
+        if now.get(param) != written.get(param):
+            st.session_state.pop(f"url_read_{param}", None)  # _from_url_once reads it again
+            for key in keys:
+                st.session_state.pop(key, None)
+    st.session_state[_URL_WRITTEN] = now
 
 
 def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:

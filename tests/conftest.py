@@ -156,8 +156,8 @@ def lenet_moda_run(runs_dir):
 @pytest.fixture(autouse=True)
 def _model_imports_unrestricted() -> Iterator[None]:
     """Pages run in-process restrict model imports (the dashboard's policy); each test starts without that."""
-    from moda_core.models import user
+    from moda_core.import_policy import restrict_imports
 
-    user.restrict_imports(None)
+    restrict_imports(None)
     yield
-    user.restrict_imports(None)
+    restrict_imports(None)

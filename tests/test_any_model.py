@@ -18,9 +18,10 @@ from moda_core.activations import mask_points, modular_points, record_activation
 from moda_core.cli import main
 from moda_core.compose import check_masks, compose_module, overlap_counts, parameter_count
 from moda_core.export import export_module
+from moda_core.import_policy import restrict_imports
 from moda_core.losses import modular_losses
 from moda_core.models import build_model
-from moda_core.models.user import build_user_model, load_builder, restrict_imports
+from moda_core.models.user import build_user_model, load_builder
 from moda_core.run_config import check_config
 from moda_core.tapped import is_tapped, tap_sites, taps_of
 from moda_core.train import TrainConfig, train

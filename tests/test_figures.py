@@ -308,3 +308,25 @@ def test_percentages_in_hover_texts_use_one_decimal():
         for trace in fig.data:
             template = trace.hovertemplate or ""
             assert ":.0%" not in template and ":.2%" not in template, template
+
+
+def test_figure_method_names_and_the_pages_tau_are_the_engine_s():
+    from dashboard.figures import style
+    from dashboard.ui import DEFAULT_TAU as PAGE_TAU
+    from moda_core.decompose import DEFAULT_TAU
+    from moda_core.methods import METHODS
+
+    assert style.METHOD_LABELS == {name: method.label for name, method in METHODS.items()}
+    assert PAGE_TAU == DEFAULT_TAU
+
+
+@pytest.mark.slow
+def test_the_landing_page_and_the_sidebar_load_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport dashboard.ui, dashboard.folders, dashboard.figures.compose\n"
+            "dashboard.folders.apply_model_policy(); dashboard.folders.folder_choices()\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]

@@ -10,8 +10,6 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from moda_core.methods import METHODS as TRAINING_METHODS
-
 RATE_SCALE = "Viridis"
 OVERLAP_SCALE = "Cividis"
 # Okabe–Ito: a categorical palette that colour-blind viewers can tell apart
@@ -32,7 +30,10 @@ LEGEND_MARKER_LINE = "#666666"
 # One name (the method's label) and one colour per training method on every figure, in the registry's order:
 # standard training orange and MODA blue, MwT bluish green. Methods outside the registry get the remaining
 # Okabe–Ito colours in order of appearance.
-METHODS = tuple(TRAINING_METHODS)
+# The names and labels are moda_core.methods' registry's, written out so that drawing a figure never imports
+# torch (the landing page renders before it is loaded); tests/test_figures.py checks that they agree.
+METHOD_LABELS = {"standard": "standard training", "moda": "MODA", "mwt": "MwT"}
+METHODS = tuple(METHOD_LABELS)
 METHOD_COLOURS = {"standard": OKABE_ITO[1], "moda": OKABE_ITO[0], "mwt": OKABE_ITO[2]}
 
 # the Swap page: the weak model's accuracy, then one "after" series per repair strategy (the three strategies
@@ -51,8 +52,7 @@ MARGIN = dict(l=60, r=20, t=60, b=50)
 def method_label(method: str) -> str:
     """How figures name a training method: its ``Method.label`` (``standard`` → "standard training"); a
     name outside the registry as it is."""
-    known = TRAINING_METHODS.get(method)
-    return known.label if known is not None else method
+    return METHOD_LABELS.get(method, method)
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, str]:

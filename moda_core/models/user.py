@@ -12,30 +12,27 @@ point. A traceable model comes back *tapped* (``moda_core.tapped``); one fx cann
 
 Importing runs code, so a run folder (untrusted input) never chooses freely what is imported: a namespace
 package (a folder without ``__init__.py``, such as a runs folder on the path) is refused, and a process may
-restrict imports to named top-level packages (``restrict_imports``; the dashboard does, from
+restrict imports to named top-level packages (``moda_core.import_policy``; the dashboard does, from
 ``MODA_STUDIO_MODELS``).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from moda_core.errors import ModaError
 from moda_core.graph import DEFAULT_THRESHOLD, KINDS, TraceError
+from moda_core.import_policy import allowed_packages
 from moda_core.tapped import tap_sites
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*")
 MAX_IMPORT_PATH = 200
-ALLOW_ENV = "MODA_STUDIO_MODELS"  # comma-separated top-level packages a restricted process may import
-
-_allowed: set[str] | None = None  # None: any regular package or module
 
 
 def is_import_path(name: object) -> bool:
@@ -62,25 +59,15 @@ def import_path_of(builder: Callable[..., Any]) -> str:
     return path
 
 
-def restrict_imports(packages: Iterable[str] | None) -> None:
-    """Allow imports of model builders only from these top-level packages (None: lift the restriction)."""
-    global _allowed
-    _allowed = None if packages is None else {p.strip() for p in packages if p.strip()}
-
-
-def restrict_imports_from_environment() -> None:
-    """``restrict_imports`` from ``MODA_STUDIO_MODELS`` (comma-separated; unset or empty: nothing allowed)."""
-    restrict_imports(os.environ.get(ALLOW_ENV, "").split(","))
-
-
 def load_builder(path: str) -> Callable[..., Any]:
     """The function an import path names; a ``ModaError`` says why it cannot be had."""
     check_import_path(path)
     module_name, _, attribute = path.partition(":")
     top = module_name.split(".")[0]
-    if _allowed is not None and top not in _allowed:
+    allowed = allowed_packages()
+    if allowed is not None and top not in allowed:
         raise ModaError(f"model {path} is not imported here: this server imports model code only from "
-                        f"{', '.join(sorted(_allowed)) or 'no package'} (start moda-studio with --models {top} "
+                        f"{', '.join(sorted(allowed)) or 'no package'} (start moda-studio with --models {top} "
                         "to allow it)")
     try:
         spec = importlib.util.find_spec(top)

@@ -1,0 +1,41 @@
+"""Modules imported on first use: the landing page and the sidebar render before torch is loaded (the engine,
+the run store and everything under them import torch, which takes seconds on a cold start)."""
+from __future__ import annotations
+
+import importlib
+import threading
+from types import ModuleType
+from typing import Any
+
+
+class LazyModule:
+    """Stands for a module and imports it when one of its attributes is first used."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def module(self) -> ModuleType:
+        return importlib.import_module(self._name)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.module(), attribute)
+
+
+_warming = threading.Lock()
+_warmed = False
+
+
+def warm_up(*names: str) -> None:
+    """Import ``names`` in a background thread, once per process (after the first page has been sent), so the
+    first page that needs them does not wait for the import."""
+    global _warmed
+    with _warming:
+        if _warmed:
+            return
+        _warmed = True
+
+    def load() -> None:
+        for name in names:
+            importlib.import_module(name)
+
+    threading.Thread(target=load, name="moda-warm-up", daemon=True).start()
