@@ -391,7 +391,7 @@ def report(raw: dict[str, Any], summary: dict[str, Any]) -> str:
             f"Streamlit {raw['streamlit']}, Python {raw['python']}. Medians of {raw['starts_count']} starts of each "
             f"app and {raw['steps']} slider steps.", ""]
     tail = ["", "Errors: " + "; ".join(raw["errors"])] if raw["errors"] else []
-    return "\n".join(head) + table(raw, summary) + "\n" + "\n".join(tail)
+    return "\n".join(head) + "\n" + table(raw, summary) + "\n" + "\n".join(tail)
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
