@@ -55,7 +55,8 @@ class BrowserLimits:
         if config.epochs > self.max_epochs:
             return f"it asks for {config.epochs} epochs; the dashboard trains at most {self.max_epochs}"
         if checkpoints > self.max_checkpoints:
-            return (f"it asks for {checkpoints} checkpoints (one every {config.checkpoint_every} epochs); the "
+            every = "epoch" if config.checkpoint_every == 1 else f"{config.checkpoint_every} epochs"
+            return (f"it asks for {checkpoints} checkpoints (one every {every}); the "
                     f"dashboard keeps at most {self.max_checkpoints}")
         if not low <= config.batch_size <= high:
             return f"it asks for batches of {config.batch_size}; the dashboard trains batches of {low} to {high}"
@@ -185,7 +186,7 @@ class TrainingSlot:
             seconds = run.metrics.get("seconds")
             message = (f"Trained {run_name}"
                        + (f": test accuracy {accuracy:.1%}" if isinstance(accuracy, (int, float)) else "")
-                       + f" after {run.epoch} epochs"
+                       + f" after {run.epoch} epoch{'s' if run.epoch != 1 else ''}"
                        + (f" ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "") + ".")
         finally:
             with self._guard:

@@ -224,7 +224,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
               "train_accuracy": run.metrics["train_accuracy"], "epochs": run.epoch,
               "seconds": run.metrics["seconds"], "seconds_per_epoch": run.metrics["seconds_per_epoch"],
               "device": run.metrics["device"]}
-    emit(args, result, f"run {run.path}: test accuracy {result['test_accuracy']:.4f} after {run.epoch} epochs "
+    epochs = f"{run.epoch} epoch{'s' if run.epoch != 1 else ''}"
+    emit(args, result, f"run {run.path}: test accuracy {result['test_accuracy']:.4f} after {epochs} "
                        f"({result['seconds']:.1f} s on {result['device']})")
     return result
 

@@ -601,7 +601,8 @@ def resume_state(run_dir: str | Path) -> ResumeState:
                         f"(epoch {optimizer_meta.get('epoch')}) disagree")
     history = [row for row in read_history(run_dir / HISTORY) if row["epoch"] <= epoch]
     if len(history) != epoch:
-        raise ModaError(f"cannot resume {run_dir}: history.csv has {len(history)} rows for {epoch} epochs")
+        raise ModaError(f"cannot resume {run_dir}: history.csv has {len(history)} rows for {epoch} "
+                        f"epoch{'s' if epoch != 1 else ''}")
     return ResumeState(run_dir, train, epoch, history, momentum)
 
 

@@ -103,7 +103,7 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
     # Runs & training through its direct link (a bookmark of /runs must not say "Page not found");
     # start-up = process start → title and curves visible
     page.goto(f"{url}/runs")
-    page.get_by_role("heading", name="MODA Studio").wait_for()
+    page.get_by_role("heading", name="Runs & training").wait_for()
     timings["startup_to_title_seconds"] = time.perf_counter() - started
     page.locator(".js-plotly-plot").first.wait_for()
     timings["startup_to_charts_seconds"] = time.perf_counter() - started
@@ -321,7 +321,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
 
     # Modules over training: the MODA run and its twins, per epoch (computed on request if not shipped)
     page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.9")
-    page.get_by_role("heading", name="Modules forming over training").wait_for()
+    page.get_by_role("heading", name="Modules over training").wait_for()
     wait_ready(page)
     # the shipped curves, or the button that computes them (whichever the page shows)
     page.locator(".js-plotly-plot .main-svg, button:has-text('Compute')").first.wait_for()
@@ -339,7 +339,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
 
     # the τ trade-off: the MODA run and its standard twin over the τ grid (about a minute per run if not shipped)
     page.goto(f"{url}/tau?run=demo/vgg11-moda&tau=0.9")
-    page.get_by_role("heading", name="The τ trade-off").wait_for()
+    page.get_by_role("heading", name="τ trade-off").wait_for()
     wait_ready(page)
     page.locator(".js-plotly-plot .main-svg, button:has-text('Compute the trade-off')").first.wait_for()
     compute = page.get_by_role("button", name="Compute the trade-off")

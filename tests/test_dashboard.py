@@ -16,11 +16,11 @@ pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.p
 
 def test_runs_page_lists_demo_runs_and_curves(demo_env):
     app = open_page("runs")
-    assert app.title[0].value == "MODA Studio"
+    assert app.title[0].value == "Runs & training"  # the page's name in the sidebar
     table = app.dataframe[0].value
     assert {"vgg11-moda", "vgg11-standard", "swap-strong", "swap-weak"} <= {r.split("/")[-1] for r in table["run"]}
     first = charts(app)
-    assert len(first) == 2 and first[0]["layout"]["xaxis"]["title"]["text"] == "epoch"
+    assert len(first) == 4 and first[0]["layout"]["xaxis"]["title"]["text"] == "epoch"  # and 2 of several runs
     app.selectbox(key="runs_run").set_value(str(DEMO / "swap-weak")).run()
     assert not app.exception
     assert charts(app)[1]["data"][0]["y"] != first[1]["data"][0]["y"]
@@ -455,7 +455,9 @@ def test_run_labels_say_which_epoch(demo_env):
     if last > final / 2:
         assert folders.run_epoch_label(f"{weak}@{last}").endswith("(late)")
     app = open_page("modules")
-    assert "@ epoch" in app.selectbox(key="mod_run_b").format_func(app.selectbox(key="mod_run_b").value)
+    run_b = app.selectbox(key="mod_run_b")
+    assert run_b.format_func(run_b.value) == folders.run_label(run_b.value)  # as run A's picker names runs
+    assert sum("@ epoch" in shown(m.value) and "(final)" in shown(m.value) for m in app.markdown) == 2
 
 
 def test_an_interrupted_run_can_be_deleted_after_a_confirmation(monkeypatch, tmp_path):

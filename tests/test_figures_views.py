@@ -45,9 +45,10 @@ def test_evolution_figure_three_panels_one_line_per_run_and_method_colours():
     assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.yaxis2.tickformat == ".0%"
     titles = [a.text for a in fig.layout.annotations]
     assert titles == [title for _, title in EVOLUTION_PANELS]
-    # sizes and overlaps from 0; accuracy zoomed in; the legend below the panels, clear of the title
+    # sizes and overlaps from 0; accuracy on whole-percent ticks over at least 5 points (accuracy_axis); the
+    # legend below the panels, clear of the title
     assert fig.layout.yaxis.rangemode == "tozero" and fig.layout.yaxis2.rangemode == "tozero"
-    assert fig.layout.yaxis3.rangemode == "normal" and fig.layout.yaxis3.tickformat == ".1%"
+    assert fig.layout.yaxis3.tickformat == ".0%" and fig.layout.yaxis3.range[1] - fig.layout.yaxis3.range[0] >= 0.05
     assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"
 
 
@@ -65,15 +66,16 @@ def test_tau_figure_grid_ticks_and_the_chosen_tau():
               "standard": {"tau": grid, "mean_module_size": [0.9] * 7, "mean_overlap": [0.8] * 7,
                            "pair_accuracy": [0.995] * 7}}
     fig = tau_figure(series, {"MODA": "moda", "standard": "standard"}, tau=0.85)
-    assert len(fig.data) == 6
+    assert len(fig.data) == 7  # 2 runs × 3 panels, and the legend's entry of the dotted line
     accuracy = [t for t in fig.data if t.yaxis == "y3"]
     assert [list(t.y) for t in accuracy] == [series["MODA"]["pair_accuracy"], series["standard"]["pair_accuracy"]]
     assert list(fig.layout.xaxis3.tickvals) == grid and list(fig.layout.xaxis3.ticktext)[-2:] == ["0.95", "1"]
     lines = [s for s in fig.layout.shapes if s.line.dash == "dot"]
     assert len(lines) == 3 and {s.x0 for s in lines} == {0.85}
-    assert any("0.85" in a.text for a in fig.layout.annotations)
+    assert [t.name for t in fig.data if t.line.dash == "dot"] == ["τ = 0.85 (the pages' τ)"]
     without = tau_figure(series)
     assert not [s for s in without.layout.shapes if s.line.dash == "dot"]
+    assert not [t for t in without.data if t.line.dash == "dot"]
 
 
 def test_union_cells_keep_the_cross_terms():

@@ -117,7 +117,7 @@ def test_the_browser_limits_say_which_limit_a_config_exceeds():
     assert LIMITS.refusal(TrainConfig(epochs=100_000)) == (
         f"it asks for 100000 epochs; the dashboard trains at most {LIMITS.max_epochs}")
     every_epoch = TrainConfig(epochs=LIMITS.max_epochs, checkpoint_every=1)
-    assert f"it asks for {LIMITS.max_epochs} checkpoints (one every 1 epochs)" in LIMITS.refusal(every_epoch)
+    assert f"it asks for {LIMITS.max_epochs} checkpoints (one every epoch)" in LIMITS.refusal(every_epoch)
     assert "width ×2" in LIMITS.refusal(TrainConfig(width=2.0))
     assert "data set cifar10" in LIMITS.refusal(TrainConfig(dataset="cifar10"))
     assert "batches of 2" in LIMITS.refusal(TrainConfig(batch_size=2))

@@ -30,12 +30,16 @@ def module_size_bars(sizes: Mapping[str, Sequence[float]], class_names: Sequence
 
 def overlap_heatmap(overlap: np.ndarray, class_names: Sequence[str], title: str = "Weight overlap between classes",
                     zmax: float | None = None) -> go.Figure:
-    """Class×class weight-overlap matrix (fractions of full-model parameters) as a heatmap."""
+    """Class×class weight-overlap matrix (fractions of full-model parameters) as a heatmap. Its colour scale
+    runs from 0 to ``zmax`` (a scale shared with another heatmap), else to its own largest value, so that a
+    matrix of small overlaps still shows its structure; the colour bar's title states the range and which."""
     overlap = np.asarray(overlap, dtype=float)
     names = [html_escape(name) for name in class_names]  # plotly would render HTML in a name
-    fig = go.Figure(go.Heatmap(z=overlap, x=names, y=names, colorscale=OVERLAP_SCALE, zmin=0.0,
-                               zmax=float(overlap.max()) if zmax is None else zmax,
-                               colorbar=dict(title="share", tickformat=".0%"),
+    top = float(overlap.max()) if zmax is None else float(zmax)
+    scale = "own scale" if zmax is None else "shared scale"
+    fig = go.Figure(go.Heatmap(z=overlap, x=names, y=names, colorscale=OVERLAP_SCALE, zmin=0.0, zmax=top,
+                               colorbar=dict(title=f"share<br>0–{top:.1%}<br>{scale}",
+                                             tickformat=".0%" if top >= 0.05 else ".1%"),
                                text=[[f"{v:.1%}" for v in row] for row in overlap], texttemplate="%{text}",
                                hovertemplate="classes %{y} and %{x} share %{z:.1%} of the weights<extra></extra>"))
     # square cells by shrinking the plot area (constrain="domain"), not by widening the axis range, which

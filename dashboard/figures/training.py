@@ -2,7 +2,8 @@
 modules forming over the checkpoints (Modules over training) and the τ trade-off."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -25,6 +26,31 @@ EVOLUTION_PANELS = (("mean_module_size", "Mean module size (share of the weights
 TAU_PANELS = (("mean_module_size", "Mean module size (share of the weights)"),
               ("mean_overlap", "Mean pairwise overlap (share of the weights)"),
               ("pair_accuracy", "Composed two-class modules: accuracy"))
+
+
+# the least span of an accuracy axis: a wobble of a few tenths of a point must look small, not like a dip
+ACCURACY_SPAN = 0.05
+# tick steps of an accuracy axis (each divides 100%, so the top tick can be 100%), and the most intervals shown
+ACCURACY_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25)
+ACCURACY_TICKS = 8
+
+
+def accuracy_axis(values: Sequence[float], span: float = ACCURACY_SPAN) -> dict[str, Any]:
+    """Properties of an accuracy y axis (``fig.update_yaxes(**accuracy_axis(values))``) that does not
+    exaggerate: a span of at least ``span`` (5 points) within 0–100%, whole-percent ticks that never repeat a
+    label, a tick at or above the highest value (no point above the top tick) and one at or below the lowest."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    low = max(0.0, min(low, high - span))
+    high = max(high, low + span)
+    step = next((s for s in ACCURACY_STEPS if (high - low) / s <= ACCURACY_TICKS), ACCURACY_STEPS[-1])
+    bottom = max(0.0, math.floor(round(low / step, 6)) * step)
+    top = math.ceil(round(high / step, 6)) * step
+    if top > 1.0 >= high:  # accuracies end at 100%
+        top = 1.0
+    pad = 0.03 * (top - bottom)  # markers on the first and last tick are drawn whole
+    return dict(range=[bottom - pad, top + pad], tickmode="linear", tick0=0.0, dtick=step, tickformat=".0%",
+                rangemode="normal")
 
 
 def _line_mode(epochs: Sequence[float]) -> str:
@@ -72,9 +98,34 @@ def accuracy_figure(history: Sequence[Mapping[str, float]], title: str = "Accura
     fig = go.Figure([go.Scatter(x=epochs, y=[row.get(k, float("nan")) for row in history], mode=_line_mode(epochs),
                                 name=k.replace("_", " "), line=dict(color=c))
                      for k, c in (("train_accuracy", PAIR_COLOURS[0]), ("test_accuracy", PAIR_COLOURS[1]))])
-    fig.update_layout(yaxis_tickformat=".0%")
+    fig.update_yaxes(**accuracy_axis([row.get(k, float("nan")) for row in history
+                                      for k in ("train_accuracy", "test_accuracy")]))
     _epoch_ticks(fig, epochs)
     return layout(fig, title, "epoch", "accuracy")
+
+
+def runs_overlay_figure(histories: Mapping[str, Sequence[Mapping[str, float]]], column: str = "test_accuracy",
+                        title: str = "Test accuracy per epoch", y_title: str = "test accuracy") -> go.Figure:
+    """Several runs' curves of one history column on one chart (``histories``: run label → its history rows),
+    one colour per run, as TensorBoard overlays runs. An accuracy column gets ``accuracy_axis``."""
+    fig = go.Figure()
+    epochs: list[float] = []
+    values: list[float] = []
+    number = ".1%" if "accuracy" in column else ".4g"
+    for k, (label, history) in enumerate(histories.items()):
+        xs = [row["epoch"] for row in history]
+        ys = [row.get(column, float("nan")) for row in history]
+        epochs += xs
+        values += ys
+        shown = html_escape(label)  # a run's label is text, never HTML
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode=_line_mode(xs), name=shown, showlegend=True,
+                                 line=dict(color=OKABE_ITO[k % len(OKABE_ITO)]),
+                                 hovertemplate=f"epoch %{{x}}: %{{y:{number}}}<extra>{shown}</extra>"))
+    if "accuracy" in column:
+        fig.update_yaxes(**accuracy_axis(values))
+    _epoch_ticks(fig, epochs)
+    legend_below(fig)
+    return layout(fig, title, "epoch", y_title, b=110)
 
 
 def integer_dtick(last: float, ticks: int = 10) -> int:
@@ -105,10 +156,13 @@ def _stacked_lines(series: Mapping[str, Mapping[str, Sequence[float]]], methods:
                                      line=dict(color=colour),
                                      hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{shown}</extra>"),
                           row=row, col=1)
-            # shares of the weights from 0; accuracies zoomed in, so that a 1-point difference shows
-            accuracy = "accuracy" in column
-            fig.update_yaxes(tickformat=".1%" if accuracy else ".0%", rangemode="normal" if accuracy else "tozero",
+    # shares of the weights from 0; accuracies on at least a 5-point span, so a small wobble looks small
+    for row, (column, _title) in enumerate(panels, start=1):
+        if "accuracy" in column:
+            fig.update_yaxes(**accuracy_axis([v for columns in series.values() for v in columns[column]]),
                              row=row, col=1)
+        else:
+            fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=row, col=1)
     # the legend under the last panel: above the panels it would collide with the title
     layout(fig, height=260 * len(panels) + 140, t=70, b=110)
     legend_below(fig)
@@ -125,7 +179,7 @@ def evolution_figure(series: Mapping[str, Mapping[str, Sequence[float]]],
     last = max((float(e) for columns in series.values() for e in columns["epoch"]), default=1.0)
     fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(last), tickformat="d")
     fig.update_xaxes(title_text="epoch", row=len(EVOLUTION_PANELS), col=1)
-    fig.update_layout(title="Modules forming over training")
+    fig.update_layout(title="Modules over training")
     return fig
 
 
@@ -139,9 +193,10 @@ def tau_figure(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Map
     fig.update_xaxes(tickmode="array", tickvals=grid, ticktext=[f"{t:g}" for t in grid])
     fig.update_xaxes(title_text="threshold τ (a unit joins a module when it fires on ≥ τ of the class)",
                      row=len(TAU_PANELS), col=1)
-    if tau is not None:
+    if tau is not None:  # the dotted line is named in the legend, clear of the panels' titles
         fig.add_vline(x=float(tau), line_dash="dot", line_color=REFERENCE_LINE, row="all", col=1)
-        fig.add_annotation(x=float(tau), y=1.0, yref="y domain", text=f"τ = {float(tau):.2f} (the pages' τ)",
-                           showarrow=False, yanchor="bottom", font=dict(size=11, color=REFERENCE_LINE))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"τ = {float(tau):.2f} (the pages' τ)",
+                                 line=dict(color=REFERENCE_LINE, dash="dot"), showlegend=True, hoverinfo="skip"),
+                      row=1, col=1)
     fig.update_layout(title="The τ trade-off: higher τ keeps fewer units")
     return fig

@@ -8,7 +8,7 @@ from dashboard.figures.style import method_label
 from dashboard.figures.training import evolution_figure
 from dashboard.plain_text import code, plain
 
-st.title("Modules forming over training")
+st.title("Modules over training")
 st.caption("Each point is a checkpoint saved during training, decomposed at τ like the final model. MODA's "
            "modules shrink and separate as its activation terms take hold; a standard-trained twin of the same "
            "model keeps large, overlapping modules while both learn to classify.")

@@ -7,30 +7,52 @@ from dashboard import engine, folders, study_jobs, ui
 from dashboard.figures.modules import module_size_bars, overlap_by_layer, overlap_by_layer_pair, overlap_heatmap
 from dashboard.figures.style import PAIR_COLOURS
 from dashboard.plain_text import plain
+from moda_core import runs as run_store
 
 st.title("Modules")
 st.caption("A class module is the part of the network a class uses. Weight overlap of two classes = the share "
            "of all weights that both modules keep. MODA training should give small modules that overlap "
            "little; standard training of the same model, large ones that overlap a lot.")
 
+
+def run_b_default(summaries: list[dict], spec_a: str) -> str:
+    """Run B's default for run A: its twin trained the other way (study_jobs.twins: standard for a MODA or MwT
+    run, MODA for a standard one), else a standard run of the same model, else the demo's standard VGG, else
+    any standard run."""
+    group = study_jobs.twins(summaries, spec_a)
+    method_a = next(iter(group))
+    for method in ("standard", "moda", "mwt") if method_a != "standard" else ("moda", "mwt"):
+        if method in group and method != method_a:
+            return group[method]
+    path_a = str(run_store.split_run_spec(spec_a)[0])
+    model_a = next((s.get("model") for s in summaries if s["path"] == path_a), None)
+    runs = [s for s in summaries if folders.openable(s)]
+    index = ui.default_index(summaries, lambda s: s.get("model") == model_a and not ui.is_modular(s),
+                             lambda s: s["name"] == "vgg11-standard", lambda s: not ui.is_modular(s))
+    return str(runs[index]["path"])
+
+
 summaries = folders.list_runs()
 if not folders.loadable_specs(summaries):
     ui.pick_run("Run", key="mod_empty", summaries=summaries)
     st.stop()
 c1, c2 = st.columns(2)
-specs_all = folders.loadable_specs(summaries)
 with c1:  # run A is the session's run (shared with the other pages and the URL); run B is this page's own
     moda_spec = ui.pick_run("Run A (e.g. MODA training)", key="mod_run_a", summaries=summaries, with_checkpoints=True,
-                            prefer=(ui.modular_demo_first, ui.is_modular))
+                            prefer=(ui.modular_demo_first, ui.is_modular),
+                            help="A run, or one of its saved checkpoints (RUN @ epoch N).")
 if moda_spec is None:
     st.stop()
-# run B: by default the standard-trained twin of run A (the same model and data), else a standard run
-twin = study_jobs.twins(summaries, moda_spec).get("standard")
-std_spec = c2.selectbox("Run B (e.g. standard training of the same model)", specs_all,
-                        format_func=folders.run_epoch_label,
-                        key="mod_run_b", index=ui.default_index(summaries, lambda s: str(s["path"]) == twin,
-                                                                lambda s: s["name"] == "vgg11-standard",
-                                                                lambda s: not ui.is_modular(s)))
+# run B: run A's twin (the same model and data trained the other way: standard for a MODA run), following run A
+# until the visitor picks run B themselves (their pick is kept in mod_run_b_choice, across pages too)
+specs_b = folders.loadable_specs(summaries, with_checkpoints=True)
+default_b = run_b_default(summaries, moda_spec)
+chosen_b = st.session_state.get("mod_run_b_choice")
+st.session_state["mod_run_b"] = chosen_b if chosen_b in specs_b else default_b  # before the widget: no index
+std_spec = c2.selectbox("Run B (e.g. standard training)", specs_b, key="mod_run_b", format_func=folders.run_label,
+                        on_change=lambda: st.session_state.update(mod_run_b_choice=st.session_state["mod_run_b"]),
+                        help="A run, or one of its saved checkpoints (RUN @ epoch N). By default run A's twin: "
+                             "the same model and data, trained the other way.")
 tau = ui.tau_slider("mod_tau")
 specs = {"A": moda_spec, "B": std_spec}
 for spec in specs.values():
@@ -39,7 +61,12 @@ for spec in specs.values():
 with st.spinner("Decomposing…"):
     metrics = {k: engine.module_metrics(spec, tau) for k, spec in specs.items()}
 labels = {k: f"{k}: {folders.run_epoch_label(spec)}" for k, spec in specs.items()}
-zmax = max(float(m["overlap"].max()) for m in metrics.values())
+# each heatmap on its own colour scale by default: on one shared scale a MODA run's small overlaps all look
+# alike next to a standard run's large ones; the colour bars state each range
+shared_scale = st.toggle("One colour scale for both heatmaps", key="mod_shared_scale",
+                         help="Off: each heatmap's colours run from 0 to its own largest value, so each shows its "
+                              "own structure. On: both run to the larger of the two, so colours compare directly.")
+zmax = max(float(m["overlap"].max()) for m in metrics.values()) if shared_scale else None
 columns = st.columns(2)
 for column, (k, spec) in zip(columns, specs.items(), strict=True):
     m = metrics[k]
@@ -49,7 +76,10 @@ for column, (k, spec) in zip(columns, specs.items(), strict=True):
     b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
     column.plotly_chart(overlap_heatmap(m["overlap"], engine.class_names(spec),
                                         f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
-st.caption("Diagonal: a class's own module size. Both heatmaps share one colour scale, so they compare directly.")
+st.caption("Diagonal: a class's own module size. " + (
+    "Both heatmaps share one colour scale, so their colours compare directly." if shared_scale else
+    "Each heatmap has its own colour scale (its range is on its colour bar), so each shows its own structure: "
+    "compare the two by their numbers, or turn on one colour scale for both."))
 
 same_classes = engine.class_names(moda_spec) == engine.class_names(std_spec)
 if same_classes:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import folders, training, ui
-from dashboard.figures.training import accuracy_figure, history_figure
+from dashboard import engine, folders, study_jobs, training, ui
+from dashboard.figures.training import accuracy_figure, history_figure, runs_overlay_figure
 from dashboard.plain_text import code, plain
 from moda_core import run_config
 from moda_core import runs as run_store
@@ -20,7 +20,7 @@ from moda_core.errors import ModaError
 from moda_core.methods import METHODS
 from moda_core.train import TrainConfig
 
-st.title("MODA Studio")
+st.title("Runs & training")
 st.caption("Each row is one training run. MODA runs (α, β, γ > 0) add three activation terms to the "
            "cross-entropy loss so that the trained network comes apart into per-class modules.")
 
@@ -60,6 +60,18 @@ def config_facts(path: str) -> dict:
             "data fraction": None if fraction is None else 100 * float(fraction)}
 
 
+def status_text(summary: dict, slot_status: training.TrainingStatus | None = None) -> str:
+    """The table's status of a run: a running one says how far it got, "running, epoch k/n" (k finished
+    epochs: 0 before the first ends; n from its config, else from the training slot's status)."""
+    status = folders.run_status(summary)
+    if status != "running":
+        return status
+    planned = summary.get("epochs")
+    if planned is None and slot_status is not None and slot_status.busy:
+        planned = slot_status.epochs or None
+    return f"running, epoch {summary.get('epochs_done') or 0}/{planned if planned is not None else '?'}"
+
+
 def resume_plan(path: str) -> tuple[TrainConfig | None, str | None]:
     """An interrupted run's stored training settings, and why the browser may not resume it (None: it may):
     its config does not load (no settings then), or they exceed the form's limits (``training.LIMITS``)."""
@@ -90,10 +102,13 @@ def run_name_problem(name: str, folder: Path) -> str | None:
 
 summaries = folders.list_runs()
 openable = [s for s in summaries if folders.openable(s)]
+slot = training.slot()
 if summaries:
     # what makes two accuracies comparable first (method, model, width, classes, data), then the loss weights
-    table = pd.DataFrame([{"run": folders.run_label(s["path"]), "status": s["status"],
-                           "method": METHODS[s["method"]].label if s.get("method") and not s.get("error") else None,
+    live = slot.status()
+    table = pd.DataFrame([{"run": folders.run_label(s["path"]), "status": status_text(s, live),
+                           "method": METHODS[s["method"]].label if s.get("method") in METHODS
+                           and s["status"] != "broken" else None,
                            "model": s.get("model"),
                            **{"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])},
                            "epochs": s.get("epochs_done"),
@@ -107,14 +122,16 @@ if summaries:
         "classes": st.column_config.TextColumn(help="the classes the run was trained on (all: every class of "
                                                     "the data set); fewer classes make a high accuracy easier"),
         "data fraction": st.column_config.NumberColumn(format="%.1f%%", help="share of the training images used"),
-        "status": st.column_config.TextColumn(help="complete; running (being trained); interrupted (stopped "
+        "status": st.column_config.TextColumn(help="complete; running, epoch k/n (being trained: k of its n "
+                                                   "epochs finished); interrupted (stopped "
                                                    "before its last epoch: resume or delete it below the table); "
                                                    "broken (does not load: see below)")})
 else:
     st.info(f"No runs yet in {folders.folders_text()}. Train one below — about a minute for LeNet-5 on the embedded "
             f"digits — or from a terminal: `moda train --model lenet5 --epochs 5`.")
-ui.show_broken(summaries)
-slot = training.slot()
+# a run being trained before its first epoch ends does not load yet, but it is not broken: its row says
+# "running, epoch 0/n"
+ui.show_broken([s for s in summaries if s["status"] != "running"])
 folder = folders.training_folder()
 interrupted = [s for s in summaries if s["status"] == "interrupted" and folder is not None
                and Path(s["path"]).parent.resolve() == folder.path.resolve()]
@@ -169,6 +186,30 @@ if openable:
     right.plotly_chart(accuracy_figure(run.history), key="runs_accuracy")
     with st.expander("Config (config.json) and metrics (metrics.json)"):
         st.json(json.loads(folders.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
+
+    st.subheader("Several runs on one chart")
+    choices = folders.loadable_specs(summaries)
+    if "runs_overlay" not in st.session_state:  # at first the run above and its twins (same model and data)
+        st.session_state["runs_overlay"] = list(dict.fromkeys([spec, *study_jobs.twins(summaries, spec).values()]))
+    st.session_state["runs_overlay"] = [c for c in st.session_state["runs_overlay"] if c in choices]
+    overlaid = st.multiselect("Runs to draw together", choices, key="runs_overlay", format_func=folders.run_label,
+                              help="Each run's test accuracy and cross-entropy loss per epoch, one colour per run.")
+    histories, unloadable = {}, []
+    for choice in overlaid:
+        loaded, error = engine.try_load(choice)
+        if loaded is None:
+            unloadable.append(f"{code(folders.run_label(choice))} ({plain(error)})")
+        else:
+            histories[folders.run_label(choice)] = loaded.history
+    if histories:
+        left, right = st.columns(2)
+        left.plotly_chart(runs_overlay_figure(histories), key="runs_overlay_accuracy")
+        right.plotly_chart(runs_overlay_figure(histories, "ce", "Cross-entropy loss per epoch",
+                                               "cross-entropy loss"), key="runs_overlay_loss")
+    else:
+        st.caption("Pick runs above to draw their curves together.")
+    if unloadable:
+        st.caption("Left out, as they do not load: " + "; ".join(unloadable) + ".")
 
 st.subheader("Train a new run")
 if folder is None:

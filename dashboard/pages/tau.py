@@ -1,14 +1,17 @@
 """The τ trade-off (the paper's τ study): module size, overlap and composed-pair accuracy as τ grows."""
 from __future__ import annotations
 
+from math import comb
+
 import streamlit as st
 
-from dashboard import folders, study_jobs, ui
+from dashboard import engine, folders, study_jobs, ui
 from dashboard.figures.style import method_label
 from dashboard.figures.training import tau_figure
-from dashboard.plain_text import code
+from dashboard.plain_text import code, plain
+from moda_core.studies import default_pairs
 
-st.title("The τ trade-off")
+st.title("τ trade-off")
 st.caption("τ is the firing rate a unit needs, on a class's training images, to join that class's module. A "
            "higher τ keeps fewer units: smaller modules that overlap less, until a module misses units its class "
            "needs and composed models start to lose accuracy. Drawn for the chosen run and its standard-trained "
@@ -42,9 +45,18 @@ if missing:
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
     st.plotly_chart(tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
+    names = engine.class_names(spec)
+    pairs = default_pairs(len(names))  # the pairs study_jobs' τ sweep composes (tau_sweep's default)
+    every = comb(len(names), 2)
+    listed = ", ".join(f"{names[a]}–{names[b]}" for a, b in pairs)
+    sample = (f"all {every} class pairs ({listed})" if len(pairs) == every else
+              f"the same {len(pairs)} of the {every} class pairs for every τ ({listed}), to keep the sweep short. "
+              f"The Compare page averages over all {every} pairs, so its pair accuracies can differ a little "
+              "from these")
     st.caption("Composed two-class modules: accuracy on the two classes' test images of a model composed from "
-               "just their modules (no fine-tuning), averaged over a fixed sample of class pairs. The dotted line "
-               "is the τ chosen on the other pages.")
+               f"just their modules (no fine-tuning), averaged over {plain(sample)}. The dotted line is the τ "
+               "chosen on the other pages. Accuracy axes span at least 5 points, so a wobble of a few tenths of "
+               "a point looks as small as it is.")
 if partner not in group:
     st.caption(f"No {method_label(partner)} twin of this run in the runs folders (the same model, width, "
                "data and classes), so only its own curve is drawn.")
