@@ -272,3 +272,45 @@ def compare_budgets(table: pd.DataFrame) -> dict[str, Any]:
               if group["seed"].nunique(dropna=False) > 1 or group["epochs"].nunique(dropna=False) > 1]
     return {"seeds": sorted(table["seed"].dropna().unique().tolist()),
             "epochs": sorted(table["epochs"].dropna().unique().tolist()), "uneven": uneven}
+
+
+# ----- how τ changes the modules, and what no mask can drop (the Activations page) ------------------
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _kept_share_by_tau(spec: str, stamp: int) -> dict[str, np.ndarray]:
+    from moda_core.decompose import TAU_RANGE, kept_share_by_tau
+
+    return {p: np.asarray(s) for p, s in kept_share_by_tau(_decomposition(spec, stamp).rates, TAU_RANGE).items()}
+
+
+def kept_share_by_tau(spec: str) -> dict[str, np.ndarray]:
+    """Per point: the mean share of its units a class module keeps at each τ of ``moda_core.decompose.TAU_RANGE``
+    (0.50 … 1.00; ``moda_core.decompose.kept_share_by_tau``)."""
+    return _kept_share_by_tau(spec, weights_stamp(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _tau_sensitive_point(spec: str, stamp: int) -> str:
+    from moda_core.decompose import TAU_RANGE
+    from moda_core.decompose import tau_sensitive_point as find_point
+
+    return find_point(_decomposition(spec, stamp).rates, TAU_RANGE)
+
+
+def tau_sensitive_point(spec: str) -> str:
+    """The activation point whose modules τ changes most (``moda_core.decompose.tau_sensitive_point``): where
+    the Activations page opens."""
+    return _tau_sensitive_point(spec, weights_stamp(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _module_floor(spec: str, stamp: int) -> float:
+    from moda_core.summary import module_floor as floor
+
+    return floor(_load_run(spec, stamp).model)
+
+
+def module_floor(spec: str) -> float:
+    """The share of the model's parameters every single-class module keeps whatever its masks (a ViT's
+    attention, norms and embeddings; ``moda_core.summary.module_floor``): the floor of every module size."""
+    return _module_floor(spec, weights_stamp(spec))

@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Mapping
+from typing import Callable, ContextManager, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -315,3 +315,26 @@ def clearest_point(rates: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
     if not rates:
         raise ModaError("clearest_point: no activation points to choose from")
     return max(rates, key=lambda p: (class_structure(rates[p], masks[p]), -list(rates).index(p)))
+
+
+TAU_RANGE = tuple(round(0.5 + 0.01 * step, 2) for step in range(51))  # 0.50, 0.51, …, 1.00: the pages' τ slider
+
+
+def kept_share_by_tau(rates: Mapping[str, torch.Tensor], taus: Iterable[float] = TAU_RANGE) -> dict[str, list[float]]:
+    """Per point: the mean share of its units a class module keeps (``masks_from_rates``, floor included), at
+    each τ of ``taus`` in order: how much moving τ changes the modules, layer by layer."""
+    taus = [float(tau) for tau in taus]
+    shares: dict[str, list[float]] = {point: [] for point in rates}
+    for tau in taus:
+        for point, mask in masks_from_rates(rates, tau).items():
+            shares[point].append(mask.double().mean().item())
+    return shares
+
+
+def tau_sensitive_point(rates: Mapping[str, torch.Tensor], taus: Iterable[float] = TAU_RANGE) -> str:
+    """The activation point whose mean kept share (``kept_share_by_tau``) changes most over ``taus`` (the first
+    such point on ties): where moving τ visibly grows and shrinks the modules."""
+    if not rates:
+        raise ModaError("tau_sensitive_point: no activation points to choose from")
+    shares = kept_share_by_tau(rates, taus)
+    return max(shares, key=lambda p: (round(max(shares[p]) - min(shares[p]), 12), -list(shares).index(p)))

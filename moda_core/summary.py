@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from moda_core.compose import overlap_counts, parameter_count
+from moda_core.compose import overlap_counts, parameter_count, point_units
 
 
 def mean_off_diagonal(matrix: torch.Tensor) -> float:
@@ -59,3 +59,14 @@ def module_summary(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Modul
     sizes = overlap.diagonal().tolist()
     return ModuleSummary(sizes=sizes, mean_size=sum(sizes) / len(sizes), overlap=overlap,
                          mean_overlap=mean_off_diagonal(overlap), overlap_by_layer=layers, params=params)
+
+
+def module_floor(model: nn.Module) -> float:
+    """The share of the full model's parameters that every single-class module keeps whatever its masks: the
+    parameters no unit mask can drop (a ViT's attention, norms and embeddings, which the composer keeps whole;
+    a CNN's logit bias), counted as the module size of masks that keep no unit at all. A module's size never
+    falls below it, so a ViT's modules stay near it at any τ."""
+    params = parameter_count(model)
+    classes = int(model.arch["num_classes"])
+    empty = {point: torch.zeros(classes, units, dtype=torch.bool) for point, units in point_units(model).items()}
+    return float(overlap_counts(model, empty).diagonal().min()) / params

@@ -10,6 +10,7 @@ from dashboard.figures.activations import (
     UNKEPT_GROUP,
     firing_figure,
     image_module_match,
+    kept_outline_path,
     rate_heatmap,
     unit_groups,
     units_by_class_order,
@@ -47,8 +48,12 @@ def test_rate_heatmap_data_titles_and_scale():
     assert _scale_name(heat) == [c for _, c in plotly.colors.get_colorscale("Viridis")]
     assert "features.3.relu" in fig.layout.title.text
     assert fig.layout.xaxis.title.text.startswith("unit") and fig.layout.yaxis.title.text == "class"
-    # outlined cells: exactly the kept (class, unit) pairs
-    assert sorted(zip(kept.y, kept.x, strict=True)) == sorted([("zero", "1"), ("one", "0"), ("one", "2")])
+    # outlined cells: exactly the kept (class, unit) pairs, in the hover and boxed by the outline (shown order)
+    in_module = {(NAMES[r], heat.x[c]) for r in range(3) for c in range(3)
+                 if "(in its module)" in heat.customdata[r][c]}
+    assert in_module == {("zero", "1"), ("one", "0"), ("one", "2")}
+    (outline,) = fig.layout.shapes
+    assert outline.path == kept_outline_path(masks[:, [2, 0, 1]])
     assert "0.90" in kept.name
 
 
@@ -234,7 +239,8 @@ def test_units_by_class_order_puts_shared_units_in_their_own_group():
     assert groups == ["a", SHARED_GROUP, "b", UNKEPT_GROUP]
     fig = rate_heatmap(rates, ["a", "b"], "p", unit_order=[0, 2, 1, 3], tau=0.9, masks=masks, groups=groups)
     assert [a.text for a in fig.layout.annotations] == ["a", "b", SHARED_GROUP, UNKEPT_GROUP]
-    assert sorted(s.x0 for s in fig.layout.shapes) == [0.5, 1.5, 2.5]  # a line between neighbouring groups
+    lines = [s.x0 for s in fig.layout.shapes if s.type == "line"]
+    assert sorted(lines) == [0.5, 1.5, 2.5]  # a line between neighbouring groups
 
 
 def test_epoch_axes_show_whole_epochs_only():
@@ -318,6 +324,10 @@ def test_figure_method_names_and_the_pages_tau_are_the_engine_s():
 
     assert style.METHOD_LABELS == {name: method.label for name, method in METHODS.items()}
     assert PAGE_TAU == DEFAULT_TAU
+    from dashboard.folders import RUN_CONFIG
+    from moda_core.runs import CONFIG
+
+    assert RUN_CONFIG == CONFIG
 
 
 @pytest.mark.slow
@@ -327,6 +337,7 @@ def test_the_landing_page_and_the_sidebar_load_without_torch():
 
     code = ("import sys\nimport dashboard.ui, dashboard.folders, dashboard.figures.compose\n"
             "dashboard.folders.apply_model_policy(); dashboard.folders.folder_choices()\n"
+            "dashboard.folders.runs_dir_problems()\n"
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr[-2000:]

@@ -5,18 +5,25 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import engine, ui
+from dashboard import engine, folders, study_jobs, ui
 from dashboard.figures.activations import (
+    FLOOR_SHOWN,
     SHARED_GROUP,
     UNKEPT_GROUP,
     firing_figure,
+    floor_text,
     image_module_match,
+    kept_by_tau_figure,
     kept_units_text,
+    module_size_figure,
     rate_heatmap,
     unit_groups,
     units_by_class_order,
 )
+from dashboard.figures.style import method_label
 from dashboard.plain_text import plain
+from moda_core.decompose import TAU_RANGE
+from moda_core.errors import ModaError
 
 st.title("Activations")
 st.caption("Every ReLU call in the network's forward pass is an activation point (a ReLU called twice is two "
@@ -24,7 +31,9 @@ st.caption("Every ReLU call in the network's forward pass is an activation point
            "*activation rate* for a class is the share of that class's training images on which the unit fires; a "
            "class module keeps the units whose rate is at least τ.")
 
-spec = ui.pick_run("Run", key="act_run", with_checkpoints=True, prefer=(ui.modular_demo_first, ui.is_modular))
+summaries = folders.list_runs()
+spec = ui.pick_run("Run", key="act_run", summaries=summaries, with_checkpoints=True,
+                   prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
@@ -34,8 +43,12 @@ with st.spinner("Measuring activation rates over the training set…"):
 points = list(rates)
 
 c1, c2 = st.columns([2, 1])
-# opens on the point where classes are most clearly apart (moda_core.decompose.clearest_point)
-point = ui.point_picker(c1, points, engine.clearest_point(spec, ui.shared_tau()), key="act_point",
+# opens on the point whose modules τ changes most (moda_core.decompose.tau_sensitive_point): the τ demo's layer.
+# Until the visitor picks a point (or a link names one), each run opens on its own such point, not on the last
+# run's.
+if ui.SHARED_POINT not in st.session_state:
+    st.session_state.pop("act_point", None)
+point = ui.point_picker(c1, points, engine.tau_sensitive_point(spec), key="act_point",
                         help="The ReLU module, named by its path in the model.")
 order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
 tau = ui.tau_slider("act_tau")
@@ -51,13 +64,43 @@ kept = point_masks.sum(1)
 st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
 st.plotly_chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
                 key="act_heatmap")
-st.caption("Colour: how often the unit fires for the class (0–100%). Black-outlined squares: the units that "
+st.caption("Colour: how often the unit fires for the class (0–100%, the colour bar). Black boxes: the units that "
            "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
            + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
-              f"two or more modules; **{UNKEPT_GROUP}**: kept by none." if by_class else ""))
+              f"two or more modules; **{UNKEPT_GROUP}**: kept by none (a group too narrow for its label is named "
+              "when you point at its units)." if by_class else ""))
+
+# units kept per layer vs τ, for the run and its twin trained the other way (standard for a MODA or MwT run, MODA
+# for a standard one) when the runs folders hold one
+group = study_jobs.twins(summaries, spec)
+method = next(iter(group))
+partner = "standard" if method != "standard" else "moda"
+twin = (partner, group[partner]) if partner in group else None
+shares = {f"{method_label(method)}: {ui.run_token(spec)}": engine.kept_share_by_tau(spec)}
+if twin is not None:
+    try:
+        with st.spinner("Measuring the twin's activation rates…"):
+            shares[f"{method_label(twin[0])}: {ui.run_token(twin[1])}"] = engine.kept_share_by_tau(twin[1])
+    except ModaError:  # a twin that does not load: the chart shows the run alone
+        twin = None
+st.plotly_chart(kept_by_tau_figure(TAU_RANGE, shares, {p: int(r.shape[1]) for p, r in rates.items()}, tau, point),
+                key="act_kept_by_tau")
+st.caption("How much moving τ changes each layer's modules: one line per activation point, the mean share of its "
+           "units a class module keeps"
+           + (f"; solid: this run, dashed: its twin, the same model and data with {method_label(twin[0])}." if twin else
+              " (no twin trained the other way in the runs folders).")
+           + " Flat lines are layers τ hardly changes; the page opens on the layer it changes most.")
+
 st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
                            "share of units": 100.0 * kept / point_rates.shape[1]}),
              hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
+if engine.composition_blocker(spec) is None:  # module sizes are counted on the model's graph
+    sizes = engine.module_metrics(spec, tau)["sizes"]
+    floor = engine.module_floor(spec)
+    st.plotly_chart(module_size_figure(sizes, names, tau, floor), key="act_sizes")
+    st.caption("A module keeps, at every layer, the weights between the units it keeps there and those it keeps "
+               "one layer before (the Modules page compares runs)."
+               + (" " + floor_text(floor) if floor >= FLOOR_SHOWN else ""))
 
 st.subheader("One test image through the network")
 test_size = len(engine.dataset(spec).test)
