@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.figures.compose import UNION_CELLS, union_cells, union_figure
-from dashboard.figures.style import METHOD_COLOURS, UNION_COLOURS
+from dashboard.figures.compose import UNION_CELLS, UNION_GRID_COLOURS, union_cells, union_figure
+from dashboard.figures.style import METHOD_COLOURS
 from dashboard.figures.training import EVOLUTION_PANELS, evolution_figure, integer_dtick, tau_figure
 
 
@@ -98,10 +98,10 @@ def test_union_figure_draws_the_grid_and_a_legend_of_every_kind():
     assert list(heat.x) == ["in 1", "in 2"] and list(heat.y) == ["out 1", "out 2"]
     assert heat.customdata[0][1] == UNION_CELLS[4]
     assert [t.name for t in fig.data[1:]] == list(UNION_CELLS.values())
-    assert [t.marker.color for t in fig.data[1:]] == list(UNION_COLOURS)
-    # each code's colour band: code k is drawn with UNION_COLOURS[k]
+    assert [t.marker.color for t in fig.data[1:]] == list(UNION_GRID_COLOURS)
+    # each code's colour band: code k is drawn with UNION_GRID_COLOURS[k]
     n = len(UNION_CELLS)
-    for k, colour in enumerate(UNION_COLOURS):
+    for k, colour in enumerate(UNION_GRID_COLOURS):
         value = (k + 0.5 - heat.zmin) / (heat.zmax - heat.zmin)
         assert heat.colorscale[2 * k][0] == pytest.approx(k / n) and heat.colorscale[2 * k][1] == colour
         assert k / n <= value <= (k + 1) / n

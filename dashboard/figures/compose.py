@@ -7,7 +7,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from dashboard.figures.style import PAIR_COLOURS, UNION_COLOURS, layout, legend_above, legend_right, square_marker
+from dashboard.figures.style import (
+    OKABE_ITO,
+    PAIR_COLOURS,
+    UNION_COLOURS,
+    layout,
+    legend_above,
+    legend_right,
+    square_marker,
+)
 
 UNION_CELLS = {0: "kept by neither", 1: "only module A", 2: "only module B", 3: "both modules (overlap)",
                4: "only the union (A's inputs × B's outputs, or B's × A's)"}
@@ -46,24 +54,36 @@ def union_cells(inputs_a: Sequence[bool], outputs_a: Sequence[bool], inputs_b: S
     return cells
 
 
+# How MODA works' grid: ``style.UNION_COLOURS`` with the union's own cells in Okabe–Ito bluish green, since its
+# vermillion, next to module B's orange, looked the same on a projector and to red–green colour-blind viewers;
+# each colour's name for the captions, and a mark in every cell so the grid reads without colour too
+UNION_GRID_COLOURS = (*UNION_COLOURS[:4], OKABE_ITO[2])
+UNION_COLOUR_NAMES = {0: "light grey", 1: "blue", 2: "orange", 3: "black", 4: "green"}
+UNION_MARKS = {0: "", 1: "A", 2: "B", 3: "both", 4: "union"}
+
+
 def union_figure(cells: np.ndarray) -> go.Figure:
     """The weight grid of ``union_cells``: one square per weight, coloured by which module keeps it
-    (``style.UNION_COLOURS``)."""
+    (``UNION_GRID_COLOURS``, named in ``UNION_COLOUR_NAMES``) and marked in words (``UNION_MARKS``). The input
+    units run along the bottom, clear of the title."""
     codes = list(UNION_CELLS)
     n = len(codes)
     # a discrete colour scale: code k fills the band [k/n, (k+1)/n]
-    scale = [[edge, UNION_COLOURS[k]] for k in range(n) for edge in (k / n, (k + 1) / n)]
+    scale = [[edge, UNION_GRID_COLOURS[k]] for k in range(n) for edge in (k / n, (k + 1) / n)]
     rows, cols = cells.shape
     fig = go.Figure(go.Heatmap(z=cells.tolist(), zmin=-0.5, zmax=n - 0.5, colorscale=scale, showscale=False,
                                xgap=2, ygap=2,
                                x=[f"in {j + 1}" for j in range(cols)], y=[f"out {i + 1}" for i in range(rows)],
+                               text=[[UNION_MARKS[int(c)] for c in row] for row in cells], texttemplate="%{text}",
+                               textfont=dict(size=16),
                                customdata=[[UNION_CELLS[int(c)] for c in row] for row in cells],
                                hovertemplate="%{y} ← %{x}: %{customdata}<extra></extra>"))
     for code in codes:  # legend entries (traces with no points)
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=UNION_CELLS[code], hoverinfo="skip",
-                                 marker=square_marker(UNION_COLOURS[code])))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", hoverinfo="skip",
+                                 name=UNION_CELLS[code],
+                                 marker=square_marker(UNION_GRID_COLOURS[code])))
     fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category", side="top")
+    fig.update_xaxes(type="category", side="bottom")
     fig.update_layout(plot_bgcolor="white")
     legend_right(fig)
-    return layout(fig, "One layer's weights: who keeps which", "input unit", "output unit", height=360)
+    return layout(fig, "One layer's weights: who keeps which", "input unit", "output unit", height=380)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.figures.compose import union_cells, union_figure
+from dashboard.figures.compose import UNION_COLOUR_NAMES, union_cells, union_figure
 
 st.title("How MODA works")
 st.caption("MODA (activation-driven modular training) trains a network so that each class ends up using its own "
@@ -41,7 +41,7 @@ st.markdown(
     "that every digit is made of, so on every class's images almost all of their units fire: every module keeps "
     "them, and the overlap there is the whole layer. Classes separate in the later layers, where units stand "
     "for class-specific shapes — MODA's terms push exactly those apart. (The Activations page opens on the point "
-    "where the classes are most clearly apart.)")
+    "whose modules τ changes most, with a chart of every layer.)")
 
 st.subheader("4. Composing: a module for several classes is the union of their masks")
 st.markdown(
@@ -54,10 +54,12 @@ st.markdown(
     "**A worked example**: one fully-connected layer with 4 inputs and 4 outputs. Module A keeps inputs {1, 2} "
     "and outputs {1, 2}: 2 × 2 = **4** weights. Module B keeps inputs {2, 3} and outputs {2, 3}: **4** weights. "
     "They share input 2 → output 2: overlap **1**. \"A + B − overlap\" would be 7, but the composed module keeps "
-    "inputs {1, 2, 3} × outputs {1, 2, 3} = **9** weights: the two extra ones (1 → 3 and 3 → 1, red below) "
+    "inputs {1, 2, 3} × outputs {1, 2, 3} = **9** weights: the two extra ones (1 → 3 and 3 → 1, marked "
+    f"*union*, {UNION_COLOUR_NAMES[4]} below) "
     "belong to neither module. The **Compose** page measures the real, physically smaller network built this way.")
 cells = union_cells(inputs_a=[1, 1, 0, 0], outputs_a=[1, 1, 0, 0], inputs_b=[0, 1, 1, 0],
                     outputs_b=[0, 1, 1, 0])
 st.plotly_chart(union_figure(cells), key="how_union")
 st.caption("Rows: the layer's output units; columns: its input units; one square per weight. The union keeps "
-           "every coloured square: A's (blue), B's (orange), both (black) and the cross terms (red).")
+           f"every coloured square: A's ({UNION_COLOUR_NAMES[1]}, marked A), B's ({UNION_COLOUR_NAMES[2]}, B), both "
+           f"({UNION_COLOUR_NAMES[3]}, both) and the cross terms ({UNION_COLOUR_NAMES[4]}, union).")
