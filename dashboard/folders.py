@@ -26,6 +26,7 @@ from moda_core import resources
 from moda_core.errors import ModaError
 
 run_store = LazyModule("moda_core.runs")  # torch: imported when a run is first listed
+RUN_CONFIG = "config.json"  # moda_core.runs.CONFIG, known without importing the run store (a test checks)
 
 # The folder the server was started in (the checkout for `make run`): ./runs is the default training
 # folder, and messages show paths under it relative to it.
@@ -155,7 +156,7 @@ def runs_dir_problems() -> list[str]:
                             f"folder that holds no runs.")
         elif not path.is_dir():
             problems.append(f"Runs folder {code(folder.label)} is a file, not a folder of runs.")
-        elif (path / run_store.CONFIG).exists():
+        elif (path / RUN_CONFIG).exists():
             problems.append(f"Runs folder {code(folder.label)} is a single run, not a folder of runs: start the "
                             f"server with its parent folder instead.")
     return problems

@@ -25,14 +25,18 @@ _warming = threading.Lock()
 _warmed = False
 
 
-def warm_up(*names: str) -> None:
+def warm_up(*names: str, first: tuple[str, ...] = ("numpy", "pandas")) -> None:
     """Import ``names`` in a background thread, once per process (after the first page has been sent), so the
-    first page that needs them does not wait for the import."""
+    first page that needs them does not wait for the import. ``first`` are imported here, before the thread
+    starts: plotly uses numpy and pandas when it finds them in ``sys.modules``, and must never find one half
+    imported by the thread."""
     global _warmed
     with _warming:
         if _warmed:
             return
         _warmed = True
+    for name in first:
+        importlib.import_module(name)
 
     def load() -> None:
         for name in names:

@@ -331,10 +331,10 @@ def flush_url() -> None:
     """After the page (app.py): write this run's URL changes as one change of the address, so a run adds at
     most one entry to the browser's history and Back undoes one visitor action (a page, a run, a τ...)."""
     pending = st.session_state.pop(_URL_PENDING, {})
-    current = st.query_params.to_dict()
-    wanted = {k: v for k, v in {**current, **pending}.items() if v is not None}
-    if wanted != current:
-        st.query_params.from_dict(wanted)
+    wanted = {k: v for k, v in {**st.query_params.to_dict(), **pending}.items() if v is not None}
+    # sent every run, changed or not: after a page switch the browser's address has lost its query string while
+    # the server's copy still holds it, and only this message puts it back (an unchanged address stays as it is)
+    st.query_params.from_dict(wanted)
     st.session_state[_URL_WRITTEN] = wanted
 
 
