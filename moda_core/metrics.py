@@ -52,6 +52,28 @@ def composed_accuracy(composed: nn.Module, split: Split, classes: list[int], bat
     return accuracy(logits, labels)
 
 
+def one_vs_rest_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` separating the ``positive`` samples from the rest: the chance
+    that a random positive sample scores above a random other one (ties count half; Mann–Whitney U over
+    average ranks). NaN when either side has no sample."""
+    scores, positive = scores.detach().flatten().double().cpu(), positive.flatten().bool().cpu()
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    values, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    average_rank = ends - (counts.double() - 1) / 2  # 1-based rank shared by the tied samples
+    rank_sum = float(average_rank[inverse][positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+@torch.no_grad()
+def _logits_on(model: nn.Module, split: Split, batch_size: int = 1000) -> torch.Tensor:
+    with eval_mode(model):
+        return torch.cat([model(x) for x, _ in split.batches(batch_size)])
+
+
 def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Sequence[int], test: Split,
                    full_logits: torch.Tensor | None = None, full_flops: int | None = None) -> dict:
     """Compose ``classes`` and measure it next to the full model: parameters, FLOPs, accuracy.
@@ -59,6 +81,12 @@ def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Se
     ``accuracy`` is the composed module on the test samples of ``classes``; ``full_accuracy`` is the
     full model on the same samples, restricted to the same logits. ``kept_whole``: the (node, reason) pairs
     the graph composer could not slice (empty for zoo models).
+
+    A module of one class has one logit, always the argmax: its ``accuracy`` is 1 by construction and says
+    nothing. For one class the report adds an honest, comparable measure on *all* test samples:
+    ``one_vs_rest_auc``, how well the module's logit separates the class's samples from every other
+    class's (``one_vs_rest_auc``, the function), and ``full_one_vs_rest_auc``, the same for the full
+    model's logit of that class.
     """
     composed = compose_module(model, masks, classes)
     classes = composed.classes
@@ -68,11 +96,16 @@ def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Se
     params = parameter_count(composed)
     full_flops = count_flops(model, model.input_shape) if full_flops is None else full_flops
     flops = count_flops(composed, model.input_shape)
-    return {"classes": classes, "params": params, "full_params": full_params, "params_fraction": params / full_params,
+    report = {"classes": classes, "params": params, "full_params": full_params, "params_fraction": params / full_params,
             "flops": flops, "full_flops": full_flops, "flops_fraction": flops / full_flops,
             "accuracy": composed_accuracy(composed, test, classes),
             "full_accuracy": restricted_accuracy(full_logits, test, classes),
             "kept_whole": [list(entry) for entry in getattr(composed, "kept_whole", [])]}
+    if len(classes) == 1:
+        positive = test.labels == classes[0]
+        report["one_vs_rest_auc"] = one_vs_rest_auc(_logits_on(composed, test)[:, 0], positive)
+        report["full_one_vs_rest_auc"] = one_vs_rest_auc(full_logits[:, classes[0]], positive.to(full_logits.device))
+    return report
 
 
 def subtask_sets(num_classes: int, sizes: Sequence[int], samples: int, seed: int = 0) -> list[list[int]]:

@@ -22,20 +22,35 @@ UNION_CELLS = {0: "kept by neither", 1: "only module A", 2: "only module B", 3: 
 
 
 def compose_bars(report: Mapping[str, float]) -> go.Figure:
-    """Composed module next to the full model: parameters, FLOPs (as shares of the full model) and accuracy."""
-    labels = ["parameters", "FLOPs", "accuracy"]
-    composed = [report["params_fraction"], report["flops_fraction"], report["accuracy"]]
-    full = [1.0, 1.0, report["full_accuracy"]]
+    """Composed module next to the full model: parameters, FLOPs (as shares of the full model) and accuracy.
+
+    A module of one class has one output, always the argmax, so its accuracy (100%) says nothing: when the
+    report has ``one_vs_rest_auc`` (``moda_core.metrics.compose_report`` gives it for one class) the third
+    pair of bars is that AUC on all test images, next to the full model's for its logit of the class."""
+    one_class = "one_vs_rest_auc" in report
+    if one_class:
+        labels = ["parameters", "FLOPs", "one-vs-rest AUC"]
+        composed = [report["params_fraction"], report["flops_fraction"], report["one_vs_rest_auc"]]
+        full = [1.0, 1.0, report["full_one_vs_rest_auc"]]
+    else:
+        labels = ["parameters", "FLOPs", "accuracy"]
+        composed = [report["params_fraction"], report["flops_fraction"], report["accuracy"]]
+        full = [1.0, 1.0, report["full_accuracy"]]
+
+    def texts(values: list[float]) -> list[str]:
+        shares = [f"{v:.1%}" for v in values]
+        return [*shares[:2], f"{values[2]:.3f}"] if one_class else shares
+
     fig = go.Figure([
         go.Bar(x=labels, y=full, name="full model", marker_color=PAIR_COLOURS[1],
-               text=[f"{v:.1%}" for v in full], textposition="outside"),
+               text=texts(full), textposition="outside"),
         go.Bar(x=labels, y=composed, name="composed module", marker_color=PAIR_COLOURS[0],
-               text=[f"{v:.1%}" for v in composed], textposition="outside"),
+               text=texts(composed), textposition="outside"),
     ])
     fig.update_layout(barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1.15])
     legend_above(fig)
     return layout(fig, "Composed module vs full model (parameters and FLOPs as a share of the full model)",
-                  "measure", "share / accuracy")
+                  "measure", "share / AUC" if one_class else "share / accuracy")
 
 
 def union_cells(inputs_a: Sequence[bool], outputs_a: Sequence[bool], inputs_b: Sequence[bool],

@@ -1,6 +1,7 @@
 """Compose: pick classes → a smaller network built from their modules, measured next to the full model."""
 from __future__ import annotations
 
+import math
 import re
 
 import streamlit as st
@@ -41,14 +42,35 @@ c1.metric("Parameters", f"{report['params']:,}", f"{report['params_fraction']:.1
           delta_color="off", delta_arrow="off")
 c2.metric("FLOPs per image", f"{report['flops']:,}", f"{report['flops_fraction']:.1%} of {report['full_flops']:,}",
           delta_color="off", delta_arrow="off")
-change = round(100 * (report["accuracy"] - report["full_accuracy"]), 1)
-c3.metric("Accuracy on these classes", f"{report['accuracy']:.1%}",
-          f"{change:+.1f} points vs full model ({report['full_accuracy']:.1%})" if change
-          else f"same as the full model ({report['full_accuracy']:.1%})",
-          delta_color="normal" if change else "off", delta_arrow="auto" if change else "off")
+one_class = len(classes) == 1
+if one_class:
+    # a single logit is always the argmax: accuracy would read 100% whatever the module is worth
+    auc, full_auc = report.get("one_vs_rest_auc", math.nan), report.get("full_one_vs_rest_auc", math.nan)
+    if math.isnan(auc) or math.isnan(full_auc):
+        c3.metric("One-vs-rest AUC (all test images)", "—", "no test image of this class, or only those",
+                  delta_color="off", delta_arrow="off")
+    else:
+        change = round(auc - full_auc, 3)
+        c3.metric("One-vs-rest AUC (all test images)", f"{auc:.3f}",
+                  f"{change:+.3f} vs the full model's logit ({full_auc:.3f})" if change
+                  else f"same as the full model's logit ({full_auc:.3f})",
+                  delta_color="normal" if change else "off", delta_arrow="auto" if change else "off")
+else:
+    change = round(100 * (report["accuracy"] - report["full_accuracy"]), 1)
+    c3.metric("Accuracy on these classes", f"{report['accuracy']:.1%}",
+              f"{change:+.1f} points vs full model ({report['full_accuracy']:.1%})" if change
+              else f"same as the full model ({report['full_accuracy']:.1%})",
+              delta_color="normal" if change else "off", delta_arrow="auto" if change else "off")
 st.plotly_chart(compose_bars(report), key="comp_bars")
-st.caption("Full model accuracy is measured on the same test images, choosing only among the same classes' "
-           "outputs.")
+if one_class:
+    st.caption(f"A module of one class has a single output, which is always the largest: its accuracy would "
+               f"read 100% and say nothing, so none is shown. Instead, on all {len(engine.dataset(spec).test):,} "
+               f"test images: the one-vs-rest AUC, the chance that an image of class {plain(chosen[0])} gets a "
+               "higher score from the module's output than an image of another class (0.5 is chance, 1 a "
+               "perfect separation), next to the same measure for the full model's output of that class.")
+else:
+    st.caption("Full model accuracy is measured on the same test images, choosing only among the same classes' "
+               "outputs.")
 if report.get("kept_whole"):
     with st.expander(f"Kept whole: {len(report['kept_whole'])} operation(s) the composer could not slice"):
         st.caption("Composition stays exact through them, only not smaller there: every module keeps them whole.")
