@@ -10,7 +10,9 @@ Cached functions call each other with the stamp they were given.
 """
 from __future__ import annotations
 
+import copy
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from moda_core.errors import ModaError
 from moda_core.evaluate import predict_logits
 from moda_core.export import export_module
 from moda_core.metrics import compose_report
-from moda_core.replace import class_index, repair
+from moda_core.replace import Stage, class_index, repair
 from moda_core.replace import run_classes as classes_of
 from moda_core.summary import module_summary
 
@@ -212,22 +214,38 @@ def image_activations(spec: str, index: int) -> dict[str, Any]:
     return _image_activations(spec, weights_stamp(spec), index)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _swap(weak: str, weak_stamp: int, strong: str, strong_stamp: int, weak_class_id: int, strong_class_id: int,
-          strategy: str, epochs: int, tau: float) -> dict[str, Any]:
-    weak_run, strong_run = _load_run(weak, weak_stamp), _load_run(strong, strong_stamp)
-    return repair(weak_run, strong_run, class_index(weak_run, weak_class_id), class_index(strong_run, strong_class_id),
-                  strategy=strategy, epochs=int(epochs), tau=float(tau),
-                  save_decomposition=writable(strong_run)).report
+SWAP_RESULTS = 32  # finished swaps kept (the oldest goes first)
+
+
+@st.cache_resource(show_spinner=False)
+def _swap_results() -> tuple[threading.Lock, dict[tuple, dict[str, Any]]]:
+    # Not a st.cache_data function around the repair: the repair reports its stages to a progress bar the
+    # page drew, and an element drawn from inside a cached function is replayed (and fails) on a cache hit.
+    return threading.Lock(), {}
 
 
 def swap(weak: str, strong: str, weak_class_id: int, strong_class_id: int, strategy: str, epochs: int = 5,
-         tau: float = DEFAULT_TAU) -> dict[str, Any]:
+         tau: float = DEFAULT_TAU, progress: Stage | None = None) -> dict[str, Any]:
     """``moda_core.replace.repair`` of the weak run's class with the strong run's module; its report
     (per-class accuracy before/after keyed by original class id, target gain, largest other change).
-    Class arguments are original class ids."""
-    return _swap(weak, weights_stamp(weak), strong, weights_stamp(strong), weak_class_id, strong_class_id,
-                 strategy, epochs, tau)
+    Class arguments are original class ids. ``progress(text, done)`` hears of each stage of a repair that
+    runs (``repair``'s ``stage``); a repair already made for the same weights and settings is answered from
+    memory without a word."""
+    key = (weak, weights_stamp(weak), strong, weights_stamp(strong), int(weak_class_id), int(strong_class_id),
+           strategy, int(epochs), round(float(tau), 6))
+    lock, results = _swap_results()
+    with lock:
+        report = results.get(key)
+    if report is None:
+        weak_run, strong_run = _load_run(weak, key[1]), _load_run(strong, key[3])
+        report = repair(weak_run, strong_run, class_index(weak_run, weak_class_id),
+                        class_index(strong_run, strong_class_id), strategy=strategy, epochs=int(epochs),
+                        tau=float(tau), save_decomposition=writable(strong_run), stage=progress).report
+        with lock:
+            results[key] = report
+            while len(results) > SWAP_RESULTS:
+                del results[next(iter(results))]
+    return copy.deepcopy(report)
 
 
 # ----- the Compare page's files (formats and readers: moda_core.comparison) ----------------------

@@ -14,10 +14,11 @@ outputs are in the weak model's class order:
 - ``normalize`` (CNNSplitter-style baseline, no training): the weak model's softmax probability of
   the target class is replaced by the module's output min-max normalised over the weak training
   data and clipped to [0, 1]. Output: these per-class scores (probabilities, not summing to 1).
-- ``affine`` (ours, target-only calibration): every weak logit is kept bit for bit except the
-  target's, which becomes ``a·s + c·w + b`` of the module's logit ``s`` and the weak model's own target
-  logit ``w``; the three scalars are fitted with cross-entropy on the weak training data (and its
-  1-pixel shifts), then the bias is capped so that the new logit out-ranks few other-class samples.
+- ``affine`` (MODA Studio's own, not in the paper: target-only calibration): every weak logit is kept
+  bit for bit except the target's, which becomes ``a·s + c·w + b`` of the module's logit ``s`` and the
+  weak model's own target logit ``w``; the three scalars are fitted with cross-entropy on the weak
+  training data (and its 1-pixel shifts), then the bias is capped so that the new logit out-ranks few
+  other-class samples.
   Another class can only lose a sample where the target's new logit out-ranks its own. Output: logits.
 
 ``replacement_report`` measures a repair as the paper does (target accuracy before/after, mean
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
     from moda_core.train import TrainConfig
 
 STRATEGIES = ("calibrate", "normalize", "affine")
+
+# a progress report by stage: (what is being done, in words; the share of the work done so far, 0–1)
+Stage = Callable[[str, float], None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,11 +206,12 @@ def strong_module(strong: nn.Module, masks: Mapping[str, torch.Tensor], strong_c
 
 def calibrate(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor], weak_class: int,
               strong_class: int, train: Split, epochs: int = 5, lr: float = 0.01, batch_size: int = 32,
-              seed: int = 0, classes: Sequence[int] | None = None) -> CalibratedModel:
+              seed: int = 0, classes: Sequence[int] | None = None, stage: Stage | None = None) -> CalibratedModel:
     """MODA's repair: train only a Linear(K, K) calibration layer (Adam, cross-entropy) on ``train``.
 
     The frozen parts see every training sample in eval mode without augmentation, so their outputs
-    are computed once and the layer trains on those features.
+    are computed once and the layer trains on those features. ``stage`` hears of each step (computing
+    those outputs, then each epoch as it starts).
     """
     check_replacement(weak, strong, weak_class, strong_class)
     if epochs < 1:
@@ -215,11 +220,15 @@ def calibrate(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
         raise ModaError(f"calibration learning rate must be a positive number, got {lr}")
     device = _device(weak)
     model = CalibratedModel(weak, strong_module(strong, masks, strong_class, device), weak_class, classes)
+    if stage:
+        stage(f"computing the frozen models' outputs on {len(train):,} training images", 0.0)
     features = _outputs(model.features, train)
     labels = train.labels.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.calibration.parameters(), lr=lr)
     for epoch in range(1, epochs + 1):
+        if stage:
+            stage(f"training the remix layer, epoch {epoch}/{epochs}", 0.3 + 0.7 * (epoch - 1) / epochs)
         order = torch.randperm(len(labels), device=device, generator=generator)
         for start in range(0, len(labels), batch_size):
             index = order[start:start + batch_size]
@@ -247,9 +256,9 @@ def normalize(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
 def affine(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor], weak_class: int,
            strong_class: int, train: Split, max_false_positives: float = 0.01, shift: int = 1,
            shifted_samples: int = 1000, iterations: int = 200, seed: int = 0,
-           classes: Sequence[int] | None = None) -> AffineModel:
-    """Target-only calibration (ours; docs/design.md, Module replacement): only the target's logit changes, to
-    ``a·s + c·w + b`` (``s`` the module's logit, ``w`` the weak model's own target logit).
+           classes: Sequence[int] | None = None, stage: Stage | None = None) -> AffineModel:
+    """Target-only calibration (MODA Studio's own; docs/design.md, Module replacement): only the target's
+    logit changes, to ``a·s + c·w + b`` (``s`` the module's logit, ``w`` the weak model's own target logit).
 
     1. ``a``, ``c``, ``b`` minimise the cross-entropy of the repaired logits on ``train`` and on its
        copies shifted by ``shift`` pixels in the 8 directions (full batch, L-BFGS; deterministic). A
@@ -265,7 +274,8 @@ def affine(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor]
        a bound on the new errors the repair may add.
 
     Another class can only lose a sample when the target's logit out-ranks its own, so the other
-    classes move much less than under ``calibrate``'s K×K layer.
+    classes move much less than under ``calibrate``'s K×K layer. ``stage`` hears of each step
+    (computing the logits of the fitting set, fitting).
     """
     check_replacement(weak, strong, weak_class, strong_class)
     if not 0.0 <= max_false_positives <= 1.0:
@@ -288,7 +298,11 @@ def affine(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor]
         shifted = with_shifts(subset, shift)
         fitting = Split(torch.cat([train.images, shifted.images[len(subset):]]),
                         torch.cat([train.labels, shifted.labels[len(subset):]]), train.mean, train.std)
+    if stage:
+        stage(f"computing the logits of {len(fitting):,} fitting images", 0.0)
     weak_logits, module_logit = _outputs(weak, fitting), _outputs(module, fitting)
+    if stage:
+        stage("fitting a, c and b", 0.6)
     labels = fitting.labels.to(device)
     inputs = torch.cat([module_logit, weak_logits[:, weak_class:weak_class + 1]], dim=1).double()  # N×2
     mean = inputs.mean(0)
@@ -394,11 +408,17 @@ class Repair:
 
 def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int, strategy: str = "calibrate",
            epochs: int = 5, tau: float = DEFAULT_TAU, lr: float = 0.01, seed: int = 0,
-           progress: Callable[[int, int], None] | None = None, save_decomposition: bool = True) -> Repair:
+           progress: Callable[[int, int], None] | None = None, save_decomposition: bool = True,
+           stage: Stage | None = None) -> Repair:
     """Repair run ``weak``'s class ``weak_class`` with ``strong``'s module for ``strong_class``, then
     measure both on the weak run's test split. The strong run's decomposition at ``tau`` is read from
     its folder, or computed there first (``progress`` sees that; ``save_decomposition=False`` writes
-    nothing into the strong run's folder)."""
+    nothing into the strong run's folder).
+
+    ``stage(text, done)`` hears of every stage of the whole repair with the share of it done so far
+    (0–1): the decomposition, the strategy's own steps (prefixed with its name, e.g. "calibrate:
+    training the remix layer, epoch 3/5"), the evaluation; a plain callback, so a command line, a
+    dashboard or a test can each show it their own way."""
     if strategy not in STRATEGIES:
         raise ModaError(f"unknown replacement strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     check_replacement(weak.model, strong.model, weak_class, strong_class)
@@ -408,16 +428,31 @@ def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int,
         raise ModaError(f"the strong run normalises its inputs for {strong_info.name!r} and the weak run for "
                         f"{data.info.name!r} (different mean/std): the module would see inputs it was not trained on")
     started = time.perf_counter()
-    masks = decompose(strong, tau, progress=progress, save=save_decomposition).masks
+    decomposing = progress
+    if stage:
+        stage("reading the strong run's modules (or decomposing it first)", 0.0)
+
+        def decomposing(done: int, total: int) -> None:
+            if progress:
+                progress(done, total)
+            stage(f"decomposing the strong run: batch {done}/{total}", 0.2 * done / max(total, 1))
+
+    masks = decompose(strong, tau, progress=decomposing, save=save_decomposition).masks
     classes = run_classes(weak)
+    # the strategy's own steps take the middle of the bar: 0.2 to 0.8
+    steps = (lambda text, done: stage(f"{strategy}: {text}", 0.2 + 0.6 * done)) if stage else None
     if strategy == "calibrate":
         model = calibrate(weak.model, strong.model, masks, weak_class, strong_class, data.train, epochs=epochs,
-                          lr=lr, seed=seed, classes=classes)
+                          lr=lr, seed=seed, classes=classes, stage=steps)
     elif strategy == "affine":
         model = affine(weak.model, strong.model, masks, weak_class, strong_class, data.train, seed=seed,
-                       classes=classes)
+                       classes=classes, stage=steps)
     else:
+        if steps:
+            steps(f"measuring the module's output range on {len(data.train):,} training images", 0.0)
         model = normalize(weak.model, strong.model, masks, weak_class, strong_class, data.train, classes=classes)
+    if stage:
+        stage(f"{strategy}: evaluating on {len(data.test):,} test images", 0.8)
     report = replacement_report(predict_logits(weak.model, data.test), predict_logits(model, data.test),
                                 data.test.labels, weak_class, classes)
     module_params = parameter_count(model.module)
@@ -429,6 +464,8 @@ def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int,
     if strategy == "affine":
         report["affine"] = {"scale": model.scale.item(), "weak_scale": model.weak_scale.item(),
                             "bias": model.bias.item()}
+    if stage:
+        stage(f"{strategy}: done", 1.0)
     return Repair(model, report)
 
 

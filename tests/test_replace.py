@@ -213,6 +213,32 @@ def test_strong_run_without_decomposition_is_decomposed_with_progress(pair):
     assert (folder / RATES_FILE).exists() and (folder / masks_file(0.9)).exists()
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_repair_reports_its_stages_by_strategy(pair, strategy):
+    """``stage(text, done)`` hears of every stage, prefixed with the strategy, with ``done`` rising to 1; the
+    decomposition's own ``progress`` still sees its batches when both are given."""
+    weak, strong = pair
+    folder = decomposition_dir(strong)
+    (folder / RATES_FILE).unlink(missing_ok=True)  # the first stage decomposes the strong run again
+    (folder / masks_file(0.9)).unlink(missing_ok=True)
+    stages, batches = [], []
+    report = repair(weak, strong, 0, 2, strategy, epochs=3, progress=lambda done, total: batches.append(done),
+                    stage=lambda text, done: stages.append((text, done))).report
+    texts, done = [t for t, _ in stages], [d for _, d in stages]
+    assert done == sorted(done) and done[0] == 0.0 and done[-1] == 1.0, stages
+    assert batches and any(t.startswith("decomposing the strong run: batch ") for t in texts)
+    strategy_texts = [t for t in texts if t.startswith(f"{strategy}: ")]
+    assert strategy_texts[-2:] == [f"{strategy}: evaluating on {len(run_dataset(weak).test):,} test images",
+                                   f"{strategy}: done"]
+    if strategy == "calibrate":
+        assert [t for t in texts if "epoch" in t] == [f"calibrate: training the remix layer, epoch {e}/3"
+                                                      for e in (1, 2, 3)]
+    if strategy == "affine":
+        assert "affine: fitting a, c and b" in texts
+    # the report does not depend on being watched
+    assert report == {**repair(weak, strong, 0, 2, strategy, epochs=3).report, "seconds": report["seconds"]}
+
+
 def test_bad_input_is_a_clear_error(pair, masks):
     weak, strong = pair
     small, rgb = build_model("lenet5", 1, 28, 6), build_model("lenet5", 3, 32, 5)

@@ -21,8 +21,12 @@ def fake_swap(monkeypatch):
     """``engine.swap`` answering a made-up report for the weak run's classes; records its calls."""
     calls = []
 
-    def swap(weak, strong, weak_class_id, strong_class_id, strategy, epochs=5, tau=0.9):
+    def swap(weak, strong, weak_class_id, strong_class_id, strategy, epochs=5, tau=0.9, progress=None):
         calls.append((weak, strong, weak_class_id, strategy, epochs, tau))
+        if progress is not None:  # the stages a real repair reports (moda_core.replace.repair's stage)
+            progress(f"{strategy}: {'training the remix layer, epoch 3/5' if strategy == 'calibrate' else 'fitting'}",
+                     0.5)
+            progress(f"{strategy}: evaluating on 1,000 test images", 0.8)
         classes = engine.run_classes(weak)
         before = {str(c): 0.9 for c in classes}
         before[str(weak_class_id)] = 0.2
@@ -118,12 +122,82 @@ def test_a_result_never_outlives_its_controls(demo_env, fake_swap):
 
 
 @pytest.mark.slow
-def test_swap_page_runs_the_real_repairs(demo_env):
+def test_swap_page_runs_the_real_repairs(demo_env, progress_bars):
     app = open_page("swap")
     app.button(key="swap_go").click().run(timeout=600)
     assert not app.exception, [e.value for e in app.exception]
+    # the bar told each stage of each strategy, from the engine's own reports
+    shown = [t for _, t in progress_bars[0][1:-1]]
+    for k, strategy in enumerate(STRATEGIES, start=1):
+        assert any(t.startswith(f"{k}/3 {strategy}: evaluating on ") for t in shown), shown
+    epochs = app.number_input(key="swap_epochs").value
+    assert f"1/3 calibrate: training the remix layer, epoch {epochs}/{epochs}" in shown
+    assert "3/3 affine: fitting a, c and b" in shown
     table = app.dataframe[0].value
     assert list(table["strategy"]) == list(STRATEGIES)
     figure = charts(app)[0]
     arrow = figure["layout"]["annotations"][0]
     assert figure["layout"]["xaxis"]["categoryarray"][arrow["x"]] == str(app.selectbox(key="swap_class").value)
+
+
+STRONG_DEMO = str(DEMO / "swap-strong")
+
+
+@pytest.fixture
+def progress_bars(monkeypatch):
+    """``st.progress`` replaced by a recorder: a list of bars, each the (value, text) of its updates."""
+    import streamlit
+
+    bars = []
+
+    class Bar:
+        def __init__(self, value, text=None):
+            self.updates = [(value, text)]
+            bars.append(self.updates)
+
+        def progress(self, value, text=None):
+            self.updates.append((value, text))
+
+        def empty(self):
+            self.updates.append(("empty", None))
+
+    monkeypatch.setattr(streamlit, "progress", Bar)
+    return bars
+
+
+def test_swap_refuses_the_same_run_as_weak_and_strong_before_any_work(demo_env, fake_swap):
+    app = open_page("swap")
+    app.selectbox(key="swap_strong").set_value(STRONG_DEMO).run()
+    app.selectbox(key="swap_weak").set_value(STRONG_DEMO).run()
+    assert not app.exception, [e.value for e in app.exception]
+    warning = " ".join(w.value for w in app.warning).replace("\\", "")  # markdown escapes off
+    assert "The weak and the strong run are the same run" in warning and "swap-strong" in warning
+    assert "swap_go" not in [b.key for b in app.button] and not fake_swap and not has_result(app)
+    # another weak run: the page works again
+    app.selectbox(key="swap_weak").set_value(WEAK_DEMO).run()
+    assert "same run" not in " ".join(w.value for w in app.warning)
+    app.button(key="swap_go").click().run()
+    assert has_result(app) and len(fake_swap) == 3
+
+
+def test_swap_says_whose_the_affine_strategy_is(demo_env, fake_swap):
+    app = open_page("swap")
+    app.button(key="swap_go").click().run()
+    page = texts(app)
+    assert "Ours" not in page and "**affine** — target" in page
+    assert "MODA Studio's own strategy (not in the paper)" in page
+
+
+def test_swap_shows_a_progress_bar_by_stage_and_strategy(demo_env, fake_swap, progress_bars):
+    app = open_page("swap")
+    app.button(key="swap_go").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert len(progress_bars) == 1, progress_bars  # one bar for the three repairs
+    updates = progress_bars[0]
+    assert updates[-1] == ("empty", None) and has_result(app)  # gone once the result is there
+    values = [v for v, _ in updates[:-1]]
+    assert values == sorted(values) and all(0 <= v <= 1 for v in values)
+    shown = [t for _, t in updates[1:-1]]
+    assert "1/3 calibrate: training the remix layer, epoch 3/5" in shown
+    assert "3/3 affine: fitting" in shown and "2/3 normalize: evaluating on 1,000 test images" in shown
+    assert values[shown.index("3/3 affine: fitting") + 1] == pytest.approx((2 + 0.5) / 3)

@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import engine, folders, ui
 from dashboard.figures.swap import swap_bars
 from dashboard.plain_text import plain
+from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.replace import STRATEGIES
 
@@ -16,9 +17,10 @@ STRATEGY_SENTENCES = {
                  "the weak logits with the module's logit in the target's place; it may move every class.",
     "normalize": "CNNSplitter-style baseline, no training: the module's output, min-max scaled over the training "
                  "data, replaces the weak model's probability of the target.",
-    "affine": "Ours: only the target's logit changes, to a·s + c·w + b of the module's logit s and the weak "
-              "model's own w, fitted on the training data; every other logit stays exactly as it was, so "
-              "another class can only lose a sample where the target now out-ranks it.",
+    "affine": "MODA Studio's own strategy (not in the paper): only the target's logit changes, to a·s + c·w + b "
+              "of the module's logit s and the weak model's own w, fitted on the training data; every other "
+              "logit stays exactly as it was, so another class can only lose a sample where the target now "
+              "out-ranks it.",
 }
 RESULT_KEY = "swap_result"  # {"controls": the controls it was computed for, "reports": strategy → report}
 
@@ -41,6 +43,16 @@ with c1:
 with c2:
     strong = ui.pick_run("Strong run (module donor)", key="swap_strong", summaries=summaries,
                          prefer=lambda s: s["name"].startswith("swap-strong"), shared=False)
+if weak is None or strong is None:
+    st.stop()
+if run_store.split_run_spec(weak)[0].resolve() == run_store.split_run_spec(strong)[0].resolve():
+    # a model repaired with its own module measures nothing: refuse before loading or computing anything
+    checkpoint = run_store.split_run_spec(weak)[1] is not None
+    st.warning(f"The weak and the strong run are the same run ({plain(folders.run_label(strong))}"
+               f"{', the weak side one of its checkpoints' if checkpoint else ''}): a swap repairs one model with "
+               "another model's module, so pick a different weak run or strong run.")
+    st.session_state.pop(RESULT_KEY, None)
+    st.stop()
 ui.load_or_stop(weak)
 ui.load_or_stop(strong)
 ui.composable_or_stop(strong)
@@ -66,13 +78,24 @@ with st.expander("What each strategy does", expanded=False):
 # widgets come back with other values) it is discarded, never shown against other runs or classes
 controls = (weak, strong, int(target), int(epochs), round(float(tau), 2))
 if st.button("Run swap", key="swap_go", type="primary"):
+    bar = st.progress(0.0, text="Starting the swap…")
+    reports = {}
     try:
-        with st.spinner("Swapping the module in by each strategy and measuring…"):
-            reports = {s: engine.swap(weak, strong, target, target, s, int(epochs), tau) for s in STRATEGIES}
+        for k, strategy in enumerate(STRATEGIES):
+            def progress(text: str, done: float, k: int = k) -> None:
+                # one bar for the three repairs in turn: repair k fills its third
+                bar.progress(min(1.0, (k + min(max(done, 0.0), 1.0)) / len(STRATEGIES)),
+                             text=f"{k + 1}/{len(STRATEGIES)} {text}")
+
+            progress(f"{strategy}: starting", 0.0)
+            reports[strategy] = engine.swap(weak, strong, target, target, strategy, int(epochs), tau,
+                                            progress=progress)
     except ModaError as error:
+        bar.empty()
         st.session_state.pop(RESULT_KEY, None)
         st.error(f"The swap did not run: {plain(folders.public(str(error)))}")
         st.stop()
+    bar.empty()
     st.session_state[RESULT_KEY] = {"controls": controls, "reports": reports}
 result = st.session_state.get(RESULT_KEY)
 if result is not None and result["controls"] != controls:
