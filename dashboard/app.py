@@ -35,6 +35,7 @@ page = st.navigation(pages)
 with st.sidebar:
     st.markdown("**MODA Studio** — modular deep learning: networks that come apart into per-class modules.")
     ui.runs_folder_picker()
+    ui.projector_toggle()
     ui.one_history_entry_per_page()
 ui.sync_url_state()  # one run and one τ for every page, kept in the URL (?run=…&tau=…)
 try:

@@ -441,3 +441,53 @@ def default_index(summaries: list[dict[str, Any]], *predicates: Callable[[dict],
 def modular_demo_first(summary: dict) -> bool:
     """Default pick for pages about one MODA run: the bundled ``vgg11-moda``."""
     return summary["name"] == "vgg11-moda"
+
+
+# ----- projector mode: large chart text, legends on top, compact headers; kept across pages and in the URL ----
+
+PRESENTING = "presenting"  # session key (the sidebar toggle's)
+PRESENT_PARAM = "present"  # the URL's query parameter (?present=1)
+_URL_STATE[PRESENT_PARAM] = (PRESENTING,)
+# compact headers and readable body text, so a page's key chart and its control fit on a 1280×800 projector; the
+# paragraph under each page's title (what the lecturer says aloud) is left out
+PROJECTOR_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 3.25rem; padding-bottom: 1rem; }
+[data-testid="stElementContainer"]:has(h1) + [data-testid="stElementContainer"]:has([data-testid="stCaptionContainer"])
+  { display: none; }
+[data-testid="stMainBlockContainer"] h1 { font-size: 2rem; }
+[data-testid="stMainBlockContainer"] h2, [data-testid="stMainBlockContainer"] h3 { font-size: 1.4rem;
+  padding: 0.5rem 0 0.25rem 0; }
+[data-testid="stMainBlockContainer"] p, [data-testid="stMainBlockContainer"] li { font-size: 1.1rem; }
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1rem; }
+[data-testid="stVerticalBlock"] { gap: 0.6rem; }
+</style>"""
+
+
+def presenting() -> bool:
+    """Whether this session shows the dashboard in projector mode."""
+    return bool(st.session_state.get(PRESENTING))
+
+
+def projector_toggle() -> None:
+    """The sidebar's projector-mode switch: from the URL (``?present=1``) on a fresh visit, then the visitor's;
+    kept across pages and reloads."""
+    value = _from_url_once(PRESENT_PARAM)
+    if value is not None and PRESENTING not in st.session_state:
+        st.session_state[PRESENTING] = value.strip().lower() in ("1", "true", "yes", "on")
+    st.toggle("Projector mode", key=PRESENTING,
+              help="Larger chart text, legends above the curves and compact headers, for a lecture hall.")
+    if presenting():
+        _set_url(PRESENT_PARAM, "1")
+        st.html(PROJECTOR_CSS)
+    else:
+        _drop_url(PRESENT_PARAM)
+
+
+def chart(fig: Any, key: str, where: Any = None, **options: Any) -> Any:
+    """Show a plotly figure (in ``where``, a column or container; default the page), made for a projector when
+    the session is in projector mode (``figures.style.for_projector``). ``options`` go to ``plotly_chart``."""
+    from dashboard.figures.style import for_projector
+
+    if presenting():  # a column is narrower than the page: titles and legends wrap sooner
+        fig = for_projector(fig, width=380 if where is not None else 860)
+    return (where or st).plotly_chart(fig, key=key, **options)

@@ -106,3 +106,90 @@ def legend_right(fig: go.Figure) -> None:
 def square_marker(colour: str) -> dict:
     """A legend's square marker of ``colour`` (for a legend entry without points)."""
     return dict(symbol="square", size=14, color=colour, line=dict(color=LEGEND_MARKER_LINE, width=1))
+
+
+# ----- projector mode: every chart readable from the back of a lecture hall --------------------------------
+
+PROJECTOR_TEXT = 18  # px: the least size of any text on a chart in projector mode
+PROJECTOR_TITLE = 22
+PROJECTOR_CELL_TEXT = 15  # numbers printed inside heatmap cells and on bars
+
+
+def _wrapped(text: str, per_line: int) -> tuple[str, int]:
+    """``text`` broken at spaces into lines of at most ``per_line`` characters (plotly's ``<br>``); the lines."""
+    lines: list[str] = []
+    for word in text.replace("<br>", " ").split():
+        if lines and len(lines[-1]) + 1 + len(word) <= per_line:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines), max(1, len(lines))
+
+
+def for_projector(fig: go.Figure, width: int = 900) -> go.Figure:
+    """A copy of ``fig`` for a projector: every text at least ``PROJECTOR_TEXT`` px (titles larger; numbers
+    on bars ``PROJECTOR_CELL_TEXT`` or hidden where they do not fit; none in cells of heatmaps wider than six
+    columns), the title wrapped to the chart's ``width`` (px, about), and the legend above the plot, next to
+    the curves, under the title and above the panels' titles, with the top margin all of it needs."""
+    fig = go.Figure(fig)
+    layout = fig.layout
+
+    def at_least(font: object, size: int) -> dict:
+        current = getattr(font, "size", None) if font is not None else None
+        return dict(size=max(size, current or 0))
+
+    fig.update_layout(font=at_least(layout.font, PROJECTOR_TEXT),
+                      legend_font=at_least(layout.legend.font, PROJECTOR_TEXT),
+                      hoverlabel_font=dict(size=PROJECTOR_TEXT),
+                      uniformtext=dict(minsize=PROJECTOR_CELL_TEXT, mode="hide"))
+    rows = max(1, sum(1 for name in layout if name.startswith("yaxis")))
+    for name in layout:
+        if name.startswith(("xaxis", "yaxis")):
+            axis = layout[name]
+            fig.layout[name].update(tickfont=at_least(axis.tickfont, PROJECTOR_TEXT),
+                                    title_font=at_least(axis.title.font, PROJECTOR_TEXT))
+            if name.startswith("yaxis") and axis.title.text:  # a vertical title no taller than its plot
+                per_line = max(12, int(0.8 * (layout.height or 450) / rows / 10))
+                text, lines = _wrapped(axis.title.text, per_line)
+                fig.layout[name].title.text = text
+    for annotation in layout.annotations or ():
+        annotation.update(font=at_least(annotation.font, PROJECTOR_TEXT))
+    for trace in fig.data:
+        if trace.type == "heatmap" and trace.z is not None and len(trace.z) and len(trace.z[0]) > 6:
+            trace.update(texttemplate=None, text=None)  # numbers that large do not fit in cells that small
+        if "textfont" in trace:
+            trace.update(textfont=at_least(trace.textfont, PROJECTOR_CELL_TEXT))
+        if "colorbar" in trace:
+            trace.update(colorbar=dict(tickfont=at_least(trace.colorbar.tickfont, PROJECTOR_TEXT),
+                                       title_font=at_least(trace.colorbar.title.font, PROJECTOR_TEXT)))
+    # the top: the title's lines, then the legend's rows, then the panels' titles, then the plot
+    top = 16
+    title = layout.title.text or ""
+    if title:
+        text, lines = _wrapped(title, max(20, width // 13))
+        top += 24 + 30 * lines
+        fig.update_layout(title=dict(text=text, font=at_least(layout.title.font, PROJECTOR_TITLE), yref="container",
+                                     y=1.0 - 26 / (layout.height or 450), yanchor="top"))
+    panel_titles = any(a.yref == "paper" and (a.y or 0) >= 0.98 and a.yanchor == "bottom"
+                       for a in layout.annotations or ())
+    shown = [trace.name for trace in fig.data if trace.showlegend is not False and trace.name]
+    legend_rows = 0
+    if shown and layout.showlegend is not False:
+        entries = [44 + 11 * len(str(name)) for name in dict.fromkeys(shown)]
+        row, legend_rows = 0, 1
+        for entry in entries:
+            if row and row + entry > width - 80:
+                legend_rows, row = legend_rows + 1, 0
+            row += entry
+    height = layout.height or 450
+    panels = 34 if panel_titles else 0
+    legend_px = 28 * legend_rows + 8 if legend_rows else 0
+    margin_top = top + legend_px + panels
+    plot_height = max(100, height - margin_top - (layout.margin.b if layout.margin.b is not None else MARGIN["b"]))
+    if legend_rows:
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", x=0, xanchor="left",
+                                      y=1.0 + (panels + 4) / plot_height))
+    fig.update_layout(margin=dict(t=max(margin_top, layout.margin.t or 0)))
+    if layout.height:
+        fig.update_layout(height=height + max(0, margin_top - (layout.margin.t or MARGIN["t"])))
+    return fig

@@ -62,8 +62,8 @@ order = (units_by_class_order(point_rates, point_masks) if by_class
 groups = unit_groups(point_masks, names) if by_class else None
 kept = point_masks.sum(1)
 st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
-st.plotly_chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
-                key="act_heatmap")
+ui.chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
+         key="act_heatmap")
 st.caption("Colour: how often the unit fires for the class (0–100%, the colour bar). Black boxes: the units that "
            "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
            + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
@@ -83,8 +83,8 @@ if twin is not None:
             shares[f"{method_label(twin[0])}: {ui.run_token(twin[1])}"] = engine.kept_share_by_tau(twin[1])
     except ModaError:  # a twin that does not load: the chart shows the run alone
         twin = None
-st.plotly_chart(kept_by_tau_figure(TAU_RANGE, shares, {p: int(r.shape[1]) for p, r in rates.items()}, tau, point),
-                key="act_kept_by_tau")
+ui.chart(kept_by_tau_figure(TAU_RANGE, shares, {p: int(r.shape[1]) for p, r in rates.items()}, tau, point),
+         key="act_kept_by_tau")
 st.caption("How much moving τ changes each layer's modules: one line per activation point, the mean share of its "
            "units a class module keeps"
            + (f"; solid: this run, dashed: its twin, the same model and data with {method_label(twin[0])}." if twin else
@@ -97,7 +97,7 @@ st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
 if engine.composition_blocker(spec) is None:  # module sizes are counted on the model's graph
     sizes = engine.module_metrics(spec, tau)["sizes"]
     floor = engine.module_floor(spec)
-    st.plotly_chart(module_size_figure(sizes, names, tau, floor), key="act_sizes")
+    ui.chart(module_size_figure(sizes, names, tau, floor), key="act_sizes")
     st.caption("A module keeps, at every layer, the weights between the units it keeps there and those it keeps "
                "one layer before (the Modules page compares runs)."
                + (" " + floor_text(floor) if floor >= FLOOR_SHOWN else ""))
@@ -118,8 +118,8 @@ if (st.session_state.get("act_module_image") != shown_image
     st.session_state["act_module_class"] = names[image["predicted"]]
 module_class = c1.selectbox("Compare with the module of class", names, key="act_module_class",
                             help="Follows the predicted class when you pick another image.")
-c2.plotly_chart(firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
-                key="act_firing")
-st.plotly_chart(image_module_match(image["fired"], all_masks, names), key="act_match")
+ui.chart(firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
+         key="act_firing", where=c2)
+ui.chart(image_module_match(image["fired"], all_masks, names), key="act_match")
 st.caption("Each cell: of the units that fire for this image at a point, the share that a class's module keeps. "
            "In a well-modularised network the true class's row is the brightest.")

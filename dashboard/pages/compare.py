@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import engine, folders
+from dashboard import engine, folders, ui
 from dashboard.figures.compare import compare_accuracy, compare_cost, compare_module_size, compare_overlap, model_label
 from moda_core.comparison import CompareFileError
 
@@ -34,20 +34,20 @@ except CompareFileError as error:
 rows = table.to_dict("records")
 
 left, right = st.columns(2)
-left.plotly_chart(compare_module_size(rows), key="cmp_sizes")
+ui.chart(compare_module_size(rows), key="cmp_sizes", where=left)
 left.caption("Module size: the share of the model's weights that one class's module keeps. Smaller modules "
              "mean smaller networks when you reuse a few classes.")
-right.plotly_chart(compare_overlap(rows), key="cmp_overlap")
+ui.chart(compare_overlap(rows), key="cmp_overlap", where=right)
 right.caption("Overlap: the share of the weights that two class modules both keep, averaged over all pairs "
               "of classes. Less overlap means the classes really live in separate parts of the network.")
 
-st.plotly_chart(compare_accuracy(rows), key="cmp_accuracy")
+ui.chart(compare_accuracy(rows), key="cmp_accuracy")
 st.caption("Left: each trained model's accuracy on all test images. Right: modules composed for two classes, "
            "averaged over the class pairs, next to the standard model answering the same two-class questions "
            "(grey): a good module loses little against it.")
 
 device, ratios = overhead if overhead else (None, None)
-st.plotly_chart(compare_cost(rows, ratios, device), key="cmp_cost")
+ui.chart(compare_cost(rows, ratios, device), key="cmp_cost")
 st.caption("Training time divided by standard training's time on the same model: 1 (dashed line) costs the "
            "same as standard training, 2 takes twice as long."
            + (f" The right panel times single training steps (`{folders.OVERHEAD_JSON}`)." if ratios else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard import ui
 from dashboard.figures.compose import UNION_COLOUR_NAMES, union_cells, union_figure
 
 st.title("How MODA works")
@@ -59,7 +60,7 @@ st.markdown(
     "belong to neither module. The **Compose** page measures the real, physically smaller network built this way.")
 cells = union_cells(inputs_a=[1, 1, 0, 0], outputs_a=[1, 1, 0, 0], inputs_b=[0, 1, 1, 0],
                     outputs_b=[0, 1, 1, 0])
-st.plotly_chart(union_figure(cells), key="how_union")
+ui.chart(union_figure(cells), key="how_union")
 st.caption("Rows: the layer's output units; columns: its input units; one square per weight. The union keeps "
            f"every coloured square: A's ({UNION_COLOUR_NAMES[1]}, marked A), B's ({UNION_COLOUR_NAMES[2]}, B), both "
            f"({UNION_COLOUR_NAMES[3]}, both) and the cross terms ({UNION_COLOUR_NAMES[4]}, union).")

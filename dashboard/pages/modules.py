@@ -74,8 +74,8 @@ for column, (k, spec) in zip(columns, specs.items(), strict=True):
     a, b = column.columns(2)
     a.metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
     b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
-    column.plotly_chart(overlap_heatmap(m["overlap"], engine.class_names(spec),
-                                        f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}")
+    ui.chart(overlap_heatmap(m["overlap"], engine.class_names(spec),
+                             f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}", where=column)
 st.caption("Diagonal: a class's own module size. " + (
     "Both heatmaps share one colour scale, so their colours compare directly." if shared_scale else
     "Each heatmap has its own colour scale (its range is on its colour bar), so each shows its own structure: "
@@ -83,21 +83,21 @@ st.caption("Diagonal: a class's own module size. " + (
 
 same_classes = engine.class_names(moda_spec) == engine.class_names(std_spec)
 if same_classes:
-    st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
-                                     engine.class_names(moda_spec)), key="mod_sizes")
+    ui.chart(module_size_bars({labels[k]: metrics[k]["sizes"] for k in specs},
+                              engine.class_names(moda_spec)), key="mod_sizes")
 else:
     # different classes: one chart per run, each titled and coloured as its run (A blue, B orange)
     for i, (k, spec) in enumerate(specs.items()):
-        st.plotly_chart(module_size_bars({labels[k]: metrics[k]["sizes"]}, engine.class_names(spec),
-                                         title=f"Module size per class, run {labels[k]}", first_colour=i),
-                        key=f"mod_sizes_{k}")
+        ui.chart(module_size_bars({labels[k]: metrics[k]["sizes"]}, engine.class_names(spec),
+                                  title=f"Module size per class, run {labels[k]}", first_colour=i),
+                 key=f"mod_sizes_{k}")
 st.subheader("Where the overlap lives")
 st.caption("Mean pairwise overlap contributed by each layer (share of all the model's weights); the bars of a "
            "run add up to its mean pairwise overlap.")
 if engine.load_run(moda_spec).model.arch == engine.load_run(std_spec).model.arch:
-    st.plotly_chart(overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
-                    key="mod_layers")
+    ui.chart(overlap_by_layer_pair({labels[k]: metrics[k]["by_layer"] for k in specs}),
+             key="mod_layers")
 else:
     for i, k in enumerate(specs):
-        st.plotly_chart(overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {labels[k]}",
-                                         colour=PAIR_COLOURS[i]), key=f"mod_layers_{k}")
+        ui.chart(overlap_by_layer(metrics[k]["by_layer"], f"Where the overlap lives, run {labels[k]}",
+                                  colour=PAIR_COLOURS[i]), key=f"mod_layers_{k}")

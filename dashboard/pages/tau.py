@@ -44,7 +44,7 @@ if missing:
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
-    st.plotly_chart(tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
+    ui.chart(tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
     names = engine.class_names(spec)
     pairs = default_pairs(len(names))  # the pairs study_jobs' τ sweep composes (tau_sweep's default)
     every = comb(len(names), 2)

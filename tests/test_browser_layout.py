@@ -1,0 +1,87 @@
+"""Layout in a real browser, as a lecture hall sees it: every page at 1280×800 and 1920×1080, in projector mode
+(``?present=1``) and at 1280×800 without it. On every chart, no two of its texts (title, legend entries, axis
+titles, panel titles and other annotations, colour-bar titles) overlap; in projector mode no chart text is
+smaller than 18 px (numbers inside cells and on bars: 15 px), and each page's first chart starts on the first
+screen. Screenshots go to $MODA_SCREENSHOTS_DIR (``make screenshots``), else under pytest's temporary folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import CHROMIUM, CHROMIUM_ARGS, ServedDashboard
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["how", "runs", "activations", "modules", "map", "evolution", "tau", "compose", "swap", "compare"]
+SIZES = [(1280, 800, True), (1920, 1080, True), (1280, 800, False)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")]
+
+# every text of every chart with its box: the chart's index, a kind, the text and its box
+BOXES = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap((plot, chart) => {
+  const kinds = {'.gtitle': 'title', '.legend .traces': 'legend', '.xtitle': 'x title', '.ytitle': 'y title',
+                 '.annotation-text': 'annotation', '.cbtitle text': 'colour-bar title'};
+  return Object.entries(kinds).flatMap(([selector, kind]) => [...plot.querySelectorAll(selector)].map(e => {
+    const r = e.getBoundingClientRect();
+    const font = parseFloat(getComputedStyle(e.querySelector('text') || e).fontSize || '0');
+    return {chart, kind, text: (e.textContent || '').trim().slice(0, 50), x: r.left, y: r.top, w: r.width,
+            h: r.height, font};
+  })).filter(b => b.w > 1 && b.h > 1 && b.text);
+})"""
+FONTS = """() => [...document.querySelectorAll('.js-plotly-plot text')].filter(t => (t.textContent || '').trim() &&
+  t.getBoundingClientRect().width > 0 && getComputedStyle(t).display !== 'none' && getComputedStyle(t).opacity !== '0')
+  .map(t => ({text: t.textContent.trim().slice(0, 30), size: parseFloat(getComputedStyle(t).fontSize),
+              cell: !!t.closest('.textpoint, .bartext, .heatmaplayer')}))"""
+
+
+def overlaps(boxes: list[dict]) -> list[str]:
+    found = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if a["chart"] != b["chart"]:
+                continue
+            width = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+            height = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+            if width > 2 and height > 2:
+                found.append(f"chart {a['chart']}: {a['kind']} {a['text']!r} overlaps {b['kind']} {b['text']!r}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def served():
+    env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"), STREAMLIT_SERVER_FILE_WATCHER_TYPE="none")
+    with ServedDashboard(env, ("--host", "127.0.0.1"), start_timeout=60) as server:
+        yield server
+
+
+@pytest.mark.parametrize("width,height,present", SIZES, ids=[f"{w}x{h}{'-projector' if p else ''}"
+                                                             for w, h, p in SIZES])
+def test_no_chart_text_overlaps_and_projector_text_is_large(served, width, height, present, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
+    shots = Path(os.environ.get("MODA_SCREENSHOTS_DIR") or tmp_path)
+    problems: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(120_000)
+        for name in PAGES:
+            page.goto(f"{served.url}/{name}{'?present=1' if present else ''}")
+            page.locator("h1").first.wait_for()
+            page.wait_for_timeout(400)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            assert page.locator("[data-testid='stException']").count() == 0, name
+            charts = page.locator(".js-plotly-plot")
+            if charts.count():
+                charts.first.locator(".main-svg").first.wait_for()
+                page.wait_for_timeout(800)  # plotly lays out its text after the first draw
+            problems += [f"{name}: {p}" for p in overlaps(page.evaluate(BOXES))]
+            if present:
+                small = [t for t in page.evaluate(FONTS) if t["size"] < (15 if t["cell"] else 18) - 0.01]
+                problems += [f"{name}: text {t['text']!r} at {t['size']} px" for t in small[:3]]
+                if charts.count() and name != "how":  # How MODA works is read top to bottom
+                    top = charts.first.bounding_box()["y"]
+                    if top > height:
+                        problems.append(f"{name}: its first chart starts at {top:.0f} px, below the first screen")
+            page.screenshot(path=str(shots / f"{name}-{width}{'-projector' if present else ''}.png"))
+        browser.close()
+    assert not problems, "\n".join(problems)
