@@ -6,6 +6,7 @@ from math import comb
 import streamlit as st
 
 from dashboard import engine, folders, study_jobs, ui
+from dashboard.figures.activations import FLOOR_SHOWN, add_floor_line, floor_text
 from dashboard.figures.style import method_label
 from dashboard.figures.training import tau_figure
 from dashboard.plain_text import code, plain
@@ -44,7 +45,11 @@ if missing:
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
-    ui.chart(tau_figure(shown, {labels[k]: k for k in known}, tau), key="tau_chart")
+    floor = engine.module_floor(spec)  # a ViT's modules never go below what they all keep
+    ui.chart(add_floor_line(tau_figure(shown, {labels[k]: k for k in known}, tau), floor, row=1, col=1),
+             key="tau_chart")
+    if floor >= FLOOR_SHOWN:
+        st.caption(floor_text(floor))
     names = engine.class_names(spec)
     pairs = default_pairs(len(names))  # the pairs study_jobs' τ sweep composes (tau_sweep's default)
     every = comb(len(names), 2)
