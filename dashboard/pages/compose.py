@@ -61,7 +61,7 @@ else:
               f"{change:+.1f} points vs full model ({report['full_accuracy']:.1%})" if change
               else f"same as the full model ({report['full_accuracy']:.1%})",
               delta_color="normal" if change else "off", delta_arrow="auto" if change else "off")
-st.plotly_chart(compose_bars(report), key="comp_bars")
+ui.chart(compose_bars(report), key="comp_bars")
 if one_class:
     st.caption(f"A module of one class has a single output, which is always the largest: its accuracy would "
                f"read 100% and say nothing, so none is shown. Instead, on all {len(engine.dataset(spec).test):,} "

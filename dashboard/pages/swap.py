@@ -133,9 +133,9 @@ for strategy, r in reports.items():
     st.markdown(f"**{strategy}** — target {points(r['target_gain'])} points, other classes' mean "
                 f"{points(r['other_mean_change'])} points, largest drop {r['other_max_drop'] * 100:.1f} points. "
                 f"{STRATEGY_SENTENCES[strategy]}")
-st.plotly_chart(swap_bars(names, [first["before"][c] for c in ids],
-                          {s: [r["after"][c] for c in ids] for s, r in reports.items()},
-                          target=weak_names[target]), key="swap_bars")
+ui.chart(swap_bars(names, [first["before"][c] for c in ids],
+                   {s: [r["after"][c] for c in ids] for s, r in reports.items()},
+                   target=weak_names[target]), key="swap_bars")
 st.caption("The paper reports, on CIFAR-10, a target gain of about +12 points with the other classes' mean "
            "moving by less than 0.5 point. \"Before\" is the weak model alone; every bar is accuracy on the weak "
            "run's test split.")
