@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import streamlit as st
 
+from moda_core.data import DATASETS
 from moda_core.errors import ModaError, TrainingStopped
+from moda_core.methods import method_of
 from moda_core.train import Progress, TrainConfig, train
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from moda_core.data import Split
 
 LOG = logging.getLogger("moda.dashboard")
 
@@ -40,11 +49,22 @@ class BrowserLimits:
     max_epochs: int = 20
     max_checkpoints: int = 10  # periodic checkpoint files (RUN@EPOCH) one run may write
     batch_sizes: tuple[int, int] = (32, 1024)  # smallest and largest
+    min_classes: int = 2  # a class subset keeps at least this many of the data set's classes
+    fractions: tuple[float, float] = (0.05, 1.0)  # share of each class's training images (smallest, largest)
+    # one class may be made scarce (``TrainConfig.class_fractions``: a weak model for Swap), down to this share
+    scarce_fractions: tuple[float, float] = (0.01, 1.0)
+    max_scarce_classes: int = 1
 
     def refusal(self, config: TrainConfig) -> str | None:
         """Which limit ``config`` exceeds, as "it asks for …; the dashboard trains at most …" (None: none)."""
         checkpoints = config.epochs // config.checkpoint_every if config.checkpoint_every > 0 else 0
         low, high = self.batch_sizes
+        try:
+            data = self._data_refusal(config)
+        except (TypeError, ValueError):  # e.g. a stored config with a class id that is not a number
+            data = "its classes or data fractions are not numbers"
+        if data:
+            return data
         if config.model not in self.models:
             return f"it asks for the model {config.model}; the dashboard trains {', '.join(self.models)}"
         if config.dataset not in self.datasets:
@@ -62,8 +82,65 @@ class BrowserLimits:
             return f"it asks for batches of {config.batch_size}; the dashboard trains batches of {low} to {high}"
         return None
 
+    def _data_refusal(self, config: TrainConfig) -> str | None:
+        """The limits on which training images a run may ask for: classes, data fraction, a scarce class."""
+        info = DATASETS.get(config.dataset)
+        every = list(range(info.num_classes)) if info is not None else None
+        classes = list(config.classes) if config.classes is not None else every
+        if classes is not None:
+            if len(set(classes)) < self.min_classes:
+                return (f"it asks for {len(set(classes))} class{'es' if len(set(classes)) != 1 else ''}; the "
+                        f"dashboard trains at least {self.min_classes}")
+            if every is not None and not set(classes) <= set(every):
+                return (f"it asks for the classes {sorted(set(classes) - set(every))}; the data set "
+                        f"{config.dataset} has classes 0 to {len(every) - 1}")
+        low, high = self.fractions
+        if not low <= config.train_fraction <= high:
+            return (f"it asks for a data fraction of {config.train_fraction:g}; the dashboard trains on "
+                    f"{low:g} to {high:g} of the training images")
+        scarce = dict(config.class_fractions or {})
+        if len(scarce) > self.max_scarce_classes:
+            return (f"it asks for {len(scarce)} scarce classes; the dashboard makes at most "
+                    f"{self.max_scarce_classes} class scarce")
+        low, high = self.scarce_fractions
+        for class_id, share in scarce.items():
+            if classes is not None and int(class_id) not in classes:
+                return f"it makes class {class_id} scarce, which it does not train"
+            if not low <= float(share) <= high:
+                return (f"it asks for {float(share):g} of class {class_id}'s images; the dashboard keeps "
+                        f"{low:g} to {high:g} of a scarce class")
+        return None
+
 
 LIMITS = BrowserLimits()
+
+
+def form_classes() -> list[int]:
+    """The classes the training form offers: every class of the data set the browser trains on."""
+    return list(range(DATASETS[LIMITS.datasets[0]].num_classes))
+
+
+def form_config(model: str, epochs: int, alpha: float, beta: float, gamma: float, width: float, seed: int,
+                checkpoint_every: int, classes: list[int], fraction: float, scarce: int | None,
+                scarce_fraction: float) -> TrainConfig:
+    """The training the Runs page's form asks for, on the data set the browser trains on: every class picked
+    means no class subset (as on the command line); a scarce class gets its own data fraction
+    (``TrainConfig.class_fractions``). Fewer than ``LIMITS.min_classes`` classes, or a scarce class that is not
+    trained, is a ``ModaError`` in the form's words; the other limits are the training slot's (``LIMITS``). A
+    checkpoint interval that would keep more than ``LIMITS.max_checkpoints`` checkpoints is raised to the
+    smallest that keeps within it (20 epochs, every epoch asked: every 2)."""
+    picked = sorted({int(c) for c in classes})
+    if checkpoint_every > 0:
+        checkpoint_every = max(checkpoint_every, math.ceil(epochs / LIMITS.max_checkpoints))
+    if len(picked) < LIMITS.min_classes:
+        raise ModaError(f"pick at least {LIMITS.min_classes} classes to learn (a model of one class has "
+                        "nothing to tell apart)")
+    if scarce is not None and int(scarce) not in picked:
+        raise ModaError(f"the scarce class {int(scarce)} is not among the classes picked: add it, or pick another")
+    return TrainConfig(model=model, dataset=LIMITS.datasets[0], epochs=epochs, alpha=alpha, beta=beta, gamma=gamma,
+                       width=width, seed=seed, device="cpu", checkpoint_every=checkpoint_every,
+                       classes=None if picked == form_classes() else picked, train_fraction=round(fraction, 4),
+                       class_fractions=None if scarce is None else {int(scarce): round(scarce_fraction, 4)})
 
 
 class TrainingBusy(ModaError):
@@ -86,6 +163,7 @@ class TrainingStatus:
     message: str = ""  # what happened, for visitors (no server paths)
     started: float = 0.0
     finished: float = 0.0
+    checkpoint_every: int = 0  # the training's checkpoint interval (0: only its final weights are kept)
 
     @property
     def fraction(self) -> float:
@@ -100,15 +178,274 @@ class TrainingStatus:
         return f"busy: {self.run} is training, {where}"
 
 
+# ----- live module sizes: each saved state of the training decomposed on a few training images ------------
+
+PROBE_IMAGES = 500  # training images a live state is decomposed on: a fixed, class-balanced subset
+TWIN_STATES = 11  # at most this many of a twin's saved states are decomposed (evenly spread, its final included)
+LIVE_TAUS = 3  # the live view keeps numbers at the τ values the sessions asked for last, at most this many
+RUN, TWIN = "run", "twin"
+# (run folder of the training, its method) → (a twin's run folder, its method), or None without a twin
+TwinFinder = Callable[[Path, str], "tuple[str, str] | None"]
+
+
+@dataclass
+class LiveModules:
+    """Mean module size and mean pairwise overlap at one τ (fractions of the weights) of the training's saved
+    states, and of a twin's, as far as known now: columns ``epoch``, ``mean_module_size``, ``mean_overlap``."""
+
+    tau: float
+    run: dict[str, list[float]]
+    method: str = ""  # the training's method (moda, standard, mwt)
+    run_spec: str = ""  # the training's run folder once known (pages name it with folders.run_label)
+    twin: dict[str, list[float]] | None = None  # None: no twin (yet)
+    twin_spec: str = ""  # the twin's run folder (pages name it with folders.run_label)
+    twin_method: str = ""
+    pending: int = 0  # saved states whose numbers at τ are still being computed
+    note: str = ""  # what went wrong, for visitors ("" when nothing did)
+
+
+def probe_split(split: Split, num_classes: int, images: int = PROBE_IMAGES) -> Split:
+    """A fixed subset of a training split: the first ⌊images / classes⌋ images of every class (all of a class
+    that has fewer), in their order; the same images for every state of a run, every class present."""
+    import torch
+
+    from moda_core.data import Split
+
+    per_class = max(1, images // num_classes)
+    index = torch.cat([torch.nonzero(split.labels == c).flatten()[:per_class] for c in range(num_classes)])
+    index = index.sort().values
+    return Split(split.images[index], split.labels[index], split.mean, split.std)
+
+
+def probe_rates(spec: str, probe: tuple[Split, int] | None = None
+                ) -> tuple[dict[str, torch.Tensor], nn.Module, tuple[Split, int]]:
+    """Per-class firing rates of a saved state (``RUN`` or ``RUN@EPOCH``) on ``probe_split`` of its run's
+    training data (``probe``: that split and the number of classes, when made already for the run), with the
+    loaded model (its layers size the modules) and the probe."""
+    from moda_core import runs
+    from moda_core.decompose import activation_rates
+
+    run = runs.load_run(spec)
+    if probe is None:
+        data = runs.run_dataset(run)
+        probe = probe_split(data.train, data.num_classes), data.num_classes
+    rates, _ = activation_rates(run.model, probe[0], probe[1], indicators=method_of(run.config).unit_indicators)
+    return rates, run.model, probe
+
+
+def module_numbers(model: nn.Module, rates: dict[str, torch.Tensor], tau: float) -> tuple[float, float]:
+    """Mean module size and mean pairwise overlap of the modules ``rates`` give at ``tau``."""
+    from moda_core.decompose import masks_from_rates
+    from moda_core.summary import module_summary
+
+    summary = module_summary(model, masks_from_rates(rates, tau))
+    return summary.mean_size, summary.mean_overlap
+
+
+def spread(items: list[Any], most: int) -> list[Any]:
+    """At most ``most`` of ``items``, evenly spread, the first and the last kept."""
+    if len(items) <= most:
+        return list(items)
+    if most < 2:
+        return list(items[-1:]) if most == 1 else []
+    return [items[i] for i in sorted({round(k * (len(items) - 1) / (most - 1)) for k in range(most)})]
+
+
+def find_twin(run_dir: Path, method: str) -> tuple[str, str] | None:
+    """A twin of the run being trained in the server's runs folders (``study_jobs.twins``: the same model,
+    width, data set, classes and data fractions trained another way): the standard one for a MODA or MwT run,
+    MODA's for a standard run."""
+    from dashboard import folders, study_jobs
+    from moda_core import runs
+
+    summaries = []
+    for folder in folders.configured_folders():
+        try:
+            summaries += runs.list_runs(folder.path)
+        except ModaError:
+            continue
+    group = study_jobs.twins(summaries, str(run_dir))
+    for other in ("standard", "moda", "mwt"):
+        if other != method and other in group:
+            return group[other], other
+    return None
+
+
+class LiveProbe:
+    """The live view's numbers for one training at a time: the states it saves (and a twin's) are decomposed on
+    ``PROBE_IMAGES`` training images and summarised at the τ the sessions ask for, by one background worker
+    that runs while there is something to do. Nothing here runs in a page or holds up the training."""
+
+    def __init__(self, twin_finder: TwinFinder) -> None:
+        self._find_twin = twin_finder
+        self._guard = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._generation = 0
+        self.reset("")
+
+    def reset(self, method: str) -> None:
+        """Forget the last training's numbers: a new one (of ``method``) starts."""
+        with self._guard:
+            self._generation += 1
+            self._method = method
+            self._todo: list[tuple[str, int, str]] = []  # (source, epoch, spec) saved states to decompose
+            self._rates: dict[str, dict[int, dict[str, torch.Tensor]]] = {RUN: {}, TWIN: {}}
+            self._models: dict[str, nn.Module] = {}
+            self._probes: dict[str, tuple[Split, int]] = {}
+            self._numbers: dict[tuple[str, int, float], tuple[float, float]] = {}
+            self._taus: list[float] = []  # most recently asked first
+            self._run_dir: Path | None = None
+            self._twin: tuple[str, str] | None = None
+            self._twin_searched = False
+            self._notes: list[str] = []
+
+    def saved(self, epoch: int, spec: str) -> None:
+        """The training saved ``spec`` (its state after ``epoch``) for good: decompose it."""
+        from moda_core import runs
+
+        with self._guard:
+            self._run_dir = self._run_dir or runs.split_run_spec(spec)[0]
+            self._todo.append((RUN, epoch, spec))
+            self._wake()
+
+    def view(self, tau: float) -> LiveModules:
+        """What is known at ``tau`` now; the missing numbers are computed in the background."""
+        tau = round(float(tau), 4)
+        with self._guard:
+            self._taus = [tau, *[t for t in self._taus if t != tau]][:LIVE_TAUS]
+            columns = {source: {"epoch": [], "mean_module_size": [], "mean_overlap": []} for source in (RUN, TWIN)}
+            pending = len(self._todo)
+            for source, states in self._rates.items():
+                for epoch in sorted(states):
+                    numbers = self._numbers.get((source, epoch, tau))
+                    if numbers is None:
+                        pending += 1
+                        continue
+                    columns[source]["epoch"].append(epoch)
+                    columns[source]["mean_module_size"].append(numbers[0])
+                    columns[source]["mean_overlap"].append(numbers[1])
+            twin_spec, twin_method = self._twin or ("", "")
+            view = LiveModules(tau, columns[RUN], self._method, str(self._run_dir or ""),
+                               columns[TWIN] if columns[TWIN]["epoch"] else None, twin_spec, twin_method, pending,
+                               " ".join(dict.fromkeys(self._notes)))
+            if pending:
+                self._wake()
+            return view
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the background worker has nothing left to do; True when it is idle."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._guard:
+                worker = self._worker
+            if worker is None:
+                return True
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._guard:
+                    return self._worker is None
+
+    def _wake(self) -> None:
+        """Start the worker unless it runs (called with ``_guard`` held)."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="moda-dashboard-live-modules", daemon=True)
+            self._worker.start()
+
+    def _next(self) -> tuple | None:
+        """The next job (called with ``_guard`` held): a saved state to decompose, the twin to look for once the
+        run has a decomposed state, then numbers at the asked τ values (the latest first)."""
+        if self._todo:
+            return ("rates", self._generation, *self._todo[0])
+        if self._run_dir is not None and self._rates[RUN] and not self._twin_searched:
+            return ("twin", self._generation, self._run_dir, self._method)
+        for tau in self._taus:
+            for source, states in self._rates.items():
+                for epoch in sorted(states):
+                    if (source, epoch, tau) not in self._numbers:
+                        return ("numbers", self._generation, source, epoch, tau)
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._guard:
+                job = self._next()
+                if job is None:
+                    self._worker = None
+                    return
+                probe, model = self._probes.get(job[2]), self._models.get(job[2])
+                rates = self._rates[job[2]].get(job[3]) if job[0] == "numbers" else None
+            kind, generation = job[0], job[1]
+            try:
+                if kind == "rates":
+                    result: Any = probe_rates(job[4], probe)
+                elif kind == "twin":
+                    twin = self._find_twin(job[2], job[3])
+                    states = []
+                    if twin is not None:
+                        from moda_core.studies import evolution_states
+
+                        states = spread(evolution_states(twin[0]), TWIN_STATES)
+                    result = twin, states
+                else:
+                    result = module_numbers(model, rates, job[4])
+            except Exception as error:  # noqa: BLE001 - the live view is extra: it never stops the training
+                LOG.warning("live module sizes: %s failed: %s", kind, error, exc_info=True)
+                result, note = None, _live_failure(kind, error)
+            else:
+                note = ""
+            with self._guard:
+                if generation != self._generation:
+                    continue  # a new training started meanwhile: this result belongs to the last one
+                if note:
+                    self._notes.append(note)
+                if kind == "rates":
+                    source, epoch = job[2], job[3]
+                    self._todo.pop(0)
+                    if result is not None:
+                        self._rates[source][epoch] = result[0]
+                        self._models.setdefault(source, result[1])
+                        self._probes.setdefault(source, result[2])
+                elif kind == "twin":
+                    self._twin_searched = True
+                    if result is not None and result[0] is not None:
+                        self._twin = result[0]
+                        self._todo += [(TWIN, epoch, spec) for epoch, spec in result[1]]
+                else:
+                    self._numbers[(job[2], job[3], job[4])] = result or (math.nan, math.nan)
+                    wanted = set(self._taus)
+                    self._numbers = {k: v for k, v in self._numbers.items() if k[2] in wanted}
+
+
+def _live_failure(kind: str, error: Exception) -> str:
+    what = {"rates": "A saved state could not be decomposed", "twin": "The twin run could not be read",
+            "numbers": "Module sizes could not be computed"}[kind]
+    detail = f": {error}" if isinstance(error, ModaError) else f" ({type(error).__name__})"
+    return f"{what}{detail}."
+
+
 class TrainingSlot:
     """At most one training at a time; the status every session reads."""
 
-    def __init__(self, runner: Runner = train) -> None:
+    def __init__(self, runner: Runner = train, twin_finder: TwinFinder | None = None) -> None:
         self._runner = runner
         self._guard = threading.Lock()  # guards _status and _thread; held only for short updates
         self._status = TrainingStatus()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # the current training's; a new one for each training
+        self._live = LiveProbe(twin_finder or find_twin)
+        # the current training's settings and where its run folder is (found at its first saved epoch)
+        self._config: TrainConfig | None = None
+        self._target: tuple[Path, str | None, frozenset[str]] | None = None  # runs_dir, name, folders before it
+        self._run_dir: Path | None = None
+
+    def live_modules(self, tau: float) -> LiveModules:
+        """Module size and overlap at ``tau`` of the current (or last) training's saved states, and of its twin,
+        as far as known now; asking starts their computation in the background (never in the caller)."""
+        return self._live.view(tau)
+
+    def wait_live(self, timeout: float | None = None) -> bool:
+        """Wait until the live numbers asked for so far are computed; True when nothing is left to do."""
+        return self._live.wait(timeout)
 
     def status(self) -> TrainingStatus:
         """A copy of the current status (safe to read while the training goes on)."""
@@ -127,17 +464,38 @@ class TrainingSlot:
         if refusal:
             raise ModaError(f"{refusal}. Train it on the command line instead")
         check_training_folder(runs_dir, label)
+        try:
+            method = method_of(config).name
+        except ModaError:  # the trainer says so in its own words
+            method = ""
+        before = frozenset(_folder_names(Path(runs_dir)))
         with self._guard:
             if self._status.busy:
                 raise TrainingBusy(self._status.busy_message())
             run = f"{label}/{name}" if name else f"a new {config.model} run in {label}"
-            self._status = TrainingStatus(busy=True, run=run, epochs=config.epochs, started=time.time())
+            self._status = TrainingStatus(busy=True, run=run, epochs=config.epochs, started=time.time(),
+                                          checkpoint_every=config.checkpoint_every)
+            self._config, self._run_dir = config, None
+            self._target = (Path(runs_dir), name, before)
+            self._live.reset(method)
+            if resume and name:  # the checkpoints it kept before it was interrupted join the live view too
+                self._resumed_checkpoints(Path(runs_dir) / name)
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._work, args=(config, runs_dir, name, label, shown, resume,
                                                                      self._stop),
                                             name="moda-dashboard-training", daemon=True)
             self._thread.start()
             return replace(self._status)
+
+    def _resumed_checkpoints(self, run_dir: Path) -> None:
+        from moda_core import runs
+
+        try:
+            kept = runs.list_checkpoints(run_dir)
+        except (ModaError, OSError):
+            return
+        for epoch in kept:
+            self._live.saved(epoch, f"{run_dir}@{epoch}")
 
     def stop(self) -> bool:
         """Ask the training in progress to end after its current step, leaving its run interrupted with its
@@ -164,6 +522,24 @@ class TrainingSlot:
             s.epoch, s.epochs, s.step, s.steps = event.epoch, event.epochs, event.step, event.steps
             if event.stage == "epoch":
                 s.history.append(dict(event.record))
+        if event.stage == "epoch":  # committed: a checkpoint (or the final weights) joins the live view
+            saved = self._saved_state(event.epoch, event.epochs)
+            if saved is not None:
+                self._live.saved(event.epoch, saved)
+
+    def _saved_state(self, epoch: int, epochs: int) -> str | None:
+        """The spec of the state the training just saved for good (``RUN@EPOCH`` for a periodic checkpoint,
+        ``RUN`` after the last epoch), None after an epoch that keeps no checkpoint or when the run folder is
+        not found."""
+        every = self._config.checkpoint_every if self._config is not None else 0
+        checkpoint = bool(every) and epoch % every == 0
+        if not checkpoint and epoch != epochs:
+            return None
+        if self._run_dir is None and self._target is not None:
+            self._run_dir = _training_into(*self._target)
+        if self._run_dir is None:
+            return None
+        return f"{self._run_dir}@{epoch}" if checkpoint else str(self._run_dir)
 
     def _work(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,
               shown: Callable[[str], str], resume: bool = False, stop: threading.Event | None = None) -> None:
@@ -196,6 +572,26 @@ class TrainingSlot:
                 s.message = message or "Training stopped."
                 if run_name:
                     s.run = run_name
+
+
+def _folder_names(runs_dir: Path) -> list[str]:
+    try:
+        return [entry.name for entry in runs_dir.iterdir()]
+    except OSError:
+        return []
+
+
+def _training_into(runs_dir: Path, name: str | None, before: frozenset[str]) -> Path | None:
+    """The run folder a training of this process writes: ``runs_dir/name``, or (a default name) the new
+    folder in ``runs_dir`` whose lock this process holds."""
+    from moda_core import runs
+
+    if name:
+        return runs_dir / name
+    for entry in sorted(set(_folder_names(runs_dir)) - before):
+        if (runs_dir / entry).is_dir() and runs.training_pid(runs_dir / entry) == os.getpid():
+            return runs_dir / entry
+    return None
 
 
 def check_training_folder(runs_dir: Path, label: str) -> None:

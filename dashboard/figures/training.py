@@ -200,3 +200,30 @@ def tau_figure(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Map
                       row=1, col=1)
     fig.update_layout(title="The τ trade-off: higher τ keeps fewer units")
     return fig
+
+
+LIVE_PANELS = EVOLUTION_PANELS[:2]  # module size and overlap (the live view tests no accuracy of the modules)
+
+
+def live_modules_figure(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None = None,
+                        tau: float | None = None, epochs: int | None = None,
+                        levels: Sequence[str] = ()) -> go.Figure:
+    """A training's modules as it trains: mean module size and mean pairwise overlap at τ per saved epoch (two
+    stacked panels), one line per run (``series``: label → columns ``epoch``, ``mean_module_size``,
+    ``mean_overlap``), coloured by method; the epoch axis spans the training's ``epochs`` from the start, so
+    the curve grows into it. A series named in ``levels`` that has one state (a twin that kept only its final
+    weights) is drawn as a flat reference line over that span."""
+    span = max([int(epochs or 1), *[int(e) for columns in series.values() for e in columns["epoch"]]])
+    drawn = {}
+    for label, columns in series.items():
+        if label in levels and len(columns["epoch"]) == 1:  # a level to compare with
+            drawn[label] = {column: [values[0], values[0]] if column != "epoch" else [1, span]
+                            for column, values in columns.items()}
+        else:
+            drawn[label] = columns
+    fig = _stacked_lines(drawn, methods, "epoch", LIVE_PANELS, "epoch")
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(span), tickformat="d", range=[0.5, span + 0.5])
+    fig.update_xaxes(title_text="epoch", row=len(LIVE_PANELS), col=1)
+    title = "Modules as it trains" + (f" (τ = {float(tau):.2f})" if tau is not None else "")
+    fig.update_layout(title=title)
+    return fig

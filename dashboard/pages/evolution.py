@@ -49,7 +49,8 @@ if shown:
                "split, all classes.")
     if single:
         st.caption("Only one point for " + ", ".join(plain(label) for label in single) + ": that run kept no "
-                   "periodic checkpoints (train with `--checkpoint-every N` to follow it over training).")
+                   "periodic checkpoints (train it again with Checkpoint every N epochs in the Runs page's form, or "
+                   "`--checkpoint-every N` on the command line, to follow it over training).")
 if len(group) < 2:
     st.caption("No twin of this run in the runs folders (the same model, width, data and classes trained another "
                "way), so only its own curve is drawn.")

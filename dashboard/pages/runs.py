@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import engine, folders, study_jobs, training, ui
-from dashboard.figures.training import accuracy_figure, history_figure, runs_overlay_figure
+from dashboard.figures.style import method_label
+from dashboard.figures.training import accuracy_figure, history_figure, live_modules_figure, runs_overlay_figure
 from dashboard.plain_text import code, plain
 from moda_core import run_config
 from moda_core import runs as run_store
@@ -29,6 +30,7 @@ st.caption("Each row is one training run. MODA runs (α, β, γ > 0) add three a
 # The models, widths and epochs the form offers are the browser's limits (training.LIMITS), which Resume obeys too.
 MODEL_WIDTHS = {"lenet5": 1.0, "mlp": 1.0, "vgg11": 0.25, "resnet18": 0.25, "mobilenet": 0.25, "vit": 1.0}
 WIDTHS = list(training.LIMITS.widths)
+CLASSES = training.form_classes()
 # what the engine's messages call command-line flags, in the form's words
 FLAG_WORDS = {"pick another --name, --resume to continue it, or --overwrite to replace it":
               "pick another run name (an interrupted run can be resumed or deleted above)",
@@ -244,6 +246,31 @@ with st.form("train_form"):
                          help="letters, digits, '.', '_' and '-', not starting with '.' or '-'")
     seed = c3.number_input("Seed", min_value=0, max_value=run_config.MAX_SEED, value=0, key="train_seed",
                            help=f"a whole number from 0 to {run_config.MAX_SEED:,}, as on the command line")
+    c1, c2, c3 = st.columns(3)
+    checkpoint_every = c1.number_input(
+        "Checkpoint every N epochs (0: final weights only)", min_value=0, max_value=training.LIMITS.max_epochs,
+        value=1, key="train_checkpoint_every",
+        help=f"Keeps the weights every N epochs: module size and overlap are drawn live at each checkpoint, and "
+             f"Modules over training follows the run through them. A run keeps at most "
+             f"{training.LIMITS.max_checkpoints} checkpoints: with more epochs, N is raised to fit (20 epochs: "
+             "every 2).")
+    chosen = c2.multiselect("Classes", CLASSES, default=CLASSES, key="train_classes",
+                            help=f"The digits to learn (at least {training.LIMITS.min_classes}); fewer classes "
+                                 "train faster and make a high accuracy easier.")
+    low, high = training.LIMITS.fractions
+    fraction = c2.slider("Data fraction (share of each class's training images)", min_value=low, max_value=high,
+                         value=high, step=0.05, format="%.2f", key="train_fraction",
+                         help="A stratified share of the 4,000 training images, the same for every class unless "
+                              "one class is made scarce.")
+    scarce = c3.selectbox("Scarce class (for a weak model on Swap)", [None, *CLASSES], key="train_scarce",
+                          format_func=lambda c: "none" if c is None else f"digit {c}",
+                          help="Train this class on only a small share of its images: the model comes out weak "
+                               "on it, ready to be repaired with a strong run's module on the Swap page.")
+    low, high = training.LIMITS.scarce_fractions
+    scarce_fraction = c3.number_input("Scarce class's data fraction", min_value=low, max_value=high, value=0.02,
+                                      step=0.01, format="%.2f", key="train_scarce_fraction",
+                                      help="Share of the scarce class's training images kept (with none picked "
+                                           "above, it is not used).")
     submitted = st.form_submit_button("Train", disabled=busy)
 
 if submitted:
@@ -251,8 +278,11 @@ if submitted:
         problem = run_name_problem(name.strip(), folder.path)
         if problem:
             raise ModaError(problem)
-        config = TrainConfig(model=model, dataset="mnist5k", epochs=int(epochs), alpha=alpha, beta=beta,
-                             gamma=gamma, width=float(width), seed=int(seed), device="cpu")
+        config = training.form_config(model=model, epochs=int(epochs), alpha=alpha, beta=beta, gamma=gamma,
+                                      width=float(width), seed=int(seed),
+                                      checkpoint_every=int(checkpoint_every), classes=chosen,
+                                      fraction=float(fraction), scarce=scarce,
+                                      scarce_fraction=float(scarce_fraction))
         config.validate()
         slot.start(config, folder.path, name.strip() or None, folder.label, shown=for_visitors)
     except training.TrainingBusy as error:
@@ -263,7 +293,50 @@ if submitted:
         st.rerun()  # redraw with the form disabled and the progress below
 
 
-@st.fragment(run_every=1.0 if slot.status().busy else None)
+def live_modules_chart(status: training.TrainingStatus) -> int:
+    """Module size and overlap at the session's τ of each state the training saved (and of its twin), as the
+    training slot's background worker decomposes them on a few hundred training images; returns how many
+    states are still being decomposed."""
+    tau = ui.shared_tau()
+    live = slot.live_modules(tau)
+    series = {}
+    if live.run["epoch"]:
+        trained = folders.run_label(live.run_spec) if live.run_spec else status.run
+        series[f"{method_label(live.method)}: {trained}"] = live.run
+    twin_label = ""
+    if live.twin is not None and series:
+        final = len(live.twin["epoch"]) == 1
+        twin_label = f"{method_label(live.twin_method)}: {folders.run_label(live.twin_spec)}" + (
+            " (final weights)" if final else "")
+        series[twin_label] = live.twin
+    methods = {label: method for label, method in zip(series, [live.method, live.twin_method], strict=False)}
+    every = status.checkpoint_every
+    if series:
+        st.plotly_chart(live_modules_figure(series, methods, tau, status.epochs, levels=[twin_label]),
+                        key="train_live_modules")
+        st.caption(f"At each checkpoint, the saved weights decomposed at τ = {tau:.2f} (the pages' τ: set it on any "
+                   f"page's slider) on a fixed set of up to {training.PROBE_IMAGES} training images, every class "
+                   "present. Modules over training measures them again on all training images, with the test "
+                   "accuracy, once the training is done.")
+    elif every:
+        st.caption(f"Module size and overlap at τ = {tau:.2f} appear here at each checkpoint (every "
+                   f"{'epoch' if every == 1 else f'{every} epochs'}).")
+    else:
+        st.caption("This training keeps no periodic checkpoints: its modules are drawn once, after its last epoch "
+                   "(set Checkpoint every N epochs to watch them form).")
+    if live.pending:
+        st.caption(f"Decomposing {live.pending} saved state{'s' if live.pending != 1 else ''} at τ = {tau:.2f}…")
+    if series and live.twin_spec and not twin_label and not live.pending:
+        st.caption(f"Its twin {code(folders.run_label(live.twin_spec))} has no state to compare with.")
+    elif series and not live.twin_spec and not live.pending:
+        st.caption("No twin of this run in the runs folders (the same model, width, classes and data fractions "
+                   "trained another way) to draw next to it.")
+    if live.note:
+        st.caption(plain(for_visitors(live.note)))
+    return live.pending
+
+
+@st.fragment(run_every=1.0 if slot.status().busy or slot.live_modules(ui.shared_tau()).pending else None)
 def training_progress() -> None:
     """The shared training's progress, redrawn every second while it runs (every session sees it)."""
     status = slot.status()
@@ -280,15 +353,29 @@ def training_progress() -> None:
         st.progress(status.fraction, text=f"epoch {status.epoch}/{status.epochs}, batch {status.step}/{status.steps}"
                     if status.epoch else "loading the data and building the model…")
         if status.history:
-            st.plotly_chart(accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live")
+            left, right = st.columns(2)
+            left.plotly_chart(accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live")
+            with right:
+                live_modules_chart(status)
         st.session_state["train_seen_busy"] = True
     elif status.outcome:
         if st.session_state.pop("train_seen_busy", False):
             st.rerun()  # the training just ended: redraw the whole page (its run joins the table)
         if status.outcome == "done":
-            st.success(f"{plain(status.message)} It appears in the list (and on every page).")
+            st.success(f"{plain(status.message)} It appears in the list (and on every page)"
+                       + (": Modules over training follows it through its checkpoints." if status.checkpoint_every
+                          else "."))
         else:
             (st.warning if status.outcome == "stopped" else st.error)(plain(for_visitors(status.message)))
+        if status.history:  # the last training's curves stay until the next one starts
+            left, right = st.columns(2)
+            left.plotly_chart(accuracy_figure(status.history, "Accuracy per epoch"), key="train_live")
+            with right:
+                pending = live_modules_chart(status)
+            if pending:
+                st.session_state["train_live_pending"] = True
+            elif st.session_state.pop("train_live_pending", False):
+                st.rerun()  # all drawn: one page run without the once-a-second redraw
 
 
 training_progress()
