@@ -25,6 +25,7 @@ pages = [
     st.Page(HERE / "pages" / "runs.py", title="Runs & training", url_path="runs"),
     st.Page(HERE / "pages" / "activations.py", title="Activations", url_path="activations"),
     st.Page(HERE / "pages" / "modules.py", title="Modules", url_path="modules"),
+    st.Page(HERE / "pages" / "map.py", title="Module map", url_path="map"),
     st.Page(HERE / "pages" / "evolution.py", title="Modules over training", url_path="evolution"),
     st.Page(HERE / "pages" / "tau.py", title="τ trade-off", url_path="tau"),
     st.Page(HERE / "pages" / "compose.py", title="Compose", url_path="compose"),
@@ -32,14 +33,13 @@ pages = [
     st.Page(HERE / "pages" / "compare.py", title="Compare", url_path="compare"),
 ]
 page = st.navigation(pages)
+ui.sync_url_state(page.url_path)  # one run and one τ for every page, kept in the URL (?run=…&tau=…)
 with st.sidebar:
     st.markdown("**MODA Studio** — modular deep learning: networks that come apart into per-class modules.")
     ui.runs_folder_picker()
     ui.projector_toggle()
     ui.one_history_entry_per_page()
-ui.sync_url_state()  # one run and one τ for every page, kept in the URL (?run=…&tau=…)
 try:
     ui.run_page(page)
-finally:  # also when the page stops early (st.stop): the URL follows what the visitor chose
-    ui.flush_url()
+finally:  # also when the page stops early (st.stop)
     lazy.warm_up("dashboard.engine")  # torch and the engine, in the background, once the first page is out

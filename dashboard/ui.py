@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import streamlit as st
 
@@ -72,7 +72,8 @@ def show_broken(summaries: list[dict[str, Any]]) -> None:
 def pick_run(label: str, key: str, with_checkpoints: bool = False,
              prefer: Callable[[dict], bool] | tuple[Callable[[dict], bool], ...] | None = None,
              summaries: list[dict[str, Any]] | None = None, help: str | None = None,
-             prefer_spec: Callable[[str], bool] | None = None, shared: bool = True) -> str | None:
+             prefer_spec: Callable[[str], bool] | None = None, shared: bool = True,
+             url: str | None = None) -> str | None:
     """A select box of the runs a page can open; None (after a friendly message) when there are none.
 
     The default is a complete run: the first that ``prefer`` (a predicate on run summaries, or several
@@ -81,7 +82,8 @@ def pick_run(label: str, key: str, with_checkpoints: bool = False,
 
     A ``shared`` picker (the default) is *the* run of the session: every page's shared picker shows the run
     last chosen on any page (or named by the URL's ``?run=``, see ``run_token``), and the URL follows it.
-    Pages with a second run (Swap's weak/strong, Modules' run B) pass ``shared=False`` for it."""
+    Pages with a second run (Swap's weak/strong, Modules' run B) pass ``shared=False`` for it, and ``url``, the
+    query parameter that keeps that picker's run in the URL."""
     summaries = folders.list_runs() if summaries is None else summaries
     specs = folders.loadable_specs(summaries, with_checkpoints)
     if not specs:
@@ -92,8 +94,16 @@ def pick_run(label: str, key: str, with_checkpoints: bool = False,
     index = specs.index(runs[default_index(summaries, *predicates)]["path"])
     if prefer_spec is not None:
         index = next((i for i, spec in enumerate(specs) if prefer_spec(spec) and _healthy(spec, runs)), index)
-    if not shared:
-        return st.selectbox(label, specs, index=index, key=key, format_func=folders.run_label, help=help)
+    if not shared:  # the page's own picker: in the URL under ``url`` when given
+        if url:
+            linked_choice(url, key, specs, lambda token: _resolve_token(token, specs), "run")
+        if key in st.session_state and st.session_state[key] not in specs:
+            del st.session_state[key]
+        chosen_already = {} if key in st.session_state else {"index": index}
+        spec = st.selectbox(label, specs, key=key, format_func=folders.run_label, help=help, **chosen_already)
+        if url:
+            link(url, run_token(spec))
+        return spec
     wanted = _shared_run(folders.loadable_specs(summaries, with_checkpoints=True))
     chosen = _resolve_token(wanted, specs) if wanted else None
     if chosen is None and (key not in st.session_state or st.session_state[key] not in specs):
@@ -211,10 +221,11 @@ def shared_tau() -> float:
     return float(st.session_state.get(SHARED_TAU, DEFAULT_TAU))
 
 
-def sync_url_state() -> None:
-    """Before every page (app.py): take the session's run and τ (and Activations' point and image) from the
-    URL on a fresh session (a reload, a bookmark; an unknown run or an invalid τ gets a gentle note and the
-    defaults), and keep them in the URL on pages without their pickers, so a reload anywhere keeps them."""
+def sync_url_state(page: str = "") -> None:
+    """Before every page (app.py; ``page``: its URL path): take the session's run and τ (and Activations' point
+    and image) from the URL on a fresh session (a reload, a bookmark; an unknown run or an invalid τ gets a
+    gentle note and the defaults) or after Back and Forward, and keep them in the URL on pages without their
+    pickers, so a reload anywhere keeps them."""
     try:
         follow_browser()
         tau = shared_tau()
@@ -232,6 +243,11 @@ def sync_url_state() -> None:
                 st.session_state[_FROM_URL + key] = True
             if key in st.session_state:  # a linked value not checked yet (its page not shown yet) stays too
                 _set_url(param, str(st.session_state[key]))
+        if st.session_state.get(_URL_PAGE) != page:
+            # a page switch empties the browser's address while the server's copy keeps the query string, which
+            # Streamlit then sends only when it changes: send it once, so the new page's address holds it too
+            st.session_state[_URL_PAGE] = page
+            st.query_params.from_dict(st.query_params.to_dict())
     except Exception:  # noqa: BLE001 - the URL is a convenience: never stop a page over it
         LOG.exception("could not sync the run and τ with the URL")
 
@@ -301,10 +317,9 @@ def image_picker(label: str, count: int, key: str) -> int:
     return index
 
 
-# ----- the URL: written once per run, followed on Back and Forward --------------------------------------
+# ----- the URL: follows the visitor's choices, followed on Back and Forward ----------------------------
 
-_URL_PENDING = "url_pending"  # session key: this run's URL changes, param → value (None: drop the param)
-_URL_WRITTEN = "url_written"  # session key: the query string this session last wrote (param → value)
+_URL_PAGE = "url_page"  # session key: the page the last run showed
 # every query parameter a page keeps in the URL, with the session keys that hold the choice it names:
 # after Back or Forward the URL's value wins again, as on a fresh visit
 _URL_STATE: dict[str, tuple[str, ...]] = {}
@@ -316,26 +331,43 @@ def url_param(param: str, *session_keys: str) -> None:
 
 
 def _set_url(param: str, value: str) -> None:
-    st.session_state.setdefault(_URL_PENDING, {})[param] = value
+    if st.query_params.get(param) != value:
+        st.query_params[param] = value  # the address changes in place (HISTORY_SCRIPT): no history entry
 
 
 def _drop_url(param: str) -> None:
-    st.session_state.setdefault(_URL_PENDING, {})[param] = None
+    if param in st.query_params:
+        del st.query_params[param]
 
 
 _URL_STATE.update({RUN_PARAM: (SHARED_RUN,), TAU_PARAM: (SHARED_TAU,), POINT_PARAM: (SHARED_POINT,),
                    IMAGE_PARAM: (SHARED_IMAGE,)})
 
 
-def flush_url() -> None:
-    """After the page (app.py): write this run's URL changes as one change of the address, so a run adds at
-    most one entry to the browser's history and Back undoes one visitor action (a page, a run, a τ...)."""
-    pending = st.session_state.pop(_URL_PENDING, {})
-    wanted = {k: v for k, v in {**st.query_params.to_dict(), **pending}.items() if v is not None}
-    # sent every run, changed or not: after a page switch the browser's address has lost its query string while
-    # the server's copy still holds it, and only this message puts it back (an unchanged address stays as it is)
-    st.query_params.from_dict(wanted)
-    st.session_state[_URL_WRITTEN] = wanted
+def linked_choice(param: str, key: str, options: Sequence[Any], parse: Callable[[str], Any], what: str) -> None:
+    """Before a page's widget ``key``: the value the URL names under ``param`` (on a fresh visit, or after Back
+    or Forward) becomes the widget's choice when ``parse`` makes it one of ``options``; else a gentle note."""
+    url_param(param, key)
+    value = _from_url_once(param)
+    if value is None:
+        return
+    chosen = parse(value)
+    if chosen is not None and chosen in options:
+        st.session_state[key] = chosen
+    else:
+        _note(f"The link's {what} {_quoted(value)} is not one this page offers; showing the default instead.")
+
+
+def linked_value(param: str, key: str) -> str | None:
+    """The URL's value under ``param`` when a page should take it (a fresh visit, Back or Forward), for the
+    page to check and put in its widget ``key``'s state; None otherwise."""
+    url_param(param, key)
+    return _from_url_once(param)
+
+
+def link(param: str, value: str) -> None:
+    """Keep a page's choice in the URL under ``param``."""
+    _set_url(param, value)
 
 
 # The browser's history holds one entry per page visited: a change of the query string alone (a τ, a run,
@@ -370,21 +402,14 @@ def _history_navigation() -> bool:
 
 
 def follow_browser() -> None:
-    """Before the page: after Back or Forward, what the address names wins again, as on a fresh visit, for
-    every parameter that differs from what this session last wrote (a page switch clears the query string:
-    that is not a choice, and the session's choices stay)."""
-    written = st.session_state.get(_URL_WRITTEN)
-    if written is None or not _history_navigation():
-        return
-    now = st.query_params.to_dict()
-    if now == written:
+    """Before the page: after Back or Forward, what the address names wins again, as on a fresh visit (a page
+    switch by the sidebar empties the address: that is not a choice, and the session's choices stay)."""
+    if not _history_navigation():
         return
     for param, keys in _URL_STATE.items():
-        if now.get(param) != written.get(param):
-            st.session_state.pop(f"url_read_{param}", None)  # _from_url_once reads it again
-            for key in keys:
-                st.session_state.pop(key, None)
-    st.session_state[_URL_WRITTEN] = now
+        st.session_state.pop(f"url_read_{param}", None)  # _from_url_once reads it again
+        for key in keys:
+            st.session_state.pop(key, None)
 
 
 def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:

@@ -55,4 +55,19 @@ def test_back_returns_to_the_previous_page_as_it_was_left():
         page.get_by_role("heading", name="Modules", exact=True).wait_for()
         idle(page)
         assert "/modules" in page.url
+        # Compose's classes and Swap's settings follow the visitor into the URL (shareable links)
+        page.goto(f"{served.url}/compose?classes=0,3")
+        page.get_by_text("logits of classes 0, 3").wait_for()
+        idle(page)
+        page.locator("[data-testid='stMultiSelect']").first.locator("input").click()
+        page.keyboard.type("7")
+        page.get_by_role("option", name="7", exact=True).click()
+        page.wait_for_function("() => new URLSearchParams(location.search).get('classes') === '0,3,7'")
+        page.keyboard.press("Escape")
+        page.goto(f"{served.url}/swap?weak=demo/swap-weak&strong=demo/vgg11-moda&epochs=2")
+        page.get_by_role("heading", name="Swap", exact=True).wait_for()
+        idle(page)
+        page.wait_for_function("() => { const q = new URLSearchParams(location.search); return q.get('weak') === "
+                               "'demo/swap-weak' && q.get('strong') === 'demo/vgg11-moda' && q.get('epochs') === '2' "
+                               "&& q.get('class') !== null; }")
         browser.close()

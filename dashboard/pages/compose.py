@@ -26,6 +26,13 @@ names = engine.class_names(spec)
 tau = ui.tau_slider("comp_tau")
 # Keep the visitor's classes (by name) across a change of run: those the new run has stay picked; the first
 # two classes only when none of them does (or on the first visit).
+linked = ui.linked_value("classes", "comp_classes")  # ?classes=0,3: logit positions of the run's classes
+if linked is not None:
+    picked = [names[int(c)] for c in linked.split(",") if c.strip().isdigit() and int(c) < len(names)]
+    if picked:
+        st.session_state["comp_classes"] = list(dict.fromkeys(picked))
+    else:
+        st.info(f"The link's classes {code(linked[:40])} are not this run's; showing the first two instead.")
 previous = st.session_state.get("comp_classes")
 still_valid = [c for c in previous or [] if c in names]
 st.session_state["comp_classes"] = still_valid if still_valid or previous == [] else names[:2]
@@ -34,6 +41,7 @@ if not chosen:
     st.info("Pick at least one class.")
     st.stop()
 classes = sorted(names.index(c) for c in chosen)
+ui.link("classes", ",".join(str(c) for c in classes))
 with st.spinner("Composing and measuring…"):
     report = engine.compose(spec, tau, classes)
 c1, c2, c3 = st.columns(3)

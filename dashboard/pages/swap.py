@@ -38,11 +38,11 @@ c1, c2 = st.columns(2)
 with c1:
     weak = ui.pick_run("Weak run (or one of its checkpoints)", key="swap_weak", with_checkpoints=True,
                        summaries=summaries, prefer=lambda s: s["name"].startswith("swap-weak"),
-                       prefer_spec=lambda spec: "swap-weak@" in spec, shared=False,
+                       prefer_spec=lambda spec: "swap-weak@" in spec, shared=False, url="weak",
                        help="RUN @ epoch N is a periodic checkpoint: an early one is under-fit, the last over-fit.")
 with c2:
     strong = ui.pick_run("Strong run (module donor)", key="swap_strong", summaries=summaries,
-                         prefer=lambda s: s["name"].startswith("swap-strong"), shared=False)
+                         prefer=lambda s: s["name"].startswith("swap-strong"), shared=False, url="strong")
 if weak is None or strong is None:
     st.stop()
 if run_store.split_run_spec(weak)[0].resolve() == run_store.split_run_spec(strong)[0].resolve():
@@ -65,10 +65,17 @@ if not shared:
     st.session_state.pop(RESULT_KEY, None)
     st.stop()
 c1, c2 = st.columns(2)
+ui.linked_choice("class", "swap_class", shared, lambda text: int(text) if text.strip().isdigit() else None, "class")
+if st.session_state.get("swap_class") not in shared:
+    st.session_state.pop("swap_class", None)
 target = c1.selectbox("Class to repair", shared, format_func=lambda c: weak_names[c], key="swap_class",
                       help="Classes both runs learned (original class ids).")
-epochs = c2.number_input("Calibration epochs (calibrate only)", min_value=1, max_value=50, value=5,
-                         key="swap_epochs")
+ui.linked_choice("epochs", "swap_epochs", range(1, 51), lambda text: int(text) if text.strip().isdigit() else None,
+                 "number of calibration epochs")
+st.session_state.setdefault("swap_epochs", 5)
+epochs = c2.number_input("Calibration epochs (calibrate only)", min_value=1, max_value=50, key="swap_epochs")
+ui.link("class", str(target))
+ui.link("epochs", str(int(epochs)))
 tau = ui.tau_slider("swap_tau")
 with st.expander("What each strategy does", expanded=False):
     for strategy in STRATEGIES:
