@@ -42,7 +42,7 @@ if missing:
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
-    st.plotly_chart(evolution_figure(shown, {labels[k]: k for k in known}), key="evo_chart")
+    ui.chart(evolution_figure(shown, {labels[k]: k for k in known}), key="evo_chart")
     single = [label for label, columns in shown.items() if len(columns["epoch"]) < 2]
     st.caption("Module size: the share of the model's weights one class's module keeps, averaged over classes. "
                "Overlap: the share both modules of two classes keep, averaged over pairs. Accuracy: on the test "

@@ -179,13 +179,13 @@ if openable:
     left, right = st.columns(2)
     weights = {term: float(run.config.get("train", {}).get(key) or 0.0)
                for term, key in (("affinity", "alpha"), ("dispersion", "beta"), ("compactness", "gamma"))}
-    left.plotly_chart(history_figure(run.history, trained={"ce": True, **{t: w > 0 for t, w in
-                                                                          weights.items()}}),
-                      key="runs_losses")
+    ui.chart(history_figure(run.history, trained={"ce": True, **{t: w > 0 for t, w in
+                                                                 weights.items()}}),
+             key="runs_losses", where=left)
     if not any(weights.values()):
         left.caption("A standard run: only the cross-entropy was trained; affinity, dispersion and compactness "
                      "(dashed) were measured, not trained.")
-    right.plotly_chart(accuracy_figure(run.history), key="runs_accuracy")
+    ui.chart(accuracy_figure(run.history), key="runs_accuracy", where=right)
     with st.expander("Config (config.json) and metrics (metrics.json)"):
         st.json(json.loads(folders.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
 
@@ -205,9 +205,9 @@ if openable:
             histories[folders.run_label(choice)] = loaded.history
     if histories:
         left, right = st.columns(2)
-        left.plotly_chart(runs_overlay_figure(histories), key="runs_overlay_accuracy")
-        right.plotly_chart(runs_overlay_figure(histories, "ce", "Cross-entropy loss per epoch",
-                                               "cross-entropy loss"), key="runs_overlay_loss")
+        ui.chart(runs_overlay_figure(histories), key="runs_overlay_accuracy", where=left)
+        ui.chart(runs_overlay_figure(histories, "ce", "Cross-entropy loss per epoch",
+                                     "cross-entropy loss"), key="runs_overlay_loss", where=right)
     else:
         st.caption("Pick runs above to draw their curves together.")
     if unloadable:
@@ -312,8 +312,8 @@ def live_modules_chart(status: training.TrainingStatus) -> int:
     methods = {label: method for label, method in zip(series, [live.method, live.twin_method], strict=False)}
     every = status.checkpoint_every
     if series:
-        st.plotly_chart(live_modules_figure(series, methods, tau, status.epochs, levels=[twin_label]),
-                        key="train_live_modules")
+        ui.chart(live_modules_figure(series, methods, tau, status.epochs, levels=[twin_label]),
+                 key="train_live_modules")
         st.caption(f"At each checkpoint, the saved weights decomposed at τ = {tau:.2f} (the pages' τ: set it on any "
                    f"page's slider) on a fixed set of up to {training.PROBE_IMAGES} training images, every class "
                    "present. Modules over training measures them again on all training images, with the test "
@@ -354,7 +354,7 @@ def training_progress() -> None:
                     if status.epoch else "loading the data and building the model…")
         if status.history:
             left, right = st.columns(2)
-            left.plotly_chart(accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live")
+            ui.chart(accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live", where=left)
             with right:
                 live_modules_chart(status)
         st.session_state["train_seen_busy"] = True
@@ -369,7 +369,7 @@ def training_progress() -> None:
             (st.warning if status.outcome == "stopped" else st.error)(plain(for_visitors(status.message)))
         if status.history:  # the last training's curves stay until the next one starts
             left, right = st.columns(2)
-            left.plotly_chart(accuracy_figure(status.history, "Accuracy per epoch"), key="train_live")
+            ui.chart(accuracy_figure(status.history, "Accuracy per epoch"), key="train_live", where=left)
             with right:
                 pending = live_modules_chart(status)
             if pending:
