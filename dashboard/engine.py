@@ -28,7 +28,6 @@ from moda_core.comparison import read_compare_table, read_train_overhead
 from moda_core.compose import compose_module
 from moda_core.data import Dataset
 from moda_core.decompose import DEFAULT_TAU, Decomposition, decompose, masks_from_rates
-from moda_core.decompose import clearest_point as find_clearest_point
 from moda_core.errors import ModaError
 from moda_core.evaluate import predict_logits
 from moda_core.export import export_module
@@ -142,16 +141,6 @@ def masks(spec: str, tau: float) -> dict[str, np.ndarray]:
 def _torch_masks(spec: str, stamp: int, tau: float) -> dict[str, torch.Tensor]:
     return {p: torch.from_numpy(m) for p, m in _masks(spec, stamp, tau).items()}
 
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _clearest_point(spec: str, stamp: int, tau: float) -> str:
-    return find_clearest_point(_decomposition(spec, stamp).rates, _torch_masks(spec, stamp, tau))
-
-
-def clearest_point(spec: str, tau: float) -> str:
-    """The activation point with the clearest class structure at τ (``moda_core.decompose.clearest_point``):
-    where the Activations page opens."""
-    return _clearest_point(spec, weights_stamp(spec), tau)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -511,8 +511,8 @@ def projector_toggle() -> None:
 def chart(fig: Any, key: str, where: Any = None, **options: Any) -> Any:
     """Show a plotly figure (in ``where``, a column or container; default the page), made for a projector when
     the session is in projector mode (``figures.style.for_projector``). ``options`` go to ``plotly_chart``."""
-    from dashboard.figures.style import for_projector
+    from dashboard.figures.style import fit_for_page, for_projector
 
-    if presenting():  # a column is narrower than the page: titles and legends wrap sooner
-        fig = for_projector(fig, width=380 if where is not None else 860)
+    width = 380 if where is not None else 860  # a column is narrower than the page: titles and legends wrap sooner
+    fig = for_projector(fig, width=width) if presenting() else fit_for_page(fig, width=width)
     return (where or st).plotly_chart(fig, key=key, **options)

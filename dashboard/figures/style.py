@@ -162,34 +162,54 @@ def for_projector(fig: go.Figure, width: int = 900) -> go.Figure:
         if "colorbar" in trace:
             trace.update(colorbar=dict(tickfont=at_least(trace.colorbar.tickfont, PROJECTOR_TEXT),
                                        title_font=at_least(trace.colorbar.title.font, PROJECTOR_TEXT)))
-    # the top: the title's lines, then the legend's rows, then the panels' titles, then the plot
+    if layout.title.text:
+        fig.update_layout(title_font=at_least(layout.title.font, PROJECTOR_TITLE))
+    return arrange_top(fig, width, PROJECTOR_TITLE, PROJECTOR_TEXT)
+
+
+def fit_for_page(fig: go.Figure, width: int = 900) -> go.Figure:
+    """A copy of ``fig`` arranged for a chart ``width`` px wide (about): the title wrapped, the legend above the
+    plot under the title with the room its rows need, and numbers on bars hidden where they cannot be read."""
+    fig = go.Figure(fig)
+    fig.update_layout(uniformtext=dict(minsize=11, mode="hide"))
+    return arrange_top(fig, width, 17, 13)
+
+
+def arrange_top(fig: go.Figure, width: int, title_px: int, legend_px: int) -> go.Figure:
+    """Lay out the top of ``fig`` (in place; returned): the title wrapped to ``width``, then the legend's rows
+    (horizontal, left-aligned), then the panels' titles, then the plot, with the top margin all of it needs.
+    ``title_px`` and ``legend_px`` are the font sizes the texts have."""
+    layout = fig.layout
     top = 16
     title = layout.title.text or ""
+    height = layout.height or 450
     if title:
-        text, lines = _wrapped(title, max(20, width // 13))
-        top += 24 + 30 * lines
-        fig.update_layout(title=dict(text=text, font=at_least(layout.title.font, PROJECTOR_TITLE), yref="container",
-                                     y=1.0 - 26 / (layout.height or 450), yanchor="top"))
+        text, lines = _wrapped(title, max(20, int(width / (0.6 * title_px))))
+        top += 24 + int(1.4 * title_px) * lines
+        fig.update_layout(title=dict(text=text, yref="container", y=1.0 - 26 / height, yanchor="top"))
     panel_titles = any(a.yref == "paper" and (a.y or 0) >= 0.98 and a.yanchor == "bottom"
                        for a in layout.annotations or ())
     shown = [trace.name for trace in fig.data if trace.showlegend is not False and trace.name]
     legend_rows = 0
     if shown and layout.showlegend is not False:
-        entries = [44 + 11 * len(str(name)) for name in dict.fromkeys(shown)]
-        row, legend_rows = 0, 1
+        entries = [2.6 * legend_px + 0.64 * legend_px * len(str(name)) for name in dict.fromkeys(shown)]
+        row, legend_rows = 0.0, 1
         for entry in entries:
-            if row and row + entry > width - 80:
-                legend_rows, row = legend_rows + 1, 0
+            if row and row + entry > width - 120:
+                legend_rows, row = legend_rows + 1, 0.0
             row += entry
-    height = layout.height or 450
-    panels = 34 if panel_titles else 0
-    legend_px = 28 * legend_rows + 8 if legend_rows else 0
-    margin_top = top + legend_px + panels
-    plot_height = max(100, height - margin_top - (layout.margin.b if layout.margin.b is not None else MARGIN["b"]))
+        if max(entries) > (width - 120) / 2:  # plotly then gives long entries rows of their own: room for each
+            legend_rows = max(legend_rows, len(entries))
+    panels = int(1.9 * legend_px) if panel_titles else 0
+    legend_height = int(1.55 * legend_px) * legend_rows + 8 if legend_rows else 0
+    margin_top = top + legend_height + panels
+    bottom = layout.margin.b if layout.margin.b is not None else MARGIN["b"]
+    plot_height = max(100, height - margin_top - bottom)
     if legend_rows:
         fig.update_layout(legend=dict(orientation="h", yanchor="bottom", x=0, xanchor="left",
                                       y=1.0 + (panels + 4) / plot_height))
-    fig.update_layout(margin=dict(t=max(margin_top, layout.margin.t or 0)))
-    if layout.height:
-        fig.update_layout(height=height + max(0, margin_top - (layout.margin.t or MARGIN["t"])))
+    before = layout.margin.t if layout.margin.t is not None else MARGIN["t"]
+    fig.update_layout(margin=dict(t=max(margin_top, before)))
+    if layout.height:  # the plot keeps its height: the figure grows by what the top needs more
+        fig.update_layout(height=height + max(0, margin_top - before))
     return fig

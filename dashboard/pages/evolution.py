@@ -1,4 +1,4 @@
-"""Modules forming over training: module size, overlap and accuracy per epoch, MODA vs standard vs MwT."""
+"""Modules over training: module size, overlap and accuracy per epoch, MODA vs standard vs MwT."""
 from __future__ import annotations
 
 import streamlit as st

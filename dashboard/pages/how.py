@@ -35,7 +35,7 @@ st.markdown(
     "A class's **module** is the network restricted to the units the class keeps at every point: a layer "
     "keeps the weights from the kept units of the previous point to its own kept units. **Module size** is its "
     "share of the full model's weights. The **overlap** of two classes is the share of weights that *both* "
-    "modules keep (the **Modules** page; the **Modules forming over training** page follows both over the "
+    "modules keep (the **Modules** page; the **Modules over training** page follows both over the "
     "epochs).")
 st.markdown(
     "**Why early layers are shared by every class.** The first convolutions detect strokes, edges and blobs "
