@@ -317,7 +317,7 @@ def test_a_selected_unit_shows_the_test_images_that_fire_it_most():
     assert app.selectbox(key="map_point").value == "features.7.relu" and app.number_input(key="map_unit").value == 5
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     labels = [int(test.labels[i]) for i in best]
-    assert captions == [f"{label} · {values[i, 5]:.2f}" for i, label in zip(best, labels, strict=True)]
+    assert captions == [f"{label} · {values[i, 5]:.3g}" for i, label in zip(best, labels, strict=True)]
     assert "Unit 5 of features.7.relu" in texts(app)
 
 

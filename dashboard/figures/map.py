@@ -139,7 +139,7 @@ def _unit_names(classes: Sequence[int], class_names: Sequence[str]) -> dict[int,
     return {BOTH: "kept by both (shared)", ONLY_A: f"{a} only", ONLY_B: f"{b} only", NEITHER: "kept by neither"}
 
 
-UNION_LINKS = "connections only the union keeps"
+UNION_LINKS = "union only (connections)"
 
 
 def _cell_text(point: str, cell: int, size: int, units: int, count: int) -> str:
@@ -221,9 +221,10 @@ def module_map(masks: Mapping[str, np.ndarray], classes: Sequence[int], class_na
     if selected is not None and selected[0] in where:
         point, unit = selected
         size, cells = where[point]
-        fig.add_annotation(x=points.index(point) - STRIP / 2, y=1 - (unit // size + 0.5) / cells, text=f"unit {unit}",
-                           showarrow=True, arrowhead=2, arrowwidth=2, ax=-46, ay=0, font=dict(size=13),
-                           bgcolor="white")
+        # from the gap after the strip (over lines, not cells; after the last strip, in the right margin)
+        fig.add_annotation(x=points.index(point) + STRIP / 2, y=1 - (unit // size + 0.5) / cells,
+                           text=f"unit {unit}", showarrow=True, arrowhead=2, arrowwidth=2, ax=40, ay=0,
+                           font=dict(size=13), bgcolor="white")
     ticks = []
     for row in layer_counts(masks, classes):
         counts = f"{row[f'class {classes[0]}']} kept" if len(classes) == 1 else \
@@ -239,7 +240,7 @@ def module_map(masks: Mapping[str, np.ndarray], classes: Sequence[int], class_na
         title = (f"Module of class {class_names[classes[0]]}" if len(classes) == 1 else
                  f"Modules of class {class_names[classes[0]]} and class {class_names[classes[1]]}")
     bottom = 100 if len(points) > STAGGER else 60
-    return layout(fig, title, None, "units (unit 0 on top)", height=height, t=90, b=bottom)
+    return layout(fig, title, None, "units (unit 0 on top)", height=height, t=90, b=bottom, r=80)
 
 
 def map_caption(units: Mapping[str, int], links: Mapping[str, tuple[np.ndarray, int]], classes: Sequence[int],

@@ -144,4 +144,4 @@ st.caption(f"The {len(best)} of the first {len(values)} test images on which thi
            "activation over the image's positions or tokens), most active first; each with its label.")
 columns = st.columns(TOP_IMAGES)
 for column, index, (image, label) in zip(columns, best, engine.map_images(spec, best), strict=False):
-    column.image(enlarged(image), caption=f"{plain(names[label])} · {values[index, unit]:.2f}", width=IMAGE_PIXELS)
+    column.image(enlarged(image), caption=f"{plain(names[label])} · {values[index, unit]:.3g}", width=IMAGE_PIXELS)
