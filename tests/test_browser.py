@@ -297,7 +297,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.79"
     page.wait_for_function("() => new URLSearchParams(location.search).get('tau') === '0.79'")
     assert url_state(page) == {"run": "demo/vgg11-standard", "tau": "0.79", "point": "features.0.relu",
-                               "image": "42"}
+                               "image": "42", "classes": "0,1"}  # Compose's classes join the shared view
     # a reload keeps both (a new session, rebuilt from the URL)
     page.reload()
     page.get_by_role("heading", name="Compose").wait_for()
