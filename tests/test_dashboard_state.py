@@ -37,9 +37,11 @@ def test_run_and_tau_follow_the_visitor_across_pages_and_into_the_url(demo_env):
         open_page(page, app)
         assert app.selectbox(key=run_key).value == str(DEMO / "vgg11-standard"), page
         assert app.slider(key=tau_key).value == pytest.approx(0.75), page
-        assert app.query_params == {"run": "demo/vgg11-standard", "tau": "0.75"}, page
-    open_page("how", app)  # a page without pickers keeps both in the URL
-    assert app.query_params == {"run": "demo/vgg11-standard", "tau": "0.75"}
+        shown = dict(app.query_params)
+        assert {k: shown[k] for k in ("run", "tau")} == {"run": "demo/vgg11-standard", "tau": "0.75"}, page
+        assert set(shown) <= {"run", "tau", "classes"}, page  # Compose adds its classes to the shared view
+    open_page("how", app)  # a page without pickers keeps both in the URL (and Compose's classes)
+    assert dict(app.query_params) == {"run": "demo/vgg11-standard", "tau": "0.75", "classes": "0,1"}
     # changing them on another page changes them everywhere
     open_page("compose", app)
     app.slider(key="comp_tau").set_value(0.6).run()
