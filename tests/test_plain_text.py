@@ -189,7 +189,7 @@ LEAKS_JS = """() => {
 # a text each page shows once it has drawn the parts that show names
 LAST_TEXT = {"runs": "Train a new run", "activations": "predicted: ", "modules": "Where the overlap lives",
              "evolution": "Not computed yet", "tau": "Not computed yet", "compose": "Download the composed module",
-             "swap": "Run swap"}
+             "swap": "a swap repairs one model"}  # both pickers open on the same run: the page says why it stops
 
 
 @pytest.mark.browser
