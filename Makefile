@@ -22,7 +22,7 @@ RUNS_DIR_SPACE := |runs-dir-space|
 runs_dir_words = $(subst :, ,$(subst $(space),$(RUNS_DIR_SPACE),$(RUNS_DIR)))
 runs_dir_flags = $(foreach dir,$(runs_dir_words),--runs-dir '$(subst $(RUNS_DIR_SPACE),$(space),$(subst ','\'',$(dir)))')
 
-.PHONY: run test lint screenshots clean-venv
+.PHONY: run test test-all lint screenshots clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ run: $(VENV)/.installed
 	$(VENV)/bin/moda-studio --port $(PORT)$(if $(strip $(HOST)), --host $(HOST))$(if $(runs_dir_flags), $(runs_dir_flags))
 
 test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not long"
+
+# also the minutes-long checks (every page at three window sizes, Back/Forward, full-size torchvision models)
+test-all: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

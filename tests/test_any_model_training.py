@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 BIG = ("resnet18", "vgg11")
 
 
-@pytest.mark.parametrize("path,points", graph_models.BUILDERS,
+@pytest.mark.parametrize("path,points", [pytest.param(path, points, marks=[pytest.mark.long] if
+                                                       any(big in path for big in BIG) else [])
+                                          for path, points in graph_models.BUILDERS],
                          ids=[path.partition(":")[2] for path, _ in graph_models.BUILDERS])
 def test_train_decompose_compose_export_and_count(path, points, tmp_path):
     fraction = 0.02 if any(big in path for big in BIG) else 0.06

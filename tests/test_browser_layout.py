@@ -14,7 +14,7 @@ from helpers import CHROMIUM, CHROMIUM_ARGS, ServedDashboard
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["how", "runs", "activations", "modules", "map", "evolution", "tau", "compose", "swap", "compare"]
 SIZES = [(1280, 800, True), (1920, 1080, True), (1280, 800, False)]
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.long,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")]
 
 # every text of every chart with its box: the chart's index, a kind, the text and its box
