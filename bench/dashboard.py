@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "tests"))  # the browser test's Chromium, its flags and free_port
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process  # noqa: E402
 
 from dashboard.serve import APP, streamlit_command  # noqa: E402
 
@@ -144,13 +144,7 @@ class Server:
         return self.log.read().decode(errors="replace")
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 

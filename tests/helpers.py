@@ -153,16 +153,23 @@ class ServedDashboard:
             time.sleep(0.2)
 
     def __exit__(self, *_exc) -> None:
-        import subprocess
-
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         if self.process.stdout:
             self.output = self.process.stdout.read().decode(errors="replace")
+
+
+def stop_process(process) -> None:
+    """Stop a server process: terminate, and kill it if it has not ended within 15 s."""
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
