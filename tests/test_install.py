@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WHEEL_BUDGET_MB = 40
 DEMO_RUNS = ("swap-strong", "swap-weak", "vgg11-moda", "vgg11-mwt", "vgg11-standard", "vit-moda", "vit-standard")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # a wheel, a fresh venv and a served dashboard: minutes
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
