@@ -16,30 +16,31 @@ budget (100 epochs; at 15 epochs MODA's modules were still shrinking):
 - ``vit-standard``    the same ViT with standard training, 50 epochs (both: final weights only, ~0.6 MB each;
                       ``bench/vit.py`` measures this pair)
 
-The three ``vgg11-*`` runs train with a checkpoint every 5 epochs. From those, ``evolution.csv``
-(``moda_core.studies.training_evolution`` at τ = 0.9: epoch, mean module size, mean overlap, test
-accuracy) is computed for every checkpoint, so the "modules forming over training" view needs no
-computing. The VGG and ViT runs also ship ``tau_sweep.csv`` (``moda_core.studies.tau_sweep``: mean
-module size, mean overlap and composed-pair accuracy for τ = 0.5 … 1.0), so the τ trade-off page draws
-at once; ``--tau-sweeps-only`` rewrites just those files in an existing bundle.
-Only a few checkpoints ship (``KEPT_CHECKPOINTS``, MODA and standard), in half precision
-to keep ``assets/`` small (the dashboard upcasts them to float32 when it loads them); the final
-weights stay in float32. The VGG runs, their kept checkpoints and the strong run are decomposed at
-τ = 0.9, so their rates and masks ship in the run folders and the dashboard opens without computing
-anything. ``optimizer.safetensors`` is deleted: demo runs cannot be resumed (train a copy instead).
+The three ``vgg11-*`` runs train with a checkpoint every 5 epochs. The activation rates and test accuracy of every
+one of those checkpoints ship in ``evolution-rates.safetensors`` (``moda_core.studies.save_evolution_rates``, about
+0.7 MB a run), so "Modules over training" draws all twenty checkpoints at any τ without computing: a module at τ
+follows from the rates alone. The VGG and ViT runs also ship ``tau_sweep.csv`` (``moda_core.studies.tau_sweep``:
+mean module size, mean overlap and composed-pair accuracy for τ = 0.5 … 1.0), so the τ trade-off page draws at once;
+``--tau-sweeps-only`` rewrites just those files in an existing bundle. Only a few checkpoints ship
+(``KEPT_CHECKPOINTS``, MODA and standard), in half precision to keep ``assets/`` small (the dashboard upcasts them
+to float32 when it loads them); the final weights stay in float32. The VGG runs, their kept checkpoints and the
+strong run are decomposed at τ = 0.9, so their rates and masks ship in the run folders and the dashboard opens
+without computing anything. ``optimizer.safetensors`` is deleted: demo runs cannot be resumed (train a copy
+instead).
 
 Usage::
 
     .venv/bin/python assets/make_demo.py                       # everything from scratch (see below)
     .venv/bin/python assets/make_demo.py --reuse RUNS_DIR      # take finished runs named as above from RUNS_DIR
 
-From scratch, on 2 uncontended CPU cores, the four 100-epoch VGG runs take about 15 minutes and the
-ViT pair about 55 (the weak LeNet-5 seconds). ``--reuse`` takes any of the four VGG runs and the two
-ViT runs found (complete, and trained with exactly the settings above: the script checks the config
-and refuses a mismatch) and trains the others; the weak LeNet-5 is always trained here.
-The reused folders are only read. Training is deterministic on the CPU for a fixed torch version, so
-a rerun reproduces the same weights; ``tests/test_demo_bundle.py`` checks that the stored metrics,
-masks and evolution match a fresh evaluation of the stored weights.
+From scratch, on 2 uncontended CPU cores, each 100-epoch VGG run takes 10–12 minutes and the ViT pair
+about 55 (the weak LeNet-5 seconds). ``--reuse`` takes any of the runs found (complete, and trained with
+exactly the settings above: the script checks the config and refuses a mismatch; a VGG run needs all
+its periodic checkpoints, whose rates are recorded) and trains the others. The reused folders are only
+read, so a bundled run can be reused for everything but the VGG runs (whose bundles keep two checkpoints).
+Training is deterministic on the CPU for a fixed torch version and training code, so a rerun reproduces the
+same weights; ``tests/test_demo_bundle.py`` checks that the stored metrics, masks and recorded evolution match
+a fresh evaluation of the stored weights.
 """
 from __future__ import annotations
 
@@ -57,12 +58,11 @@ from moda_core.decompose import DEFAULT_TAU, decompose
 from moda_core.errors import ModaError
 from moda_core.io import atomic_write_bytes, load_tensors, save_tensors
 from moda_core.replace import strong_config, weak_config
-from moda_core.studies import tau_sweep, training_evolution
+from moda_core.studies import checkpoint_record, evolution_states, save_evolution_rates, tau_sweep, training_evolution
 from moda_core.train import TrainConfig, setting_differences, train
 
 EPOCHS = 100  # the VGG runs' budget
 CHECKPOINT_EVERY = 5
-EVOLUTION_FILE = "evolution.csv"
 TAU_SWEEP_FILE = "tau_sweep.csv"  # moda_core.studies.tau_sweep over its default τ grid (the τ trade-off page)
 SWEPT_PREFIXES = ("vgg11-", "vit-")  # the runs whose τ trade-off ships (each with its standard twin)
 KEPT_CHECKPOINTS = {"vgg11-moda": (5, 20), "vgg11-standard": (5, 20)}  # shipped in float16
@@ -129,6 +129,23 @@ def bundle_run(source: Path, target: Path, kept: tuple[int, ...], half: bool = T
             half_precision(copy)
 
 
+def evolution_records(source: Path, every: int = CHECKPOINT_EVERY) -> dict:
+    """The rates and test accuracy of every state of a trained run (``studies.checkpoint_record``), while all
+    its checkpoints' weights are at hand (a run without all of them is refused)."""
+    done = runs.summarize_run(source)["epochs_done"]
+    wanted = list(range(every, done, every))
+    if [e for e in runs.list_checkpoints(source) if e < done] != wanted:
+        raise ModaError(f"{source}: recording its evolution needs the checkpoints of epochs {wanted[0]}, "
+                        f"{wanted[1]}, …, {wanted[-1]}; it has {runs.list_checkpoints(source)}")
+    data = None
+    records = {}
+    for epoch, spec in evolution_states(source):
+        run = runs.load_run(spec)
+        data = data or runs.run_dataset(run)
+        records[epoch] = checkpoint_record(run, data)
+    return records
+
+
 def write_tau_sweep(run_dir: Path) -> None:
     """``tau_sweep.csv`` in a bundled run folder (its rates at the default τ are read, not measured again)."""
     table = tau_sweep(runs.load_run(run_dir))
@@ -153,17 +170,17 @@ def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> Non
         for name, config in configs.items():
             started = time.perf_counter()
             source = reuse / name if reuse is not None else None
-            if source is not None and name != "swap-weak" and reusable(source, config):
+            if source is not None and reusable(source, config):
                 how = f"reused from {source}"
             else:
                 source = train(config, Path(scratch) / "trained", name).path
                 how = "trained"
             if name.startswith("vgg11-"):
-                evolution = training_evolution(source, DEFAULT_TAU)
+                records = evolution_records(source)
             kept = WEAK_KEPT if name == "swap-weak" else KEPT_CHECKPOINTS.get(name, ())
             bundle_run(source, staging / name, kept, half=name != "swap-weak")  # LeNet-5 is small: float32
             if name.startswith("vgg11-"):
-                evolution.to_csv(staging / name / EVOLUTION_FILE, index=False, float_format="%.6f")
+                save_evolution_rates(staging / name, records)
             if name != "swap-weak":
                 bundled = staging / name
                 for spec in [bundled, *(f"{bundled}@{e}" for e in kept)]:
@@ -173,6 +190,7 @@ def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> Non
             run = runs.load_run(staging / name)
             line = f"{name}: {how}, test accuracy {run.metrics['test_accuracy']:.4f}"
             if name.startswith("vgg11-"):
+                evolution = training_evolution(staging / name, DEFAULT_TAU)  # from the recorded rates
                 last = evolution.iloc[-1]
                 line += (f", modules {last['mean_module_size']:.1%} of the weights, "
                          f"mean overlap {last['mean_overlap']:.1%} (τ={DEFAULT_TAU})")

@@ -42,4 +42,6 @@ with st.sidebar:
 try:
     ui.run_page(page)
 finally:  # also when the page stops early (st.stop)
-    lazy.warm_up("dashboard.engine")  # torch and the engine, in the background, once the first page is out
+    # torch and the engine, then torch.export's tracer (its first export takes seconds), in the background, once
+    # the first page is out
+    lazy.warm_up("dashboard.engine", then=("moda_core.export:warm_up_export",))

@@ -3,9 +3,12 @@ the run store and everything under them import torch, which takes seconds on a c
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from types import ModuleType
 from typing import Any
+
+LOG = logging.getLogger("moda.dashboard")
 
 
 class LazyModule:
@@ -25,11 +28,12 @@ _warming = threading.Lock()
 _warmed = False
 
 
-def warm_up(*names: str, first: tuple[str, ...] = ("numpy", "pandas")) -> None:
+def warm_up(*names: str, first: tuple[str, ...] = ("numpy", "pandas"), then: tuple[str, ...] = ()) -> None:
     """Import ``names`` in a background thread, once per process (after the first page has been sent), so the
-    first page that needs them does not wait for the import. ``first`` are imported here, before the thread
+    first page that needs them does not wait for the import; then call the functions ``then`` names
+    (``"module:function"``, no arguments) in the same thread. ``first`` are imported here, before the thread
     starts: plotly uses numpy and pandas when it finds them in ``sys.modules``, and must never find one half
-    imported by the thread."""
+    imported by the thread. A warm-up that fails only leaves the work to the first page that needs it."""
     global _warmed
     with _warming:
         if _warmed:
@@ -41,5 +45,11 @@ def warm_up(*names: str, first: tuple[str, ...] = ("numpy", "pandas")) -> None:
     def load() -> None:
         for name in names:
             importlib.import_module(name)
+        for target in then:
+            module, function = target.split(":")
+            try:
+                getattr(importlib.import_module(module), function)()
+            except Exception:  # noqa: BLE001 - a warm-up is an optimisation; the real call reports its own errors
+                LOG.warning("warm-up %s failed", target, exc_info=True)
 
     threading.Thread(target=load, name="moda-warm-up", daemon=True).start()

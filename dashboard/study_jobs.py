@@ -22,14 +22,13 @@ from moda_core.studies import (
     DEFAULT_TAUS,
     EVOLUTION_COLUMNS,
     TAU_COLUMNS,
+    evolution_is_recorded,
     evolution_states,
     tau_sweep,
     training_evolution,
 )
 
-EVOLUTION_CSV = "evolution.csv"  # training_evolution at τ = 0.9, shipped with the demo runs
 TAU_CSV = "tau_sweep.csv"  # tau_sweep over DEFAULT_TAUS, if a run folder ships one
-PRECOMPUTED_TAU = 0.9
 TAU_GRID = tuple(DEFAULT_TAUS)  # the τ trade-off's fixed, small grid
 MAX_RESULTS = 64
 _LOCK = threading.Lock()  # one study computation at a time, for the whole server
@@ -53,16 +52,14 @@ def _key(study: str, spec: str, tau: float | None) -> tuple:
     return study, str(path), stamp, None if tau is None or study != "evolution" else round(float(tau), 4)
 
 
-def precomputed(study: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
-    """What the run folder ships: ``evolution.csv`` (at τ = 0.9; None for another τ) or ``tau_sweep.csv``
-    (over ``TAU_GRID``); None when there is none or it does not parse."""
-    if study == "evolution":
-        if tau is None or abs(float(tau) - PRECOMPUTED_TAU) > 1e-9:
-            return None
-        name, columns = EVOLUTION_CSV, EVOLUTION_COLUMNS
-    else:
-        name, columns = TAU_CSV, TAU_COLUMNS
-    path = run_store.split_run_spec(spec)[0] / name
+def precomputed(study: str, spec: str) -> pd.DataFrame | None:
+    """The τ trade-off a run folder ships (``tau_sweep.csv``, over ``TAU_GRID``); None for another study,
+    when there is none, or when it does not parse. (An evolution ships as recorded rates instead: see
+    ``cached``.)"""
+    if study != "tau":
+        return None
+    columns = TAU_COLUMNS
+    path = run_store.split_run_spec(spec)[0] / TAU_CSV
     if not path.is_file():
         return None
     try:
@@ -81,9 +78,30 @@ def checkpoint_count(spec: str) -> int:
 
 
 def cached(study: str, spec: str, tau: float | None = None) -> pd.DataFrame | None:
-    """A study already known: computed earlier (any session), or (evolution) shipped with the run."""
-    shipped = precomputed(study, spec, tau)
-    return shipped if shipped is not None else _results().get(_key(study, spec, tau))
+    """A study already known: computed earlier (any session), or shipped with the run: a τ trade-off as a
+    table, an evolution as the rates of every checkpoint (``evolution-rates.safetensors``), from which the
+    curves at any τ are milliseconds of counting, with no model evaluation: no button, lock or progress bar."""
+    shipped = precomputed(study, spec)
+    if shipped is not None:
+        return shipped
+    key = _key(study, spec, tau)
+    known = _results().get(key)
+    if known is None and study == "evolution" and is_recorded(spec):
+        known = _remember(key, training_evolution(engine.load_run(spec), tau)[EVOLUTION_COLUMNS])
+    return known
+
+
+def is_recorded(spec: str) -> bool:
+    """Whether the run's evolution is drawn from recorded rates (``moda_core.studies.evolution_is_recorded``)."""
+    return evolution_is_recorded(run_store.split_run_spec(spec)[0])
+
+
+def _remember(key: tuple, frame: pd.DataFrame) -> pd.DataFrame:
+    results = _results()
+    results[key] = frame
+    while len(results) > MAX_RESULTS:
+        results.popitem(last=False)
+    return frame
 
 
 def _run_study(study: str, spec: str, tau: float | None, progress: Callable[[int, int], None]) -> pd.DataFrame:
@@ -113,11 +131,7 @@ def compute(study: str, spec: str, tau: float | None = None, what: str = "") -> 
         bar.empty()
     finally:
         _LOCK.release()
-    results = _results()
-    results[_key(study, spec, tau)] = frame
-    while len(results) > MAX_RESULTS:
-        results.popitem(last=False)
-    return frame
+    return _remember(_key(study, spec, tau), frame)
 
 
 def compute_button(study: str, group: dict[str, str], missing: list[str], known: dict[str, Any], label: str,

@@ -23,6 +23,7 @@ the overlap is counted on the graph. A model fx cannot trace cannot be composed;
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -85,8 +86,26 @@ def layer_plan(model: ZooNet) -> list[Step]:
     return steps
 
 
+# model → (its blocks, their parameter shapes, input shape, dtype) and the blocks' shapes: a layer plan is walked
+# on every composition, overlap count and module size, and the forward pass that finds the shapes is most of its cost
+_SHAPES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict]]" = weakref.WeakKeyDictionary()
+
+
 def _block_shapes(model: ZooNet, blocks: list[tuple[str, nn.Module]]) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Per-sample (input shape, output shape) of every block, from one tiny forward pass."""
+    """Per-sample (input shape, output shape) of every block, from one tiny forward pass (remembered for the
+    model while its blocks, their parameters' shapes, its input shape and dtype stay the same)."""
+    param = next(model.parameters())
+    identity = (tuple((name, module, tuple(tuple(p.shape) for p in module.parameters())) for name, module in blocks),
+                tuple(model.input_shape), param.dtype)  # modules compare by identity
+    known = _SHAPES.get(model)
+    if known is not None and known[0] == identity:
+        return dict(known[1])
+    shapes = _measure_shapes(model, blocks)
+    _SHAPES[model] = (identity, dict(shapes))
+    return shapes
+
+
+def _measure_shapes(model: ZooNet, blocks: list[tuple[str, nn.Module]]) -> dict[str, tuple[tuple[int, ...], ...]]:
     shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
 
     def hook_for(name: str):

@@ -9,21 +9,29 @@ threshold τ trades module size against the accuracy of composed modules.
 
 Both work in memory: a stored, current decomposition is read when there is one, and nothing is ever
 written (demo runs live in read-only folders). ``progress(done, total)`` is called as work finishes.
+
+A run folder may also ship ``evolution-rates.safetensors`` (``save_evolution_rates``): the activation rates
+and test accuracy of every checkpoint, measured while its weights were at hand. Masks at any τ follow from
+rates alone, and module sizes and overlaps from masks and the architecture, so ``training_evolution`` then
+draws every checkpoint at any τ in milliseconds, including checkpoints whose weights were not kept (the
+demo keeps two in full and the rates of all twenty).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
 
 from moda_core import runs
-from moda_core.compose import compose_module, parameter_count
+from moda_core.compose import compose_module, parameter_count, point_units
 from moda_core.data import Dataset
 from moda_core.decompose import DEFAULT_TAU, check_tau, decompose, masks_from_rates
 from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
+from moda_core.io import load_tensors, read_tensor_header, save_tensors
 from moda_core.metrics import composed_accuracy, subtask_sets
 from moda_core.summary import module_summary
 
@@ -33,6 +41,8 @@ EVOLUTION_COLUMNS = ["epoch", "mean_module_size", "mean_overlap", "test_accuracy
 TAU_COLUMNS = ["tau", "mean_module_size", "mean_overlap", "pair_accuracy", "pair_params_fraction"]
 DEFAULT_TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 DEFAULT_PAIRS = 6  # class pairs sampled (seeded) by tau_sweep when none are given
+EVOLUTION_RATES = "evolution-rates.safetensors"  # per-checkpoint rates and accuracy (save_evolution_rates)
+MAX_EVOLUTION_RATES_BYTES = 64 << 20  # far above any real run's (the demo VGG's: about 0.7 MB)
 
 
 def _as_run(run_or_spec: runs.Run | str | Path) -> runs.Run:
@@ -58,27 +68,143 @@ def evolution_states(run_dir: str | Path) -> list[tuple[int, str]]:
     return sorted(states.items())
 
 
+def _rates_key(epoch: int, point: str) -> str:
+    return f"{epoch:06d}/{point}"
+
+
+def checkpoint_record(run: runs.Run, data: Dataset | None = None) -> tuple[dict[str, torch.Tensor], float]:
+    """What ``evolution-rates.safetensors`` keeps of one loaded state: its activation rates (as ``decompose``
+    measures them) and its test accuracy."""
+    data = data or runs.run_dataset(run)
+    return run_rates(run, data), accuracy(predict_logits(run.model, data.test), data.test.labels)
+
+
+def save_evolution_rates(run_dir: str | Path,
+                         records: dict[int, tuple[dict[str, torch.Tensor], float]]) -> Path:
+    """Write ``evolution-rates.safetensors`` in ``run_dir`` (atomically): for each epoch, the rates and test
+    accuracy of that state (``checkpoint_record``). Returns the file's path."""
+    if not records:
+        raise ModaError("save_evolution_rates: no checkpoint to record")
+    tensors: dict[str, torch.Tensor] = {}
+    points: list[str] | None = None
+    for epoch, (rates, _) in sorted(records.items()):
+        if points is not None and list(rates) != points:
+            raise ModaError(f"save_evolution_rates: epoch {epoch} has points {list(rates)}, others {points}")
+        points = list(rates)
+        tensors.update({_rates_key(epoch, p): r.detach().float().cpu().contiguous() for p, r in rates.items()})
+    meta = {"epochs": json.dumps(sorted(records)), "points": json.dumps(points),
+            "test_accuracy": json.dumps([float(records[e][1]) for e in sorted(records)])}
+    path = Path(run_dir) / EVOLUTION_RATES
+    save_tensors(path, tensors, meta)
+    return path
+
+
+def _is_epoch(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_evolution_rates(run: runs.Run) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
+    """The run folder's (``run``: its latest weights) ``evolution-rates.safetensors`` as {epoch: (rates, test
+    accuracy)}; {} when there is none. The file is checked against the run before use (it is input like any
+    other in a runs folder): its epochs lie within the run's, its points and shapes are the model's, rates and
+    accuracies are in [0, 1]. Anything else is a ``ModaError`` that names the file and what is wrong."""
+    path = run.path / EVOLUTION_RATES
+    if not path.exists():
+        return {}
+    where = f"{path}"
+    size = path.stat().st_size
+    if size > MAX_EVOLUTION_RATES_BYTES:
+        raise ModaError(f"{where}: {size} bytes, more than the {MAX_EVOLUTION_RATES_BYTES} an evolution file may hold")
+    header = read_tensor_header(path)
+    meta = header.get("__metadata__") or {}
+    try:
+        epochs = json.loads(meta["epochs"])
+        points = json.loads(meta["points"])
+        accuracies = json.loads(meta["test_accuracy"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModaError(f"{where}: its metadata lacks readable epochs, points and test_accuracy ({error})") from None
+    done = run.epoch
+    if (not isinstance(epochs, list) or not epochs or not all(_is_epoch(e) and 1 <= e <= done for e in epochs)
+            or len(set(epochs)) != len(epochs)):
+        raise ModaError(f"{where}: epochs must be distinct whole numbers in 1..{done} (the run's epochs), "
+                        f"got {str(epochs)[:200]}")
+    if not isinstance(accuracies, list) or len(accuracies) != len(epochs) or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0 for a in accuracies):
+        raise ModaError(f"{where}: test_accuracy must hold one fraction in [0, 1] per epoch")
+    units = point_units(run.model)
+    if points != list(units):
+        raise ModaError(f"{where}: recorded for points {str(points)[:200]}, but the model's are {list(units)[:20]}")
+    classes = int(run.model.arch["num_classes"])
+    expected = {_rates_key(e, p): [classes, n] for e in epochs for p, n in units.items()}
+    shapes = {k: v.get("shape") for k, v in header.items() if k != "__metadata__"}
+    if set(shapes) != set(expected) or any(shapes[k] != expected[k] for k in expected):
+        wrong = (sorted(set(shapes) ^ set(expected))
+                 or sorted(k for k in expected if shapes[k] != expected[k]))
+        raise ModaError(f"{where}: its tensors do not match the model ({classes} classes, units {dict(units)}); "
+                        f"first difference: {wrong[0]}")
+    tensors, _ = load_tensors(path)
+    records = {}
+    for epoch, acc in zip(epochs, accuracies, strict=True):
+        rates = {p: tensors[_rates_key(epoch, p)].float() for p in points}
+        if not all(bool(torch.isfinite(r).all()) and float(r.min()) >= 0.0 and float(r.max()) <= 1.0
+                   for r in rates.values()):
+            raise ModaError(f"{where}: the rates of epoch {epoch} are not all in [0, 1]")
+        records[int(epoch)] = (rates, float(acc))
+    return records
+
+
+def _evolution_row(model: torch.nn.Module, epoch: int, rates: dict[str, torch.Tensor], acc: float,
+                   tau: float) -> dict[str, float]:
+    summary = module_summary(model, masks_from_rates(rates, tau))
+    return {"epoch": epoch, "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap,
+            "test_accuracy": acc}
+
+
 def training_evolution(run_dir_or_run: runs.Run | str | Path, tau: float = DEFAULT_TAU,
                        progress: Progress = None) -> pd.DataFrame:
     """Mean module size, mean pairwise overlap (at ``tau``) and test accuracy per checkpoint epoch.
 
     One row per periodic checkpoint ``RUN@E`` plus the run's final weights, sorted by epoch
-    (columns ``EVOLUTION_COLUMNS``; sizes, overlaps and accuracies are fractions 0–1). A run without
-    checkpoints gives one row. ``progress(done, total)`` counts evaluated checkpoints."""
+    (columns ``EVOLUTION_COLUMNS``; sizes, overlaps and accuracies are fractions 0–1), and one per epoch
+    recorded in the folder's ``evolution-rates.safetensors`` (whose rates are used instead of measuring
+    again). A run without checkpoints gives one row. ``progress(done, total)`` counts evaluated states."""
     tau = check_tau(tau)
-    path = run_dir_or_run.path if isinstance(run_dir_or_run, runs.Run) else runs.split_run_spec(run_dir_or_run)[0]
-    states = evolution_states(path)
+    final = run_dir_or_run if isinstance(run_dir_or_run, runs.Run) else None
+    path = final.path if final is not None else runs.split_run_spec(run_dir_or_run)[0]
+    states = dict(evolution_states(path))
+    final = final if final is not None and final.spec == str(path) else runs.load_run(path)
+    recorded = load_evolution_rates(final)
+    epochs = sorted(set(states) | set(recorded))
     data: Dataset | None = None
     rows = []
-    for done, (epoch, spec) in enumerate(states, start=1):
-        run = runs.load_run(spec)
-        data = data or runs.run_dataset(run)
-        summary = module_summary(run.model, masks_from_rates(run_rates(run, data), tau))
-        rows.append({"epoch": epoch, "mean_module_size": summary.mean_size, "mean_overlap": summary.mean_overlap,
-                     "test_accuracy": accuracy(predict_logits(run.model, data.test), data.test.labels)})
+    for done, epoch in enumerate(epochs, start=1):
+        if epoch in recorded:
+            rates, acc = recorded[epoch]
+            rows.append(_evolution_row(final.model, epoch, rates, acc, tau))
+        else:
+            run = final if states[epoch] == str(path) else runs.load_run(states[epoch])
+            data = data or runs.run_dataset(run)
+            rates, acc = checkpoint_record(run, data)
+            rows.append(_evolution_row(run.model, epoch, rates, acc, tau))
         if progress:
-            progress(done, len(states))
+            progress(done, len(epochs))
     return pd.DataFrame(rows, columns=EVOLUTION_COLUMNS)
+
+
+def evolution_is_recorded(run_dir: str | Path) -> bool:
+    """Whether every state ``training_evolution`` draws for this run has its rates in the folder's
+    ``evolution-rates.safetensors`` (so it needs no model evaluation: milliseconds, at any τ). Reads only
+    the file's header; a file that does not parse counts as not recorded."""
+    run_dir = Path(run_dir)
+    path = run_dir / EVOLUTION_RATES
+    if not path.is_file():
+        return False
+    try:
+        epochs = set(json.loads((read_tensor_header(path).get("__metadata__") or {})["epochs"]))
+        states = {epoch for epoch, _ in evolution_states(run_dir)}
+    except (ModaError, OSError, KeyError, TypeError, ValueError):
+        return False
+    return states <= epochs
 
 
 def default_pairs(num_classes: int, samples: int = DEFAULT_PAIRS, seed: int = 0) -> list[list[int]]:

@@ -192,7 +192,7 @@ def test_activations_opens_on_the_layer_tau_changes_with_units_kept_vs_tau_for_b
     app = open_page("activations")
     spec = app.selectbox(key="act_run").value
     point = app.selectbox(key="act_point").value
-    assert point == engine.tau_sensitive_point(spec) == "features.4.relu"  # not classifier.0.relu
+    assert point == engine.tau_sensitive_point(spec) == "features.5.relu"  # not classifier.0.relu
     shares = engine.kept_share_by_tau(spec)[point]
     assert shares.max() - shares.min() > 0.3  # τ visibly grows and shrinks the modules here
     figure = next(f for f in charts(app).values() if f["layout"]["title"]["text"].startswith("Units kept per layer"))

@@ -319,22 +319,19 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
     assert "vgg11-standard" in run_picker_text(page)
     expect_activations_view(page, "features.0.relu", "42")  # point and image too, through two pages and a reload
 
-    # Modules over training: the MODA run and its twins, per epoch (computed on request if not shipped)
-    page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.9")
+    # Modules over training: the MODA run and its twins, every shipped checkpoint at a τ other than 0.9, drawn at
+    # once from the runs' recorded rates (no Compute button)
+    page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.7")
     page.get_by_role("heading", name="Modules over training").wait_for()
     wait_ready(page)
-    # the shipped curves, or the button that computes them (whichever the page shows)
-    page.locator(".js-plotly-plot .main-svg, button:has-text('Compute')").first.wait_for()
-    compute = page.get_by_role("button", name="Compute")
-    if compute.count():
-        compute.click()
     wait_charts(page, 1)
-    wait_ready(page)
+    assert page.get_by_role("button", name="Compute").count() == 0
     traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data"
                            ".map(t => ({name: t.name, axis: t.yaxis, n: t.x.length}))")
     names = {t["name"].split(":")[0] for t in traces}
-    assert {"MODA", "standard training"} <= names, traces
+    assert {"MODA", "standard training", "MwT"} <= names, traces
     assert {t["axis"] for t in traces} == {"y", "y2", "y3"}, traces
+    assert all(t["n"] == 20 for t in traces if t["name"].split(":")[0] in names), traces  # every 5 epochs
     page.screenshot(path=str(shots / "evolution.png"), full_page=True)
 
     # the τ trade-off: the MODA run and its standard twin over the τ grid (about a minute per run if not shipped)
@@ -353,3 +350,33 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
     page.screenshot(path=str(shots / "tau.png"), full_page=True)
 
     save_timings(timings, "browser_timings_state", tmp_path)
+
+
+def test_module_map_and_projector_mode(server, browser, shots):
+    """The Module map on the demo VGG, and Activations in projector mode at 1280×800: its slider and its heatmap
+    on the first screen (the README's pictures of both)."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{url}/map?run=demo/vgg11-moda&tau=0.9")
+    page.get_by_role("heading", name="Module map").wait_for()
+    wait_ready(page)
+    wait_charts(page, 1)
+    page.get_by_role("heading", name="What fires a unit").wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "map.png"), full_page=True)
+    page.close()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{url}/activations?run=demo/vgg11-moda&tau=0.8&present=1")
+    page.get_by_role("heading", name="Activations").wait_for()
+    wait_ready(page)
+    wait_charts(page, 2)
+    page.wait_for_timeout(800)  # plotly lays out its text after the first draw
+    slider = page.get_by_role("slider").first.bounding_box()
+    heatmap = page.locator(".js-plotly-plot").first.bounding_box()
+    assert slider["y"] + slider["height"] <= 800 and heatmap["y"] < 800, (slider, heatmap)
+    assert page.get_by_role("switch", name="Projector mode").is_checked()
+    page.screenshot(path=str(shots / "activations-projector.png"))  # the first screen, as a projector shows it
+    page.close()

@@ -58,7 +58,7 @@ def served():
                                                              for w, h, p in SIZES])
 def test_no_chart_text_overlaps_and_projector_text_is_large(served, width, height, present, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
-    shots = Path(os.environ.get("MODA_SCREENSHOTS_DIR") or tmp_path)
+    shots = Path(os.environ.get("MODA_LAYOUT_SCREENSHOTS_DIR") or tmp_path)  # 30 pictures: not the README's
     problems: list[str] = []
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

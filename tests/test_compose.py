@@ -108,3 +108,27 @@ def test_export_runs_without_moda_core(tmp_path):
     path = export_module(composed, tmp_path / "m.pt2")
     x = torch.randn(3, 3, 32, 32)
     assert_runs_without_moda_core(path, x, composed(x).detach(), tmp_path)
+
+
+def test_block_shapes_are_measured_once_per_model_and_again_after_a_block_changes(monkeypatch):
+    from torch import nn
+
+    from moda_core import compose as compose_mod
+    from moda_core.models import build_model
+
+    measured = []
+    original = compose_mod._measure_shapes
+    monkeypatch.setattr(compose_mod, "_measure_shapes", lambda m, b: measured.append(1) or original(m, b))
+    model = build_model("lenet5")
+    first = compose_mod.layer_plan(model)
+    again = compose_mod.layer_plan(model)
+    assert len(measured) == 1 and [s.name for s in first] == [s.name for s in again]
+    compose_mod.layer_plan(build_model("lenet5"))  # another model: its own measurement
+    assert len(measured) == 2
+    model.features[1] = nn.MaxPool2d(2, 2)  # a new block of the same kind
+    compose_mod.layer_plan(model)
+    assert len(measured) == 3, "a replaced block must be measured again"
+    conv = model.features[0].conv
+    conv.weight = nn.Parameter(torch.zeros(conv.out_channels, conv.in_channels, 3, 3))
+    compose_mod.layer_plan(model)
+    assert len(measured) == 4, "a block whose parameters change shape must be measured again"

@@ -105,7 +105,7 @@ def test_swap_keeps_its_own_two_runs(demo_env):
 
 def test_activations_opens_where_tau_changes_the_modules_most_with_units_by_class(demo_env):
     app = open_page("activations")
-    assert app.selectbox(key="act_point").value == "features.4.relu"  # moda_core.decompose.tau_sensitive_point
+    assert app.selectbox(key="act_point").value == "features.5.relu"  # moda_core.decompose.tau_sensitive_point
     assert app.radio(key="act_order").value == "class they serve"
 
 
@@ -164,9 +164,16 @@ def fake_studies(monkeypatch):
     return calls
 
 
-def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, fake_studies):
+@pytest.fixture
+def unrecorded(monkeypatch):
+    """The demo runs as if they shipped no recorded evolution rates (as a run trained elsewhere): their
+    evolution must be computed from the checkpoints' weights, on request."""
+    monkeypatch.setattr(study_jobs, "is_recorded", lambda spec: False)
+
+
+def test_evolution_page_computes_on_request_for_the_run_and_its_twins(demo_env, fake_studies, unrecorded):
     calls = fake_studies
-    app = fresh({"tau": "0.63"}, "evolution")  # a τ nothing ships a curve for
+    app = fresh({"tau": "0.63"}, "evolution")
     assert "Not computed yet at τ = 0.63" in texts(app)
     app.button(key="evo_compute").click().run()
     assert "Not computed yet" not in texts(app)  # redrawn from the cache once computed
@@ -197,7 +204,7 @@ def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, fake_studies):
     assert lines and all(s["x0"] == pytest.approx(0.9) for s in lines)
 
 
-def test_a_busy_server_says_so_instead_of_computing(demo_env, fake_studies):
+def test_a_busy_server_says_so_instead_of_computing(demo_env, fake_studies, unrecorded):
     calls = fake_studies
     app = fresh({"tau": "0.61"}, "evolution")
     assert study_jobs._LOCK.acquire(blocking=False)
@@ -209,14 +216,22 @@ def test_a_busy_server_says_so_instead_of_computing(demo_env, fake_studies):
     assert not app.exception
 
 
-def test_evolution_reads_a_shipped_csv_at_tau_0_9(tmp_path):
-    run = tmp_path / "r"
-    run.mkdir()
-    (run / study_jobs.EVOLUTION_CSV).write_text("epoch,mean_module_size,mean_overlap,test_accuracy\n5,0.3,0.1,0.9\n")
-    assert study_jobs.precomputed("evolution", str(run), 0.9)["epoch"].tolist() == [5]
-    assert study_jobs.precomputed("evolution", str(run), 0.8) is None
-    (run / study_jobs.EVOLUTION_CSV).write_text("not,a,study\n1,2,3\n")
-    assert study_jobs.precomputed("evolution", str(run), 0.9) is None
+@pytest.mark.parametrize("tau", ["0.63", "0.9", "1"])
+def test_the_demo_draws_every_checkpoint_at_any_tau_from_its_recorded_rates(demo_env, fake_studies, tau):
+    from moda_core.studies import training_evolution
+
+    calls = fake_studies
+    app = fresh({"tau": tau}, "evolution")
+    assert calls == [] and "Not computed yet" not in texts(app) and not app.button  # nothing to compute
+    assert "ship the activation rates of every checkpoint" in texts(app)
+    figure = charts(app)[0]
+    curves = {t["name"]: t for t in figure["data"] if t.get("showlegend") is not False}
+    assert len(curves) == 3  # MODA, standard training, MwT
+    expected = training_evolution(DEMO / "vgg11-moda", float(tau))
+    moda = next(t for name, t in curves.items() if name.startswith("MODA"))
+    assert moda["x"] == list(range(5, 101, 5)) and moda["x"] == expected["epoch"].tolist()
+    assert [round(y, 9) for y in moda["y"]] == [round(y, 9) for y in expected["mean_module_size"] * 100] or \
+        moda["y"] == pytest.approx(expected["mean_module_size"].tolist(), abs=1e-9)
 
 
 def test_activations_point_and_image_survive_other_pages_and_a_reload(demo_env):
@@ -260,7 +275,7 @@ def test_a_point_of_another_model_falls_back_to_the_clearest_and_comes_back(demo
 def test_an_unknown_point_or_image_in_the_url_falls_back_gently(demo_env, query, note):
     app = fresh(query, "activations")
     assert not app.exception and note in texts(app)
-    assert app.selectbox(key="act_point").value == "features.4.relu"  # the page's default point
+    assert app.selectbox(key="act_point").value == "features.5.relu"  # the page's default point
     assert app.number_input(key="act_image").value == 0
     assert not set(query) & set(app.query_params)  # forgotten, not carried on to other pages
 

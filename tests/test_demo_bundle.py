@@ -1,5 +1,5 @@
 """The bundled demo runs (assets/demo/, made by assets/make_demo.py) are what they claim to be:
-their stored metrics, decompositions and evolution tables match a fresh evaluation of the stored
+their stored metrics, decompositions and recorded evolutions match a fresh evaluation of the stored
 weights, and the converged MODA run shows what the method promises."""
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ import torch
 from moda_core import runs
 from moda_core.decompose import DEFAULT_TAU, decompose, load_decomposition
 from moda_core.evaluate import accuracy, predict_logits
-from moda_core.studies import DEFAULT_TAUS, EVOLUTION_COLUMNS, TAU_COLUMNS, tau_sweep
+from moda_core.studies import (
+    DEFAULT_TAUS,
+    EVOLUTION_COLUMNS,
+    EVOLUTION_RATES,
+    TAU_COLUMNS,
+    load_evolution_rates,
+    tau_sweep,
+    training_evolution,
+)
 from moda_core.summary import module_summary
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -21,9 +29,8 @@ VGG_RUNS = ["vgg11-moda", "vgg11-standard", "vgg11-mwt"]
 VIT_RUNS = ["vit-moda", "vit-standard"]  # H14B's pair: final weights only
 DEMO_RUNS = [*VGG_RUNS, "swap-strong", "swap-weak", *VIT_RUNS]
 DECOMPOSED = [*VGG_RUNS, "swap-strong", *VIT_RUNS]
-EVOLUTION = "evolution.csv"
 TAU_SWEEP = "tau_sweep.csv"
-ASSETS_BUDGET_MB = 20  # the whole assets/ folder: demo runs, mnist5k.npz (0.8 MB), scripts
+ASSETS_BUDGET_MB = 25  # the whole assets/ folder: demo runs, mnist5k.npz (0.8 MB), scripts
 
 
 def _size_mb(folder: Path) -> float:
@@ -87,24 +94,38 @@ def test_bundled_decomposition_matches_recomputation(name):
         assert load_decomposition(runs.load_run(f"{DEMO / name}@{epoch}"), DEFAULT_TAU, save=False) is not None
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", VGG_RUNS)
-def test_evolution_table_ends_at_a_fresh_summary_of_the_final_weights(name):
-    table = pd.read_csv(DEMO / name / EVOLUTION)
+def test_recorded_evolution_covers_every_checkpoint_and_agrees_with_the_run(name):
     run = runs.load_run(DEMO / name)
-    assert list(table.columns) == EVOLUTION_COLUMNS
-    assert table["epoch"].tolist() == list(range(5, 101, 5))  # every 5-epoch checkpoint, the last = final weights
-    summary = module_summary(run.model, load_decomposition(run, DEFAULT_TAU, save=False).masks)
-    last = table.iloc[-1]
-    assert last["mean_module_size"] == pytest.approx(summary.mean_size, abs=1e-6)
-    assert last["mean_overlap"] == pytest.approx(summary.mean_overlap, abs=1e-6)
-    assert last["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
-    for epoch in runs.list_checkpoints(DEMO / name):  # shipped in float16: within rounding of the float32 row
+    recorded = load_evolution_rates(run)
+    assert sorted(recorded) == list(range(5, 101, 5))  # every 5-epoch checkpoint, the last = final weights
+    for epoch, (_, acc) in recorded.items():  # the accuracy training logged at that epoch
+        assert acc == pytest.approx(run.history[epoch - 1]["test_accuracy"], abs=1e-6), epoch
+    assert recorded[100][1] == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
+    stored = load_decomposition(run, DEFAULT_TAU, save=False)  # the final weights' rates, measured twice
+    for point, rates in stored.rates.items():
+        assert torch.equal(recorded[100][0][point], rates), point
+    frame = training_evolution(run, DEFAULT_TAU)
+    assert list(frame.columns) == EVOLUTION_COLUMNS and frame["epoch"].tolist() == sorted(recorded)
+    summary = module_summary(run.model, stored.masks)
+    assert frame.iloc[-1]["mean_module_size"] == pytest.approx(summary.mean_size, abs=1e-12)
+    assert frame.iloc[-1]["mean_overlap"] == pytest.approx(summary.mean_overlap, abs=1e-12)
+    assert (DEMO / name / EVOLUTION_RATES).stat().st_size < 1.5e6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg11-moda", "vgg11-standard"])
+def test_recorded_rates_of_the_kept_checkpoints_match_their_weights(name):
+    """The kept checkpoints ship in float16; their rates were recorded from the float32 weights."""
+    recorded = load_evolution_rates(runs.load_run(DEMO / name))
+    for epoch in runs.list_checkpoints(DEMO / name):
         checkpoint = runs.load_run(f"{DEMO / name}@{epoch}")
-        row = table[table["epoch"] == epoch].iloc[0]
-        early = module_summary(checkpoint.model, load_decomposition(checkpoint, DEFAULT_TAU, save=False).masks)
+        fresh = decompose(checkpoint, DEFAULT_TAU, recompute=True, save=False)
+        for point, rates in fresh.rates.items():
+            assert (recorded[epoch][0][point] - rates).abs().max() <= 0.02, (epoch, point)
+        early = module_summary(checkpoint.model, fresh.masks)
+        row = training_evolution(DEMO / name, DEFAULT_TAU).set_index("epoch").loc[epoch]
         assert early.mean_size == pytest.approx(row["mean_module_size"], abs=0.01)
-        assert checkpoint.history[epoch - 1]["test_accuracy"] == pytest.approx(row["test_accuracy"], abs=1e-6)
         test = runs.run_dataset(checkpoint).test
         assert accuracy(predict_logits(checkpoint.model, test), test.labels) == pytest.approx(row["test_accuracy"],
                                                                                              abs=0.005)
@@ -126,12 +147,13 @@ def test_tau_sweep_table_matches_a_fresh_sweep(name):
 def test_converged_moda_demo_keeps_the_papers_promise():
     """The converged MODA demo: its modules ≤ 12% of the weights, mean overlap ≤ 5%, accuracy within
     1.5 points of standard training, whose modules stay large."""
-    final = {name: pd.read_csv(DEMO / name / EVOLUTION).iloc[-1] for name in VGG_RUNS}
+    evolutions = {name: training_evolution(DEMO / name, DEFAULT_TAU) for name in VGG_RUNS}  # recorded rates
+    final = {name: frame.iloc[-1] for name, frame in evolutions.items()}
     moda, standard = final["vgg11-moda"], final["vgg11-standard"]
     assert moda["mean_module_size"] <= 0.12 and moda["mean_overlap"] <= 0.05
     assert abs(moda["test_accuracy"] - standard["test_accuracy"]) <= 0.015
     assert standard["mean_module_size"] >= 0.5
-    evolution = pd.read_csv(DEMO / "vgg11-moda" / EVOLUTION)
+    evolution = evolutions["vgg11-moda"]
     assert evolution["mean_module_size"].iloc[0] > 2 * moda["mean_module_size"]  # modules form over training
     sweep = {name: pd.read_csv(DEMO / name / TAU_SWEEP).set_index("tau") for name in ("vgg11-moda", "vgg11-standard")}
     assert sweep["vgg11-moda"].loc[0.9, "mean_module_size"] == pytest.approx(moda["mean_module_size"], abs=1e-5)

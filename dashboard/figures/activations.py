@@ -128,17 +128,18 @@ def _label_unit_groups(fig: go.Figure, shown_groups: Sequence[str]) -> None:
     """Separator lines between runs of equal group labels (columns in shown order) and the labels that fit
     above the heatmap, on two rows (``group_label_rows``); the legend moves above the labels."""
     starts = [i for i, g in enumerate(shown_groups) if i == 0 or g != shown_groups[i - 1]]
-    for start in starts[1:]:
-        fig.add_shape(type="line", x0=start - 0.5, x1=start - 0.5, y0=0, y1=1, yref="paper",
-                      line=dict(color=SEPARATOR_COLOUR, width=1.5))
+    lines = [dict(type="line", x0=start - 0.5, x1=start - 0.5, y0=0, y1=1, yref="paper",
+                  line=dict(color=SEPARATOR_COLOUR, width=1.5)) for start in starts[1:]]
     row_height = GROUP_LABEL_SIZE + 6
-    for start, end, row in group_label_rows(shown_groups):
-        fig.add_annotation(x=(start + end - 1) / 2, y=1.0, yref="paper", yanchor="bottom", showarrow=False,
-                           yshift=row * row_height, text=shown_groups[start], font=dict(size=GROUP_LABEL_SIZE))
-    # title, then the legend, then the two rows of group labels, top down (legend placed in pixels above them)
+    labels = [dict(x=(start + end - 1) / 2, y=1.0, yref="paper", yanchor="bottom", showarrow=False,
+                   yshift=row * row_height, text=shown_groups[start], font=dict(size=GROUP_LABEL_SIZE))
+              for start, end, row in group_label_rows(shown_groups)]
+    # title, then the legend, then the two rows of group labels, top down (legend placed in pixels above them);
+    # shapes and labels added in one update (plotly checks every shape again on each add_shape)
     top, bottom = 130, fig.layout.margin.b or 50
     plot_height = max(60, (fig.layout.height or 450) - top - bottom)
-    fig.update_layout(margin=dict(t=top), title=dict(y=1.0, yref="container", yanchor="top", pad=dict(t=12)))
+    fig.update_layout(margin=dict(t=top), title=dict(y=1.0, yref="container", yanchor="top", pad=dict(t=12)),
+                      shapes=[*fig.layout.shapes, *lines], annotations=[*fig.layout.annotations, *labels])
     legend_above(fig, 1.0 + (2 * row_height + 6) / plot_height)
 
 

@@ -35,10 +35,6 @@ if missing:
     study_jobs.compute_button("evolution", group, missing, known, f"Compute ({count} checkpoint"
                               f"{'s' if count != 1 else ''})", "evo_compute", "Decomposing the checkpoints of {run}",
                               tau)
-    shipped = {k: study_jobs.precomputed("evolution", group[k], study_jobs.PRECOMPUTED_TAU) for k in missing}
-    if all(frame is not None for frame in shipped.values()):
-        st.caption(f"Meanwhile: the runs' precomputed curves at τ = {study_jobs.PRECOMPUTED_TAU:.2f}.")
-        known.update(shipped)
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
@@ -47,6 +43,11 @@ if shown:
     st.caption("Module size: the share of the model's weights one class's module keeps, averaged over classes. "
                "Overlap: the share both modules of two classes keep, averaged over pairs. Accuracy: on the test "
                "split, all classes.")
+    recorded = [labels[k] for k in known if study_jobs.is_recorded(group[k])]
+    if recorded:
+        st.caption("Drawn at once for any τ: " + ", ".join(plain(label) for label in recorded) + " ship"
+                   f"{'s' if len(recorded) == 1 else ''} the activation rates of every checkpoint, and a module at "
+                   "τ follows from the rates alone (the weights of most checkpoints are not shipped).")
     if single:
         st.caption("Only one point for " + ", ".join(plain(label) for label in single) + ": that run kept no "
                    "periodic checkpoints (train it again with Checkpoint every N epochs in the Runs page's form, or "
