@@ -195,6 +195,12 @@ def wait_text(page: Any, text: str, timeout_ms: float) -> None:
     wait_visible(page.get_by_text(text), f"the text {text!r}", timeout_ms)
 
 
+# a chart's text (title, legend) that contains the argument; checked on every animation frame: a locator's wait
+# polls less and less often (every 500 ms after the first few tries), which would round a slow step up by as much
+CHART_TEXT_JS = "t => [...document.querySelectorAll('.js-plotly-plot text')].some(e => e.textContent.includes(t))"
+BUTTON_JS = "t => [...document.querySelectorAll('button')].some(b => b.innerText.includes(t) && b.checkVisibility())"
+
+
 def wait_ready(page: Any, timeout_ms: float) -> None:
     """The app has finished its run (no running indicator) and shows no exception."""
     waited(page, "the app to finish its run (Streamlit's status widget to go)", timeout_ms, READY_JS)
@@ -228,7 +234,7 @@ def slider_steps(page: Any, steps: int, timeout_ms: float) -> list[float]:
         page.get_by_role("slider").first.focus()
         pressed = time.perf_counter()
         page.keyboard.press("ArrowLeft")
-        wait_text(page, expected, timeout_ms)
+        waited(page, f"a chart showing {expected!r}", timeout_ms, CHART_TEXT_JS, expected)
         times.append(time.perf_counter() - pressed)
         wait_ready(page, timeout_ms)
     return times
@@ -292,7 +298,7 @@ def measure_dashboard(browser: Any, command: list[str], env: dict[str, str], ste
             wait_ready(page, ms)
             clicked = time.perf_counter()
             page.get_by_role("button", name="Export as .pt2").click()
-            wait_visible(page.get_by_role("button", name="Download module"), "the 'Download module' button", ms)
+            waited(page, "the 'Download module' button", ms, BUTTON_JS, "Download module")
             elapsed = time.perf_counter() - clicked
             wait_ready(page, ms)
             return elapsed

@@ -2,9 +2,11 @@
 and the page guard that turns an error into a short message (no traceback, no server path)."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import streamlit as st
 
@@ -48,15 +50,32 @@ def runs_folder_picker() -> None:
 
 def run_page(page: StreamlitPage) -> None:
     """Run a page; an error becomes one short message (the traceback goes to the server's terminal only)."""
-    try:
+    with _guarded(getattr(page, "url_path", "?")):
         page.run()
+
+
+@contextlib.contextmanager
+def _guarded(where: str) -> Iterator[None]:
+    try:
+        yield
     except ModaError as error:
-        LOG.warning("page %s stopped: %s", getattr(page, "url_path", "?"), error)
+        LOG.warning("page %s stopped: %s", where, error)
         st.error(f"{PAGE_STOPPED}: {plain(folders.public(str(error)))}")
     except Exception:  # noqa: BLE001 - visitors get a short message; the terminal gets the details
-        LOG.exception("page %s stopped on an unexpected error", getattr(page, "url_path", "?"))
+        LOG.exception("page %s stopped on an unexpected error", where)
         st.error(f"{PAGE_STOPPED} on an unexpected error; the details are in the server's terminal. "
                  "Pick another run, or reload the page.")
+
+
+def fragment(function: Callable[..., None]) -> Callable[..., None]:
+    """``st.fragment`` for the part of a page a slider redraws on its own (a widget inside reruns only that part,
+    not the sidebar, the run pickers and what comes before), with ``run_page``'s guard: a fragment's rerun runs
+    outside the page's, and an error there must also become one short message, never a traceback."""
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        with _guarded(f"fragment {function.__name__}"):
+            function(*args, **kwargs)
+    return st.fragment(guarded)
 
 
 def show_broken(summaries: list[dict[str, Any]]) -> None:

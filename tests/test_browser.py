@@ -94,6 +94,18 @@ def wait_charts(page, count: int) -> None:
                            timeout=PAGE_TIMEOUT_MS)
 
 
+# per table on the page: the width of its columns and the width it has (the data grid scrolls sideways when the
+# first is larger, and a projector audience never sees the columns past the edge)
+TABLE_WIDTHS_JS = """() => [...document.querySelectorAll("[data-testid='stDataFrame'] .dvn-scroller")]
+  .map(s => [s.scrollWidth, s.clientWidth])"""
+
+
+def assert_tables_fit(page) -> None:
+    widths = page.evaluate(TABLE_WIDTHS_JS)
+    assert widths, "no table found"
+    assert all(content <= box + 1 for content, box in widths), widths
+
+
 def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
     url, started = server
     timings = {}
@@ -180,6 +192,7 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
     page.locator(".js-plotly-plot").first.wait_for()
     assert page.get_by_text("before (weak model)").first.is_visible()
     check_swap_arrow(page)
+    assert_tables_fit(page)  # every column of the strategies' table on screen, none cut off at the right
     page.screenshot(path=str(shots / "swap.png"), full_page=True)
 
     # Compare: standard training vs MODA vs MwT from the comparison table (four charts and the table)
@@ -190,6 +203,7 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
     wait_charts(page, 4)
     page.locator("[data-testid='stDataFrame']").first.wait_for()  # the table (drawn on a canvas)
     assert page.get_by_text("MwT").first.is_visible()
+    assert_tables_fit(page)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
     save_timings(timings, "browser_timings", tmp_path)
@@ -356,7 +370,7 @@ def test_module_map_and_projector_mode(server, browser, shots):
     """The Module map on the demo VGG, and Activations in projector mode at 1280×800: its slider and its heatmap
     on the first screen (the README's pictures of both)."""
     url, _ = server
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = browser.new_page(viewport={"width": 1400, "height": 2150})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(f"{url}/map?run=demo/vgg11-moda&tau=0.9")
     page.get_by_role("heading", name="Module map").wait_for()
@@ -376,7 +390,7 @@ def test_module_map_and_projector_mode(server, browser, shots):
     page.wait_for_timeout(800)  # plotly lays out its text after the first draw
     slider = page.get_by_role("slider").first.bounding_box()
     heatmap = page.locator(".js-plotly-plot").first.bounding_box()
-    assert slider["y"] + slider["height"] <= 800 and heatmap["y"] < 800, (slider, heatmap)
+    assert slider["y"] + slider["height"] <= 800 and heatmap["y"] + heatmap["height"] <= 800, (slider, heatmap)
     assert page.get_by_role("switch", name="Projector mode").is_checked()
     page.screenshot(path=str(shots / "activations-projector.png"))  # the first screen, as a projector shows it
     page.close()

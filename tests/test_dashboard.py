@@ -440,9 +440,12 @@ def test_compare_page_zooms_accuracy_and_shows_one_decimal_percentages(monkeypat
     low = accuracy["layout"]["yaxis"]["range"][0]
     assert low > 0 and "zoomed" in accuracy["layout"]["title"]["text"]  # 1–3-point differences visible
     assert all(t.get("textangle") == -90 for t in accuracy["data"] if t["type"] == "bar")
-    shown = app.dataframe[0]
-    assert shown.value["test_accuracy"].max() > 1  # percent, not shares
-    assert shown.proto.columns and "%.1f%%" in shown.proto.columns
+    shown = app.dataframe[0].value  # readable headers, percentages with one decimal, references in brackets
+    assert list(shown.columns) == ["model", "method", "accuracy", "s / epoch (× std.)", "module", "overlap",
+                                   "pair model", "pair acc. (std.)"]
+    assert all(value.endswith("%") and 0 < float(value[:-1]) <= 100 for value in shown["accuracy"])  # not shares
+    assert set(shown["method"]) <= {"standard training", "MODA", "MwT"}  # not the file's names
+    assert all(" (×" in value for value in shown["s / epoch (× std.)"])
 
 
 def test_empty_state_names_the_folder(monkeypatch, tmp_path):

@@ -63,9 +63,9 @@ def test_swap_compares_the_three_strategies_with_the_arrow_on_the_target(demo_en
     assert [c[3] for c in fake_swap] == list(STRATEGIES) and {c[2] for c in fake_swap} == {3}
     table = app.dataframe[0].value
     assert list(table["strategy"]) == list(STRATEGIES)
-    assert list(table["target gain (points)"]) == ["+70.0"] * 3
-    assert table["other classes' mean change (points)"].tolist()[0] == "-2.2"  # signed: 9 others, one −20
-    assert table["largest drop on another class (points)"].tolist() == ["20.0", "0.0", "0.0"]
+    assert list(table["target gain"]) == ["+70.0"] * 3
+    assert table["others' change"].tolist()[0] == "-2.2"  # signed: 9 others, one −20
+    assert table["largest drop"].tolist() == ["20.0", "0.0", "0.0"]
     page = texts(app)
     assert "calibrate trained its layer for 7 epochs" in page
     assert all(f"**{s}** — target +70.0 points" in page for s in STRATEGIES)

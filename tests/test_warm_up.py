@@ -49,3 +49,31 @@ def test_warm_up_export_prepares_torch_export_in_memory(tmp_path, monkeypatch):
     x = torch.randn(5, 1, 2, 2)
     assert torch.allclose(torch.export.load(str(path)).module()(x), model(x))
 
+
+
+FRAGMENT_APP = '''
+import streamlit as st
+from dashboard import ui
+from moda_core.errors import ModaError
+
+@ui.fragment
+def part(kind):
+    st.slider("τ", 0.5, 1.0, 0.9, key="tau")
+    if kind == "moda":
+        raise ModaError("the rates file does not match this model")
+    raise RuntimeError("a bug")
+
+part(KIND)
+'''
+
+
+def test_an_error_in_a_fragment_is_one_short_message_not_a_traceback():
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.ui import PAGE_STOPPED
+
+    for kind, words in (("moda", "the rates file does not match this model"), ("bug", "on an unexpected error")):
+        app = AppTest.from_string(FRAGMENT_APP.replace("KIND", repr(kind)), default_timeout=60).run()
+        assert not app.exception, kind
+        assert app.error and PAGE_STOPPED in app.error[0].value and words in app.error[0].value, kind
+        assert "a bug" not in app.error[0].value and "Traceback" not in app.error[0].value

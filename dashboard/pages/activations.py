@@ -1,6 +1,8 @@
 """Activations: which units fire for which class, and which units each class module keeps at τ."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -32,8 +34,11 @@ st.caption("Every ReLU call in the network's forward pass is an activation point
            "class module keeps the units whose rate is at least τ.")
 
 summaries = folders.list_runs()
-spec = ui.pick_run("Run", key="act_run", summaries=summaries, with_checkpoints=True,
-                   prefer=(ui.modular_demo_first, ui.is_modular))
+# on a projector the run, the point and the order share one row, so the slider and the heatmap fit on the screen
+top = st.columns([5, 5, 3]) if ui.presenting() else None
+with top[0] if top else contextlib.nullcontext():
+    spec = ui.pick_run("Run", key="act_run", summaries=summaries, with_checkpoints=True,
+                       prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
@@ -42,7 +47,7 @@ with st.spinner("Measuring activation rates over the training set…"):
     rates = engine.rates(spec)
 points = list(rates)
 
-c1, c2 = st.columns([2, 1])
+c1, c2 = (top[1], top[2]) if top else st.columns([2, 1])
 # opens on the point whose modules τ changes most (moda_core.decompose.tau_sensitive_point): the τ demo's layer.
 # Until the visitor picks a point (or a link names one), each run opens on its own such point, not on the last
 # run's.
@@ -51,75 +56,83 @@ if ui.SHARED_POINT not in st.session_state:
 point = ui.point_picker(c1, points, engine.tau_sensitive_point(spec), key="act_point",
                         help="The ReLU module, named by its path in the model.")
 order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
-tau = ui.tau_slider("act_tau")
 
-point_rates = rates[point].numpy()
-all_masks = engine.masks(spec, tau)
-point_masks = all_masks[point]
-by_class = order_by == "class they serve"
-order = (units_by_class_order(point_rates, point_masks) if by_class
-         else list(range(point_rates.shape[1])))
-groups = unit_groups(point_masks, names) if by_class else None
-kept = point_masks.sum(1)
-st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
-ui.chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
-         key="act_heatmap")
-st.caption("Colour: how often the unit fires for the class (0–100%, the colour bar). Black boxes: the units that "
-           "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
-           + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
-              f"two or more modules; **{UNKEPT_GROUP}**: kept by none (a group too narrow for its label is named "
-              "when you point at its units)." if by_class else ""))
 
-# units kept per layer vs τ, for the run and its twin trained the other way (standard for a MODA or MwT run, MODA
-# for a standard one) when the runs folders hold one
-group = study_jobs.twins(summaries, spec)
-method = next(iter(group))
-partner = "standard" if method != "standard" else "moda"
-twin = (partner, group[partner]) if partner in group else None
-shares = {f"{method_label(method)}: {ui.run_token(spec)}": engine.kept_share_by_tau(spec)}
-if twin is not None:
-    try:
-        with st.spinner("Measuring the twin's activation rates…"):
-            shares[f"{method_label(twin[0])}: {ui.run_token(twin[1])}"] = engine.kept_share_by_tau(twin[1])
-    except ModaError:  # a twin that does not load: the chart shows the run alone
-        twin = None
-ui.chart(kept_by_tau_figure(TAU_RANGE, shares, {p: int(r.shape[1]) for p, r in rates.items()}, tau, point),
-         key="act_kept_by_tau")
-st.caption("How much moving τ changes each layer's modules: one line per activation point, the mean share of its "
-           "units a class module keeps"
-           + (f"; solid: this run, dashed: its twin, the same model and data with {method_label(twin[0])}." if twin else
-              " (no twin trained the other way in the runs folders).")
-           + " Flat lines are layers τ hardly changes; the page opens on the layer it changes most.")
+@ui.fragment
+def tau_view() -> None:
+    """Everything τ changes: a slider step reruns only this (the heatmap first), not the pickers above."""
+    tau = ui.tau_slider("act_tau")
 
-st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
-                           "share of units": 100.0 * kept / point_rates.shape[1]}),
-             hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
-if engine.composition_blocker(spec) is None:  # module sizes are counted on the model's graph
-    sizes = engine.module_metrics(spec, tau)["sizes"]
-    floor = engine.module_floor(spec)
-    ui.chart(module_size_figure(sizes, names, tau, floor), key="act_sizes")
-    st.caption("A module keeps, at every layer, the weights between the units it keeps there and those it keeps "
-               "one layer before (the Modules page compares runs)."
-               + (" " + floor_text(floor) if floor >= FLOOR_SHOWN else ""))
+    point_rates = rates[point].numpy()
+    all_masks = engine.masks(spec, tau)
+    point_masks = all_masks[point]
+    by_class = order_by == "class they serve"
+    order = (units_by_class_order(point_rates, point_masks) if by_class
+             else list(range(point_rates.shape[1])))
+    groups = unit_groups(point_masks, names) if by_class else None
+    kept = point_masks.sum(1)
+    st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
+    ui.chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
+             key="act_heatmap")
+    st.caption("Colour: how often the unit fires for the class (0–100%, the colour bar). Black boxes: the units that "
+               "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
+               + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
+                  f"two or more modules; **{UNKEPT_GROUP}**: kept by none (a group too narrow for its label is named "
+                  "when you point at its units)." if by_class else ""))
 
-st.subheader("One test image through the network")
-test_size = len(engine.dataset(spec).test)
-index = ui.image_picker(f"Test image (0–{test_size - 1})", test_size, key="act_image")
-image = engine.image_activations(spec, int(index))
-c1, c2 = st.columns([1, 3])
-c1.image(np.clip(image["image"], 0, 1), caption=f"true: {plain(names[image['label']])}, "
-                                                 f"predicted: {plain(names[image['predicted']])}", width=160)
-# The module compared follows the image's prediction whenever the image (or run) changes; a class the
-# visitor picks stays until then (a τ or point change keeps it).
-shown_image = (spec, int(index))
-if (st.session_state.get("act_module_image") != shown_image
-        or st.session_state.get("act_module_class") not in names):
-    st.session_state["act_module_image"] = shown_image
-    st.session_state["act_module_class"] = names[image["predicted"]]
-module_class = c1.selectbox("Compare with the module of class", names, key="act_module_class",
-                            help="Follows the predicted class when you pick another image.")
-ui.chart(firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
-         key="act_firing", where=c2)
-ui.chart(image_module_match(image["fired"], all_masks, names), key="act_match")
-st.caption("Each cell: of the units that fire for this image at a point, the share that a class's module keeps. "
-           "In a well-modularised network the true class's row is the brightest.")
+    # units kept per layer vs τ, for the run and its twin trained the other way (standard for a MODA or MwT run, MODA
+    # for a standard one) when the runs folders hold one
+    group = study_jobs.twins(summaries, spec)
+    method = next(iter(group))
+    partner = "standard" if method != "standard" else "moda"
+    twin = (partner, group[partner]) if partner in group else None
+    shares = {f"{method_label(method)}: {ui.run_token(spec)}": engine.kept_share_by_tau(spec)}
+    if twin is not None:
+        try:
+            with st.spinner("Measuring the twin's activation rates…"):
+                shares[f"{method_label(twin[0])}: {ui.run_token(twin[1])}"] = engine.kept_share_by_tau(twin[1])
+        except ModaError:  # a twin that does not load: the chart shows the run alone
+            twin = None
+    ui.chart(kept_by_tau_figure(TAU_RANGE, shares, {p: int(r.shape[1]) for p, r in rates.items()}, tau, point),
+             key="act_kept_by_tau")
+    st.caption("How much moving τ changes each layer's modules: one line per activation point, the mean share of its "
+               "units a class module keeps"
+               + (f"; solid: this run, dashed: its twin, the same model and data with {method_label(twin[0])}."
+                  if twin else " (no twin trained the other way in the runs folders).")
+               + " Flat lines are layers τ hardly changes; the page opens on the layer it changes most.")
+
+    st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
+                               "share of units": 100.0 * kept / point_rates.shape[1]}),
+                 hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
+    if engine.composition_blocker(spec) is None:  # module sizes are counted on the model's graph
+        sizes = engine.module_metrics(spec, tau)["sizes"]
+        floor = engine.module_floor(spec)
+        ui.chart(module_size_figure(sizes, names, tau, floor), key="act_sizes")
+        st.caption("A module keeps, at every layer, the weights between the units it keeps there and those it keeps "
+                   "one layer before (the Modules page compares runs)."
+                   + (" " + floor_text(floor) if floor >= FLOOR_SHOWN else ""))
+
+    st.subheader("One test image through the network")
+    test_size = len(engine.dataset(spec).test)
+    index = ui.image_picker(f"Test image (0–{test_size - 1})", test_size, key="act_image")
+    image = engine.image_activations(spec, int(index))
+    c1, c2 = st.columns([1, 3])
+    c1.image(np.clip(image["image"], 0, 1), caption=f"true: {plain(names[image['label']])}, "
+                                                     f"predicted: {plain(names[image['predicted']])}", width=160)
+    # The module compared follows the image's prediction whenever the image (or run) changes; a class the
+    # visitor picks stays until then (a τ or point change keeps it).
+    shown_image = (spec, int(index))
+    if (st.session_state.get("act_module_image") != shown_image
+            or st.session_state.get("act_module_class") not in names):
+        st.session_state["act_module_image"] = shown_image
+        st.session_state["act_module_class"] = names[image["predicted"]]
+    module_class = c1.selectbox("Compare with the module of class", names, key="act_module_class",
+                                help="Follows the predicted class when you pick another image.")
+    ui.chart(firing_figure(image["fired"], all_masks, names.index(module_class), module_class),
+             key="act_firing", where=c2)
+    ui.chart(image_module_match(image["fired"], all_masks, names), key="act_match")
+    st.caption("Each cell: of the units that fire for this image at a point, the share that a class's module keeps. "
+               "In a well-modularised network the true class's row is the brightest.")
+
+
+tau_view()

@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import engine, folders, ui
 from dashboard.figures.compare import compare_accuracy, compare_cost, compare_module_size, compare_overlap, model_label
+from dashboard.figures.style import method_label
 from moda_core.comparison import CompareFileError
 
 REGENERATE = ("`.venv/bin/python bench/compare.py` writes it (add `--quick` for a version that takes minutes "
@@ -55,18 +56,41 @@ if overhead_problem:
     st.warning(f"Step-time ratios left out: {overhead_problem}")
 
 st.subheader("The table")
-# percentages with one decimal, as on every chart (the file keeps shares 0–1)
-PERCENT_COLUMNS = ("test_accuracy", "mean_module_size", "mean_overlap", "pair_params_fraction",
-                   "pair_composed_accuracy", "pair_standard_accuracy")
-percent = st.column_config.NumberColumn(format="%.1f%%")
-shown = table.copy()
-for column in PERCENT_COLUMNS:
-    if column in shown:
-        shown[column] = 100 * shown[column]
-st.dataframe(shown, hide_index=True, column_config={
-    **{column: percent for column in PERCENT_COLUMNS},
-    "seconds_per_epoch": st.column_config.NumberColumn(format="%.2f s"),
-    "time_ratio_vs_standard": st.column_config.NumberColumn(format="×%.2f")})
+# as the README's table: readable, short headers (each explained when pointed at), percentages with one decimal as on
+# every chart (the file keeps shares 0–1), time and pair accuracy each with its reference in brackets, so that it fits
+# a 1280-px screen; the seed and epoch budget are in the caption
+HEADERS = {  # shown column → help
+    "model": "The model and its width multiplier.",
+    "method": "How it was trained.",
+    "accuracy": "Test accuracy of the whole model, all classes.",
+    "s / epoch (× std.)": "Seconds per training epoch, and ÷ standard training's on the same model.",
+    "module": "Mean module size: the share of the weights one class's module keeps.",
+    "overlap": "Mean pairwise overlap: the share of the weights two classes' modules both keep.",
+    "pair model": "Parameters of a model composed for two classes ÷ the full model's, mean over all class pairs.",
+    "pair acc. (std.)": "Accuracy of the composed two-class models on their two classes (no fine-tuning), mean over "
+                        "all class pairs; in brackets the standard model restricted to the same classes' outputs.",
+}
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}%" if value == value else "—"  # NaN: not measured
+
+
+def number(value: float, pattern: str) -> str:
+    return pattern.format(value) if value == value else "—"
+
+
+shown = [{
+    "model": model_label(row), "method": method_label(str(row["method"])),
+    "accuracy": percent(row["test_accuracy"]),
+    "s / epoch (× std.)": f"{number(row['seconds_per_epoch'], '{:.2f} s')} "
+                          f"({number(row['time_ratio_vs_standard'], '×{:.2f}')})",
+    "module": percent(row["mean_module_size"]), "overlap": percent(row["mean_overlap"]),
+    "pair model": percent(row["pair_params_fraction"]),
+    "pair acc. (std.)": f"{percent(row['pair_composed_accuracy'])} ({percent(row['pair_standard_accuracy'])})",
+} for row in table.to_dict("records")]
+st.dataframe(shown, hide_index=True, width="stretch",
+             column_config={name: st.column_config.TextColumn(name, help=text) for name, text in HEADERS.items()})
 budgets = engine.compare_budgets(table)
 seeds = ", ".join(f"{s:g}" for s in budgets["seeds"])
 epochs = ", ".join(f"{e:g}" for e in budgets["epochs"])
@@ -76,7 +100,7 @@ same = (f"Not like for like: the methods of {uneven} used different seeds or epo
         f"All methods used one seed ({seeds}) and one epoch budget ({epochs} epochs) per model, so the rows "
         "compare like for like.")
 st.caption(f"From `{folders.shown_path(path)}`; {REGENERATE}. {same} One row per model × method; accuracies, "
-           "module sizes and overlaps in percent (the file keeps them as shares 0–1); time_ratio_vs_standard is "
-           "seconds per epoch ÷ standard training's.")
+           "module sizes and overlaps in percent (the file keeps them as shares 0–1); point at a column's name for "
+           "what it measures.")
 if budgets["uneven"]:
     st.warning(same)

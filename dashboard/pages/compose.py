@@ -93,14 +93,22 @@ st.caption("A `torch.export` program (.pt2): `torch.export.load(path).module()(x
            f"input: a batch of {tuple(run.model.input_shape)} images normalised as in training — pixel values "
            f"scaled to 0–1, then (x − mean) / std per channel with mean ({mean}) and std ({std}); outputs: the "
            f"logits of classes {', '.join(plain(names[c]) for c in classes)} in that order.")
-if st.button("Export as .pt2", key="comp_export"):
-    st.session_state["comp_exported"] = (spec, tau, tuple(classes))
-if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
-    with st.spinner("Exporting…"):
-        data = engine.export_bytes(spec, tau, classes)
-    epoch = run_store.split_run_spec(spec)[1]
-    named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
-    file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"
-    st.caption(f"Saved as {code(file_name)} (named by class, in the order of the outputs).")
-    st.download_button(f"Download module ({len(data) / 1e6:.1f} MB)", data, file_name=file_name,
-                       mime="application/octet-stream", key="comp_download")
+
+
+@ui.fragment
+def export_view() -> None:
+    """The export button and its download: a click reruns only this part, not the composition above."""
+    if st.button("Export as .pt2", key="comp_export"):
+        st.session_state["comp_exported"] = (spec, tau, tuple(classes))
+    if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
+        with st.spinner("Exporting…"):
+            data = engine.export_bytes(spec, tau, classes)
+        epoch = run_store.split_run_spec(spec)[1]
+        named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
+        file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"
+        st.caption(f"Saved as {code(file_name)} (named by class, in the order of the outputs).")
+        st.download_button(f"Download module ({len(data) / 1e6:.1f} MB)", data, file_name=file_name,
+                           mime="application/octet-stream", key="comp_download")
+
+
+export_view()

@@ -45,9 +45,10 @@ if shown:
                "split, all classes.")
     recorded = [labels[k] for k in known if study_jobs.is_recorded(group[k])]
     if recorded:
-        st.caption("Drawn at once for any τ: " + ", ".join(plain(label) for label in recorded) + " ship"
-                   f"{'s' if len(recorded) == 1 else ''} the activation rates of every checkpoint, and a module at "
-                   "τ follows from the rates alone (the weights of most checkpoints are not shipped).")
+        who = "These runs" if len(recorded) == len(known) else ", ".join(plain(label) for label in recorded)
+        verb = "ships" if who != "These runs" and len(recorded) == 1 else "ship"
+        st.caption(f"{who} {verb} the activation rates of every checkpoint: a module at τ follows from the rates "
+                   "alone, so every τ draws at once (the weights of most of those checkpoints are not shipped).")
     if single:
         st.caption("Only one point for " + ", ".join(plain(label) for label in single) + ": that run kept no "
                    "periodic checkpoints (train it again with Checkpoint every N epochs in the Runs page's form, or "
