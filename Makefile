@@ -46,7 +46,7 @@ lint: $(VENV)/.installed
 
 # refresh the README's screenshots (needs Debian's chromium)
 screenshots: $(VENV)/.installed
-	MODA_SCREENSHOTS_DIR=docs/screenshots MODA_COMPARE_CSV=assets/results/compare.csv $(PY) -m pytest -q -m browser -s
+	MODA_SCREENSHOTS_DIR=docs/screenshots MODA_COMPARE_CSV=assets/results/compare.csv $(PY) -m pytest -q tests/test_browser.py -s
 
 clean-venv:
 	rm -rf $(VENV)

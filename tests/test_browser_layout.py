@@ -15,6 +15,7 @@ from helpers import CHROMIUM, CHROMIUM_ARGS, ServedDashboard
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["how", "runs", "activations", "modules", "map", "evolution", "tau", "compose", "swap", "compare"]
 SIZES = [(1280, 800, True), (1920, 1080, True), (1280, 800, False)]
+NO_CHART = {"swap"}  # its chart comes with a swap, which this walk does not run
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.long,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")]
 
@@ -75,8 +76,9 @@ def test_no_chart_text_overlaps_and_projector_text_is_large(served, width, heigh
             page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
             assert page.locator("[data-testid='stException']").count() == 0, name
             charts = page.locator(".js-plotly-plot")
-            if charts.count():
+            if name not in NO_CHART:  # wait for it: the run may still be sending the page when the status widget goes
                 charts.first.locator(".main-svg").first.wait_for()
+                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
                 page.wait_for_timeout(800)  # plotly lays out its text after the first draw
             problems += [f"{name}: {p}" for p in overlaps(page.evaluate(BOXES))]
             if name == "compare":  # its table: every column on screen (a data grid scrolls sideways otherwise)
