@@ -31,6 +31,7 @@ from moda_core.studies import (
 TAU_CSV = "tau_sweep.csv"  # tau_sweep over DEFAULT_TAUS, if a run folder ships one
 TAU_GRID = tuple(DEFAULT_TAUS)  # the τ trade-off's fixed, small grid
 MAX_RESULTS = 64
+MAX_INSTANT_STATES = 200  # recorded checkpoints drawn without the lock: about 7 ms each for the demo VGG
 _LOCK = threading.Lock()  # one study computation at a time, for the whole server
 
 
@@ -92,8 +93,10 @@ def cached(study: str, spec: str, tau: float | None = None) -> pd.DataFrame | No
 
 
 def is_recorded(spec: str) -> bool:
-    """Whether the run's evolution is drawn from recorded rates (``moda_core.studies.evolution_is_recorded``)."""
-    return evolution_is_recorded(run_store.split_run_spec(spec)[0])
+    """Whether the run's evolution is drawn from recorded rates at once (``moda_core.studies.evolution_is_recorded``):
+    at most ``MAX_INSTANT_STATES`` of them, so that no visitor starts unbounded work outside the study lock (a
+    folder recording more goes through the button, the lock and the progress bar like any other run)."""
+    return evolution_is_recorded(run_store.split_run_spec(spec)[0], most=MAX_INSTANT_STATES)
 
 
 def _remember(key: tuple, frame: pd.DataFrame) -> pd.DataFrame:

@@ -191,10 +191,11 @@ def training_evolution(run_dir_or_run: runs.Run | str | Path, tau: float = DEFAU
     return pd.DataFrame(rows, columns=EVOLUTION_COLUMNS)
 
 
-def evolution_is_recorded(run_dir: str | Path) -> bool:
+def evolution_is_recorded(run_dir: str | Path, most: int | None = None) -> bool:
     """Whether every state ``training_evolution`` draws for this run has its rates in the folder's
-    ``evolution-rates.safetensors`` (so it needs no model evaluation: milliseconds, at any τ). Reads only
-    the file's header; a file that does not parse counts as not recorded."""
+    ``evolution-rates.safetensors`` (so it needs no model evaluation: a few milliseconds a state, at any τ),
+    and (with ``most``) it records at most ``most`` states. Reads only the file's header; a file that does
+    not parse counts as not recorded."""
     run_dir = Path(run_dir)
     path = run_dir / EVOLUTION_RATES
     if not path.is_file():
@@ -204,7 +205,7 @@ def evolution_is_recorded(run_dir: str | Path) -> bool:
         states = {epoch for epoch, _ in evolution_states(run_dir)}
     except (ModaError, OSError, KeyError, TypeError, ValueError):
         return False
-    return states <= epochs
+    return states <= epochs and (most is None or len(epochs) <= most)
 
 
 def default_pairs(num_classes: int, samples: int = DEFAULT_PAIRS, seed: int = 0) -> list[list[int]]:

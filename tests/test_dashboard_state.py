@@ -234,6 +234,15 @@ def test_the_demo_draws_every_checkpoint_at_any_tau_from_its_recorded_rates(demo
         moda["y"] == pytest.approx(expected["mean_module_size"].tolist(), abs=1e-9)
 
 
+def test_a_folder_recording_more_checkpoints_than_the_bound_goes_through_the_button(demo_env, fake_studies,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(study_jobs, "MAX_INSTANT_STATES", 19)  # the demo records 20 per run
+    app = fresh({"tau": "0.64"}, "evolution")
+    assert "Not computed yet at τ = 0.64" in texts(app) and fake_studies == []  # nothing done without a click
+    app.button(key="evo_compute").click().run()
+    assert fake_studies and "Not computed yet" not in texts(app)
+
+
 def test_activations_point_and_image_survive_other_pages_and_a_reload(demo_env):
     app = open_page("activations")
     points = app.selectbox(key="act_point").options

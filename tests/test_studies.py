@@ -109,6 +109,7 @@ def test_recorded_rates_give_every_checkpoint_at_any_tau_without_the_weights(len
     assert not evolution_is_recorded(lenet_moda_run.path)
     copy = _recorded_copy(lenet_moda_run.path, tmp_path / "recorded")
     assert runs.list_checkpoints(copy) == [] and evolution_is_recorded(copy)
+    assert evolution_is_recorded(copy, most=3) and not evolution_is_recorded(copy, most=2)  # a bound on the work
     calls = []
     recorded = training_evolution(copy, tau=tau, progress=lambda d, t: calls.append((d, t)))
     assert recorded["epoch"].tolist() == [1, 2, 3] and calls[-1] == (3, 3)
