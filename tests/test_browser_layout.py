@@ -2,7 +2,7 @@
 (``?present=1``) and at 1280×800 without it. On every chart, no two of its texts (title, legend entries, axis
 titles, panel titles and other annotations, colour-bar titles) overlap; in projector mode no chart text is
 smaller than 18 px (numbers inside cells and on bars: 15 px), and each page's first chart starts on the first
-screen; Compare's table shows all its columns without scrolling sideways. Screenshots go to
+screen; every table shows all its columns without scrolling sideways. Screenshots go to
 $MODA_LAYOUT_SCREENSHOTS_DIR when set, else under pytest's temporary folder (30 pictures: not the README's)."""
 from __future__ import annotations
 
@@ -81,11 +81,11 @@ def test_no_chart_text_overlaps_and_projector_text_is_large(served, width, heigh
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
                 page.wait_for_timeout(800)  # plotly lays out its text after the first draw
             problems += [f"{name}: {p}" for p in overlaps(page.evaluate(BOXES))]
-            if name == "compare":  # its table: every column on screen (a data grid scrolls sideways otherwise)
+            # every table's columns on screen (a data grid scrolls sideways otherwise): Runs, Activations, Compare
+            if name in ("runs", "compare"):
                 page.locator("[data-testid='stDataFrame'] .dvn-scroller").first.wait_for()
-                widths = page.evaluate(TABLE_WIDTHS)
-                problems += [f"compare: table {content} px wide in {box} px" for content, box in widths
-                             if content > box + 1]
+            widths = page.evaluate(TABLE_WIDTHS)
+            problems += [f"{name}: table {content} px wide in {box} px" for content, box in widths if content > box + 1]
             if present:
                 small = [t for t in page.evaluate(FONTS) if t["size"] < (15 if t["cell"] else 18) - 0.01]
                 problems += [f"{name}: text {t['text']!r} at {t['size']} px" for t in small[:3]]

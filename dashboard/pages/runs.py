@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -62,6 +63,31 @@ def config_facts(path: str) -> dict:
             "data fraction": None if fraction is None else 100 * float(fraction)}
 
 
+def _number(value: Any) -> str:
+    return "" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def run_row(summary: dict, live: training.TrainingStatus | None = None) -> dict[str, Any]:
+    """One row of the runs table: what makes two accuracies comparable (method and MODA's loss weights, model and
+    width, classes, data and its fraction), then the epochs and the test accuracy."""
+    s = summary
+    facts = {"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])}
+    width = facts["width"]
+    model = s.get("model") or ""
+    fraction = facts["data fraction"]
+    data = s.get("dataset") or ""
+    method = METHODS[s["method"]].label if s.get("method") in METHODS and s["status"] != "broken" else None
+    weights = [s.get("alpha"), s.get("beta"), s.get("gamma")]
+    if method is not None and s.get("method") == "moda" and all(w is not None for w in weights):
+        method += f" ({', '.join(_number(w) for w in weights)})"  # α, β, γ: a sweep's runs differ here
+    return {"run": folders.run_label(s["path"]), "status": status_text(s, live), "method": method,
+            "model": f"{model} ×{width:g}" if isinstance(width, (int, float)) and width != 1 and model else model,
+            "classes": facts["classes"],
+            "data": f"{data} · {fraction:g}%" if fraction is not None and fraction != 100 and data else data,
+            "epochs": s.get("epochs_done"),
+            "accuracy": None if s.get("test_accuracy") is None else 100 * s["test_accuracy"]}
+
+
 def status_text(summary: dict, slot_status: training.TrainingStatus | None = None) -> str:
     """The table's status of a run: a running one says how far it got, "running, epoch k/n" (k finished
     epochs: 0 before the first ends; n from its config, else from the training slot's status)."""
@@ -108,22 +134,18 @@ slot = training.slot()
 if summaries:
     # what makes two accuracies comparable first (method, model, width, classes, data), then the loss weights
     live = slot.status()
-    table = pd.DataFrame([{"run": folders.run_label(s["path"]), "status": status_text(s, live),
-                           "method": METHODS[s["method"]].label if s.get("method") in METHODS
-                           and s["status"] != "broken" else None,
-                           "model": s.get("model"),
-                           **{"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])},
-                           "epochs": s.get("epochs_done"),
-                           "test accuracy": None if s.get("test_accuracy") is None else 100 * s["test_accuracy"],
-                           "data set": s.get("dataset"), "α": s.get("alpha"), "β": s.get("beta"), "γ": s.get("gamma"),
-                           "checkpoints": len(s.get("checkpoints") or [])} for s in summaries])
-    st.dataframe(table, hide_index=True, column_config={
-        "test accuracy": st.column_config.NumberColumn(format="%.1f%%", help="on the run's own classes' test "
-                                                       "images (see classes)"),
-        "width": st.column_config.NumberColumn(format="×%g", help="width multiplier of the model's layers"),
+    # compact: the model with its width, the data with its fraction, MODA's loss weights with the method (a run's
+    # checkpoints are offered where they are used), so that the table fits a 1280-px screen and a projector
+    table = pd.DataFrame([run_row(s, live) for s in summaries])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "model": st.column_config.TextColumn(help="the model, ×width multiplier of its layers when narrowed"),
         "classes": st.column_config.TextColumn(help="the classes the run was trained on (all: every class of "
                                                     "the data set); fewer classes make a high accuracy easier"),
-        "data fraction": st.column_config.NumberColumn(format="%.1f%%", help="share of the training images used"),
+        "data": st.column_config.TextColumn(help="the data set, and the share of its training images used"),
+        "accuracy": st.column_config.NumberColumn(format="%.1f%%", help="test accuracy, on the test images of the "
+                                                  "run's own classes (see classes)"),
+        "method": st.column_config.TextColumn(help="how it was trained; for MODA, in brackets, the weights α, β, γ "
+                                                   "of its affinity, dispersion and compactness terms"),
         "status": st.column_config.TextColumn(help="complete; running, epoch k/n (being trained: k of its n "
                                                    "epochs finished); interrupted (stopped "
                                                    "before its last epoch: resume or delete it below the table); "
