@@ -58,7 +58,7 @@ from moda_core.decompose import DEFAULT_TAU, decompose
 from moda_core.errors import ModaError
 from moda_core.io import atomic_write_bytes, load_tensors, save_tensors
 from moda_core.replace import strong_config, weak_config
-from moda_core.studies import checkpoint_record, evolution_states, save_evolution_rates, tau_sweep, training_evolution
+from moda_core.studies import evolution_states, measure_states, save_evolution_rates, tau_sweep, training_evolution
 from moda_core.train import TrainConfig, setting_differences, train
 
 EPOCHS = 100  # the VGG runs' budget
@@ -130,20 +130,14 @@ def bundle_run(source: Path, target: Path, kept: tuple[int, ...], half: bool = T
 
 
 def evolution_records(source: Path, every: int = CHECKPOINT_EVERY) -> dict:
-    """The rates and test accuracy of every state of a trained run (``studies.checkpoint_record``), while all
+    """The rates and test accuracy of every state of a trained run (``studies.measure_states``), while all
     its checkpoints' weights are at hand (a run without all of them is refused)."""
     done = runs.summarize_run(source)["epochs_done"]
     wanted = list(range(every, done, every))
     if [e for e in runs.list_checkpoints(source) if e < done] != wanted:
-        raise ModaError(f"{source}: recording its evolution needs the checkpoints of epochs {wanted[0]}, "
-                        f"{wanted[1]}, …, {wanted[-1]}; it has {runs.list_checkpoints(source)}")
-    data = None
-    records = {}
-    for epoch, spec in evolution_states(source):
-        run = runs.load_run(spec)
-        data = data or runs.run_dataset(run)
-        records[epoch] = checkpoint_record(run, data)
-    return records
+        raise ModaError(f"{source}: recording its evolution needs a checkpoint every {every} epochs, {wanted}; "
+                        f"it has {runs.list_checkpoints(source)}")
+    return {epoch: record for epoch, _, record in measure_states(evolution_states(source))}
 
 
 def write_tau_sweep(run_dir: Path) -> None:

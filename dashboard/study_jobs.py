@@ -59,7 +59,6 @@ def precomputed(study: str, spec: str) -> pd.DataFrame | None:
     ``cached``.)"""
     if study != "tau":
         return None
-    columns = TAU_COLUMNS
     path = run_store.split_run_spec(spec)[0] / TAU_CSV
     if not path.is_file():
         return None
@@ -67,7 +66,7 @@ def precomputed(study: str, spec: str) -> pd.DataFrame | None:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
-    return frame[columns] if set(columns) <= set(frame.columns) and len(frame) else None
+    return frame[TAU_COLUMNS] if set(TAU_COLUMNS) <= set(frame.columns) and len(frame) else None
 
 
 def checkpoint_count(spec: str) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -77,6 +77,18 @@ def checkpoint_record(run: runs.Run, data: Dataset | None = None) -> tuple[dict[
     measures them) and its test accuracy."""
     data = data or runs.run_dataset(run)
     return run_rates(run, data), accuracy(predict_logits(run.model, data.test), data.test.labels)
+
+
+def measure_states(states: Sequence[tuple[int, str]], final: runs.Run | None = None,
+                   ) -> Iterator[tuple[int, runs.Run, tuple[dict[str, torch.Tensor], float]]]:
+    """Load each state of ``states`` ((epoch, spec) pairs, as ``evolution_states`` lists them) and measure it
+    (``checkpoint_record``), in order, loading the data set once: (epoch, loaded run, record). ``final``, the
+    run's latest weights when the caller has them loaded already, serves for its own spec."""
+    data: Dataset | None = None
+    for epoch, spec in states:
+        run = final if final is not None and spec == final.spec else runs.load_run(spec)
+        data = data or runs.run_dataset(run)
+        yield epoch, run, checkpoint_record(run, data)
 
 
 def save_evolution_rates(run_dir: str | Path,
@@ -175,20 +187,19 @@ def training_evolution(run_dir_or_run: runs.Run | str | Path, tau: float = DEFAU
     final = final if final is not None and final.spec == str(path) else runs.load_run(path)
     recorded = load_evolution_rates(final)
     epochs = sorted(set(states) | set(recorded))
-    data: Dataset | None = None
-    rows = []
-    for done, epoch in enumerate(epochs, start=1):
-        if epoch in recorded:
-            rates, acc = recorded[epoch]
-            rows.append(_evolution_row(final.model, epoch, rates, acc, tau))
-        else:
-            run = final if states[epoch] == str(path) else runs.load_run(states[epoch])
-            data = data or runs.run_dataset(run)
-            rates, acc = checkpoint_record(run, data)
-            rows.append(_evolution_row(run.model, epoch, rates, acc, tau))
+    rows: dict[int, dict[str, float]] = {}
+
+    def add(epoch: int, model: torch.nn.Module, rates: dict[str, torch.Tensor], acc: float) -> None:
+        rows[epoch] = _evolution_row(model, epoch, rates, acc, tau)
         if progress:
-            progress(done, len(epochs))
-    return pd.DataFrame(rows, columns=EVOLUTION_COLUMNS)
+            progress(len(rows), len(epochs))
+
+    for epoch in sorted(recorded):
+        add(epoch, final.model, *recorded[epoch])
+    unrecorded = [(epoch, spec) for epoch, spec in sorted(states.items()) if epoch not in recorded]
+    for epoch, run, (rates, acc) in measure_states(unrecorded, final):
+        add(epoch, run.model, rates, acc)
+    return pd.DataFrame([rows[epoch] for epoch in epochs], columns=EVOLUTION_COLUMNS)
 
 
 def evolution_is_recorded(run_dir: str | Path, most: int | None = None) -> bool:

@@ -194,3 +194,18 @@ def test_reuse_refuses_a_run_trained_with_other_settings(lenet_moda_run):
     assert not make_demo.reusable(lenet_moda_run.path.parent / "absent", same)
     with pytest.raises(Exception, match="other settings"):
         make_demo.reusable(lenet_moda_run.path, TrainConfig(model="lenet5", epochs=4, seed=0, checkpoint_every=1))
+
+
+def test_evolution_records_measure_every_state_and_need_every_checkpoint(lenet_moda_run, tmp_path):
+    import shutil
+
+    make_demo = _make_demo_module()
+    records = make_demo.evolution_records(lenet_moda_run.path, every=1)
+    assert sorted(records) == [1, 2, 3]
+    measured = training_evolution(lenet_moda_run.path, DEFAULT_TAU)
+    assert [acc for _, acc in records.values()] == pytest.approx(measured["test_accuracy"].tolist(), abs=1e-12)
+    copy = tmp_path / "gap"
+    shutil.copytree(lenet_moda_run.path, copy)
+    runs.checkpoint_path(copy, 2).unlink()
+    with pytest.raises(Exception, match=r"needs a checkpoint every 1 epochs, \[1, 2\]; it has \[1, 3\]"):
+        make_demo.evolution_records(copy, every=1)
