@@ -1,40 +1,49 @@
-"""The graph composer (any model) next to the zoo's block-rule composer, on the same masks, side by side.
+"""Composition on the one graph, next to the composers it replaced, side by side in one script.
 
-For every zoo model both composers build the module of the same two classes from the same random masks; the
-table gives each one's time (median of ``--repeats``), the ratio graph / zoo, and the share of the parameters
-each keeps (the two may differ: the graph composer also slices through what a block rule keeps whole, and
-both are exact). Then outside models, which only the graph composer can take (torchvision ResNet-18,
-VGG11-bn, MobileNetV2 ×0.25, a small ViT, adapted to 1×28×28), with their time, kept share and the number of
-ops kept whole. Writes bench/results/compose_any.md.
+For every zoo model the graph composer (``moda_core.compose.compose_module``) builds the module of two classes from
+the same random masks: its time (median of ``--repeats``, the model's graph already read, as a served dashboard
+has it) and the first call's (which reads the graph), and the share of the parameters it keeps. With
+``--baseline REF`` (a git revision from before the one graph, e.g. ``d59e959``) the script checks that revision out
+into a temporary worktree and runs its own ``bench.compose_any --json`` there, in a subprocess, before and after
+this one's measurements: that gives the zoo composer (block rules) and the old graph composer on the same models,
+masks and machine, and the ratio new / old. Then outside models (torchvision ResNet-18, VGG11-bn, MobileNetV2 ×0.25,
+a small ViT, adapted to 1×28×28): time, kept share and ops kept whole.
 
-    python -m bench.compose_any [--density 0.5] [--repeats 5] [--json]
+    python -m bench.compose_any [--baseline REF] [--density 0.5] [--repeats 5] [--json] [--out FILE]
+
+Writes the table to ``--out`` only when given (the committed table is bench/results/compose_any.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from moda_core.activations import point_units
 from moda_core.compose import compose_module, parameter_count
-from moda_core.graph import activation_sites
-from moda_core.graph_compose import compose_graph
+from moda_core.graph import graph_of
+from moda_core.loop import prepare_model
 from moda_core.models import build_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ZOO = [("lenet5", 1.0), ("vgg11", 1.0), ("resnet18", 1.0), ("mobilenet", 1.0), ("vit", 1.0)]
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ["lenet5", "vgg11", "resnet18", "mobilenet", "vit"]
 CLASSES = [3, 7]
 
 
 def random_masks(model: torch.nn.Module, density: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The masks the previous version of this script drew: per point in forward order, 10 × units, unit 0 kept."""
     generator = torch.Generator().manual_seed(seed)
     masks = {}
-    for name, site in activation_sites(model, example_input=torch.zeros(1, 1, 28, 28)).items():
-        mask = torch.rand(10, site.units, generator=generator) < density
+    for name, units in point_units(model).items():
+        mask = torch.rand(10, units, generator=generator) < density
         mask[:, 0] = True
         masks[name] = mask
     return masks
@@ -50,7 +59,7 @@ def timed(function, repeats: int) -> tuple[float, object]:
 
 
 def outside_models() -> dict[str, torch.nn.Module]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's adapted models
+    sys.path.insert(0, str(ROOT / "tests"))  # the test suite's adapted models
     import graph_models
 
     return {"torchvision resnet18": graph_models.tv_resnet18(), "torchvision vgg11_bn": graph_models.tv_vgg11_bn(),
@@ -58,49 +67,77 @@ def outside_models() -> dict[str, torch.nn.Module]:
             "torchvision ViT (2 layers)": graph_models.tv_vit()}
 
 
+def measure(model: torch.nn.Module, density: float, repeats: int) -> dict:
+    masks = random_masks(model, density)
+    start = time.perf_counter()
+    compose_module(model, masks, CLASSES)  # the first call reads the graph
+    first = time.perf_counter() - start
+    seconds, composed = timed(lambda: compose_module(model, masks, CLASSES), repeats)
+    return {"params": parameter_count(model), "first_seconds": first, "seconds": seconds,
+            "kept": parameter_count(composed) / parameter_count(model), "kept_whole": len(graph_of(model).kept_whole())}
+
+
+def baseline(ref: str, density: float, repeats: int) -> dict[str, dict]:
+    """The old script's rows (zoo and graph composers), run from a worktree of ``ref``."""
+    with tempfile.TemporaryDirectory(prefix="moda-baseline-") as folder:
+        tree = Path(folder) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref], check=True,
+                       capture_output=True)
+        try:
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run([sys.executable, "-m", "bench.compose_any", "--json", "--density", str(density),
+                                   "--repeats", str(repeats)], cwd=tree, env=env, capture_output=True, text=True,
+                                  check=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    return {row["model"]: row for row in json.loads(done.stdout)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="a git revision whose composers to measure beside this one's")
     parser.add_argument("--density", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    x = torch.zeros(2, 1, 28, 28)
+    before = baseline(args.baseline, args.density, args.repeats) if args.baseline else {}
     rows = []
-    for name, width in ZOO:
-        model = build_model(name, 1, 28, 10, width).eval()
-        masks = random_masks(model, args.density)
-        zoo_time, zoo = timed(lambda: compose_module(model, masks, CLASSES), args.repeats)  # noqa: B023
-        graph_time, graph = timed(lambda: compose_graph(model, masks, CLASSES, x), args.repeats)  # noqa: B023
-        full = parameter_count(model)
-        rows.append({"model": f"zoo {name}", "params": full, "zoo_seconds": zoo_time, "graph_seconds": graph_time,
-                     "ratio": graph_time / zoo_time, "zoo_kept": parameter_count(zoo) / full,
-                     "graph_kept": parameter_count(graph.module) / full, "kept_whole": len(graph.report)})
+    for name in ZOO:
+        torch.manual_seed(0)
+        rows.append({"model": f"zoo {name}", **measure(build_model(name, 1, 28, 10).eval(), args.density,
+                                                        args.repeats)})
     for name, model in outside_models().items():
-        model = model.eval()
-        masks = random_masks(model, args.density)
-        graph_time, graph = timed(lambda: compose_graph(model, masks, CLASSES, x), args.repeats)  # noqa: B023
-        full = parameter_count(model)
-        rows.append({"model": name, "params": full, "zoo_seconds": None, "graph_seconds": graph_time, "ratio": None,
-                     "zoo_kept": None, "graph_kept": parameter_count(graph.module) / full,
-                     "kept_whole": len(graph.report)})
+        rows.append({"model": name, **measure(prepare_model(model.eval(), torch.zeros(2, 1, 28, 28)), args.density,
+                                              args.repeats)})
+    after = baseline(args.baseline, args.density, args.repeats) if args.baseline else {}
+    for row in rows:  # the baseline's two runs, one before and one after this one's: their mean
+        old = [run[row["model"]] for run in (before, after) if row["model"] in run]
+        for key in ("zoo_seconds", "graph_seconds", "zoo_kept", "graph_kept"):
+            values = [o[key] for o in old if o.get(key) is not None]
+            row[f"old_{key}"] = sum(values) / len(values) if values else None
     if args.json:
         print(json.dumps(rows, indent=2))
         return
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [f"Composing classes {CLASSES} from random masks of density {args.density} (median of {args.repeats}; "
-             f"{torch.get_num_threads()} CPU threads)", "",
-             "| model | parameters | zoo composer s | graph composer s | graph / zoo | zoo keeps | graph keeps | "
-             "ops kept whole |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{torch.get_num_threads()} CPU threads; load average {load})"
+             + (f"; the old composers from revision {args.baseline}, run by this script in a worktree, before and "
+                "after these measurements (their mean)" if args.baseline else ""), "",
+             "| model | parameters | one graph s (first call) | old zoo composer s | old graph composer s | "
+             "one graph / zoo | one graph keeps | zoo kept | ops kept whole |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cell = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for row in rows:
-        zoo_seconds = "—" if row["zoo_seconds"] is None else f"{row['zoo_seconds']:.3f}"
-        ratio = "—" if row["ratio"] is None else f"{row['ratio']:.1f}×"
-        zoo_kept = "—" if row["zoo_kept"] is None else f"{row['zoo_kept']:.1%}"
-        lines.append(f"| {row['model']} | {row['params']:,} | {zoo_seconds} | {row['graph_seconds']:.3f} | {ratio} | "
-                     f"{zoo_kept} | {row['graph_kept']:.1%} | {row['kept_whole']} |")
+        ratio = row["seconds"] / row["old_zoo_seconds"] if row["old_zoo_seconds"] else None
+        lines.append(f"| {row['model']} | {row['params']:,} | {row['seconds']:.3f} ({row['first_seconds']:.2f}) | "
+                     f"{cell(row['old_zoo_seconds'], '.3f')} | {cell(row['old_graph_seconds'], '.3f')} | "
+                     f"{cell(ratio, '.2f')}{'×' if ratio else ''} | {row['kept']:.1%} | "
+                     f"{cell(row['old_zoo_kept'], '.1%')} | {row['kept_whole']} |")
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "compose_any.md").write_text(text + "\n")
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 
 from bench.common import METHODS, median_epoch_seconds
-from moda_core.activations import mask_points
-from moda_core.compose import parameter_count, point_units
+from moda_core.activations import masked_model, point_units
+from moda_core.compose import parameter_count
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
@@ -74,8 +74,8 @@ def accuracy_without_mlp(model, test) -> float:
     """Test accuracy of the full model with EVERY MLP hidden unit zeroed: what attention, norms and
     embeddings (the floor) do on their own."""
     none = {point: torch.zeros(units, dtype=torch.bool) for point, units in point_units(model).items()}
-    with torch.no_grad(), mask_points(model, none):
-        return accuracy(predict_logits(model, test), test.labels)
+    with torch.no_grad():
+        return accuracy(predict_logits(masked_model(model, none), test), test.labels)
 
 
 def measure(run, standard, pairs: list[list[int]], tau: float) -> dict:

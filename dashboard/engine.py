@@ -31,6 +31,7 @@ from moda_core.decompose import DEFAULT_TAU, Decomposition, decompose, masks_fro
 from moda_core.errors import ModaError
 from moda_core.evaluate import predict_logits
 from moda_core.export import export_module
+from moda_core.links import weight_links
 from moda_core.metrics import compose_report
 from moda_core.replace import Stage, class_index, repair
 from moda_core.replace import run_classes as classes_of
@@ -80,6 +81,23 @@ def _composition_blocker(spec: str, stamp: int) -> str | None:
 
     reason = blocker(_load_run(spec, stamp).model)
     return None if reason is None else public(reason)
+
+
+def graph_limits(spec: str) -> dict[str, Any]:
+    """What composition keeps whole for a run's model and which points reach the logits directly (empty when it
+    cannot compose at all: ``composition_blocker`` says why)."""
+    return _graph_limits(spec, weights_stamp(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _graph_limits(spec: str, stamp: int) -> dict[str, Any]:
+    from moda_core.graph import graph_of
+
+    model = _load_run(spec, stamp).model
+    if _composition_blocker(spec, stamp) is not None:
+        return {"kept_whole": [], "logit_points": []}
+    graph = graph_of(model)
+    return {"kept_whole": graph.kept_whole(), "logit_points": graph.logit_points()}
 
 
 def class_names(spec: str) -> list[str]:
@@ -326,163 +344,13 @@ def module_floor(spec: str) -> float:
 # ----- the module map: weights between consecutive points, what fires a unit (the Module map page) ----------
 
 MAP_IMAGES = 1000  # the module map ranks a unit's activation over at most this many test images (the first ones)
-MAP_HOPS = 2  # weight layers a connection between two consecutive points may cross, at most
-_MAP_STEPS = 20_000  # graph steps one walk may take (a bound for graphs with many residual paths)
-
-
-def _unit_weights(module: torch.nn.Module) -> torch.Tensor | None:
-    """A conv's or linear's |weights| as an outputs × inputs matrix (a conv's summed over its kernel, a grouped
-    conv's zero between groups); None for any other module."""
-    from torch import nn
-
-    if isinstance(module, nn.Linear):
-        return module.weight.detach().abs().float().cpu()
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        weight = module.weight.detach().abs().float().cpu()
-        per_group = weight.flatten(2).sum(2)  # out × in/groups
-        groups, out = module.groups, weight.shape[0]
-        if groups == 1:
-            return per_group
-        full = torch.zeros(out, module.in_channels)
-        rows, cols = out // groups, module.in_channels // groups
-        for g in range(groups):
-            full[g * rows:(g + 1) * rows, g * cols:(g + 1) * cols] = per_group[g * rows:(g + 1) * rows]
-        return full
-    return None
-
-
-def _fold(matrix: torch.Tensor, units: int) -> torch.Tensor | None:
-    """``matrix``'s columns summed down to ``units`` (a flatten spreads each channel over consecutive positions);
-    None when they do not divide."""
-    columns = matrix.shape[1]
-    if columns == units:
-        return matrix
-    if columns % units:
-        return None
-    return matrix.view(matrix.shape[0], units, columns // units).sum(2)
-
-
-def _map_graph(model: torch.nn.Module, points: list[str]) -> tuple[Any, dict[str, str]]:
-    """The model's fx graph and its points' nodes (node name → point): a tapped model is its own graph (its taps
-    are the points), a zoo model is traced by torch.fx (its points are ReLU module calls). Raises when fx cannot
-    trace it."""
-    from torch import fx
-
-    from moda_core.tapped import taps_of
-
-    taps = taps_of(model)
-    if taps:
-        by_tap = {id(tap): name for name, tap in taps.items()}
-        graph_module = model
-    else:
-        graph_module = fx.symbolic_trace(model)
-        by_tap = {id(graph_module.get_submodule(p)): p for p in points}
-    sites = {node.name: by_tap[id(graph_module.get_submodule(node.target))] for node in graph_module.graph.nodes
-             if node.op == "call_module" and id(graph_module.get_submodule(node.target)) in by_tap}
-    return graph_module, sites
-
-
-def _walk_stops(node: Any) -> bool:
-    """Whether a walk back along the graph stops at an fx node: one that computes a size or a shape, not a
-    tensor (``x.size(0)``, ``x.shape``), or a concatenation (its units come from several tensors)."""
-    import builtins
-
-    return (node.op == "call_method" and node.target in ("size", "dim", "numel")) or \
-        (node.op == "call_function" and node.target in (builtins.getattr, torch.cat, torch.stack))
-
-
-def _walk_links(graph_module: Any, sites: dict[str, str], units: dict[str, int], before: str, point: str,
-                max_hops: int) -> tuple[np.ndarray, int] | None:
-    """The connections from ``before``'s units to ``point``'s, walking the graph back from ``point`` (see
-    ``weight_links``); None when no path crosses 1 … ``max_hops`` weight layers."""
-    from torch import fx
-
-    start = next(node for node in graph_module.graph.nodes if sites.get(node.name) == point)
-    stack: list[tuple[Any, torch.Tensor, int]] = [(arg, torch.eye(units[point]), 0)
-                                                  for arg in start.all_input_nodes[:1]]
-    reached: dict[int, torch.Tensor] = {}
-    steps = 0
-    while stack and steps < _MAP_STEPS:
-        steps += 1
-        node, matrix, hops = stack.pop()
-        if not isinstance(node, fx.Node) or node.op in ("placeholder", "get_attr", "output") or _walk_stops(node):
-            continue
-        name = sites.get(node.name)
-        if name is not None:  # a point: the one before, or another one that a path may not cross
-            folded = _fold(matrix, units[before]) if name == before and hops else None
-            if folded is not None:
-                reached[hops] = reached[hops] + folded if hops in reached else folded
-            continue
-        weights = _unit_weights(graph_module.get_submodule(node.target)) if node.op == "call_module" else None
-        if weights is not None:
-            folded = _fold(matrix, weights.shape[0]) if hops < max_hops else None
-            if folded is not None and node.all_input_nodes:
-                stack.append((node.all_input_nodes[0], folded @ weights, hops + 1))
-            continue
-        stack += [(arg, matrix, hops) for arg in node.all_input_nodes]
-    if not reached:
-        return None
-    hops = min(reached)
-    return reached[hops].numpy().astype(np.float32), hops
-
-
-def _plan_links(model: torch.nn.Module, units: dict[str, int]) -> dict[str, tuple[np.ndarray, int]]:
-    """A zoo model that fx cannot trace (MwT's gates): from its layer plan, each point's own conv or linear
-    reading the point before it."""
-    from moda_core.compose import layer_plan
-
-    links: dict[str, tuple[np.ndarray, int]] = {}
-    for step in layer_plan(model):
-        before = step.feed.point
-        for point in step.point_names().values():
-            if before is not None:
-                for module in step.module.modules():
-                    weights = _unit_weights(module)
-                    if weights is not None and weights.shape[0] == units[point]:
-                        folded = _fold(weights, units[before])
-                        if folded is not None:
-                            links[point] = (folded.numpy().astype(np.float32), 1)
-                        break
-            before = point
-    return links
-
-
-def weight_links(model: torch.nn.Module, max_hops: int = MAP_HOPS) -> dict[str, tuple[np.ndarray, int]]:
-    """For each activation point after the first: how strongly each unit of the point before it feeds each of its
-    units, through the weights between them on the model's fx graph: (its units × the previous point's units,
-    ≥ 0; the number of weight layers crossed). One conv or linear: its |weights| (a conv's summed over its kernel;
-    through a flatten, a channel's positions summed); several (a ViT's fc2, then across the residual stream the
-    next block's fc1): the product of their |weight| matrices, with norms, attention and pools passed over. Only
-    the paths that cross the fewest weight layers (at least one, at most ``max_hops``) count: a skip connection
-    alone is no weight. A zoo model fx cannot trace gets its blocks' own weights; points with no such path, and
-    every point of any other model fx cannot trace, are left out."""
-    from moda_core.activations import modular_points
-    from moda_core.compose import point_units
-    from moda_core.models.base import ZooNet
-
-    points = modular_points(model)
-    units = point_units(model)
-    try:
-        graph_module, sites = _map_graph(model, points)
-    except Exception:  # noqa: BLE001 - fx cannot trace it: a zoo model still has its layer plan
-        return _plan_links(model, units) if isinstance(model, ZooNet) else {}
-    links: dict[str, tuple[np.ndarray, int]] = {}
-    with torch.no_grad():
-        for before, point in zip(points[:-1], points[1:], strict=True):
-            if before in sites.values() and point in sites.values():
-                found = _walk_links(graph_module, sites, units, before, point, max_hops)
-                if found is not None:
-                    links[point] = found
-    return links
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _map_links(spec: str, stamp: int) -> dict[str, tuple[np.ndarray, int]]:
     return weight_links(_load_run(spec, stamp).model)
 
 
 def map_links(spec: str) -> dict[str, tuple[np.ndarray, int]]:
-    """``weight_links`` of a run's model (shared, not copied: do not change the arrays)."""
+    """``moda_core.links.weight_links`` of a run's model (shared, not copied: do not change the arrays)."""
     return _map_links(spec, weights_stamp(spec))
 
 

@@ -229,7 +229,7 @@ def probe_rates(spec: str, probe: tuple[Split, int] | None = None
     if probe is None:
         data = runs.run_dataset(run)
         probe = probe_split(data.train, data.num_classes), data.num_classes
-    rates, _ = activation_rates(run.model, probe[0], probe[1], indicators=method_of(run.config).unit_indicators)
+    rates, _ = activation_rates(run.model, probe[0], probe[1], firing=method_of(run.config).firing)
     return rates, run.model, probe
 
 

@@ -452,6 +452,27 @@ def composable_or_stop(spec: str) -> None:
         st.info(f"Run {code(folders.run_label(spec))} trains and decomposes, but cannot be composed: "
                 f"{plain(reason)}. Its activations are on the Activations page.")
         st.stop()
+    sentence = limits_sentence(engine.graph_limits(spec))
+    if sentence:
+        st.caption(sentence)
+
+
+def limits_sentence(limits: dict) -> str:
+    """One sentence on what composition keeps whole (by reason, with counts) and on points that reach the logits
+    directly; empty when there is nothing to say."""
+    reasons: dict[str, int] = {}
+    for _, reason in limits.get("kept_whole", []):
+        reasons[reason] = reasons.get(reason, 0) + 1
+    parts = []
+    if reasons:
+        listed = "; ".join(f"{count} × {plain(reason)}" for reason, count in reasons.items())
+        parts.append(f"Every module of this model keeps some operations whole ({listed}): exact, only not smaller "
+                     "there.")
+    if limits.get("logit_points"):
+        names = ", ".join(code(p) for p in limits["logit_points"])
+        parts.append(f"Point {names} reaches the logits with no weights between, so a module can drop its own "
+                     "class's logit.")
+    return " ".join(parts)
 
 
 def tau_slider(key: str = "tau") -> float:

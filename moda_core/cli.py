@@ -223,10 +223,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     result = {"run": str(run.path), "test_accuracy": run.metrics["test_accuracy"],
               "train_accuracy": run.metrics["train_accuracy"], "epochs": run.epoch,
               "seconds": run.metrics["seconds"], "seconds_per_epoch": run.metrics["seconds_per_epoch"],
-              "device": run.metrics["device"]}
+              "device": run.metrics["device"], "notes": graph_notes(run.model)}
     epochs = f"{run.epoch} epoch{'s' if run.epoch != 1 else ''}"
     emit(args, result, f"run {run.path}: test accuracy {result['test_accuracy']:.4f} after {epochs} "
-                       f"({result['seconds']:.1f} s on {result['device']})")
+                       f"({result['seconds']:.1f} s on {result['device']})"
+                       + "".join(f"\nnote: {note}" for note in result["notes"]))
     return result
 
 
@@ -266,23 +267,36 @@ def load_decomposed(spec: str, tau: float, recompute: bool = False) -> tuple[Run
     return run, decomposition
 
 
+def graph_notes(model: Any) -> list[str]:
+    """What composition cannot do for the model, one line each (``moda_core.compose.limits``)."""
+    from moda_core.compose import limits
+
+    return limits(model)
+
+
 @command("decompose")
 def cmd_decompose(args: argparse.Namespace) -> dict[str, Any]:
+    from moda_core.compose import composition_blocker
     from moda_core.summary import module_summary
 
     run, decomposition = load_decomposed(args.run, args.tau, args.recompute)
-    summary = module_summary(run.model, decomposition.masks)
-    sizes = summary.sizes
-    names = run.config.get("data", {}).get("class_names") or [str(c) for c in range(len(sizes))]
+    notes = graph_notes(run.model)
     result = {"run": run.spec, "tau": decomposition.tau, "points": decomposition.points,
-              "kept_units": decomposition.kept_units(),
-              "module_size": {str(c): s for c, s in enumerate(sizes)},
-              "mean_module_size": summary.mean_size, "overlap": summary.overlap.tolist(),
-              "mean_overlap": summary.mean_overlap, "mean_overlap_by_layer": summary.mean_overlap_by_layer}
-    lines = [f"run {run.spec}, tau {decomposition.tau:g}: {len(decomposition.points)} points",
-             *(f"  class {c} ({names[c]}): module size {s:.1%}" for c, s in enumerate(sizes)),
-             f"mean module size {result['mean_module_size']:.1%}, mean pairwise overlap {result['mean_overlap']:.1%}"]
-    emit(args, result, "\n".join(lines))
+              "kept_units": decomposition.kept_units(), "notes": notes}
+    lines = [f"run {run.spec}, tau {decomposition.tau:g}: {len(decomposition.points)} points"]
+    if composition_blocker(run.model) is None:
+        summary = module_summary(run.model, decomposition.masks)
+        sizes = summary.sizes
+        names = run.config.get("data", {}).get("class_names") or [str(c) for c in range(len(sizes))]
+        result.update({"module_size": {str(c): s for c, s in enumerate(sizes)}, "mean_module_size": summary.mean_size,
+                       "overlap": summary.overlap.tolist(), "mean_overlap": summary.mean_overlap,
+                       "mean_overlap_by_layer": summary.mean_overlap_by_layer})
+        lines += [*(f"  class {c} ({names[c]}): module size {s:.1%}" for c, s in enumerate(sizes)),
+                  f"mean module size {summary.mean_size:.1%}, mean pairwise overlap {summary.mean_overlap:.1%}"]
+    else:
+        kept = decomposition.kept_units()
+        lines += [f"  {point}: units kept per class {units}" for point, units in kept.items()]
+    emit(args, result, "\n".join(lines + [f"note: {note}" for note in notes]))
     return result
 
 
@@ -295,7 +309,7 @@ def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
 
     run, decomposition = load_decomposed(args.run, args.tau)
     report = compose_report(run.model, decomposition.masks, args.classes, run_dataset(run).test)
-    result = {"run": run.spec, "tau": decomposition.tau, **report}
+    result = {"run": run.spec, "tau": decomposition.tau, **report, "notes": graph_notes(run.model)}
     if args.out:
         result["out"] = str(export_module(compose_module(run.model, decomposition.masks, args.classes), args.out))
     emit(args, result, f"classes {report['classes']}: {report['params']:,} of {report['full_params']:,} parameters "
@@ -303,7 +317,7 @@ def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
                        f"accuracy {report['accuracy']:.4f} "
                        f"(full model on the same classes {report['full_accuracy']:.4f})"
                        + (f"; exported to {result['out']}" if args.out else "")
-                       + "".join(f"\n  kept whole: {node} ({reason})" for node, reason in report["kept_whole"]))
+                       + "".join(f"\nnote: {note}" for note in result["notes"]))
     return result
 
 

@@ -1,295 +1,338 @@
-"""Composition: class masks → a physically smaller network, and the analytic weight overlap between
-class modules (docs/design.md, Composition and its exactness contract; Weight overlap), from the
-composition rules of the model's block types.
+"""Composition: class masks → a physically smaller network, and the weight overlap between class modules, on the
+model's graph (``moda_core.graph``; docs/design.md, Composition and its exactness contract; Weight overlap).
 
-``layer_plan(model)`` walks a zoo model in forward order and gives, for every block, its rule
-(``moda_core.rules.rule_for``) and what feeds it (``Feed``: a point name, or whole units such as the
-image input, repeated over spatial positions after a flatten). ``check_masks``, ``compose_module``
-(which slices weights) and ``overlap_counts`` (which counts shared weights from masks alone) only
-loop over that plan and ask each block's rule; the coupling rules themselves live with the blocks
-(``models/blocks.py``) and in ``moda_core.rules``:
+Given the units each point keeps, one walk forward finds every tensor's *support* (the units that can be non-zero
+in the masked full model) and one walk back its *demand* (the units some later op needs); a composed tensor holds
+the units in both. Each op's rule (``moda_core.oprules``) says how support and demand pass through it and how its
+composed copy reads only what its inputs hold: convolutions (dense, depthwise), linear layers and batch norms are
+sliced; where an op needs a unit its producer dropped (a residual add of differently masked branches), a
+zero-filling gather supplies it, exact because that unit is zero in the masked full model; anything else is kept
+whole, exact and only not smaller, and reported with the reason.
 
-- a layer keeps the output units of its own point and the input units of the point feeding it;
-- a residual block's second conv and its projection shortcut share the mask of the ReLU after the
-  add; an identity shortcut adds only the channels kept on both sides;
-- a depthwise conv's channel reads only its own input channel, which is zero when the feeding point
-  dropped it (``ChannelGather`` supplies those zeros);
-- the logits layer keeps the logits of the target classes, in sorted order.
-
-Any other model (a model of the user's own, tapped: ``moda_core.tapped``) is composed on its traced graph
-(``moda_core.graph_compose``): the same functions dispatch there, the composed module is an fx
-``GraphModule`` with ``classes``, ``input_shape`` and ``kept_whole`` (what it could not slice, and why), and
-the overlap is counted on the graph. A model fx cannot trace cannot be composed; the error says why.
+The walks run on K mask rows at once: one row (the union of the targets' masks) to compose, one per class to count
+every pair's shared weights in one pass (``overlap_counts``): for a layer keeping output rows R and input columns
+C per class, classes i and j both keep ``(R Rᵀ)[i, j] · (C Cᵀ)[i, j] · kernel`` of its weights. The composed module
+is an fx ``GraphModule`` (logits of the sorted targets; ``classes``, ``input_shape``, ``kept_whole``) that
+``torch.export`` exports with a dynamic batch. Eval mode only (batch norms use their running statistics).
 """
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+import math
+from typing import Any, Iterable, Mapping
 
 import torch
-from torch import nn
+from torch import fx, nn
 
-from moda_core.activations import modular_points
+from moda_core.activations import point_units
 from moda_core.data import check_classes
 from moda_core.errors import ModaError
-from moda_core.graph_compose import compose_graph, graph_overlap_counts
-from moda_core.hooks import eval_mode, hooks
-from moda_core.models.base import ZooNet
-from moda_core.rules import BlockRule, Feed, parameter_count, rule_for
-from moda_core.tapped import taps_of
+from moda_core.graph import NetGraph, TraceError, attribute, graph_of, module_view
+from moda_core.oprules import acting
 
-__all__ = ["ComposedModule", "Feed", "Step", "check_masks", "compose_module", "composition_blocker", "layer_plan",
-           "overlap_counts", "parameter_count", "point_units", "union_units"]
+__all__ = ["check_masks", "compose_module", "composition_blocker", "layer_of", "limits", "overlap_counts",
+           "parameter_count"]
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    module: nn.Module
-    feed: Feed
-    rule: BlockRule
-
-    def point_names(self) -> dict[str, str]:
-        """Relative point name → full point name."""
-        return {p: f"{self.name}.{p}" for p in self.rule.points(self.module)}
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-def layer_plan(model: ZooNet) -> list[Step]:
-    """Blocks of ``model`` in forward order, each with its rule and the ``Feed`` it reads."""
-    if not isinstance(model, ZooNet):
-        raise ModaError(f"composition needs a zoo model (ZooNet), got {type(model).__name__}")
-    blocks: list[tuple[str, nn.Module, BlockRule]] = []
-
-    def visit(module: nn.Module, name: str) -> None:
-        if isinstance(module, nn.Sequential):
-            for child_name, child in module.named_children():
-                visit(child, f"{name}.{child_name}" if name else child_name)
-            return
-        rule = rule_for(module)
-        if rule is None:
-            raise ModaError(f"cannot compose layer {name!r} of type {type(module).__name__}: no composition rule "
-                            "is registered for it (moda_core.rules.register_rule)")
-        blocks.append((name, module, rule))
-
-    visit(model, "")
-    shapes = _block_shapes(model, [(name, module) for name, module, _ in blocks])
-    steps: list[Step] = []
-    feed = Feed(None, model.input_shape[0])
-    for name, module, rule in blocks:
-        steps.append(Step(name, module, feed, rule))
-        feed = rule.feed_after(module, name, feed, *shapes[name])
-    heads = [s for s in steps if s.rule.is_head]
-    if len(heads) != 1 or steps[-1] is not heads[0]:
-        raise ModaError("composition needs exactly one bare nn.Linear, the logits layer, at the end of the model")
-    return steps
+def zero_fill_gather(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x`` along ``axis`` gathered at ``index``, where index ``x.shape[axis]`` picks a zero."""
+    pad = torch.zeros_like(x.narrow(axis, 0, 1)) if x.shape[axis] else torch.zeros_like(x.sum(axis, keepdim=True))
+    return torch.cat([x, pad], axis).index_select(axis, index)
 
 
-# model → (its blocks, their parameter shapes, input shape, dtype) and the blocks' shapes: a layer plan is walked
-# on every composition, overlap count and module size, and the forward pass that finds the shapes is most of its cost
-_SHAPES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict]]" = weakref.WeakKeyDictionary()
+fx.wrap("zero_fill_gather")
 
 
-def _block_shapes(model: ZooNet, blocks: list[tuple[str, nn.Module]]) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Per-sample (input shape, output shape) of every block, from one tiny forward pass (remembered for the
-    model while its blocks, their parameters' shapes, its input shape and dtype stay the same)."""
-    param = next(model.parameters())
-    identity = (tuple((name, module, tuple(tuple(p.shape) for p in module.parameters())) for name, module in blocks),
-                tuple(model.input_shape), param.dtype)  # modules compare by identity
-    known = _SHAPES.get(model)
-    if known is not None and known[0] == identity:
-        return dict(known[1])
-    shapes = _measure_shapes(model, blocks)
-    _SHAPES[model] = (identity, dict(shapes))
-    return shapes
+def _live(g: NetGraph) -> list[fx.Node]:
+    """The nodes the output depends on, in graph order (built once per graph)."""
+    def walk() -> frozenset[str]:
+        stack, live = [g.node("output")], set()
+        while stack:
+            node = stack.pop()
+            if node.name not in live:
+                live.add(node.name)
+                stack += node.all_input_nodes
+        return frozenset(live)
+    live = g.cached("live", walk)
+    return [node for node in g.graph.nodes if node.name in live]
 
 
-def _measure_shapes(model: ZooNet, blocks: list[tuple[str, nn.Module]]) -> dict[str, tuple[tuple[int, ...], ...]]:
-    shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+class _Analysis:
+    """Support and demand of every node for K rows of point masks; ``kept[name]``: K × units bool (None: the node's
+    tensor holds all of them). Also what rules read: ops, shapes, modules."""
 
-    def hook_for(name: str):
-        def record(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            shapes[name] = (tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
-        return record
+    def __init__(self, g: NetGraph, model: nn.Module, masks: Mapping[str, torch.Tensor], logits: torch.Tensor) -> None:
+        self.g, self.model, self.ops, self.rows, self.logits = g, model, g.ops, logits.shape[0], logits
+        self.masks = {g.points[name].node: mask for name, mask in masks.items()}
+        self.supports, self.demands = {}, {}
+        nodes = _live(g)
+        for node in nodes:
+            if self.ops[node.name].axis is not None:
+                self.supports[node.name] = acting(self.ops[node.name]).support(node, self.ops[node.name], self)
+                self.demands[node.name] = torch.zeros(self.rows, self.ops[node.name].size, dtype=torch.bool)
+        for node in reversed(nodes):
+            acting(self.ops[node.name]).demand(node, self.ops[node.name], self, self.demands.get(node.name))
+        self.kept = {name: None if self.ops[name].holds_all else s & self.demands[name]
+                     for name, s in self.supports.items()}
 
-    param = next(model.parameters())
-    with hooks(forward=[(module, hook_for(name)) for name, module in blocks]), eval_mode(model), torch.no_grad():
-        model(torch.zeros(1, *model.input_shape, dtype=param.dtype, device=param.device))
-    return shapes
+    def op(self, node: Any) -> Any:
+        return self.ops[node.name]
+
+    def shape(self, node: Any) -> Any:
+        return self.g.shapes.get(node.name) if isinstance(node, fx.Node) else None
+
+    def module(self, node: fx.Node) -> nn.Module:
+        return self.model.get_submodule(node.target)
+
+    def full(self, size: int) -> torch.Tensor:
+        return torch.ones(self.rows, size, dtype=torch.bool)
+
+    def support_of(self, node: fx.Node) -> torch.Tensor:
+        return self.supports.get(node.name, self.full(self.ops[node.name].size))
+
+    def mask(self, node: fx.Node) -> torch.Tensor:
+        return self.masks.get(node.name, self.full(self.ops[node.name].size))
+
+    def need(self, source: Any, wanted: torch.Tensor | None) -> None:
+        if isinstance(source, fx.Node) and source.name in self.demands:
+            self.demands[source.name] |= True if wanted is None else wanted
+
+    def logits_demand(self, out: Any) -> torch.Tensor:
+        shape = self.shape(out)
+        if not isinstance(shape, tuple) or len(shape) != 2 or self.ops[out.name].axis != 1:
+            raise ModaError("composition needs a model whose output is one [batch, classes] tensor")
+        if shape[1] != self.logits.shape[1]:
+            raise ModaError(f"the model has {shape[1]} logits, the masks are for {self.logits.shape[1]} classes")
+        return self.logits
+
+    def sliced_rows(self, node: fx.Node) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """K × units: the output rows and input columns a sliced layer keeps (None: all); an empty set keeps one
+        unit, as the composed layer does (modules cannot have zero channels)."""
+        op = self.ops[node.name]
+        reads = getattr(op.rule, "reads", None)
+        rows, cols = self.kept[node.name], self.kept[node.args[0].name] if reads and reads(node, op, self) else None
+        rows, cols = (None if r is None else r.clone() for r in (rows, cols))
+        for kept in (r for r in (rows, cols) if r is not None):
+            kept[~kept.any(1), 0] = True
+        return rows, cols
 
 
-def point_units(model: nn.Module) -> dict[str, int]:
-    """Number of units of every modular point (forward order): a zoo model's from its blocks' rules, a tapped
-    model's from its taps, any other model's from one forward pass."""
-    if isinstance(model, ZooNet):
-        return _plan_units(layer_plan(model))
-    taps = taps_of(model)
-    if taps:
-        return {name: tap.units for name, tap in taps.items()}
-    from moda_core.activations import run_with_cache
+class _Rewriter:
+    """Builds the composed graph from one row of an analysis."""
 
-    param = next(model.parameters())
-    with eval_mode(model), torch.no_grad():
-        _, cache = run_with_cache(model, torch.zeros(1, *model.input_shape, dtype=param.dtype, device=param.device))
-    return {name: activation.shape[1] for name, activation in cache.items()}
+    def __init__(self, a: _Analysis, classes: list[int]) -> None:
+        self.a, self.g, self.model, self.ops, self.classes = a, a.g, a.model, a.ops, classes
+        self.held = {name: None if k is None or bool(k[0].all()) else k[0].nonzero().flatten()
+                     for name, k in a.kept.items()}
+        self.graph, self.env, self.root = fx.Graph(), {}, {}
+        self.shape, self.op, self.module = a.shape, a.op, a.module
+
+    def kept(self, node: fx.Node) -> torch.Tensor | None:
+        return self.held.get(node.name)
+
+    def adapt(self, source: Any, wanted: torch.Tensor | None, axis: int | None = None) -> Any:
+        """The composed value of ``source`` holding exactly the units ``wanted`` (None: all) along ``axis`` (its unit
+        axis by default), zeros for those it does not hold."""
+        if not isinstance(source, fx.Node):
+            return source
+        new, op = self.env[source.name], self.ops[source.name]
+        if axis is not None and axis != op.axis:  # not its units: it holds all of that dim
+            return self.adapt_new(new, None, wanted, self.shape(source)[axis], axis)
+        return new if op.axis is None else \
+            self.adapt_new(new, None if op.holds_all else self.held.get(source.name), wanted, op.size, op.axis)
+
+    def adapt_new(self, new: fx.Node, held: torch.Tensor | None, wanted: torch.Tensor | None, size: int,
+                  axis: int) -> fx.Node:
+        if held is None and wanted is None or held is not None and wanted is not None and torch.equal(held, wanted):
+            return new
+        held = torch.arange(size) if held is None else held
+        position = torch.full((size,), -1, dtype=torch.long)
+        position[held] = torch.arange(len(held))
+        index = position[torch.arange(size) if wanted is None else wanted]
+        if bool((index >= 0).all()):
+            return self.graph.call_method("index_select", (new, axis, self.constant(index)))
+        index[index < 0] = len(held)
+        return self.graph.call_function(zero_fill_gather, (new, self.constant(index), axis))
+
+    def constant(self, value: Any) -> fx.Node:
+        name = f"_moda_{len(self.root)}"
+        self.root[name] = value
+        return self.graph.get_attr(name)
+
+    def copy(self, node: fx.Node, replace: Mapping[fx.Node, Any]) -> fx.Node:
+        if node.op == "call_module" and node.target not in self.root:  # a module kept whole: a copy of its own
+            self.root[node.target] = module = module_view(self.module(node))
+            for part in module.modules():
+                part._parameters = {k: None if v is None else nn.Parameter(v.detach().clone(), v.requires_grad)
+                                    for k, v in part._parameters.items()}
+                part._buffers = {k: None if v is None else v.clone() for k, v in part._buffers.items()}
+            if node.target in self.g.inplace_modules:
+                module.inplace = False
+        return self.graph.node_copy(node, lambda n: replace[n] if n in replace else self.env[n.name])
+
+    def get_attr(self, node: fx.Node) -> fx.Node:
+        value = attribute(self.model, node.target)
+        if isinstance(value, torch.Tensor):
+            value = nn.Parameter(value.detach().clone(), value.requires_grad) if isinstance(value, nn.Parameter) \
+                else value.detach().clone()
+        self.root[node.target] = value
+        return self.graph.get_attr(node.target)
+
+    def sliced(self, node: fx.Node) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The output and input units a sliced layer keeps, as indices (None: all)."""
+        return tuple(None if r is None or bool(r[0].all()) else r[0].nonzero().flatten()
+                     for r in self.a.sliced_rows(node))
+
+    @staticmethod
+    def sliced_module(module: nn.Module, tensors: Mapping[str, torch.Tensor | None], **attributes: Any) -> nn.Module:
+        """A copy of ``module`` holding ``tensors`` (its parameters and buffers, sliced copies) and ``attributes``."""
+        new = module_view(module)
+        for name, tensor in tensors.items():  # fresh copies (``oprules.pick``)
+            if name in module._parameters:
+                new._parameters[name] = None if tensor is None else \
+                    nn.Parameter(tensor, module._parameters[name].requires_grad)
+            else:
+                new._buffers[name] = tensor
+        new.__dict__.update(attributes)
+        return new
+
+    def call_sliced(self, node: fx.Node, module: nn.Module, feed: fx.Node) -> fx.Node:
+        target = node.target if node.target not in self.root else f"{node.target}_{len(self.root)}"
+        self.root[target] = module
+        new = self.graph.call_module(target, (feed, *node.args[1:]), dict(node.kwargs))
+        if self.kept(node) is not None and len(self.kept(node)) == 0:  # an empty set: the one unit made is dropped
+            new = self.graph.call_method("narrow", (new, self.ops[node.name].axis, 0, 0))
+        return new
+
+    def run(self) -> fx.GraphModule:
+        for node in _live(self.g):
+            self.env[node.name] = acting(self.ops[node.name]).rewrite(node, self.ops[node.name], self)
+        for node in reversed(list(self.graph.nodes)):  # what no output needs (a split bypassed, say)
+            if node.op not in ("output", "placeholder") and not node.users:
+                self.graph.erase_node(node)
+        return fx.GraphModule(self.root, self.graph, "ComposedModule").eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+
+def _checked_graph(model: nn.Module) -> NetGraph:
+    """The model's graph, or a ``ModaError`` saying why module size, overlap and composition cannot read one."""
+    g = graph_of(model)  # an untraceable model: the TraceError that says why
+    g.check_composable()
+    return g
 
 
 def composition_blocker(model: nn.Module) -> str | None:
-    """Why ``model`` cannot be composed (None when it can): a model fx cannot trace has no graph to slice."""
-    if isinstance(model, ZooNet) or taps_of(model):
-        return None
-    from moda_core.graph import TraceError, trace
-
+    """Why ``model`` cannot be composed (None when it can): no traceable forward, or an in-place op on a view."""
     try:
-        with eval_mode(model):
-            trace(model, _points(model), _example(model))
-    except TraceError as error:
+        _checked_graph(model)
+    except (ModaError, TraceError) as error:
         return str(error)
     return None
 
 
-def _example(model: nn.Module) -> torch.Tensor:
-    param = next(model.parameters())
-    return torch.zeros(2, *model.input_shape, dtype=param.dtype, device=param.device)
+def limits(model: nn.Module) -> list[str]:
+    """What composition cannot do for ``model``, one line each: why it cannot compose at all (rates and masks still
+    work), or what it keeps whole and which points reach the logits directly (``NetGraph.limits``)."""
+    blocker = composition_blocker(model)
+    if blocker is not None:
+        return [f"{blocker}; rates and masks work, module size, overlap and composition do not"]
+    return graph_of(model).limits()
 
-
-def _points(model: nn.Module) -> list[str]:
-    return str(getattr(model, "arch", {}).get("points", "relu")).split(",")
-
-
-def _plan_units(plan) -> dict[str, int]:
-    return {full: step.rule.points(step.module)[point] for step in plan for point, full in step.point_names().items()}
-
-
-# ----------------------------------------------------------------------------------------------
-# masks
 
 def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> int:
     """Masks must cover exactly the model's points with shape (num_classes, units); returns num_classes."""
-    if isinstance(model, ZooNet):
-        return _checked_plan(model, masks)[0]
-    _check_points(model, masks)
-    num_classes = model.arch["num_classes"]
-    for point, units in point_units(model).items():
-        if tuple(masks[point].shape) != (num_classes, units):
+    units, num_classes = point_units(model), model.arch["num_classes"]
+    if set(masks) != set(units):
+        missing, extra = sorted(set(units) - set(masks)), sorted(set(masks) - set(units))
+        raise ModaError(f"masks do not belong to this model: missing points {missing[:4]}, unknown points {extra[:4]}")
+    for point, count in units.items():
+        if tuple(masks[point].shape) != (num_classes, count):
             raise ModaError(f"mask for point {point!r} has shape {tuple(masks[point].shape)}, expected "
-                            f"({num_classes}, {units}) for this model: masks from another model?")
+                            f"({num_classes}, {count}) for this model: masks from another model?")
     return num_classes
 
 
-def _check_points(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    points = modular_points(model)
-    if set(masks) != set(points):
-        missing, extra = sorted(set(points) - set(masks)), sorted(set(masks) - set(points))
-        raise ModaError(f"masks do not belong to this model: missing points {missing[:4]}, "
-                        f"unknown points {extra[:4]}")
-
-
-def _checked_plan(model: ZooNet, masks: Mapping[str, torch.Tensor]):
-    """``check_masks``, also returning the model's layer plan it traced (composition and overlap walk it)."""
-    _check_points(model, masks)
-    num_classes = model.arch["num_classes"]
-    plan = layer_plan(model)
-    for point, units in _plan_units(plan).items():
-        if tuple(masks[point].shape) != (num_classes, units):
-            raise ModaError(f"mask for point {point!r} has shape {tuple(masks[point].shape)}, expected "
-                            f"({num_classes}, {units}) for this model: masks from another model?")
-    return num_classes, plan
-
-
-def union_units(masks: Mapping[str, torch.Tensor], classes: list[int]) -> dict[str, torch.Tensor]:
-    """Sorted unit indices kept at each point by the union of ``classes``' modules."""
-    return {p: torch.nonzero(m[classes].any(0)).flatten() for p, m in masks.items()}
-
-
 # ----------------------------------------------------------------------------------------------
-# composition
+# composition and overlap
 
-class ComposedModule(nn.Sequential):
-    """A composed sub-task network: its logits are ``classes`` (original indices) in sorted order."""
-
-    def __init__(self, children: "OrderedDict[str, nn.Module]", classes: list[int],
-                 input_shape: tuple[int, int, int]) -> None:
-        super().__init__(children)
-        self.classes = list(classes)
-        self.input_shape = tuple(input_shape)
-
-
-def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes: Iterable[int]) -> nn.Module:
-    """Build the smaller network that keeps the union of ``classes``' modules (eval mode, no training): a
-    ``ComposedModule`` for a zoo model, an fx ``GraphModule`` for any other (``kept_whole`` lists what the graph
-    composer kept whole, and why)."""
-    if not isinstance(model, ZooNet):
-        num_classes = check_masks(model, masks)
-        classes = check_classes(list(classes), num_classes, "composition")
-        composition = compose_graph(model, masks, classes, _example(model), _points(model))
-        module = composition.module
-        module.classes, module.input_shape = composition.classes, tuple(model.input_shape)
-        module.kept_whole = composition.report
-        return module
-    num_classes, plan = _checked_plan(model, masks)
-    classes = check_classes(list(classes), num_classes, "composition")
-    kept = union_units(masks, classes)
-    empty = [p for p, units in kept.items() if len(units) == 0]
-    if empty:
-        raise ModaError(f"the modules of classes {classes} keep no unit at point(s) {empty[:3]}; every class "
-                        "needs at least one unit per point (decomposition's floor guarantees this)")
-    device = next(model.parameters()).device
-
-    def feed_index(feed: Feed) -> torch.Tensor:
-        base = torch.arange(feed.units // feed.repeat) if feed.point is None else kept[feed.point]
-        base = base.to(device)
-        if feed.repeat == 1:
-            return base
-        return (base[:, None] * feed.repeat + torch.arange(feed.repeat, device=device)).flatten()
-
-    built: dict[str, nn.Module] = {}
-    for step in plan:
-        local = {point: kept[full] for point, full in step.point_names().items()}
-        built[step.name] = step.rule.compose(step.module, feed_index(step.feed), local, classes)
-    children = OrderedDict((name, _rebuild(child, name, built)) for name, child in model.named_children())
-    return ComposedModule(children, classes, model.input_shape).eval()
+def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes: Iterable[int]) -> fx.GraphModule:
+    """The smaller network that keeps the union of ``classes``' modules (eval mode, no training): an fx
+    ``GraphModule`` whose logits are ``classes`` in sorted order, with ``classes``, ``input_shape`` and
+    ``kept_whole`` ((op, reason) for what could not be sliced)."""
+    g = _checked_graph(model)
+    num_classes = check_masks(model, masks)
+    classes = sorted(check_classes(list(classes), num_classes, "composition"))
+    union = {point: torch.as_tensor(mask).bool()[classes].any(0, keepdim=True) for point, mask in masks.items()}
+    logits = torch.zeros(1, num_classes, dtype=torch.bool)
+    logits[0, classes] = True
+    with torch.no_grad():
+        module = _Rewriter(_Analysis(g, model, union, logits), classes).run()
+    module.classes, module.input_shape, module.kept_whole = classes, tuple(model.input_shape), g.kept_whole()
+    return module.to(next(model.parameters()).device)
 
 
-def _rebuild(module: nn.Module, name: str, built: dict[str, nn.Module]) -> nn.Module:
-    if isinstance(module, nn.Sequential):
-        return nn.Sequential(OrderedDict((child_name, _rebuild(child, f"{name}.{child_name}", built))
-                                         for child_name, child in module.named_children()))
-    return built[name]
+def layer_of(model: nn.Module, name: str) -> str:
+    """The layer a parameter belongs to, for overlap by layer: the model's child holding it, or inside a container
+    (``nn.Sequential``, ``nn.ModuleList``/``ModuleDict``) the container's child, and so on down."""
+    module, path = model, []
+    for part in name.split(".")[:-1]:
+        child = module._modules.get(part)
+        if child is None:
+            break
+        path.append(part)
+        if not isinstance(child, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            break
+        module = child
+    return ".".join(path) or name
 
 
-# ----------------------------------------------------------------------------------------------
-# analytic overlap
+def _shared(parameter: torch.Tensor, uses: list, k: int) -> torch.Tensor:
+    """Class×class count of ``parameter``'s entries both classes' modules keep; ``uses``: one per call of its
+    module, None = whole, or (rows, cols): K × units bool or None = all."""
+    if len(uses) == 1 and uses[0] is not None:
+        rows, cols = uses[0]
+        r = rows.double() if rows is not None else torch.ones(k, parameter.shape[0], dtype=torch.float64)
+        if parameter.dim() < 2:
+            return r @ r.T
+        c = cols.double() @ cols.double().T if cols is not None else parameter.shape[1]
+        return (r @ r.T) * c * math.prod(parameter.shape[2:])
+    kept = torch.zeros(k, *parameter.shape, dtype=torch.bool)  # used in several places: count entries
+    for use in uses:
+        rows, cols = use or (torch.ones(k, parameter.shape[0], dtype=torch.bool), None)
+        rows = torch.ones(k, parameter.shape[0], dtype=torch.bool) if rows is None else rows
+        view = rows.view(k, -1, *[1] * (parameter.dim() - 1))
+        if cols is not None and parameter.dim() >= 2:
+            view = view & cols.view(k, 1, -1, *[1] * (parameter.dim() - 2))
+        kept |= view.expand_as(kept)
+    return kept.flatten(1).double() @ kept.flatten(1).double().T
+
 
 def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
                    by_layer: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Class×class counts of full-model parameters that both single-class modules keep (float64).
-
-    The diagonal is each single-class module's own parameter count. From masks alone: for a layer
-    with input mask P and output mask M, ``(P Pᵀ) ⊙ (M Mᵀ) · kernel_area + (M Mᵀ) · per-unit params``.
-    With ``by_layer`` returns ``{block name: matrix}`` instead of the sum (any other model than a zoo one:
-    ``{owner module: matrix}``, counted on its graph by ``graph_overlap_counts``).
-    """
-    if not isinstance(model, ZooNet):
-        check_masks(model, masks)
-        with eval_mode(model):
-            return graph_overlap_counts(model, masks, _example(model), _points(model), by_layer=by_layer)
-    num_classes, plan = _checked_plan(model, masks)
-    float_masks = {p: m.double() for p, m in masks.items()}
-    point_grams = {p: m @ m.T for p, m in float_masks.items()}  # class×class units both keep, per point
-
-    def gram(feed: Feed) -> torch.Tensor:
-        if feed.point is None:
-            return torch.full((num_classes, num_classes), float(feed.units), dtype=torch.float64)
-        return point_grams[feed.point] * feed.repeat
-
-    layers: dict[str, torch.Tensor] = {}
-    for step in plan:
-        grams = {point: point_grams[full] for point, full in step.point_names().items()}
-        shared = step.rule.shared_params(step.module, gram(step.feed), grams)
-        if shared is not None:
-            layers[step.name] = shared
-    if by_layer:
-        return layers
-    return sum(layers.values())
+    """Class×class counts (float64) of full-model parameters that both single-class modules keep, from the masks
+    alone, every class in one pass; the diagonal is each single-class module's parameter count. With ``by_layer``:
+    ``{layer: matrix}`` (``layer_of``), which sum to the whole."""
+    g, k = _checked_graph(model), check_masks(model, masks)
+    a = _Analysis(g, model, {p: torch.as_tensor(m).bool() for p, m in masks.items()}, torch.eye(k, dtype=torch.bool))
+    uses: dict[torch.Tensor, list] = {}
+    for node in _live(g):
+        op = g.ops[node.name]
+        if node.op == "get_attr" and isinstance(attribute(model, node.target), nn.Parameter):
+            uses.setdefault(attribute(model, node.target), []).append(None)
+        elif node.op == "call_module":
+            module = model.get_submodule(node.target)
+            sliced = {} if op.whole or op.axis is None else op.rule.uses(module, *a.sliced_rows(node))
+            for name, parameter in module.named_parameters():
+                uses.setdefault(parameter, []).append(sliced.get(name))
+    names, layers = {parameter: name for name, parameter in model.named_parameters()}, {}
+    for parameter, entries in uses.items():
+        shared = torch.full((k, k), float(parameter.numel()), dtype=torch.float64) \
+            if all(entry is None for entry in entries) else _shared(parameter, entries, k)
+        key = layer_of(model, names.get(parameter, "?"))
+        layers[key] = layers[key] + shared if key in layers else shared
+    return layers if by_layer else sum(layers.values(), torch.zeros(k, k, dtype=torch.float64))

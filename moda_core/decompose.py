@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -30,10 +30,9 @@ from moda_core import distributed, runs
 from moda_core.activations import modular_points
 from moda_core.data import Dataset, Split
 from moda_core.errors import ModaError
-from moda_core.hooks import eval_mode
 from moda_core.io import load_tensors, save_tensors
 from moda_core.methods import METHODS, method_of
-from moda_core.methods.base import Indicators
+from moda_core.methods.base import Firing
 
 RATES_FILE = "rates.safetensors"
 DEFAULT_TAU = 0.9
@@ -87,13 +86,14 @@ def check_tau(tau: float) -> float:
 @torch.no_grad()
 def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_size: int = 500,
                      progress: Callable[[int, int], None] | None = None,
-                     indicators: Callable[[nn.Module], ContextManager[Indicators]] | None = None,
+                     firing: Callable[[nn.Module], Firing] | None = None,
                      ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """Per-class firing rates at every modular point, over ``split`` in eval mode (no augmentation).
 
-    ``indicators`` (default: standard/MODA's, a unit fires when its activation is non-zero) is the
-    training method's ``unit_indicators``: after each forward pass it says which units fired per
-    sample, at every modular point (MwT reports its ungated layers as always firing).
+    ``firing`` (default: standard/MODA's, a unit fires when its activation is non-zero) is the training
+    method's ``firing``: for a batch it says which units fired per sample, at every modular point (MwT
+    reports its ungated layers as always firing). The passes are pure: the model is not switched to eval
+    mode or hooked (they run on eval-mode views of its tensors).
     Under torchrun each rank counts a strided shard of the samples and the counts are summed over
     ranks, so the rates equal a single-process pass exactly (the counts are integers).
     """
@@ -103,13 +103,12 @@ def activation_rates(model: nn.Module, split: Split, num_classes: int, batch_siz
     counts: dict[str, torch.Tensor] = {}
     shard = torch.arange(ctx.rank, len(split), ctx.world_size, device=split.labels.device)
     steps = math.ceil(len(shard) / batch_size)
-    indicators = indicators or METHODS["moda"].unit_indicators
-    with eval_mode(model), indicators(model) as read:
+    read = (firing or METHODS["moda"].firing)(model)
+    with torch.no_grad():
         for step in range(steps):
             x, y = split.batch(shard[step * batch_size:(step + 1) * batch_size])
-            model(x)
             onehot = (y[:, None] == torch.arange(num_classes, device=y.device)).float()
-            fired = read()
+            fired = read(x)
             for point in points:
                 update = onehot.T @ fired[point].float()
                 counts[point] = counts[point] + update if point in counts else update
@@ -278,7 +277,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
     data = data or runs.run_dataset(run)
     method = method_of(run.config)  # e.g. MwT counts its gates' masks instead of activations
     rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress,
-                                           indicators=method.unit_indicators)
+                                           firing=method.firing)
     masks = masks_from_rates(rates, tau)
     note = None
     if save and distributed.context().is_main:

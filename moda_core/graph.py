@@ -1,268 +1,467 @@
-"""Activation call sites of any traceable model, found on its ``torch.fx`` graph.
+"""The one reading of a network (docs/design.md, The graph): traced once, shared by everything that needs it.
 
-A *site* is one call of an activation in the model's forward pass: an ``nn.ReLU``/``nn.ReLU6`` module call
-(a module called twice is two sites), ``F.relu``, ``torch.relu`` or ``Tensor.relu``; GELU and SiLU calls are
-sites only when asked for (``points="gelu"``, ``"silu"`` or a list). Sites are named exactly as
-``torchvision.models.feature_extraction.get_graph_node_names`` names graph nodes in eval mode
-(``layer1.0.relu``, ``layer1.0.relu_1``, ``relu_3`` for a functional call at top level), so for a zoo model
-the site names are its ReLU module paths, i.e. ``moda_core.activations.modular_points``. One difference:
-torchvision's own building blocks (``Conv2dNormActivation``, ...) are traced through rather than kept as
-leaves, so the ReLU6 of MobileNetV2's stem is the site ``features.0.2``.
+``graph_of(model)`` traces ``model`` with ``torch.fx``, naming nodes as torchvision's feature extraction does
+(``layer1.0.relu``, ``layer1.0.relu_1``, ``relu_3`` for a functional call at top level), and returns a ``NetGraph``,
+built once per model structure and read-only afterwards, so any number of callers may share it: the *points*
+(activation call sites, each with its *unit axis*, carried forward from the layer that produced its features by
+the op rules of ``moda_core.oprules``, and its units), an ``Op`` for every node, and the graph with in-place ops
+made out of place (``x.relu_()``, ``out += x``, an in-place ReLU whose result is dropped): every later use of a
+mutated tensor reads the op's result, so masking, recording and composition act on what the network goes on using.
 
-Units: channels (dim 1) of 4-D and 2-D activations, features (the last dim) of 3-D token activations. When
-the graph shows that a 3-D activation is a Linear's output with its last two dims swapped (the zoo ViT lays
-its MLP hidden layer out channels-first, B×H×T), the units follow the Linear's features (dim 1 there).
-
-A *tapped* model (``moda_core.tapped``) carries a ``Tap`` module after each of its sites; tracing it finds the
-taps as its sites, named and typed as the sites they follow.
-
-``masked_graph`` builds the *masked full model* on the graph: the model with every unit outside a site's
-mask zeroed at every call of that site; composition must equal it (docs/design.md, Composition).
+The model itself is never touched: tracing runs on a *view* (``module_view``: the same tensors in a module tree
+of its own, in the mode asked for), and ``bind`` runs a graph over the model's tensors, either purely (eval-mode
+views: safe from many threads) or, for training, over the model's own modules with the graph traced in training
+mode, so that dropout and stochastic depth behave as in the model.
 """
 from __future__ import annotations
 
+import inspect
 import operator
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from moda_core import oprules
 from moda_core.errors import ModaError
+from moda_core.oprules import Op
 
-# activation kinds a site can be, and the module classes / functions / methods behind each
-_MODULES: dict[str, tuple[type[nn.Module], ...]] = {
-    "relu": (nn.ReLU, nn.ReLU6), "gelu": (nn.GELU,), "silu": (nn.SiLU,)}
-_FUNCTIONS: dict[str, tuple] = {
-    "relu": (F.relu, torch.relu, F.relu6, torch.relu_, F.relu_), "gelu": (F.gelu,), "silu": (F.silu,)}
-_METHODS: dict[str, tuple[str, ...]] = {"relu": ("relu", "relu_"), "gelu": (), "silu": ()}
-KINDS = tuple(_MODULES)
-# a unit fires when its activation exceeds this somewhere (any position of a map or any token); for ReLU
-# sites "> 0" is "≠ 0"
-DEFAULT_THRESHOLD = 0.0
+KINDS = ("relu", "gelu", "silu")
+_MODULES = {"relu": (nn.ReLU, nn.ReLU6), "gelu": (nn.GELU,), "silu": (nn.SiLU,)}
+_FUNCTIONS = {"relu": (F.relu, torch.relu, F.relu6, torch.relu_, F.relu_), "gelu": (F.gelu,), "silu": (F.silu,)}
+_METHODS = {"relu": ("relu", "relu_"), "gelu": (), "silu": ()}
+DEFAULT_THRESHOLD = 0.0  # a unit fires where its activation exceeds this (for ReLU: where it is non-zero)
+EXAMPLE_BATCH = 2  # more than 1, so that the batch dim is told from dims of size 1
+MAX_STRUCTURES = 64  # graphs kept for different model structures (the oldest dropped first)
 
 
 class TraceError(ModaError):
     """fx cannot trace the model's forward pass (Python control flow on tensor values, ...)."""
 
 
+class GraphError(ModaError):
+    """The graph cannot be read as asked: a point whose units cannot be told, an op composition cannot undo."""
+
+
 @dataclass(frozen=True)
-class Site:
-    """One activation call site: its name (feature-extraction naming), the activation ``kind``
-    (``relu``/``gelu``/``silu``), the fx node's name and what it calls (module path or function name),
-    and, when shapes are known (``activation_sites(..., example_input=...)``), the activation's shape
-    (batch included) and its unit dimension ``dim``."""
+class Point:
+    """One activation point: its name, kind (relu/gelu/silu), fx node, unit axis, units and example shape."""
 
     name: str
     kind: str
     node: str
-    target: str
-    shape: tuple[int, ...] | None = None
-    dim: int | None = None
-
-    @property
-    def units(self) -> int | None:
-        """Number of units (None when shapes are unknown)."""
-        return None if self.shape is None or self.dim is None else self.shape[self.dim]
-
-    @staticmethod
-    def unit_dim_for(ndim: int) -> int:
-        """The default unit dimension of an ``ndim``-D activation: dim 1 for 4-D and 2-D, the last dim for
-        3-D token activations."""
-        if ndim == 3:
-            return 2
-        if ndim in (2, 4):
-            return 1
-        raise ModaError(f"an activation site must be 2-D, 3-D or 4-D, got a {ndim}-D activation")
+    axis: int
+    units: int
+    shape: tuple[int, ...]
 
 
-class Tap(nn.Module):
-    """The identity, placed after one activation site of a tapped model; hooks record and mask its output."""
+@dataclass(frozen=True)
+class NetGraph:
+    """A network read once (see the module docstring)."""
 
-    def __init__(self, site: Site, threshold: float = DEFAULT_THRESHOLD) -> None:
-        super().__init__()
-        self.site, self.unit_dim, self.threshold = site.name, site.dim, float(threshold)
-        self.kind, self.units = site.kind, site.units
+    graph: fx.Graph  # eval mode, in-place ops out of place
+    names: Mapping[str, str]  # node name → qualified (feature-extraction) name
+    shapes: Mapping[str, Any]  # node name → output shape (batch EXAMPLE_BATCH), a list for tuples, else None
+    ops: Mapping[str, Op]
+    points: Mapping[str, Point]
+    blocker: str | None  # why masking and composition are refused (an in-place op on a shared view), else None
+    inplace_modules: frozenset[str]  # in-place module calls (pure bindings call them out of place)
+    weighted: frozenset[str]  # module calls that hold parameters
+    cache: dict = field(default_factory=dict, compare=False, repr=False)  # built from it on demand, as read-only
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    def node(self, name: str) -> fx.Node:
+        return next(n for n in self.graph.nodes if n.name == name)
 
-    def extra_repr(self) -> str:
-        return f"site={self.site!r}, kind={self.kind}, units={self.units}, unit_dim={self.unit_dim}"
+    def point_at(self, node: fx.Node) -> Point | None:
+        return self.cached("by node", lambda: {p.node: p for p in self.points.values()}).get(node.name)
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` once for this graph."""
+        with _LOCK:
+            if key in self.cache:
+                return self.cache[key]
+        value = build()
+        with _LOCK:
+            return self.cache.setdefault(key, value)
+
+    def kept_whole(self) -> list[tuple[str, str]]:
+        """(op, reason) for every op composition keeps whole where that costs something: it reads a tensor whose
+        units are known, or holds weights."""
+        return list(self.cached("kept whole", lambda: [
+            (self.names.get(node.name, node.name), self.ops[node.name].whole) for node in self.graph.nodes
+            if self.ops[node.name].whole and (node.target in self.weighted and node.op == "call_module" or any(
+                self.ops[n.name].axis is not None for n in node.all_input_nodes))]))
+
+    def logit_points(self) -> list[str]:
+        """Points whose units reach the logits through per-unit ops only (no weights between)."""
+        passing = (oprules.PerUnit, oprules.Permute, oprules.Reshape, oprules.Reduce, oprules.Pool, oprules.Getitem,
+                   oprules.Binary, oprules.Cat)
+        stack, seen = [self.node("output").args[0]], set()
+        while stack:
+            node = stack.pop()
+            if isinstance(node, fx.Node) and node.name not in seen:
+                seen.add(node.name)
+                if self.point_at(node) is None and isinstance(self.ops[node.name].rule, passing):
+                    stack += node.all_input_nodes
+        return [name for name, point in self.points.items() if point.node in seen]
+
+    def limits(self) -> list[str]:
+        """What composition cannot do here, one line each: refused, ops kept whole (by reason), logit points."""
+        lines = [f"masking and composition are refused: {self.blocker}"] if self.blocker else []
+        reasons: dict[str, list[str]] = {}
+        for name, reason in self.kept_whole():
+            reasons.setdefault(reason, []).append(name)
+        for reason, names in reasons.items():
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            lines.append(f"kept whole ({reason}): {', '.join(names[:3])}{more}")
+        return lines + [f"point {p!r} reaches the logits without a weight layer between: a class's module can drop "
+                        "that class's own logit" for p in self.logit_points()]
+
+    def check_composable(self) -> None:
+        if self.blocker:
+            raise GraphError(f"cannot mask or compose this model: {self.blocker}")
+
+    def mode_graph(self, model: nn.Module, training: bool) -> tuple[fx.Graph, dict[str, str]]:
+        """The graph a forward in this mode runs, and point name → its node there (training: traced in training
+        mode, once)."""
+        if not training:
+            return self.graph, {name: p.node for name, p in self.points.items()}
+        return self.cached("train", lambda: _training_graph(self, model))
 
 
-def _kinds(points: str | Sequence[str]) -> tuple[str, ...]:
-    kinds = (points,) if isinstance(points, str) else tuple(points)
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        raise ModaError(f"unknown activation kind(s) {unknown or list(kinds)}: expected some of {', '.join(KINDS)}")
-    return kinds
+def _training_graph(g: NetGraph, model: nn.Module) -> tuple[fx.Graph, dict[str, str]]:
+    graph, names = _trace(module_view(model, training=True))
+    sites = _sites(graph, names, model, {p.kind for p in g.points.values()} or {"relu"}, set(g.points))
+    if set(sites) != set(g.points):
+        raise GraphError(f"{type(model).__name__} has other activation points in training mode "
+                         f"({sorted(set(sites) ^ set(g.points))[:4]}) than in evaluation mode")
+    _, inplace = _functionalise(graph, model, {})
+    for node in list(graph.nodes):  # an in-place module must not change a recorded activation
+        source = oprules.first(node)
+        if node.op == "call_module" and node.target in inplace and source in sites.values():
+            with graph.inserting_before(node):
+                node.replace_input_with(source, graph.call_method("clone", (source,)))
+    graph.lint()
+    return graph, {name: node.name for name, node in sites.items()}
 
 
-@dataclass
-class Traced:
-    """A traced model: the fx ``GraphModule``, fx node → feature-extraction name, and the sites."""
+# ----------------------------------------------------------------------------------------------
+# one graph per model structure, built once
 
-    module: fx.GraphModule
-    names: dict[fx.Node, str]
-    sites: dict[str, Site]
-
-    def node(self, site: str) -> fx.Node:
-        wanted = self.sites[site].node
-        return next(n for n in self.module.graph.nodes if n.name == wanted)
+_LOCK = threading.RLock()
+_BY_MODEL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → (identity, NetGraph or its error)
+_BY_STRUCTURE: dict[tuple, Any] = {}
+_BUILDING: dict[tuple, threading.Lock] = {}
 
 
-def site_kind(module: fx.GraphModule, node: fx.Node, kinds: Sequence[str]) -> str | None:
-    """The activation kind node ``node`` calls, if it is one of ``kinds``."""
-    for kind in kinds:
-        if node.op == "call_module" and isinstance(module.get_submodule(node.target), _MODULES[kind]):
-            return kind
-        if node.op == "call_function" and node.target in _FUNCTIONS[kind]:
-            return kind
-        if node.op == "call_method" and node.target in _METHODS[kind]:
-            return kind
-    return None
+def identity(model: nn.Module) -> tuple:
+    """What changes when a module or tensor of ``model`` is replaced."""
+    return (tuple(map(id, model.modules())),
+            tuple((id(t), tuple(t.shape)) for t in [*model.parameters(), *model.buffers()]))
 
 
-def trace(model: nn.Module, points: str | Sequence[str] = "relu",
-          example_input: torch.Tensor | None = None) -> Traced:
-    """Trace ``model`` in eval mode as torchvision's feature extraction does; find its activation sites.
+def points_of(model: nn.Module) -> Any:
+    """``model``'s points: its ``arch["points"]`` (kinds, comma-separated, or site name → unit axis), else ReLU."""
+    return (getattr(model, "arch", None) or {}).get("points", "relu")
 
-    With ``example_input`` the graph's tensor shapes are propagated (``node.meta["tensor_meta"]``) and every
-    site gets its shape and unit dimension. The model's train/eval mode is restored afterwards.
-    """
+
+def graph_of(model: nn.Module, points: str | Sequence[str] | Mapping[str, int | None] | None = None,
+             example_input: torch.Tensor | None = None) -> NetGraph:
+    """The ``NetGraph`` of ``model``, built on first use per structure (class, modules, tensor shapes, input shape,
+    points) and shared. ``points``: kinds (``"relu"``, ``"relu,gelu"``) or site name → unit axis (None: read from
+    the graph); default ``points_of(model)``. ``example_input`` (a batch) defaults to zeros of ``model.input_shape``.
+    Raises ``TraceError`` when fx cannot trace the model, ``GraphError`` for a point whose units cannot be told."""
+    model = model.__dict__.get("recorded_model", model)  # a RecordingModel (moda_core.loop) reads as its model
+    points = points_of(model) if points is None else points
+    points = tuple(sorted(points.items())) if isinstance(points, Mapping) else \
+        (points if isinstance(points, str) else tuple(points))
+    shape = tuple(example_input.shape[1:]) if example_input is not None else tuple(model.input_shape)
+    mine = (identity(model), shape, points)
+    with _LOCK:
+        known = _BY_MODEL.get(model)
+    if known is None or known[0] != mine:
+        key = (type(model), tuple((n, type(m), m.extra_repr(), _settings(m)) for n, m in model.named_modules()),
+               tuple((n, tuple(t.shape), t.dtype) for n, t in [*model.named_parameters(), *model.named_buffers()]),
+               shape, points)
+        with _LOCK:
+            gate = _BUILDING.setdefault(key, threading.Lock())
+        with gate:  # one build per structure: callers asking meanwhile wait for it
+            with _LOCK:
+                built = _BY_STRUCTURE.get(key)
+            if built is None:
+                try:
+                    built = _build(model, shape, dict(points) if isinstance(points, tuple) and points and
+                                   isinstance(points[0], tuple) else points)
+                except (TraceError, GraphError) as error:  # remembered: the same structure fails the same way
+                    built = error
+                with _LOCK:
+                    _BY_STRUCTURE[key] = built
+                    while len(_BY_STRUCTURE) > MAX_STRUCTURES:
+                        del _BY_STRUCTURE[next(iter(_BY_STRUCTURE))]
+        with _LOCK:
+            _BY_MODEL[model] = known = (mine, built)
+    if isinstance(known[1], Exception):
+        raise type(known[1])(str(known[1]))
+    return known[1]
+
+
+def _settings(module: nn.Module) -> tuple:
+    """A module's own plain attributes (flags, sizes, names; a function by identity): two modules of one class
+    whose forward may differ by them read as different structures."""
+    def plain(v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (tuple, list)):
+            return tuple(plain(x) for x in v)
+        return id(v) if callable(v) else type(v).__name__
+    return tuple((k, plain(v)) for k, v in sorted(module.__dict__.items())
+                 if not k.startswith("_") and k != "training" and not isinstance(v, torch.Tensor))
+
+
+# ----------------------------------------------------------------------------------------------
+# building
+
+_CONTAINERS = {dict, set, list, OrderedDict}
+
+
+def module_view(module: nn.Module, training: bool = False) -> nn.Module:
+    """``module``'s tree without copying its tensors: each module a shallow copy with containers of its own (its
+    own mode and hooks), the same parameter and buffer objects, all in ``training`` mode."""
+    memo: dict[int, nn.Module] = {}
+
+    def view(m: nn.Module) -> nn.Module:
+        if id(m) not in memo:
+            new = memo[id(m)] = object.__new__(type(m))
+            new.__dict__.update({k: type(v)(v) if type(v) in _CONTAINERS else v for k, v in m.__dict__.items()})
+            new.__dict__["training"] = training
+            new._modules = {k: None if c is None else view(c) for k, c in m._modules.items()}
+        return memo[id(m)]
+
+    return view(module)
+
+
+def _trace(view: nn.Module) -> tuple[fx.Graph, dict[str, str]]:
     from moda_core._tv import import_torchvision
 
     import_torchvision()
     from torchvision.models import feature_extraction as fe
 
-    kinds = _kinds(points)
-    was_training = model.training
-    tapped = any(isinstance(module, Tap) for module in model.modules())
-    # torchvision's default tracer arguments, except that its ops' module classes (Conv2dNormActivation,
-    # SqueezeExcitation, ...) are traced through instead of kept as leaves: the activations inside are sites
-    tracer_kwargs = fe._set_default_tracer_kwargs(None)
-    tracer_kwargs["leaf_modules"] = [Tap] if tapped else []
-    tracer = fe.NodePathTracer(**tracer_kwargs)
+    # torchvision's tracer, except that its ops' module classes (Conv2dNormActivation, ...) are traced through
+    # and module classes with an op rule of their own are single ops
+    kwargs = {**fe._set_default_tracer_kwargs(None), "leaf_modules": oprules.leaf_modules()}
+    tracer = fe.NodePathTracer(**kwargs)
     try:
-        graph = tracer.trace(model.eval())
+        graph = tracer.trace(view)
     except Exception as error:  # fx raises TraceError, TypeError, RuntimeError... on dynamic control flow
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TraceError(f"cannot trace {type(model).__name__}: {first}; composition needs a traceable forward "
-                         "(no Python control flow on tensor values)") from error
-    finally:
-        model.train(was_training)
-    module = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    module.eval()
-    names = {node: tracer.node_to_qualname[node] for node in graph.nodes if node in tracer.node_to_qualname}
-    if example_input is not None:
-        propagate_shapes(module, example_input)
-    sites: dict[str, Site] = {}
-    for node in graph.nodes:
-        tap = module.get_submodule(node.target) if tapped and node.op == "call_module" else None
-        if tapped and not isinstance(tap, Tap):
-            continue  # a tapped model's sites are its taps
-        kind = tap.kind if tapped else site_kind(module, node, kinds)
-        if kind is None:
+        raise TraceError(f"cannot trace {type(view).__name__}: {first}; this needs a traceable forward (no Python "
+                         "control flow on tensor values)") from error
+    return graph, {node.name: tracer.node_to_qualname[node] for node in graph.nodes if node in tracer.node_to_qualname}
+
+
+def site_kind(model: nn.Module, node: fx.Node, kinds: Sequence[str]) -> str | None:
+    """The activation kind ``node`` calls, if it is one of ``kinds``."""
+    return next((kind for kind in kinds if
+                 node.op == "call_module" and isinstance(model.get_submodule(node.target), _MODULES[kind])
+                 or node.op == "call_function" and node.target in _FUNCTIONS[kind]
+                 or node.op == "call_method" and node.target in _METHODS[kind]), None)
+
+
+def _sites(graph: fx.Graph, names: Mapping[str, str], model: nn.Module, kinds: Sequence[str],
+           wanted: set[str] | None = None) -> dict[str, fx.Node]:
+    return {names[n.name]: n for n in graph.nodes if n.op.startswith("call_") and site_kind(model, n, kinds)
+            and (wanted is None or names[n.name] in wanted)}
+
+
+_VIEWS = {"view", "reshape", "transpose", "permute", "expand", "flatten", "squeeze", "unsqueeze", "movedim",
+          "unflatten", "narrow", "select", "chunk", "split", "unbind", "T", "mT", "view_as", "expand_as", "diagonal",
+          "as_strided", "detach", "swapaxes", "unfold", "getitem"}
+_TWINS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+          operator.itruediv: operator.truediv, torch.relu_: torch.relu, F.relu_: F.relu, F.elu_: F.elu,
+          F.leaky_relu_: F.leaky_relu, F.hardtanh_: F.hardtanh, F.threshold_: F.threshold,
+          torch.sigmoid_: torch.sigmoid, torch.tanh_: torch.tanh, torch.clamp_: torch.clamp}
+
+
+def _out_of_place(node: fx.Node) -> Callable[[], None] | str | None:
+    """For an in-place call: a function that makes it out of place, or why it cannot be; None for another op."""
+    if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_") \
+            and node.target != "requires_grad_":
+        twin = node.target[:-1]
+        return (lambda: setattr(node, "target", twin)) if hasattr(torch.Tensor, twin) else \
+            f"in-place {node.target} ({node.name})"
+    if node.op != "call_function":
+        return None
+    if node.target in _TWINS:
+        return lambda: setattr(node, "target", _TWINS[node.target])
+    try:
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+    except (TypeError, ValueError):
+        return None
+    if bound.arguments.get("inplace") is not True:
+        return None
+    bound.arguments["inplace"] = False
+    return lambda: (setattr(node, "args", tuple(bound.args)), setattr(node, "kwargs", dict(bound.kwargs)))
+
+
+def _functionalise(graph: fx.Graph, model: nn.Module, shapes: Mapping[str, Any]) -> tuple[str | None, set[str]]:
+    """Make in-place ops out of place and point every later use of a mutated tensor at the op's result. Returns
+    why composition must be refused (another view of the memory read afterwards), or None, and the in-place
+    module calls (left in place: their result is the mutated tensor)."""
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    base: dict[fx.Node, fx.Node] = {}
+    blocker, modules = None, set()
+    for node in list(graph.nodes):
+        source = oprules.first(node)
+        viewed = oprules.describe(node) in _VIEWS and node.op != "call_module" and source is not None
+        base[node] = base.get(source, source) if viewed else node
+        module = node.op == "call_module" and getattr(model.get_submodule(node.target), "inplace", False) is True
+        fix = None if module else _out_of_place(node)
+        if source is None or not module and fix is None or shapes and node.target in _TWINS and \
+                not isinstance(shapes.get(source.name), tuple):  # += on a number
             continue
-        target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-        shape, dim = None, None
-        meta = node.meta.get("tensor_meta")
-        if meta is not None and hasattr(meta, "shape"):
-            shape = tuple(meta.shape)
-            dim = tap.unit_dim if tapped else unit_axis(node)
-        name = tap.site if tapped else names[node]
-        sites[name] = Site(name, kind, node.name, target, shape, dim)
-    return Traced(module, names, sites)
+        aliases = [n for n in graph.nodes if n is not source and base.get(n) is base[source]
+                   and any(order[u] > order[node] for u in n.users)]
+        if isinstance(fix, str) or aliases:  # a view of the same memory read afterwards would see the change
+            blocker = blocker or (fix if isinstance(fix, str) else f"an in-place op ({node.name}) on a tensor also "
+                                  f"read through another view ({aliases[0].name})")
+            continue
+        for user in [u for u in source.users if u is not node and order[u] > order[node]]:
+            user.replace_input_with(source, node)
+        if module:
+            modules.add(node.target)
+        else:
+            fix()
+    graph.lint()
+    return blocker, modules
 
 
-def propagate_shapes(module: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Record every node's output shape in ``node.meta["tensor_meta"]`` (one eval-mode forward pass). Taps
-    pass their input on without running their hooks (a recorder on the tapped model must not see this pass)."""
+def _propagate(graph: fx.Graph, view: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """Node name → output shape (a list for a tuple of tensors, None for anything else), from one pass."""
     from torch.fx.passes.shape_prop import ShapeProp
-
-    class _Propagation(ShapeProp):
-        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-            if isinstance(self.fetch_attr(target), Tap):
-                return args[0]
-            return super().call_module(target, args, kwargs)
 
     try:
         with torch.no_grad():
-            _Propagation(module).propagate(example_input)
+            ShapeProp(fx.GraphModule(view, graph)).propagate(example)
     except Exception as error:  # ShapeProp wraps the op's own error
         cause = error.__cause__ or error
-        raise ModaError(f"{module.__class__.__name__} fails on an example input of shape "
-                        f"{tuple(example_input.shape)} ({example_input.dtype}): {type(cause).__name__}: "
-                        f"{' '.join(str(cause).split())[:300]}") from None
+        raise ModaError(f"{type(view).__name__} fails on an example input of shape {tuple(example.shape)} "
+                        f"({example.dtype}): {type(cause).__name__}: {' '.join(str(cause).split())[:300]}") from None
+    metas = {node.name: node.meta.get("tensor_meta") for node in graph.nodes}
+    return {name: tuple(m.shape) if hasattr(m, "shape") else [tuple(x.shape) for x in m]
+            if isinstance(m, (list, tuple)) and m and all(hasattr(x, "shape") for x in m) else None
+            for name, m in metas.items()}
 
 
-def _shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+class _Classifier:
+    """What op rules read while classifying: shapes, earlier ops, modules, a zero probe."""
+
+    def __init__(self, view: nn.Module, shapes: Mapping[str, Any], dtype: torch.dtype) -> None:
+        self.view, self.shapes, self.dtype, self.ops = view, shapes, dtype, {}
+
+    def shape(self, node: Any) -> Any:
+        return self.shapes.get(node.name) if isinstance(node, fx.Node) else None
+
+    def op(self, node: Any) -> Op:
+        return self.ops[node.name] if isinstance(node, fx.Node) else Op(oprules.WHOLE, holds_all=True)
+
+    def module(self, node: fx.Node) -> nn.Module | None:
+        return self.view.get_submodule(node.target) if node.op == "call_module" else None
+
+    def maps_zero_to_zero(self, node: fx.Node) -> bool:
+        """Whether the op gives zero for a zero input, with its own arguments (Hardtanh(0.1, 4) does not)."""
+        rest = (node.args[1:], node.kwargs)
+        try:
+            zeros = torch.zeros(self.shape(node), dtype=self.dtype)
+            with torch.no_grad():
+                out = self.module(node)(zeros) if node.op == "call_module" else \
+                    node.target(zeros, *rest[0], **rest[1]) if node.op == "call_function" else \
+                    getattr(zeros, node.target)(*rest[0], **rest[1])
+        except Exception:  # noqa: BLE001 - an op that cannot run on its own is not known to keep zeros
+            return False
+        return len(node.all_input_nodes) == 1 and isinstance(out, torch.Tensor) and bool((out == 0).all())
 
 
-def unit_axis(node: fx.Node) -> int:
-    """The unit dimension of a site's activation (shapes must have been propagated): the default rule of
-    ``Site.unit_dim_for``, except that a 3-D activation computed from a Linear's output through a swap of
-    its last two dims (and elementwise ops) has its units where the Linear's features went."""
-    shape = _shape(node)
-    if shape is None:
-        raise ModaError(f"no shape recorded for node {node.name}")
-    axis = Site.unit_dim_for(len(shape))
-    if len(shape) != 3:
-        return axis
-    source, swapped = node.args[0] if node.args else None, False
-    for _ in range(8):  # a short walk back through transposes and elementwise ops
-        if not isinstance(source, fx.Node):
-            break
-        if source.op == "call_method" and source.target == "transpose" and set(source.args[1:3]) in ({1, 2}, {-1, 1},
-                                                                                                      {-2, -1}):
-            swapped, source = not swapped, source.args[0]
+def _build(model: nn.Module, input_shape: tuple, points: Any) -> NetGraph:
+    view = module_view(model, training=False)
+    graph, names = _trace(view)
+    declared = dict(points) if isinstance(points, Mapping) else None
+    kinds = KINDS if declared is not None else _kinds(points)
+    sites = _sites(graph, names, view, kinds, set(declared) if declared is not None else None)
+    if declared is not None and set(declared) - set(sites):
+        raise GraphError(f"unknown activation point(s) {sorted(set(declared) - set(sites))}: this model's activation "
+                         f"calls are {list(_sites(graph, names, view, KINDS))}")
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype, device = (param.dtype, param.device) if param is not None else (torch.float32, torch.device("cpu"))
+    shapes = _propagate(graph, view, torch.zeros(EXAMPLE_BATCH, *input_shape, dtype=dtype, device=device))
+    blocker, inplace = _functionalise(graph, view, shapes)
+    for target in inplace:  # the zero probe sees them out of place
+        view.get_submodule(target).inplace = False
+    site_nodes, c, found = {node.name: name for name, node in sites.items()}, _Classifier(view, shapes, dtype), {}
+    for node in graph.nodes:
+        rule = oprules.rule_for(node, c.module(node))
+        reads_tensor = any(isinstance(shapes.get(n.name), (tuple, list)) for n in node.all_input_nodes)
+        if shapes.get(node.name) is None and node.op.startswith("call_") and not isinstance(rule, oprules.Split) \
+                and (rule is oprules.META or not reads_tensor):  # sizes and arithmetic on them
+            c.ops[node.name] = Op(oprules.META, holds_all=True)
             continue
-        if source.op == "call_module":
-            module = source.graph.owning_module.get_submodule(source.target)
-            if isinstance(module, nn.Linear):
-                return 1 if swapped else 2
-        if source.op in ("call_module", "call_function", "call_method") and source.args and \
-                isinstance(source.args[0], fx.Node):
-            source = source.args[0]
-            continue
-        break
-    return axis
+        c.ops[node.name] = rule.classify(node, c)
+        if node.name in site_nodes:
+            c.ops[node.name] = _point_op(node, site_nodes[node.name], c, declared, found, site_kind(view, node, kinds))
+    weighted = frozenset(n.target for n in graph.nodes if n.op == "call_module"
+                         and next(view.get_submodule(n.target).parameters(), None) is not None)
+    return NetGraph(graph, names, shapes, c.ops, found, blocker, frozenset(inplace), weighted)
 
 
-def activation_sites(model: nn.Module, points: str | Sequence[str] = "relu",
-                     example_input: torch.Tensor | None = None) -> dict[str, Site]:
-    """Every activation call site of ``model`` (``points``: ``"relu"``, ``"gelu"``, ``"silu"`` or a list),
-    in forward order, keyed by its feature-extraction name. Raises ``ModaError`` if fx cannot trace it."""
-    return trace(model, points, example_input).sites
+def _kinds(points: str | Sequence[str]) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in points.split(",")) if isinstance(points, str) else tuple(points)
+    if not kinds or set(kinds) - set(KINDS):
+        raise ModaError(f"unknown activation kind(s) {sorted(set(kinds) - set(KINDS)) or list(kinds)}: expected some "
+                        f"of {', '.join(KINDS)}")
+    return kinds
 
 
-def masked_graph(model: nn.Module, masks: Mapping[str, torch.Tensor], example_input: torch.Tensor,
-                 points: str | Sequence[str] = "relu") -> fx.GraphModule:
-    """The masked full model: ``model`` (traced, eval mode) with each site's output multiplied by its
-    0/1 unit mask (``masks``: site name → bool over units) along the site's unit dimension."""
-    traced = trace(model, points, example_input)
-    unknown = [name for name in masks if name not in traced.sites]
-    if unknown:
-        raise ModaError(f"unknown activation site(s) {unknown}: this model's sites are {list(traced.sites)}")
-    module, graph = traced.module, traced.module.graph
-    for index, (name, mask) in enumerate(masks.items()):
-        site = traced.sites[name]
-        if mask.dim() != 1 or mask.numel() != site.units:
-            raise ModaError(f"mask of site {name!r} has shape {tuple(mask.shape)}, expected ({site.units},)")
-        view = [1] * len(site.shape)
-        view[site.dim] = -1
-        buffer = f"_moda_mask_{index}"
-        module.register_buffer(buffer, mask.to(example_input.dtype).view(view))
-        node = traced.node(name)
-        with graph.inserting_after(node):
-            attr = graph.get_attr(buffer)
-        with graph.inserting_after(attr):
-            scaled = graph.call_function(operator.mul, (node, attr))
-        node.replace_all_uses_with(scaled, delete_user_cb=lambda user, keep=scaled: user is not keep)
-    graph.lint()
-    module.recompile()
-    return module.eval()
+def _point_op(node: fx.Node, name: str, c: _Classifier, declared: Mapping | None, found: dict, kind: str) -> Op:
+    """A point's op: a per-unit op on its input's unit axis, or on the axis declared for it."""
+    held, shape, op = c.op(oprules.first(node)), c.shape(node), c.ops[node.name]
+    axis = (declared or {}).get(name)
+    if axis is not None and (not -len(shape) <= axis < len(shape) or axis % len(shape) == 0):
+        raise GraphError(f"point {name!r}: unit axis {axis} is not a feature dim of its {len(shape)}-D activation")
+    if axis is None and held.axis is None:
+        raise GraphError(f"cannot tell the units of point {name!r}: nothing before it says which dim of its "
+                         f"{len(shape)}-D activation {list(shape)} holds the features (no convolution or linear layer "
+                         f"leads to it); declare it, e.g. points={{{name!r}: -1}}")
+    axis = held.axis if axis is None else axis % len(shape)
+    zero = op.data if isinstance(op.rule, oprules.PerUnit) and op.axis is not None else c.maps_zero_to_zero(node)
+    found[name] = Point(name, kind, node.name, axis, shape[axis], tuple(shape))
+    return Op(oprules.POINT, axis, shape[axis], data=bool(zero))
+
+
+# ----------------------------------------------------------------------------------------------
+# running a graph over a model's tensors
+
+def attribute(model: nn.Module, target: str) -> Any:
+    owner, _, name = target.rpartition(".")
+    return getattr(model.get_submodule(owner) if owner else model, name)
+
+
+def bind(graph: fx.Graph, model: nn.Module, pure: bool, inplace_modules: frozenset[str] = frozenset(),
+         class_name: str = "Bound") -> fx.GraphModule:
+    """``graph`` as a module over ``model``'s tensors: ``pure``, over eval-mode views (in-place modules called out
+    of place; the model is never changed or switched), else over the model's own modules (for training)."""
+    source, root = module_view(model, training=False) if pure else model, {}
+    for node in graph.nodes:
+        if node.op in ("call_module", "get_attr") and node.target not in root:
+            root[node.target] = source.get_submodule(node.target) if node.op == "call_module" else \
+                attribute(source, node.target)
+            if pure and node.target in inplace_modules:
+                root[node.target].inplace = False
+    return fx.GraphModule(root, graph, class_name)
+
+
+__all__ = ["DEFAULT_THRESHOLD", "EXAMPLE_BATCH", "GraphError", "KINDS", "NetGraph", "Point", "TraceError", "bind",
+           "graph_of", "identity", "module_view", "points_of"]

@@ -1,5 +1,5 @@
-"""The two context managers every engine pass uses: ``hooks`` (register forward hooks, always remove
-them) and ``eval_mode`` (switch a model to eval mode, restore its training flag afterwards)."""
+"""Two context managers: ``hooks`` (register forward hooks, always remove them) and ``eval_mode`` (switch a
+model to eval mode, restore every module's mode afterwards; a model already in eval mode is not touched)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -27,10 +27,15 @@ def hooks(forward: Iterable[tuple[nn.Module, Hook]] = (),
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode inside the block; its previous training flag is restored afterwards."""
-    was_training = model.training
+    """``model`` in eval mode inside the block; every module's mode is restored afterwards. A model already in
+    eval mode (one shared by many callers) is not touched at all."""
+    modes = [(module, module.training) for module in model.modules()]
+    if not any(training for _, training in modes):
+        yield model
+        return
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training

@@ -684,7 +684,7 @@ class Run:
 
     path: Path
     config: dict[str, Any]
-    model: nn.Module  # a zoo model, or a model of the user's own (tapped)
+    model: nn.Module  # a zoo model, or a model of the user's own (its graph: moda_core.graph)
     epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -708,11 +708,11 @@ class Run:
         return str(self.path) if latest else f"{self.path}@{self.epoch}"
 
 
-def _build(config: dict[str, Any], where: str | Path, tap: bool = True) -> nn.Module:
-    """The model of a checked config (:func:`check_config`); any failure is a ``ModaError``. ``tap=False``
+def _build(config: dict[str, Any], where: str | Path, check: bool = True) -> nn.Module:
+    """The model of a checked config (:func:`check_config`); any failure is a ``ModaError``. ``check=False``
     builds a model of the user's own as its builder returns it (for its shapes)."""
     try:
-        model = build_from_arch(config["arch"], tap=tap)
+        model = build_from_arch(config["arch"], check=check)
         return method_of(config).prepare(model)  # e.g. MwT's gated blocks
     except ModaError:
         raise
@@ -732,7 +732,7 @@ def model_shapes(config: dict[str, Any], where: str | Path = "config") -> dict[s
            method_of(config).name)
     if key not in _SHAPES:
         with torch.device("meta"):
-            model = _build(config, where, tap=False)
+            model = _build(config, where, check=False)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         count = sum(math.prod(shape) for shape in shapes.values())
         if count > MAX_PARAMETERS:

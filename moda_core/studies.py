@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 
 from moda_core import runs
-from moda_core.compose import compose_module, parameter_count, point_units
+from moda_core.activations import point_units
+from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Dataset
 from moda_core.decompose import DEFAULT_TAU, check_tau, decompose, masks_from_rates
 from moda_core.errors import ModaError

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from moda_core.compose import overlap_counts, parameter_count, point_units
+from moda_core.activations import point_units
+from moda_core.compose import overlap_counts, parameter_count
 
 
 def mean_off_diagonal(matrix: torch.Tensor) -> float:

@@ -299,10 +299,10 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
         record = make_config_record(config, model, data, device)
         record["world_size"] = ctx.world_size
         opened.write_config(record)
-    network: torch.nn.Module = model
+    network = method.network(model, config)  # the model's recorder over its own modules (or the model itself)
     if ctx.active:
         network = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            network, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         network = torch.compile(network)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from moda_core.activations import mask_points, modular_points, run_with_cache
+from moda_core.activations import masked_model, modular_points, run_with_cache
 from moda_core.compose import compose_module
 from moda_core.models import build_model
 
@@ -67,8 +67,40 @@ def random_masks(model, density, seed, classes=None):
 
 def masked_logits(model, masks, classes, x):
     union = {p: m[classes].any(0) for p, m in masks.items()}
-    with torch.no_grad(), mask_points(model, union):
-        return model(x)[:, classes]
+    with torch.no_grad():
+        return masked_model(model, union)(x)[:, classes]
+
+
+def independent_masked_model(model, masks, axes):
+    """The masked full model built without moda_core's graph: the eval model traced afresh with torchvision's
+    ``NodePathTracer`` and run by an fx ``Interpreter`` that multiplies each point's output (by its
+    feature-extraction name) by its bool mask along the axis ``axes`` gives, in place, so an in-place activation's
+    input, which the network goes on using, is masked too."""
+    import math
+
+    from torch import fx
+
+    from moda_core._tv import import_torchvision
+
+    tv = import_torchvision()
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    tracer = NodePathTracer(leaf_modules=[], autowrap_modules=(math, tv.ops))
+    graph = tracer.trace(model.eval())
+    module = fx.GraphModule(model, graph)
+    names = {node: tracer.node_to_qualname[node] for node in graph.nodes if node in tracer.node_to_qualname}
+
+    class Masking(fx.Interpreter):
+        def run_node(self, node):
+            out = super().run_node(node)
+            name = names.get(node)
+            if name in masks:
+                shape = [1] * out.dim()
+                shape[axes[name]] = -1
+                out.mul_(masks[name].to(out.dtype).view(shape))
+            return out
+
+    return lambda x: Masking(module).run(x)
 
 
 def brute_force_overlap(model, masks):

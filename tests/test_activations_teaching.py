@@ -25,7 +25,7 @@ from dashboard.figures.activations import (
     rate_heatmap,
 )
 from dashboard.figures.compose import UNION_COLOUR_NAMES, UNION_GRID_COLOURS, UNION_MARKS, union_cells, union_figure
-from moda_core.compose import point_units
+from moda_core.activations import point_units
 from moda_core.decompose import TAU_RANGE, clearest_point, kept_share_by_tau, masks_from_rates, tau_sensitive_point
 from moda_core.models import build_model
 from moda_core.summary import module_floor, module_summary

@@ -1,4 +1,4 @@
-"""Models of your own (not the zoo): builders by import path, tapped activation sites, composition, overlap,
+"""Models of your own (not the zoo): builders by import path, activation points on the graph, composition, overlap,
 export and the checks on bad builders. Nothing here trains (test_any_model_training.py does)."""
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from helpers import brute_force_overlap, masked_logits, random_masks
 from torch import nn
 
 from moda_core import ModaError, ModularLoss
-from moda_core.activations import mask_points, modular_points, record_activations
+from moda_core.activations import masked_model, modular_points, run_with_cache
 from moda_core.cli import main
 from moda_core.compose import check_masks, compose_module, overlap_counts, parameter_count
 from moda_core.export import export_module
+from moda_core.graph import graph_of
 from moda_core.import_policy import restrict_imports
 from moda_core.losses import modular_losses
 from moda_core.models import build_model
 from moda_core.models.user import build_user_model, load_builder
 from moda_core.run_config import check_config
-from moda_core.tapped import is_tapped, tap_sites, taps_of
 from moda_core.train import TrainConfig, train
 
 SMALL = [path for path, _ in graph_models.BUILDERS if "vgg" not in path and "resnet" not in path]
@@ -36,20 +36,17 @@ def built(path: str, points: str = "relu") -> nn.Module:
 
 
 @pytest.mark.parametrize("path,points", graph_models.BUILDERS)
-def test_a_tapped_model_is_the_model_with_the_same_keys_and_parameters(path, points):
+def test_a_built_model_is_the_builders_model_untouched(path, points):
     torch.manual_seed(0)
     original = getattr(graph_models, path.partition(":")[2])(num_classes=10, in_channels=1, image_size=28)
-    tapped = build_user_model(path, 1, 28, 10, points)
-    assert is_tapped(tapped) and tapped.arch["name"] == path and tapped.input_shape == (1, 28, 28)
-    tapped.load_state_dict(original.state_dict())
-    assert list(tapped.state_dict()) == list(original.state_dict())
+    model = build_user_model(path, 1, 28, 10, points)
+    assert model.arch["name"] == path and model.input_shape == (1, 28, 28) and model.training
+    assert type(model) is type(original) and list(model.state_dict()) == list(original.state_dict())
+    model.load_state_dict(original.state_dict())
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
-        assert torch.equal(tapped.eval()(x), original.eval()(x))
-    # a tapped model holds the very parameters and buffers of the model it taps: training it trains that model
-    shared = tap_sites(original, x, points.split(","))
-    assert [id(p) for p in shared.parameters()] == [id(p) for p in original.parameters()]
-    assert [id(b) for b in shared.buffers()] == [id(b) for b in original.buffers()]
+        assert torch.equal(model.eval()(x), original.eval()(x))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # reading it hooks nothing
 
 
 def test_points_are_call_sites_named_as_feature_extraction_names_them():
@@ -64,9 +61,8 @@ def test_points_are_call_sites_named_as_feature_extraction_names_them():
 
 def test_token_models_record_features_as_units():
     vit = build_model("graph_models:make_vit", 1, 28, 10)
-    with torch.no_grad(), record_activations(vit, detach=True) as recorder:
-        vit.eval()(torch.randn(2, 1, 28, 28))
-    for activation in recorder.values():  # B×T×64 tokens, recorded with the 64 features as units (dim 1)
+    _, cache = run_with_cache(vit, torch.randn(2, 1, 28, 28))
+    for activation in cache.values():  # B×T×64 tokens, recorded with the 64 features as units (dim 1)
         assert activation.shape == (2, 64, 17)
     masks = random_masks(vit, 0.5, seed=1)
     assert all(mask.shape == (10, 64) for mask in masks.values())
@@ -107,37 +103,27 @@ def test_vit_reports_what_it_keeps_whole():
     model = built("graph_models:make_vit")
     composed = compose_module(model, random_masks(model, 0.3, seed=0), [0, 1])
     reasons = " ".join(reason for _, reason in composed.kept_whole)
-    assert "MultiheadAttention" in reasons and "LayerNorm" in reasons
-
-
-def test_graph_composer_slices_through_flatten_like_the_zoo():
-    lenet = graph_models.calibrated(build_model("lenet5", 1, 28, 10))
-    masks = random_masks(lenet, 0.4, seed=2)
-    from moda_core.graph_compose import compose_graph
-
-    graph = compose_graph(lenet, masks, [1, 4], torch.zeros(2, 1, 28, 28)).module
-    assert parameter_count(graph) == parameter_count(compose_module(lenet, masks, [1, 4]))
+    assert "MultiheadAttention" in reasons and "layer norm" in reasons
 
 
 def test_untraceable_model_with_relu_modules_trains_through_hooks_and_composition_says_why():
     model = build_model("graph_models:make_hookednet", 1, 28, 10)
-    assert not is_tapped(model) and model.arch["traced"] is False
+    assert model.arch["traced"] is False
     assert modular_points(model) == ["relu1", "relu2"]
     masks = random_masks(model, 0.5, seed=0)
-    with pytest.raises(ModaError, match="cannot trace HookedNet"):
+    with pytest.raises(ModaError, match="cannot trace HookedNet: .*traceable forward"):
         compose_module(model, masks, [0, 1])
 
 
 def test_gelu_and_silu_points_fire_above_the_threshold_and_the_loss_takes_magnitudes():
     model = built("graph_models:make_gelusilunet", "gelu,silu")
-    assert [tap.kind for tap in taps_of(model).values()] == ["gelu", "silu"]
+    assert [p.kind for p in graph_of(model).points.values()] == ["gelu", "silu"]
     moda = ModularLoss(model, torch.zeros(2, 1, 28, 28), points="gelu,silu")
     assert moda.nonnegative is False
     x, y = torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2])
-    moda.model(x)
-    with torch.no_grad(), record_activations(model, detach=True) as recorder:
-        model(x)
-    expected = modular_losses(recorder.values(), y, nonnegative=False)
+    moda.model.eval()(x)
+    _, cache = run_with_cache(model, x)
+    expected = modular_losses(list(cache.values()), y, nonnegative=False)
     total = moda(y)
     assert torch.allclose(total, expected[0] + expected[1] + 0.3 * expected[2])
     with pytest.raises(ModaError, match="no activation point"):
@@ -148,6 +134,7 @@ def test_modular_loss_in_your_own_loop_equals_the_objectives_by_hand():
     torch.manual_seed(0)
     model = graph_models.FunctionalNet().eval()
     moda = ModularLoss(model, torch.zeros(2, 1, 28, 28), alpha=0.5, beta=2.0, gamma=0.1)
+    assert list(moda.model.state_dict()) == list(model.state_dict()) and not moda.model.training
     x, y = torch.randn(8, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     logits = moda.model(x)
     # the model's activations computed by hand, in its own forward's order
@@ -159,7 +146,7 @@ def test_modular_loss_in_your_own_loop_equals_the_objectives_by_hand():
     assert torch.allclose(logits, model.fc2(a3))
     loss = F.cross_entropy(logits, y) + moda(y)
     loss.backward()
-    assert model.conv1.weight.grad is not None  # the tapped model trains the user's parameters
+    assert model.conv1.weight.grad is not None  # moda.model trains the user's parameters
     moda.close()
     moda.model(x)
     with pytest.raises(ModaError, match="no activations recorded"):
@@ -253,34 +240,21 @@ def test_masks_of_another_model_are_refused():
         compose_module(model, random_masks(model, 0.5, seed=0), [3, 12])
 
 
-def test_mask_points_on_a_tapped_model_zeroes_units_along_the_token_features():
+def test_the_masked_model_zeroes_units_along_the_token_features():
     vit = built("graph_models:make_vit")
-    site = modular_points(vit)[0]
-    mask = torch.zeros(64, dtype=torch.bool)
-    with torch.no_grad(), mask_points(vit, {site: mask}), record_activations(vit, [site], detach=True) as recorder:
-        vit(torch.randn(2, 1, 28, 28))
-    assert recorder.values()[0].abs().sum() == 0
+    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero
+    site = modular_points(vit)[0]  # the first encoder layer's MLP activation, 64 token features
+    masked = masked_model(vit, {site: torch.zeros(64, dtype=torch.bool)})
+    silenced = graph_models.calibrated(build_model("graph_models:make_vit", 1, 28, 10))
+    silenced.load_state_dict(vit.state_dict())
+    with torch.no_grad():  # every unit zeroed is an fc1 that gives zero: weights and bias 0
+        silenced.encoder.layers[0].mlp[0].weight.zero_()
+        silenced.encoder.layers[0].mlp[0].bias.zero_()
+        x = torch.randn(2, 1, 28, 28)
+        torch.testing.assert_close(masked(x), silenced.eval()(x), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(masked(x), vit(x))
     assert sys.modules["graph_models"] is graph_models
     assert Path(graph_models.__file__).parent.name == "tests"
-
-
-@pytest.mark.parametrize("name", ["mlp", "lenet5", "vgg11", "resnet18", "mobilenet", "vit"])
-def test_the_graph_composer_matches_the_zoo_composer_on_zoo_models(name):
-    from helpers import randomised
-
-    from moda_core.graph_compose import compose_graph
-
-    model = randomised(name, 1, 28)
-    masks = random_masks(model, 0.4, seed=4)
-    x = torch.randn(4, 1, 28, 28)
-    graph = compose_graph(model, masks, [1, 3], x).module
-    zoo = compose_module(model, masks, [1, 3])
-    with torch.no_grad():
-        assert torch.allclose(graph(x), zoo(x), atol=1e-5, rtol=1e-4)
-    if name == "mobilenet":  # the graph also slices what the inverted-residual rule keeps whole
-        assert parameter_count(graph) <= parameter_count(zoo)
-    else:
-        assert parameter_count(graph) == parameter_count(zoo)
 
 
 def test_a_run_whose_builder_does_not_import_is_broken_in_one_line(tmp_path, capsys):

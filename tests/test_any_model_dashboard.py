@@ -65,7 +65,8 @@ def test_token_units_and_what_the_composer_kept_whole(own_runs, monkeypatch):
     app = open_page("compose")
     assert [e for e in app.expander if e.label.startswith("Kept whole")]
     reasons = " ".join(app.dataframe[0].value["why"])
-    assert "MultiheadAttention" in reasons and "LayerNorm" in reasons
+    assert "MultiheadAttention" in reasons and "layer norm" in reasons
+    assert "keeps some operations whole" in texts(app) and "layer norm normalises over the units" in texts(app)
 
 
 def test_a_model_that_cannot_be_traced_says_why_it_cannot_be_composed(own_runs, monkeypatch):

@@ -14,8 +14,8 @@ from helpers import brute_force_overlap, masked_logits
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.decompose import decompose
 from moda_core.export import export_module
+from moda_core.graph import graph_of
 from moda_core.runs import load_run, run_dataset
-from moda_core.tapped import is_tapped
 from moda_core.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -32,9 +32,9 @@ def test_train_decompose_compose_export_and_count(path, points, tmp_path):
     run = train(config, runs_dir=tmp_path / "runs", name="own")
     assert run.config["arch"]["name"] == path and run.config["arch"]["points"] == points
     run = load_run(tmp_path / "runs" / "own")  # rebuilt from the import path, the weights under its own keys
-    assert is_tapped(run.model)
+    assert not any(m._forward_hooks for m in run.model.modules())
     decomposition = decompose(run, 0.9)
-    units = {name: tap.units for name, tap in run.model.moda_taps.items()}
+    units = {name: point.units for name, point in graph_of(run.model).points.items()}
     assert {p: tuple(r.shape) for p, r in decomposition.rates.items()} == {p: (10, u) for p, u in units.items()}
     assert all(0 <= float(r.min()) and float(r.max()) <= 1 for r in decomposition.rates.values())
     masks = decomposition.masks

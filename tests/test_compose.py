@@ -14,7 +14,6 @@ from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.errors import ModaError
 from moda_core.export import export_module
 from moda_core.models import MODELS, build_model
-from moda_core.models.blocks import ChannelGather
 
 CASES = [(name, c, s) for name in MODELS for c, s in [(1, 28), (3, 32)]]
 
@@ -38,13 +37,12 @@ def test_composed_equals_masked_full_model(name, channels, size):
 
 
 def test_special_couplings_are_exercised():
-    """The random masks above do reach identity shortcuts and depthwise convs with dropped inputs."""
+    """The random masks above do reach identity shortcuts and depthwise convs with dropped inputs: the composed
+    graph fills their missing channels with zeros."""
     resnet = randomised("resnet18", 3, 32)
-    composed = compose_module(resnet, random_masks(resnet, 0.4, 0), [0])
-    assert any(isinstance(m, ChannelGather) for m in composed.modules())
+    assert "zero_fill_gather" in compose_module(resnet, random_masks(resnet, 0.4, 0), [0]).code
     mobilenet = randomised("mobilenet", 3, 32)
-    composed = compose_module(mobilenet, random_masks(mobilenet, 0.4, 0), [0])
-    assert any(type(m).__name__ == "GatheredConvUnit" for m in composed.modules())
+    assert "zero_fill_gather" in compose_module(mobilenet, random_masks(mobilenet, 0.4, 0), [0]).code
 
 
 def test_logits_come_in_sorted_class_order():
@@ -110,25 +108,23 @@ def test_export_runs_without_moda_core(tmp_path):
     assert_runs_without_moda_core(path, x, composed(x).detach(), tmp_path)
 
 
-def test_block_shapes_are_measured_once_per_model_and_again_after_a_block_changes(monkeypatch):
+def test_the_graph_is_read_once_per_model_structure_and_again_after_a_layer_changes(monkeypatch):
     from torch import nn
 
-    from moda_core import compose as compose_mod
-    from moda_core.models import build_model
+    from moda_core import graph as graph_module
 
-    measured = []
-    original = compose_mod._measure_shapes
-    monkeypatch.setattr(compose_mod, "_measure_shapes", lambda m, b: measured.append(1) or original(m, b))
+    built = []
+    original = graph_module._build
+    monkeypatch.setattr(graph_module, "_BY_STRUCTURE", {})
+    monkeypatch.setattr(graph_module, "_build", lambda *a: built.append(1) or original(*a))
     model = build_model("lenet5")
-    first = compose_mod.layer_plan(model)
-    again = compose_mod.layer_plan(model)
-    assert len(measured) == 1 and [s.name for s in first] == [s.name for s in again]
-    compose_mod.layer_plan(build_model("lenet5"))  # another model: its own measurement
-    assert len(measured) == 2
-    model.features[1] = nn.MaxPool2d(2, 2)  # a new block of the same kind
-    compose_mod.layer_plan(model)
-    assert len(measured) == 3, "a replaced block must be measured again"
+    first = graph_module.graph_of(model)
+    assert graph_module.graph_of(model) is first and len(built) == 1
+    assert graph_module.graph_of(build_model("lenet5")) is first and len(built) == 1  # same structure: shared
+    model.features[1] = nn.AvgPool2d(2)  # another kind of layer, the same shapes
+    graph_module.graph_of(model)
+    assert len(built) == 2, "a replaced layer must be read again"
     conv = model.features[0].conv
     conv.weight = nn.Parameter(torch.zeros(conv.out_channels, conv.in_channels, 3, 3))
-    compose_mod.layer_plan(model)
-    assert len(measured) == 4, "a block whose parameters change shape must be measured again"
+    graph_module.graph_of(model)
+    assert len(built) == 3, "a layer whose parameters change shape must be read again"

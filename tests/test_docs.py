@@ -2,7 +2,7 @@
 
 Each example starts at a ``<!-- example: NAME -->`` marker and holds every ```python block up to the
 next marker; its blocks run in order in one namespace. The registries the examples add to (models,
-methods, block rules) are restored afterwards, so no other test sees the examples' entries.
+methods, op rules) are restored afterwards, so no other test sees the examples' entries.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import brute_force_overlap, masked_logits, random_masks, randomised
 
-from moda_core import methods, models, rules
+from moda_core import methods, models, oprules
 from moda_core.compose import compose_module, overlap_counts
 from moda_core.errors import ModaError
 from moda_core.methods.base import Method, StepLosses
@@ -49,7 +49,7 @@ def run_example(name: str, blocks: int | None = None) -> dict:
 @pytest.fixture(autouse=True)
 def registries() -> Iterator[None]:
     """Put the model, method and rule registries back as they were after each example."""
-    saved = [(registry, dict(registry)) for registry in (models.MODELS, methods.METHODS, rules.RULES)]
+    saved = [(registry, dict(registry)) for registry in (models.MODELS, methods.METHODS, oprules.MODULE_RULES)]
     yield
     for registry, contents in saved:
         registry.clear()
@@ -98,8 +98,8 @@ def test_a_new_training_method_computes_its_losses() -> None:
     with pytest.raises(ModaError, match="only the compactness term"):
         TrainConfig(model="lenet5", method="sparse", alpha=1.0).validate()
     model = method.prepare(models.build_model("lenet5", 1, 28, 10)).train()
-    out = method.losses(config, model, model, torch.randn(8, 1, 28, 28), torch.arange(8) % 4,
-                        torch.autocast("cpu", enabled=False))
+    out = method.losses(config, model, method.network(model, config), torch.randn(8, 1, 28, 28),
+                        torch.arange(8) % 4, torch.autocast("cpu", enabled=False))
     assert isinstance(out, StepLosses) and out.loss.requires_grad
     torch.testing.assert_close(out.loss, out.ce + 0.3 * out.compactness)
 
@@ -111,7 +111,8 @@ def test_add_a_training_method() -> None:
     assert isinstance(namespace["out"], StepLosses) and torch.isfinite(namespace["out"].loss)
 
 
-def test_add_a_block_rule() -> None:
+def test_add_an_op_rule() -> None:
     namespace = run_example("rule")
-    assert rules.rule_for(namespace["LinearBNUnit"](4, 3)) is rules.RULES[namespace["LinearBNUnit"]]
-    assert_composes_exactly("bnmlp", 1, 28, overlap=True)
+    affine = namespace["ChannelAffine"]
+    assert isinstance(oprules.MODULE_RULES[affine], namespace["ChannelAffineRule"]) and affine in oprules.leaf_modules()
+    assert_composes_exactly("affinecnn", 3, 32, overlap=True)

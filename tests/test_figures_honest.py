@@ -107,9 +107,10 @@ def test_a_training_of_one_epoch_says_1_epoch(monkeypatch, tmp_path, capsys):
     from dashboard import training
     from moda_core import cli
     from moda_core import train as trainer
+    from moda_core.models import build_model
     from moda_core.train import TrainConfig
 
-    run = SimpleNamespace(name="one", path=tmp_path / "one", epoch=1,
+    run = SimpleNamespace(name="one", path=tmp_path / "one", epoch=1, model=build_model("mlp"),
                           metrics={"test_accuracy": 0.5, "train_accuracy": 0.5, "seconds": 2.0,
                                    "seconds_per_epoch": 2.0, "device": "cpu"})
     slot = training.TrainingSlot(runner=lambda *args, **kwargs: run)

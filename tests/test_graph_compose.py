@@ -1,5 +1,6 @@
-"""The graph composer on outside models: composed == masked full model (target logits, ≤ 1e-5 relative) at
-mask densities 0.5 and 0.2, fewer parameters, and a ``torch.export`` with a dynamic batch size that matches."""
+"""Composition on the graph of the hand-written and torchvision test models (``graph_models``): composed == the
+independent masked full model (``helpers.independent_masked_model``, target logits, ≤ 1e-5 relative) at mask
+densities 0.5 and 0.2, fewer parameters, and a ``torch.export`` with a dynamic batch size that matches."""
 from __future__ import annotations
 
 import functools
@@ -19,11 +20,13 @@ from graph_models import (
     tv_vgg11_bn,
     tv_vit,
 )
+from helpers import independent_masked_model
 from torch import nn
 
+from moda_core.compose import compose_module, parameter_count, zero_fill_gather
 from moda_core.errors import ModaError
-from moda_core.graph import activation_sites, masked_graph
-from moda_core.graph_compose import compose_graph, zero_fill_gather
+from moda_core.graph import graph_of
+from moda_core.loop import prepare_model
 
 CLASSES = [7, 2]
 FAST = {"functional": FunctionalNet, "shared_relu": SharedReLUNet, "relu6": ReLU6Net, "skip": SkipNet,
@@ -32,49 +35,47 @@ SLOW = {"resnet18": tv_resnet18, "vgg11_bn": tv_vgg11_bn, "mobilenet_v2": tv_mob
 
 
 @functools.cache
-def model(name: str) -> nn.Module:
+def model(name: str, points: str = "relu") -> nn.Module:
     """A calibrated model, built once per test session (composition never changes it)."""
-    return calibrated({**FAST, **SLOW}[name]())
+    make = {**FAST, **SLOW, "gelu_silu": GeluSiluNet}[name]
+    return prepare_model(calibrated(make()), torch.zeros(2, 1, 28, 28), points)
 
 
-def random_masks(sites, density, seed):
-    """Site → random bool units, at least one unit kept per site."""
+def random_masks(net: nn.Module, density: float, seed: int) -> dict[str, torch.Tensor]:
+    """Point → random class × unit masks, at least one unit kept per class and point."""
     generator = torch.Generator().manual_seed(seed)
     masks = {}
-    for name, site in sites.items():
-        mask = torch.rand(site.units, generator=generator) < density
-        mask[torch.randint(0, site.units, (1,), generator=generator)] = True
+    for name, point in graph_of(net).points.items():
+        mask = torch.rand(10, point.units, generator=generator) < density
+        mask[torch.arange(10), torch.randint(0, point.units, (10,), generator=generator)] = True
         masks[name] = mask
     return masks
-
-
-def parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
-def check_model(net: nn.Module, density: float, seed: int = 0, points="relu", export: bool = False):
+def check_model(net: nn.Module, density: float, seed: int = 0, export: bool = False) -> nn.Module:
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(seed + 1))
-    sites = activation_sites(net, points, example_input=x[:1])
-    masks = random_masks(sites, density, seed)
-    composition = compose_graph(net, masks, CLASSES, x[:1], points)
+    masks = random_masks(net, density, seed)
+    composed = compose_module(net, masks, CLASSES)
+    axes = {name: point.axis for name, point in graph_of(net).points.items()}
     with torch.no_grad():
-        expected = masked_graph(net, masks, x[:1], points)(x)[:, sorted(CLASSES)]
-        got = composition.module(x)
+        union = {p: m[sorted(CLASSES)].any(0) for p, m in masks.items()}
+        expected = independent_masked_model(net, union, axes)(x)[:, sorted(CLASSES)]
+        got = composed(x)
     assert got.shape == (5, len(CLASSES))
     assert relative(got, expected) <= 1e-5
-    assert parameters(composition.module) < parameters(net)
+    assert parameter_count(composed) < parameter_count(net)
     if export:
         batch = torch.export.Dim("batch", min=1, max=1024)
-        program = torch.export.export(composition.module, (x[:2],), dynamic_shapes=({0: batch},))
+        program = torch.export.export(composed, (x[:2],), dynamic_shapes=({0: batch},))
         for size in (1, 7):
             sample = torch.randn(size, 1, 28, 28)
             with torch.no_grad():
-                assert relative(program.module()(sample), composition.module(sample)) <= 1e-5
-    return composition
+                assert relative(program.module()(sample), composed(sample)) <= 1e-5
+    return composed
 
 
 @pytest.mark.parametrize("density", [0.5, 0.2])
@@ -87,30 +88,30 @@ def test_compose_is_the_masked_model(name, density):
 @pytest.mark.parametrize("density", [0.5, 0.2])
 @pytest.mark.parametrize("name", list(SLOW))
 def test_compose_torchvision_models(name, density):
-    composition = check_model(model(name), density, export=True)
+    composed = check_model(model(name), density, export=True)
     if name == "resnet18":
-        assert composition.report == []  # every op of ResNet-18 is sliced through
+        assert composed.kept_whole == []  # every op of ResNet-18 is sliced through
 
 
-def test_gelu_silu_sites_compose_when_asked_for():
-    net = calibrated(GeluSiluNet())
-    assert activation_sites(net) == {}
-    check_model(net, 0.5, points=["gelu", "silu"], export=True)
+def test_gelu_silu_points_compose_when_asked_for():
+    with pytest.raises(ModaError, match="no activation point"):
+        prepare_model(calibrated(GeluSiluNet()), torch.zeros(2, 1, 28, 28))
+    check_model(model("gelu_silu", "gelu,silu"), 0.5, export=True)
 
 
 @pytest.mark.slow
 def test_vit_keeps_attention_and_norms_whole():
-    composition = check_model(model("vit"), 0.5)
-    reasons = " ".join(reason for _, reason in composition.report)
-    assert "LayerNorm" in reasons and "MultiheadAttention" in reasons
+    composed = check_model(model("vit"), 0.5)
+    reasons = " ".join(reason for _, reason in composed.kept_whole)
+    assert "layer norm" in reasons and "MultiheadAttention" in reasons
     # the MLPs are sliced: their first linear has fewer rows than mlp_dim
-    assert composition.module.get_submodule("encoder.layers.encoder_layer_0.mlp.0").out_features < 64
+    first = next(m for name, m in composed.named_modules() if name.endswith("encoder_layer_0.mlp.0"))
+    assert first.out_features < 64
 
 
 def test_skip_add_of_differently_masked_branches_zero_fills():
-    composition = check_model(model("skip"), 0.5, seed=3)
-    code = composition.module.code
-    assert "zero_fill_gather" in code or "index_select" in code
+    composed = check_model(model("skip"), 0.5, seed=3)
+    assert "zero_fill_gather" in composed.code
 
 
 def test_zero_fill_gather():
@@ -120,24 +121,12 @@ def test_zero_fill_gather():
     assert zero_fill_gather(empty, torch.tensor([0, 0]), 1).shape == (2, 2, 4)
 
 
-def test_class_masks_are_or_ed_over_the_targets():
-    net = model("skip")
-    x = torch.randn(3, 1, 28, 28)
-    sites = activation_sites(net, example_input=x[:1])
-    generator = torch.Generator().manual_seed(0)
-    class_masks = {name: torch.rand(10, site.units, generator=generator) < 0.5 for name, site in sites.items()}
-    union = {name: mask[CLASSES].any(0) for name, mask in class_masks.items()}
-    a = compose_graph(net, class_masks, CLASSES, x[:1]).module(x)
-    b = compose_graph(net, union, CLASSES, x[:1]).module(x)
-    assert torch.equal(a, b)
-
-
 def test_bad_masks_and_classes():
     net = model("skip")
-    x = torch.randn(1, 1, 28, 28)
-    with pytest.raises(ModaError, match="unknown activation site"):
-        compose_graph(net, {"nope": torch.ones(8, dtype=torch.bool)}, CLASSES, x)
-    with pytest.raises(ModaError, match="units"):
-        compose_graph(net, {"relu0": torch.ones(5, dtype=torch.bool)}, CLASSES, x)
+    masks = random_masks(net, 0.5, 0)
+    with pytest.raises(ModaError, match="masks do not belong to this model"):
+        compose_module(net, {**masks, "nope": torch.ones(10, 8, dtype=torch.bool)}, CLASSES)
+    with pytest.raises(ModaError, match=r"expected \(10, 8\)"):
+        compose_module(net, {**masks, "relu0": torch.ones(10, 5, dtype=torch.bool)}, CLASSES)
     with pytest.raises(ModaError, match="out of range"):
-        compose_graph(net, {}, [12], x)
+        compose_module(net, masks, [12])

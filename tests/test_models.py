@@ -1,9 +1,10 @@
 """Every zoo model: both input shapes, any class count, one ReLU module per point, gradients everywhere."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from moda_core.activations import mask_points, modular_points, record_activations, run_with_cache
+from moda_core.activations import masked_model, modular_points, recorder, run_with_cache
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
 from moda_core.models import MODELS, build_model
@@ -17,11 +18,10 @@ def test_forward_backward_both_shapes(name, channels, size):
     torch.manual_seed(0)
     model = build_model(name, channels, size, num_classes=7, width=0.25)
     x = torch.randn(4, channels, size, size)
-    with record_activations(model) as recorder:
-        logits = model(x)
+    logits, activations, _ = recorder(model, training=True)(x)
     assert logits.shape == (4, 7)
     labels = torch.tensor([0, 0, 1, 2])
-    aff, dis, com = modular_losses(recorder.values(), labels)
+    aff, dis, com = modular_losses(list(activations), labels)
     loss = nn.functional.cross_entropy(logits, labels) + aff + dis + com
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -48,28 +48,42 @@ def test_point_names_are_stable_paths():
     assert "blocks.0.dw.relu" in modular_points(build_model("mobilenet", width=0.25))
 
 
-def test_reused_relu_is_an_error():
+def test_a_relu_module_called_twice_is_two_points():
     relu = nn.ReLU()
-    model = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu)
+    model = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu, nn.Linear(3, 2))
+    model.input_shape = (3,)
+    assert modular_points(model) == ["1", "1_1"]  # two calls of one module: two call sites (feature-extraction names)
+
+
+def test_an_untraceable_model_whose_relu_runs_twice_is_an_error():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.relu, self.out = nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)
+            self.input_shape, self.arch = (3,), {"traced": False, "num_classes": 2}
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.relu(self.fc(self.relu(x))))
+
     with pytest.raises(ModaError, match="ran twice"):
-        with record_activations(model):
-            model(torch.randn(2, 3))
+        run_with_cache(Twice(), torch.randn(2, 3))
 
 
 def test_record_unknown_point_names_the_available_ones():
     with pytest.raises(ModaError, match="unknown activation point"):
-        with record_activations(build_model("mlp"), ["nope"]):
-            pass
+        run_with_cache(build_model("mlp"), torch.zeros(1, 1, 28, 28), ["nope"])
 
 
-def test_mask_points_zeroes_units():
+def test_the_masked_model_zeroes_units():
     model = build_model("lenet5").eval()
     mask = torch.zeros(6, dtype=torch.bool)
     mask[2] = True
-    with mask_points(model, {"features.0.relu": mask}):
-        _, cache = run_with_cache(model, torch.randn(3, 1, 28, 28))
-    kept = cache["features.0.relu"]
-    assert (kept[:, [0, 1, 3, 4, 5]] == 0).all() and kept[:, 2].abs().sum() > 0
+    masked = masked_model(model, {"features.0.relu": mask})
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        kept = F.relu(model.features[0].conv(x)) * mask.view(1, 6, 1, 1).float()
+        rest = model.classifier(model.flatten(model.features[3](model.features[2](model.features[1](kept)))))
+        torch.testing.assert_close(masked(x), rest)
 
 
 @pytest.mark.parametrize("bad", [dict(name="alexnet"), dict(name="vgg11", num_classes=0),

@@ -43,7 +43,8 @@ def _one_step(config: TrainConfig) -> dict[str, torch.Tensor]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     generator = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 1, 28, 28, generator=generator), torch.arange(32) % 10
-    out = train_step(method, config, model, model, optimizer, x, y, torch.autocast("cpu", enabled=False))
+    out = train_step(method, config, model, method.network(model, config), optimizer, x, y,
+                     torch.autocast("cpu", enabled=False))
     assert torch.isfinite(out.loss)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

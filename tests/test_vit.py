@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moda_core.activations import mask_points, modular_points, record_activations, run_with_cache, units_firing
+from moda_core.activations import masked_model, modular_points, recorder, run_with_cache, units_firing
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses, unit_vectors
 from moda_core.models import build_model
@@ -103,8 +103,7 @@ def test_masking_a_point_zeroes_hidden_neurons_as_computed_by_hand(channels, siz
         for point, units in dropped.items():
             masks[point] = torch.ones(hidden, dtype=torch.bool)
             masks[point][units] = False
-        with mask_points(model, masks):
-            masked = model(x)
+        masked = masked_model(model, masks)(x)
         expected = hand_forward(model, x, dropped)
     assert torch.allclose(masked, expected, atol=1e-10)
     assert (masked - model(x).detach()).abs().max() > 1e-3  # the masked units mattered
@@ -120,8 +119,7 @@ def test_zeroing_a_unit_equals_removing_its_fc2_column():
     edited.load_state_dict(model.state_dict())
     with torch.no_grad():
         edited.blocks[1].mlp.fc2.weight[:, unit] = 0
-        with mask_points(model, {point: mask}):
-            masked = model(x)
+        masked = masked_model(model, {point: mask})(x)
         assert torch.allclose(masked, edited(x), atol=1e-12)
         assert not torch.allclose(masked, model(x), atol=1e-6)
 
@@ -130,9 +128,8 @@ def test_modular_losses_are_finite_and_reach_every_parameter():
     torch.manual_seed(0)
     model = build_model("vit", 1, 28, 10).train()
     x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 4
-    with record_activations(model) as recorder:
-        logits = model(x)
-    affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=True)
+    logits, activations, _ = recorder(model, training=True)(x)
+    affinity, dispersion, compactness = modular_losses(list(activations), y, nonnegative=True)
     for term in (affinity, dispersion, compactness):
         assert torch.isfinite(term) and term.requires_grad
     assert 0 < compactness
@@ -152,9 +149,9 @@ def test_mwt_baseline_refuses_the_vit():
 def test_gpu_forward_with_the_trainers_settings():
     model = build_model("vit", 3, 32, 10).cuda().to(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-    with record_activations(model) as recorder, torch.autocast("cuda", dtype=torch.bfloat16):
-        logits = model(x)
-    losses = modular_losses(recorder.values(), torch.arange(8, device="cuda") % 3, nonnegative=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits, activations, _ = recorder(model, training=True)(x)
+    losses = modular_losses(list(activations), torch.arange(8, device="cuda") % 3, nonnegative=True)
     assert logits.device.type == "cuda" and all(torch.isfinite(t) for t in losses)
 
 
@@ -200,7 +197,8 @@ def test_composition_slices_only_the_mlp_hidden_units():
     composed = compose_module(model, masks, [1, 4])
     x = torch.randn(5, 1, 28, 28, dtype=torch.float64)
     torch.testing.assert_close(composed(x), masked_logits(model, masks, [1, 4], x))
-    for index, (full, small) in enumerate(zip(model.blocks, composed.blocks, strict=True)):
+    for index, full in enumerate(model.blocks):
+        small = composed.get_submodule(f"blocks.{index}")
         kept = torch.nonzero(masks[f"blocks.{index}.mlp.relu"][[1, 4]].any(0)).flatten()
         assert torch.equal(small.mlp.fc1.weight, full.mlp.fc1.weight[kept])
         assert torch.equal(small.mlp.fc2.weight, full.mlp.fc2.weight[:, kept])

@@ -2,24 +2,23 @@
 
 A method has a name, default loss weights (α, β, γ), a check of a training config, a way to prepare
 a freshly built zoo model (add the modules it needs, e.g. MwT's gates, through its own block
-subclasses), one training step's forward pass and loss terms, and the unit indicators decomposition
-counts (which units of each point "fire" on a sample). The trainer, the run store and decomposition
-call these and name no method.
+subclasses), the network the trainer runs (by default the model's recorder: logits and every point's
+activation, ``moda_core.activations.recorder``), one training step's loss terms, and which units of each
+point "fire" on a batch (what decomposition counts). The trainer, the run store and decomposition call
+these and name no method.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Protocol
+from typing import Callable, ContextManager, Protocol
 
 import torch
 from torch import nn
 
-from moda_core.activations import firing_threshold, modular_points, record_activations, units_firing
+from moda_core.activations import firing_threshold, modular_points, recorder, units_firing
 
-# read() after a forward pass → {point: B×N bool} for every modular point
-# (MwT reports its ungated points as all firing)
-Indicators = Callable[[], dict[str, torch.Tensor]]
+# firing(x) → {point: B×N bool} for every modular point (MwT reports its ungated points as all firing)
+Firing = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 class MethodSettings(Protocol):
@@ -65,14 +64,20 @@ class Method:
         """Which of affinity, dispersion, compactness mean something in this run's history."""
         return (False, False, False)
 
+    def network(self, model: nn.Module, config: MethodSettings) -> nn.Module:
+        """What a training step runs (the trainer wraps it for DDP or ``torch.compile``): by default the model's
+        recorder, ``x → (logits, point activations, extras)`` over the model's own modules."""
+        return recorder(model, training=True)
+
     def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
                autocast: ContextManager) -> StepLosses:
         raise NotImplementedError
 
-    @contextmanager
-    def unit_indicators(self, model: nn.Module) -> Iterator[Indicators]:
-        """Firing units per sample at every point: a unit fires when its activation is non-zero (for a
-        conv channel: anywhere in the map) — docs/design.md, Firing rule and floor."""
-        points, threshold = modular_points(model), firing_threshold(model)
-        with record_activations(model, points, detach=True) as recorder:
-            yield lambda: {p: units_firing(a, threshold) for p, a in zip(points, recorder.values(), strict=True)}
+    def firing(self, model: nn.Module) -> Firing:
+        """Firing units per sample at every point, from one pure eval-mode pass: a unit fires when its activation
+        is non-zero (for a conv channel: anywhere in the map) — docs/design.md, Firing rule and floor."""
+        record, points, threshold = recorder(model), modular_points(model), firing_threshold(model)
+
+        def read(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {p: units_firing(a, threshold) for p, a in zip(points, record(x)[1], strict=True)}
+        return read

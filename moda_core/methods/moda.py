@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moda_core.activations import nonnegative_points, record_activations
+from moda_core.activations import nonnegative_points
 from moda_core.losses import modular_losses
 from moda_core.methods.base import Method, MethodSettings, StepLosses
 
@@ -23,9 +23,9 @@ class Moda(Method):
 
     def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
                autocast: ContextManager) -> StepLosses:
-        with record_activations(model) as recorder, autocast:
-            logits = network(x)
+        with autocast:
+            logits, activations, _ = network(x)
         ce = F.cross_entropy(logits.float(), y)
-        affinity, dispersion, compactness = modular_losses(recorder.values(), y, nonnegative=nonnegative_points(model))
+        affinity, dispersion, compactness = modular_losses(list(activations), y, nonnegative=nonnegative_points(model))
         loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness
         return StepLosses(logits, ce, loss, affinity, dispersion, compactness)

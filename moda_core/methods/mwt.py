@@ -11,39 +11,29 @@ class-c training samples; fully-connected layers stay whole.
 Here the gates live in MwT's own subclasses of our zoo blocks (``GatedConvUnit`` etc., built by
 ``to_mwt`` from a plain zoo model), so a channel's mask gates exactly one of our activation points,
 and MwT modules come out in our mask format: composition, overlap and accuracy are measured with our
-own code (the gated blocks register their composition rules below), and the numbers compare
-directly with MODA's. Choices the description leaves open, made here: the generator's hidden width
+own code, on the model's graph like any other model's, and the numbers compare directly with MODA's.
+The mask generator is one op of that graph with an op rule of its own (``GateRule``): a composed gate
+reads the kept input channels (fc1 columns) and gives the kept output channels (fc2 rows).
+Choices the description leaves open, made here: the generator's hidden width
 is ``max(16, channels // 4)``; its last bias starts at 1 so that masks start open; in a residual
 block the second gate acts on the sum after the shortcut add (the point our decomposition reads),
 the downsample shortcut has no gate of its own; the first conv of a model (the stem) has none.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import ContextManager, Iterator, Mapping
+from typing import Any, Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
-from moda_core.compose import point_units
+from moda_core.activations import point_units, recorder
 from moda_core.errors import ModaError
-from moda_core.hooks import hooks
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Indicators, Method, MethodSettings, StepLosses
+from moda_core.methods.base import Method, MethodSettings, StepLosses
 from moda_core.models.base import ZooNet
-from moda_core.models.blocks import (
-    BasicBlock,
-    BasicBlockRule,
-    ChannelGather,
-    ConvUnit,
-    ConvUnitRule,
-    GatheredConvUnit,
-    PlainConvUnit,
-    PlainConvUnitRule,
-    downsample,
-)
-from moda_core.rules import materialise, prefixed, register_rule
+from moda_core.models.blocks import BasicBlock, ConvUnit, PlainConvUnit, downsample
+from moda_core.oprules import Op, OpRule, first, register_op
 
 ALPHA, BETA = 0.5, 1.5
 
@@ -63,23 +53,51 @@ class MaskGenerator(nn.Module):
         pooled = x.mean(dim=(2, 3)) if x.dim() == 4 else x
         return F.relu(torch.tanh(self.fc2(F.relu(self.fc1(pooled)))))
 
-    def sliced(self, inputs: torch.Tensor, outputs: torch.Tensor) -> "MaskGenerator":
-        """The generator of a composed unit: kept input channels in, kept output channels out."""
-        state = {"fc1.weight": self.fc1.weight[:, inputs], "fc1.bias": self.fc1.bias,
-                 "fc2.weight": self.fc2.weight[outputs], "fc2.bias": self.fc2.bias[outputs]}
-        return materialise(lambda: MaskGenerator(len(inputs), len(outputs), self.fc1.out_features), state)
 
-    def shared_parameters(self, input_gram: torch.Tensor, output_gram: torch.Tensor) -> torch.Tensor:
-        """Class×class count of this generator's parameters that two modules both keep, from the
-        counts of shared kept input channels (``input_gram``) and output channels (``output_gram``):
-        fc1 keeps the kept inputs' columns and every hidden unit, fc2 the kept outputs' rows."""
-        hidden = self.fc1.out_features
-        return input_gram * hidden + hidden + output_gram * (hidden + 1)
+def build_gate(in_channels: int, out_channels: int, hidden: int, state: dict[str, torch.Tensor]) -> MaskGenerator:
+    """A generator of these sizes holding ``state`` (no weights allocated or initialised first)."""
+    with torch.device("meta"):
+        gate = MaskGenerator(in_channels, out_channels, hidden)
+    gate.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
+    return gate
+
+
+class GateRule(OpRule):
+    """MwT's mask generator as one op of the graph: it reads each input channel's mean (its fc1 columns) and gives
+    one gate per output channel (fc2 rows), B × C_out, whatever channels its input holds."""
+
+    name = "gate"
+
+    def classify(self, node: fx.Node, c: Any) -> Op:
+        return Op(self, 1, c.shape(node)[1])
+
+    def reads(self, node: fx.Node, op: Op, c: Any) -> bool:
+        held = c.op(first(node))
+        return held.axis == 1 and not held.holds_all
+
+    def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
+        gate, source = r.module(node), first(node)
+        outputs, inputs = r.sliced(node)
+        held = r.kept(source) if self.reads(node, op, r) else None
+        feed = r.adapt(source, inputs if held is not None and len(held) == 0 else held)
+        fc1, fc2 = gate.fc1.weight, gate.fc2.weight
+        state = {"fc1.weight": fc1 if inputs is None else fc1[:, inputs], "fc1.bias": gate.fc1.bias,
+                 "fc2.weight": fc2 if outputs is None else fc2[outputs],
+                 "fc2.bias": gate.fc2.bias if outputs is None else gate.fc2.bias[outputs]}
+        sliced = build_gate(state["fc1.weight"].shape[1], state["fc2.weight"].shape[0], gate.fc1.out_features, state)
+        return r.call_sliced(node, sliced.eval(), feed)
+
+    def uses(self, module: nn.Module, rows: Any, cols: Any) -> dict[str, tuple[Any, Any]]:
+        return {"fc1.weight": (None, cols), "fc1.bias": (None, None), "fc2.weight": (rows, None),
+                "fc2.bias": (rows, None)}
+
+
+register_op(GateRule(), MaskGenerator)
 
 
 def gated(y: torch.Tensor, gate: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``y`` times ``gate(x)`` (B×C, broadcast over space)."""
-    return y * gate(x).view(y.shape[0], y.shape[1], *([1] * (y.dim() - 2)))
+    """``y`` (B×C×H×W) times ``gate(x)`` (B×C, broadcast over positions)."""
+    return y * gate(x)[:, :, None, None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,15 +119,6 @@ class GatedConvUnit(_OneGateBlock, ConvUnit):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, gate: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups)
-        self.gate = gate
-
-
-class GatedGatheredConvUnit(_OneGateBlock, GatheredConvUnit):
-    """A composed depthwise ``GatedConvUnit`` (its gate reads the ungathered input)."""
-
-    def __init__(self, gather: ChannelGather, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
-                 padding: int | None = None, *, gate: MaskGenerator) -> None:
-        super().__init__(gather, kernel_size, stride, padding)
         self.gate = gate
 
 
@@ -136,76 +145,46 @@ class GatedBasicBlock(BasicBlock):
         return self.relu2(gated(self.outer(x, hidden), self.gate2, x))
 
 
-GATED_BLOCKS = (GatedConvUnit, GatedGatheredConvUnit, GatedPlainConvUnit, GatedBasicBlock)
-
-
-class _OneGate:
-    """Mixin for the rules of one-conv blocks with one mask generator, ``gate``, on their ``relu``."""
-
-    def extra_parts(self, block: nn.Module, inp: torch.Tensor,
-                    kept: Mapping[str, torch.Tensor]) -> dict[str, nn.Module]:
-        return {"gate": block.gate.sliced(inp, kept["relu"])}
-
-    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
-                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        return super().shared_params(block, feed_gram, grams) + block.gate.shared_parameters(feed_gram, grams["relu"])
-
-
-@register_rule(GatedConvUnit, GatedGatheredConvUnit)
-class GatedConvUnitRule(_OneGate, ConvUnitRule):
-    unit_class = GatedConvUnit
-    gathered_class = GatedGatheredConvUnit
-
-
-@register_rule(GatedPlainConvUnit)
-class GatedPlainConvUnitRule(_OneGate, PlainConvUnitRule):
-    unit_class = GatedPlainConvUnit
-
-
-@register_rule(GatedBasicBlock)
-class GatedBasicBlockRule(BasicBlockRule):
-    block_class = GatedBasicBlock
-
-    def extra_parts(self, block: nn.Module, inp: torch.Tensor,
-                    kept: Mapping[str, torch.Tensor]) -> dict[str, nn.Module]:
-        return {"gate1": block.gate1.sliced(inp, kept["relu1"]), "gate2": block.gate2.sliced(inp, kept["relu2"])}
-
-    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
-                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        return (super().shared_params(block, feed_gram, grams)
-                + block.gate1.shared_parameters(feed_gram, grams["relu1"])
-                + block.gate2.shared_parameters(feed_gram, grams["relu2"]))
+GATED_BLOCKS = (GatedConvUnit, GatedPlainConvUnit, GatedBasicBlock)
 
 
 # ----------------------------------------------------------------------------------------------
 # model preparation, masks, loss
 
+def _on_meta(build: Callable[[], nn.Module], state: dict[str, torch.Tensor]) -> nn.Module:
+    """``build()`` without allocating or initialising weights, then holding ``state`` (its whole state dict)."""
+    with torch.device("meta"):
+        module = build()
+    module.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True, assign=True)
+    return module
+
+
 def _gated_version(block: nn.Module) -> nn.Module:
     """The gated subclass of a zoo block, with the block's own weights and new mask generators."""
     state = dict(block.state_dict())
-    if isinstance(block, ConvUnit):
+
+    def gate(name: str, in_channels: int, out_channels: int) -> MaskGenerator:
+        made = MaskGenerator(in_channels, out_channels)
+        state.update({f"{name}.{k}": v for k, v in made.state_dict().items()})
+        return made
+
+    if isinstance(block, (ConvUnit, PlainConvUnit)):
         conv = block.conv
-        gate = MaskGenerator(conv.in_channels, conv.out_channels)
-        state.update(prefixed("gate", gate.state_dict()))
-        return materialise(lambda: GatedConvUnit(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                                 conv.padding, conv.groups, gate=gate), state)
-    if isinstance(block, PlainConvUnit):
-        conv = block.conv
-        gate = MaskGenerator(conv.in_channels, conv.out_channels)
-        state.update(prefixed("gate", gate.state_dict()))
-        return materialise(lambda: GatedPlainConvUnit(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                                      conv.padding, gate=gate), state)
-    gate1 = MaskGenerator(block.conv1.in_channels, block.conv1.out_channels)
-    gate2 = MaskGenerator(block.conv1.in_channels, block.conv2.out_channels)
-    state.update({**prefixed("gate1", gate1.state_dict()), **prefixed("gate2", gate2.state_dict())})
+        one = gate("gate", conv.in_channels, conv.out_channels)
+        if isinstance(block, ConvUnit):
+            return _on_meta(lambda: GatedConvUnit(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                                  conv.padding, conv.groups, gate=one), state)
+        return _on_meta(lambda: GatedPlainConvUnit(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                                   conv.padding, gate=one), state)
     in_channels, mid, out, stride = (block.conv1.in_channels, block.conv1.out_channels, block.conv2.out_channels,
                                      block.conv1.stride[0])
+    gate1, gate2 = gate("gate1", in_channels, mid), gate("gate2", in_channels, out)
 
     def build() -> GatedBasicBlock:
         shortcut = nn.Identity() if isinstance(block.shortcut, nn.Identity) else downsample(in_channels, out, stride)
         return GatedBasicBlock(in_channels, out, stride, mid, shortcut, gate1=gate1, gate2=gate2)
 
-    return materialise(build, state)
+    return _on_meta(build, state)
 
 
 def to_mwt(model: ZooNet) -> ZooNet:
@@ -230,26 +209,14 @@ def to_mwt(model: ZooNet) -> ZooNet:
     return model
 
 
-def gated_points(model: nn.Module) -> dict[str, nn.Module]:
-    """Activation point name → the mask generator that gates it."""
-    found: dict[str, nn.Module] = {}
+def gated_points(model: nn.Module) -> dict[str, str]:
+    """Activation point name → the module path of the mask generator that gates it."""
+    found: dict[str, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, GATED_BLOCKS):
             for point, gate in module.GATES.items():
-                found[f"{name}.{point}"] = getattr(module, gate)
+                found[f"{name}.{point}"] = f"{name}.{gate}"
     return found
-
-
-@contextmanager
-def record_masks(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Collect every gate's mask of the latest forward pass, keyed by the point it gates."""
-    masks: dict[str, torch.Tensor] = {}
-
-    def hook_for(point: str):
-        return lambda _module, _inputs, output: masks.__setitem__(point, output)
-
-    with hooks(forward=[(gate, hook_for(point)) for point, gate in gated_points(model).items()]):
-        yield masks
 
 
 def mwt_loss(masks: list[torch.Tensor], labels: torch.Tensor, alpha: float = ALPHA,
@@ -278,24 +245,26 @@ class MwT(Method):
     def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
         return (True, True, False)  # the mask terms fill the affinity and dispersion columns
 
+    def network(self, model: nn.Module, config: MethodSettings) -> nn.Module:
+        return recorder(model, training=True, extras=gated_points(model))
+
     def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
                autocast: ContextManager) -> StepLosses:
         zero = torch.zeros((), device=x.device)
-        with record_masks(model) as masks, autocast:
-            logits = network(x)
+        with autocast:
+            logits, _, masks = network(x)
         ce = F.cross_entropy(logits.float(), y)
-        mask_loss, affinity, dispersion = mwt_loss([m.float() for m in masks.values()], y, config.alpha, config.beta)
+        mask_loss, affinity, dispersion = mwt_loss([m.float() for m in masks], y, config.alpha, config.beta)
         return StepLosses(logits, ce, ce + mask_loss, affinity, dispersion, zero)
 
-    @contextmanager
-    def unit_indicators(self, model: nn.Module) -> Iterator[Indicators]:
-        """A gated channel fires when its mask is > 0; ungated points (fully-connected layers, the stem)
-        stay whole: every unit counts as firing."""
-        units = point_units(model)
-        with record_masks(model) as masks:
-            def read() -> dict[str, torch.Tensor]:
-                reference = next(iter(masks.values()))
-                return {p: masks[p] > 0 if p in masks else
-                        torch.ones(reference.shape[0], n, dtype=torch.bool, device=reference.device)
-                        for p, n in units.items()}
-            yield read
+    def firing(self, model: nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        """A gated channel fires when its mask is > 0; ungated points (fully-connected layers, the stem) stay
+        whole: every unit counts as firing."""
+        gates = gated_points(model)
+        record, units = recorder(model, extras=gates), point_units(model)
+
+        def read(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            masks = dict(zip(gates, record(x)[2], strict=True))
+            return {p: masks[p] > 0 if p in masks else torch.ones(x.shape[0], n, dtype=torch.bool, device=x.device)
+                    for p, n in units.items()}
+        return read

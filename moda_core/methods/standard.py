@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moda_core.activations import nonnegative_points, record_activations
+from moda_core.activations import nonnegative_points
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
 from moda_core.methods.base import Method, MethodSettings, StepLosses
@@ -27,6 +27,9 @@ class Standard(Method):
     def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
         return (config.track_modular_terms,) * 3
 
+    def network(self, model: nn.Module, config: MethodSettings) -> nn.Module:
+        return super().network(model, config) if config.track_modular_terms else model
+
     def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
                autocast: ContextManager) -> StepLosses:
         zero = torch.zeros((), device=x.device)
@@ -35,10 +38,10 @@ class Standard(Method):
                 logits = network(x)
             ce = F.cross_entropy(logits.float(), y)
             return StepLosses(logits, ce, ce, zero, zero, zero)
-        with record_activations(model, detach=True) as recorder, autocast:
-            logits = network(x)
+        with autocast:
+            logits, activations, _ = network(x)
         ce = F.cross_entropy(logits.float(), y)
         with torch.no_grad():
-            affinity, dispersion, compactness = modular_losses(recorder.values(), y,
+            affinity, dispersion, compactness = modular_losses([a.detach() for a in activations], y,
                                                                  nonnegative=nonnegative_points(model))
         return StepLosses(logits, ce, ce, affinity, dispersion, compactness)

@@ -28,16 +28,16 @@ MODELS: dict[str, Callable[..., ZooNet]] = {
 
 
 def build_model(name: str, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
-                width: float = 1.0, points: str = "relu", threshold: float = 0.0, tap: bool = True) -> nn.Module:
+                width: float = 1.0, points: str = "relu", threshold: float = 0.0, check: bool = True) -> nn.Module:
     """Build model ``name`` for ``in_channels``×``image_size``² inputs and ``num_classes`` logits: a zoo model
     (``width`` scales it), or a builder's import path ``package.module:function`` (``points``, ``threshold``
-    and ``tap``: ``moda_core.models.user.build_user_model``)."""
+    and ``check``: ``moda_core.models.user.build_user_model``)."""
     if ":" in name:
         if width != 1.0:
             raise ModaError(f"width multiplier {width} applies to zoo models only; model {name} is built by its "
                             "own function")
         return build_user_model(check_import_path(name), in_channels, image_size, num_classes, points, threshold,
-                                tap=tap)
+                                check=check)
     if points != "relu":
         raise ModaError(f"zoo model {name!r} has ReLU points only, got points={points!r}")
     if name not in MODELS:
@@ -55,10 +55,10 @@ def build_model(name: str, in_channels: int = 1, image_size: int = 28, num_class
     return model
 
 
-def build_from_arch(arch: Mapping[str, Any], tap: bool = True) -> nn.Module:
+def build_from_arch(arch: Mapping[str, Any], check: bool = True) -> nn.Module:
     """The model a run's ``arch`` record describes (its config.json, already checked)."""
     return build_model(arch["name"], arch["in_channels"], arch["image_size"], arch["num_classes"],
-                       arch.get("width", 1.0), arch.get("points", "relu"), arch.get("threshold", 0.0), tap=tap)
+                       arch.get("width", 1.0), arch.get("points", "relu"), arch.get("threshold", 0.0), check=check)
 
 
 def is_zoo(model: nn.Module) -> bool:

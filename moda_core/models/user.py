@@ -7,8 +7,10 @@ that loads the run calls the builder again and loads the weights under the model
 
 ``build_user_model`` checks the builder's result before anything uses it (each failure one ``ModaError``): the
 import, the call, that it is a module, that its output is ``[batch, classes]``, and that it has an activation
-point. A traceable model comes back *tapped* (``moda_core.tapped``); one fx cannot trace keeps its
-``nn.ReLU``/``nn.ReLU6`` modules as points (trained and decomposed through hooks; not composable).
+point. A traceable model's points come from its graph (``moda_core.graph``; the builder may declare a point's unit
+axis in a ``moda_points`` attribute, site name → axis); one fx cannot trace keeps its ``nn.ReLU``/``nn.ReLU6``
+modules as points (trained and decomposed through hooks, each of which must run once per forward pass; not
+composable).
 
 Importing runs code, so a run folder (untrusted input) never chooses freely what is imported: a namespace
 package (a folder without ``__init__.py``, such as a runs folder on the path) is refused, and a process may
@@ -26,9 +28,8 @@ import torch
 from torch import nn
 
 from moda_core.errors import ModaError
-from moda_core.graph import DEFAULT_THRESHOLD, KINDS, TraceError
+from moda_core.graph import DEFAULT_THRESHOLD, KINDS, TraceError, graph_of
 from moda_core.import_policy import allowed_packages
-from moda_core.tapped import tap_sites
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*")
@@ -91,8 +92,13 @@ def load_builder(path: str) -> Callable[..., Any]:
     return target
 
 
-def check_points(points: str) -> str:
-    """``points``: activation kinds, comma-separated (``relu``, ``gelu``, ``silu``)."""
+def check_points(points: Any) -> str | dict[str, int | None]:
+    """``points``: activation kinds, comma-separated (``relu``, ``gelu``, ``silu``), or site name → unit axis."""
+    if isinstance(points, dict):
+        bad = [k for k, v in points.items() if not isinstance(k, str) or not (v is None or type(v) is int)]
+        if bad or not points:
+            raise ModaError(f"declared points must map site names to a unit axis (an int) or None, got {points!r}")
+        return dict(points)
     kinds = [k.strip() for k in str(points).split(",")]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -101,11 +107,12 @@ def check_points(points: str) -> str:
     return ",".join(kinds)
 
 
-def build_user_model(path: str, in_channels: int, image_size: int, num_classes: int, points: str = "relu",
-                     threshold: float = DEFAULT_THRESHOLD, tap: bool = True) -> nn.Module:
-    """Call the builder at ``path`` and check what it returns; returns the model tapped (or, untraceable, as it
-    is) with ``arch`` and ``input_shape`` set. ``tap=False`` returns the built model unchecked (for its
-    ``state_dict`` shapes, e.g. built on the meta device)."""
+def build_user_model(path: str, in_channels: int, image_size: int, num_classes: int, points: Any = "relu",
+                     threshold: float = DEFAULT_THRESHOLD, check: bool = True) -> nn.Module:
+    """Call the builder at ``path`` and check what it returns; returns the model with ``arch`` and
+    ``input_shape`` set, its graph read (``moda_core.graph.graph_of``; an untraceable model is marked
+    ``arch["traced"] = False``). ``check=False`` returns the built model unchecked (for its ``state_dict`` shapes,
+    e.g. built on the meta device)."""
     builder = load_builder(path)
     try:
         model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
@@ -115,34 +122,42 @@ def build_user_model(path: str, in_channels: int, image_size: int, num_classes: 
                         f"image_size={image_size}))") from None
     if not isinstance(model, nn.Module):
         raise ModaError(f"model builder {path} returned a {type(model).__name__}, not a torch.nn.Module")
+    declared = getattr(model, "moda_points", None)
     arch = {"name": path, "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes,
-            "width": 1.0, "points": check_points(points), "threshold": float(threshold)}
-    if not tap:
+            "width": 1.0, "points": check_points(declared if declared is not None and points == "relu" else points),
+            "threshold": float(threshold)}
+    if not check:
         return model
     example = torch.zeros(2, in_channels, image_size, image_size)
     _check_output(model, example, path, num_classes)
+    model.arch, model.input_shape = arch, (in_channels, image_size, image_size)
     try:
-        model = tap_sites(model, example, arch["points"].split(","), threshold)
+        graph = graph_of(model)
     except TraceError as error:
         if arch["points"] != "relu" or not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules()):
             raise ModaError(f"{error}; without a traceable forward MODA hooks nn.ReLU modules, and {path} has "
                             "none") from None
         arch["traced"] = False  # points: its nn.ReLU modules, through hooks
-    model.arch = arch
-    model.input_shape = (in_channels, image_size, image_size)
+        from moda_core.activations import point_units
+
+        point_units(model)  # each ReLU module must run once per forward pass
+        return model
+    if not graph.points:
+        kinds = arch["points"] if isinstance(arch["points"], str) else "declared"
+        raise ModaError(f"{path} has no activation point: no {kinds} call in its forward pass (MODA's objectives act "
+                        "on ReLU activations; GELU or SiLU count only with --points gelu/silu)")
     return model
 
 
 def _check_output(model: nn.Module, example: torch.Tensor, path: str, num_classes: int) -> None:
-    was_training = model.training
+    from moda_core.graph import module_view
+
     try:
         with torch.no_grad():
-            output = model.eval()(example)
+            output = module_view(model)(example)
     except Exception as error:
         raise ModaError(f"model {path} fails on a batch of {tuple(example.shape)} inputs: {type(error).__name__}: "
                         f"{' '.join(str(error).split())}") from None
-    finally:
-        model.train(was_training)
     shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
     if shape != (example.shape[0], num_classes):
         got = f"shape {list(shape)}" if shape is not None else f"a {type(output).__name__}"

@@ -18,24 +18,21 @@ Sizes are fixed functions of the zoo arguments, so a run's config rebuilds the m
 patches of 7 pixels for 28×28 inputs (16 tokens) and of 4 for 32×32 (64 tokens), embedding width
 ``64 × width`` (4 heads), MLP hidden width ``MLP_RATIO ×`` embedding width, ``DEPTH`` blocks.
 
-Composition rules are registered here: ``ViTBlockRule`` slices each block's MLP to the kept hidden
-units; the patch embedding, the norms and the token mean are kept whole (``KeepWhole``); the head keeps
-the target logits (the generic logits rule). With the defaults at width 1, the parts every module keeps
-are 52% of the parameters: the floor on a ViT module's size.
+Composition reads the model's graph like any other: each block's MLP is sliced to the kept hidden units
+(``fc1`` rows and bias, ``fc2`` columns); attention, norms and embeddings act on the residual stream and are kept
+whole. With the defaults at width 1, the parts every module keeps are 52% of the parameters: the floor on a ViT
+module's size.
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moda_core.errors import ModaError
 from moda_core.models.base import ZooNet, scaled
-from moda_core.rules import BlockRule, Feed, KeepWhole, materialise, parameter_count, register_rule
 
 DEPTH = 4
 HEADS = 4
@@ -136,47 +133,6 @@ class TokenMean(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(1)
-
-
-class ViTBlockRule(BlockRule):
-    """A module keeps, per block, its MLP hidden units: ``mlp.fc1`` rows and bias, ``mlp.fc2`` columns.
-
-    Norms, attention and ``fc2``'s bias act on the residual stream, which every module keeps whole, so
-    they are copied as they are and shared by every pair of classes (the floor on module size). Zeroing
-    a hidden unit at every token is exactly dropping its fc1 row and fc2 column: composition is exact.
-    """
-
-    def points(self, block: nn.Module) -> dict[str, int]:
-        return {"mlp.relu": block.mlp.fc1.out_features}
-
-    def output_point(self, block: nn.Module) -> str | None:
-        return None  # the residual stream, kept whole, feeds the next block
-
-    def feed_after(self, block: nn.Module, name: str, feed: Feed, in_shape: tuple[int, ...],
-                   out_shape: tuple[int, ...]) -> Feed:
-        if feed.point is not None:
-            raise ModaError(f"transformer block {name!r} reads the residual stream, which must be kept whole, "
-                            f"but point {feed.point!r} feeds it")
-        return feed
-
-    def compose(self, block: nn.Module, inp: torch.Tensor, kept: Mapping[str, torch.Tensor],
-                classes: list[int]) -> nn.Module:
-        units, mlp = kept["mlp.relu"], block.mlp
-        state = dict(block.state_dict())
-        state.update({"mlp.fc1.weight": mlp.fc1.weight.detach()[units], "mlp.fc1.bias": mlp.fc1.bias.detach()[units],
-                      "mlp.fc2.weight": mlp.fc2.weight.detach()[:, units]})
-        return materialise(lambda: ViTBlock(mlp.fc2.out_features, block.attn.heads, len(units)), state)
-
-    def shared_params(self, block: nn.Module, feed_gram: torch.Tensor,
-                      grams: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        mlp = block.mlp
-        per_unit = mlp.fc1.in_features + 1 + mlp.fc2.out_features  # fc1 row, fc1 bias, fc2 column
-        whole = parameter_count(block) - per_unit * mlp.fc1.out_features
-        return torch.full_like(feed_gram, float(whole)) + grams["mlp.relu"] * per_unit
-
-
-register_rule(ViTBlock)(ViTBlockRule)
-register_rule(PatchEmbed, TokenMean, nn.LayerNorm)(KeepWhole)
 
 
 def vit(in_channels: int, image_size: int, num_classes: int, width: float = 1.0) -> ZooNet:
