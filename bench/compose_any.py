@@ -2,7 +2,9 @@
 
 For every zoo model the graph composer (``moda_core.compose.compose_module``) builds the module of two classes from
 the same random masks: its time (median of ``--repeats``, the model's graph already read, as a served dashboard
-has it) and the first call's (which reads the graph), and the share of the parameters it keeps. With
+has it) and the first call's (which reads the graph), and the share of the parameters it keeps; and the module
+summary of all ten classes (``moda_core.summary.module_summary``: sizes and the overlap of every pair, what a τ
+step on the Activations and Modules pages computes). With
 ``--baseline REF`` (a git revision from before the one graph, e.g. ``d59e959``) the script checks that revision out
 into a temporary worktree and runs its own ``bench.compose_any --json`` there, in a subprocess, before and after
 this one's measurements: that gives the zoo composer (block rules) and the old graph composer on the same models,
@@ -32,6 +34,7 @@ from moda_core.compose import compose_module, parameter_count
 from moda_core.graph import graph_of
 from moda_core.loop import prepare_model
 from moda_core.models import build_model
+from moda_core.summary import module_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ["lenet5", "vgg11", "resnet18", "mobilenet", "vit"]
@@ -73,8 +76,36 @@ def measure(model: torch.nn.Module, density: float, repeats: int) -> dict:
     compose_module(model, masks, CLASSES)  # the first call reads the graph
     first = time.perf_counter() - start
     seconds, composed = timed(lambda: compose_module(model, masks, CLASSES), repeats)
+    summary_seconds, _ = timed(lambda: module_summary(model, masks), repeats)
     return {"params": parameter_count(model), "first_seconds": first, "seconds": seconds,
-            "kept": parameter_count(composed) / parameter_count(model), "kept_whole": len(graph_of(model).kept_whole())}
+            "summary_seconds": summary_seconds, "kept": parameter_count(composed) / parameter_count(model),
+            "kept_whole": len(graph_of(model).kept_whole())}
+
+
+# the module summary of the zoo models as the baseline revision computes it (APIs both revisions have)
+SUMMARY_SNIPPET = """
+import json, statistics, sys, time, torch
+from moda_core.activations import run_with_cache
+from moda_core.models import build_model
+from moda_core.summary import module_summary
+from moda_core.summary import module_summary
+density, repeats, rows = float(sys.argv[1]), int(sys.argv[2]), {}
+for name in %r:
+    model = build_model(name, 1, 28, 10).eval()
+    _, cache = run_with_cache(model, torch.zeros(1, 1, 28, 28))
+    generator, masks = torch.Generator().manual_seed(0), {}
+    for point, activation in cache.items():
+        masks[point] = torch.rand(10, activation.shape[1], generator=generator) < density
+        masks[point][:, 0] = True
+    module_summary(model, masks)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        module_summary(model, masks)
+        times.append(time.perf_counter() - start)
+    rows["zoo " + name] = statistics.median(times)
+print(json.dumps(rows))
+""" % (ZOO,)
 
 
 def baseline(ref: str, density: float, repeats: int) -> dict[str, dict]:
@@ -88,9 +119,14 @@ def baseline(ref: str, density: float, repeats: int) -> dict[str, dict]:
             done = subprocess.run([sys.executable, "-m", "bench.compose_any", "--json", "--density", str(density),
                                    "--repeats", str(repeats)], cwd=tree, env=env, capture_output=True, text=True,
                                   check=True)
+            summaries = subprocess.run([sys.executable, "-c", SUMMARY_SNIPPET, str(density), str(repeats)], cwd=tree,
+                                       env=env, capture_output=True, text=True, check=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
-    return {row["model"]: row for row in json.loads(done.stdout)}
+    rows = {row["model"]: row for row in json.loads(done.stdout)}
+    for name, seconds in json.loads(summaries.stdout).items():
+        rows[name]["summary_seconds"] = seconds
+    return rows
 
 
 def main() -> None:
@@ -113,7 +149,7 @@ def main() -> None:
     after = baseline(args.baseline, args.density, args.repeats) if args.baseline else {}
     for row in rows:  # the baseline's two runs, one before and one after this one's: their mean
         old = [run[row["model"]] for run in (before, after) if row["model"] in run]
-        for key in ("zoo_seconds", "graph_seconds", "zoo_kept", "graph_kept"):
+        for key in ("zoo_seconds", "graph_seconds", "zoo_kept", "graph_kept", "summary_seconds"):
             values = [o[key] for o in old if o.get(key) is not None]
             row[f"old_{key}"] = sum(values) / len(values) if values else None
     if args.json:
@@ -125,15 +161,17 @@ def main() -> None:
              + (f"; the old composers from revision {args.baseline}, run by this script in a worktree, before and "
                 "after these measurements (their mean)" if args.baseline else ""), "",
              "| model | parameters | one graph s (first call) | old zoo composer s | old graph composer s | "
-             "one graph / zoo | one graph keeps | zoo kept | ops kept whole |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "one graph / zoo | one graph keeps | zoo kept | ops kept whole | summary s | old summary s | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cell = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for row in rows:
         ratio = row["seconds"] / row["old_zoo_seconds"] if row["old_zoo_seconds"] else None
+        summary = row["summary_seconds"] / row["old_summary_seconds"] if row["old_summary_seconds"] else None
         lines.append(f"| {row['model']} | {row['params']:,} | {row['seconds']:.3f} ({row['first_seconds']:.2f}) | "
                      f"{cell(row['old_zoo_seconds'], '.3f')} | {cell(row['old_graph_seconds'], '.3f')} | "
                      f"{cell(ratio, '.2f')}{'×' if ratio else ''} | {row['kept']:.1%} | "
-                     f"{cell(row['old_zoo_kept'], '.1%')} | {row['kept_whole']} |")
+                     f"{cell(row['old_zoo_kept'], '.1%')} | {row['kept_whole']} | {row['summary_seconds']:.4f} | "
+                     f"{cell(row['old_summary_seconds'], '.4f')} | {cell(summary, '.2f')}{'×' if summary else ''} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -91,10 +91,10 @@ class _Analysis:
         return torch.ones(self.rows, size, dtype=torch.bool)
 
     def support_of(self, node: fx.Node) -> torch.Tensor:
-        return self.supports.get(node.name, self.full(self.ops[node.name].size))
+        return self.supports[node.name] if node.name in self.supports else self.full(self.ops[node.name].size)
 
     def mask(self, node: fx.Node) -> torch.Tensor:
-        return self.masks.get(node.name, self.full(self.ops[node.name].size))
+        return self.masks[node.name] if node.name in self.masks else self.full(self.ops[node.name].size)
 
     def need(self, source: Any, wanted: torch.Tensor | None) -> None:
         if isinstance(source, fx.Node) and source.name in self.demands:
@@ -244,9 +244,10 @@ def limits(model: nn.Module) -> list[str]:
     return graph_of(model).limits()
 
 
-def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> int:
+def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], graph: NetGraph | None = None) -> int:
     """Masks must cover exactly the model's points with shape (num_classes, units); returns num_classes."""
-    units, num_classes = point_units(model), model.arch["num_classes"]
+    units = {n: p.units for n, p in graph.points.items()} if graph is not None else point_units(model)
+    num_classes = model.arch["num_classes"]
     if set(masks) != set(units):
         missing, extra = sorted(set(units) - set(masks)), sorted(set(masks) - set(units))
         raise ModaError(f"masks do not belong to this model: missing points {missing[:4]}, unknown points {extra[:4]}")
@@ -265,7 +266,7 @@ def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes:
     ``GraphModule`` whose logits are ``classes`` in sorted order, with ``classes``, ``input_shape`` and
     ``kept_whole`` ((op, reason) for what could not be sliced)."""
     g = _checked_graph(model)
-    num_classes = check_masks(model, masks)
+    num_classes = check_masks(model, masks, g)
     classes = sorted(check_classes(list(classes), num_classes, "composition"))
     union = {point: torch.as_tensor(mask).bool()[classes].any(0, keepdim=True) for point, mask in masks.items()}
     logits = torch.zeros(1, num_classes, dtype=torch.bool)
@@ -317,22 +318,29 @@ def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
     """Class×class counts (float64) of full-model parameters that both single-class modules keep, from the masks
     alone, every class in one pass; the diagonal is each single-class module's parameter count. With ``by_layer``:
     ``{layer: matrix}`` (``layer_of``), which sum to the whole."""
-    g, k = _checked_graph(model), check_masks(model, masks)
+    g = _checked_graph(model)
+    k = check_masks(model, masks, g)
     a = _Analysis(g, model, {p: torch.as_tensor(m).bool() for p, m in masks.items()}, torch.eye(k, dtype=torch.bool))
     uses: dict[torch.Tensor, list] = {}
+    names: dict[torch.Tensor, str] = {}
     for node in _live(g):
         op = g.ops[node.name]
         if node.op == "get_attr" and isinstance(attribute(model, node.target), nn.Parameter):
             uses.setdefault(attribute(model, node.target), []).append(None)
+            names[attribute(model, node.target)] = node.target
         elif node.op == "call_module":
             module = model.get_submodule(node.target)
             sliced = {} if op.whole or op.axis is None else op.rule.uses(module, *a.sliced_rows(node))
-            for name, parameter in module.named_parameters():
-                uses.setdefault(parameter, []).append(sliced.get(name))
-    names, layers = {parameter: name for name, parameter in model.named_parameters()}, {}
+            for name, parameter in (module.named_parameters() if module._modules else module._parameters.items()):
+                if parameter is not None:
+                    uses.setdefault(parameter, []).append(sliced.get(name))
+                    names.setdefault(parameter, f"{node.target}.{name}")
+    layers: dict[str, torch.Tensor] = {}
+    layer = g.cached("layers", lambda: {})
     for parameter, entries in uses.items():
         shared = torch.full((k, k), float(parameter.numel()), dtype=torch.float64) \
             if all(entry is None for entry in entries) else _shared(parameter, entries, k)
-        key = layer_of(model, names.get(parameter, "?"))
+        name = names[parameter]
+        key = layer[name] if name in layer else layer.setdefault(name, layer_of(model, name))
         layers[key] = layers[key] + shared if key in layers else shared
     return layers if by_layer else sum(layers.values(), torch.zeros(k, k, dtype=torch.float64))

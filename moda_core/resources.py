@@ -38,8 +38,3 @@ def demo_runs_dir() -> Path:
 def compare_table_path() -> Path:
     """The shipped comparison table (``bench/compare.py`` writes it; the Compare page shows it)."""
     return assets_dir() / "results" / "compare.csv"
-
-
-def train_overhead_path() -> Path:
-    """The shipped training-step time ratios next to the comparison table (``bench/train_overhead.py``)."""
-    return assets_dir() / "results" / "train_overhead.json"

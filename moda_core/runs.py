@@ -747,13 +747,6 @@ def model_shapes(config: dict[str, Any], where: str | Path = "config") -> dict[s
 _SHAPES: dict[tuple, dict[str, tuple[int, ...]]] = {}  # model_shapes by architecture and method
 
 
-def build_model_from_config(config: dict[str, Any], where: str | Path = "config") -> nn.Module:
-    """The model a run's config describes (untrained), after :func:`check_config` and a size check on the meta
-    device (:func:`model_shapes`); a ``ModaError`` says why it cannot be built."""
-    model_shapes(config, where)
-    return _build(config, where)
-
-
 def _one_line(error: BaseException) -> str:
     """An exception as one short line: its message (or its type), newlines folded, at most 300 characters."""
     text = " ".join(str(error).split()) if isinstance(error, (ModaError, OSError)) else \

@@ -56,6 +56,7 @@ def tv_vit() -> nn.Module:
     model.conv_proj = nn.Conv2d(1, 32, 7, 7)
     for layer in model.encoder.layers:
         layer.mlp[1] = nn.ReLU()
+    nn.init.normal_(model.heads.head.weight, std=0.1)  # torchvision starts it at zero: every logit would be 0
     return model
 
 

@@ -242,7 +242,6 @@ def test_masks_of_another_model_are_refused():
 
 def test_the_masked_model_zeroes_units_along_the_token_features():
     vit = built("graph_models:make_vit")
-    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero
     site = modular_points(vit)[0]  # the first encoder layer's MLP activation, 64 token features
     masked = masked_model(vit, {site: torch.zeros(64, dtype=torch.bool)})
     silenced = graph_models.calibrated(build_model("graph_models:make_vit", 1, 28, 10))

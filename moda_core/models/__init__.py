@@ -61,8 +61,4 @@ def build_from_arch(arch: Mapping[str, Any], check: bool = True) -> nn.Module:
                        arch.get("width", 1.0), arch.get("points", "relu"), arch.get("threshold", 0.0), check=check)
 
 
-def is_zoo(model: nn.Module) -> bool:
-    return isinstance(model, ZooNet)
-
-
-__all__ = ["MODELS", "ZooNet", "build_from_arch", "build_model", "is_zoo"]
+__all__ = ["MODELS", "ZooNet", "build_from_arch", "build_model"]
