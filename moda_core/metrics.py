@@ -80,7 +80,7 @@ def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Se
 
     ``accuracy`` is the composed module on the test samples of ``classes``; ``full_accuracy`` is the
     full model on the same samples, restricted to the same logits. ``kept_whole``: the (node, reason) pairs
-    the graph composer could not slice (empty for zoo models).
+    composition kept whole (``moda_core.graph.NetGraph.kept_whole``: empty for the CNNs of the zoo).
 
     A module of one class has one logit, always the argmax: its ``accuracy`` is 1 by construction and says
     nothing. For one class the report adds an honest, comparable measure on *all* test samples:

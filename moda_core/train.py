@@ -174,7 +174,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def build_for(config: TrainConfig, in_channels: int, image_size: int, num_classes: int) -> torch.nn.Module:
-    """The untrained model ``config`` describes (a model of the user's own comes back checked and tapped)."""
+    """The untrained model ``config`` describes (a model of the user's own comes back checked, its graph read)."""
     return build_model(config.model, in_channels, image_size, num_classes, config.width, config.points,
                        config.threshold)
 

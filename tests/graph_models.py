@@ -244,3 +244,20 @@ def make_no_points(num_classes: int, in_channels: int, image_size: int) -> nn.Mo
 
 def make_old_signature(classes: int) -> nn.Module:
     return nn.Linear(classes, classes)
+
+
+def make_relu_twice(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """fx cannot trace it, and its one nn.ReLU module runs twice: no point to hook once per pass."""
+    class Twice(HookedNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:
+                x = x * 1.0
+            x = self.relu1(self.conv(x)).mean((2, 3))
+            return self.fc2(self.relu1(self.fc1(x)[:, :8]).repeat(1, 2))
+
+    return Twice()
+
+
+def make_unnamed_units(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """A ReLU on the raw input: nothing says which dim holds its units."""
+    return nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(in_channels * image_size ** 2, num_classes))

@@ -162,6 +162,8 @@ BAD_BUILDERS = [
     ("graph_models:make_tuple_output", "returns a tuple"),
     ("graph_models:make_no_points", "no activation point"),
     ("graph_models:make_untraceable", "cannot trace Untraceable.*has none"),
+    ("graph_models:make_relu_twice", "ReLU module 'relu1' ran twice"),
+    ("graph_models:make_unnamed_units", r"cannot tell the units of point '0'.*points=\{'0': -1\}"),
     ("graph_models:make_old_signature", "raised TypeError"),
     ("graph_models:CLASSES", "is a int, not a function"),
 ]

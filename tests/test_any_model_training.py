@@ -52,3 +52,19 @@ def test_train_decompose_compose_export_and_count(path, points, tmp_path):
             assert torch.allclose(program.module()(x[:batch]), composed(x[:batch]), atol=1e-5, rtol=1e-4)
     analytic = overlap_counts(run.model, masks)
     assert torch.equal(analytic, brute_force_overlap(copy.deepcopy(run.model), masks))
+
+
+def test_an_untraceable_model_trains_and_decomposes_and_composition_says_why(tmp_path, capsys):
+    from moda_core.cli import main
+
+    runs_dir = tmp_path / "runs"
+    assert main(["train", "--model", "graph_models:make_hookednet", "--epochs", "1", "--train-fraction", "0.05",
+                 "--runs-dir", str(runs_dir), "--name", "hooked"]) == 0
+    assert "note: cannot trace HookedNet" in capsys.readouterr().out
+    assert main(["decompose", str(runs_dir / "hooked")]) == 0
+    out = capsys.readouterr().out
+    assert "relu1: units kept per class" in out
+    assert "rates and masks work, module size, overlap and composition do not" in out
+    assert main(["compose", str(runs_dir / "hooked"), "--classes", "1", "2"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot trace HookedNet" in err[0] and "traceable forward" in err[0]

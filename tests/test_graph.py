@@ -175,3 +175,18 @@ def test_the_dashboard_says_in_one_sentence_what_composition_keeps_whole():
                                                ("g", "grouped convolution (groups=3)")], "logit_points": ["relu_4"]})
     assert r"2 × layer norm normalises over the units; 1 × grouped convolution \(groups=3\)" in sentence  # escaped
     assert "relu_4" in sentence and "its own class's logit" in sentence
+
+
+def test_a_point_on_the_logits_is_named_in_the_limits():
+    class OnLogits(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu, self.fc = nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Linear(4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(self.relu(self.conv(x)).mean((2, 3))))  # a ReLU on the logits
+
+    graph = graph_of(OnLogits(), example_input=X)
+    assert graph.logit_points() == ["relu_1"]
+    assert graph.limits() == ["point 'relu_1' reaches the logits without a weight layer between: a class's module "
+                              "can drop that class's own logit"]
