@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +47,12 @@ HEALTHY = "complete"
 
 
 def apply_model_policy() -> None:
-    """Which model builders runs may name here: only the top-level packages in ``$MODA_STUDIO_MODELS``
-    (``moda-studio --models``), searched for also in the folder the server started in."""
+    """Which model builders runs may name here: only the top-level packages in ``$MODA_MODELS`` (``moda-studio
+    --models``; moda_core.import_policy), looked for in the folder the server started in too. Nothing else is
+    granted: a runs folder never chooses what code runs."""
     from moda_core import import_policy
 
-    import_policy.restrict_imports_from_environment()
-    if os.environ.get(import_policy.ALLOW_ENV, "").strip() and str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))
+    import_policy.allow_models(())
 
 
 # ----- runs folders: configured by the server, picked by the visitor ------------------------------

@@ -10,9 +10,9 @@ other address (``0.0.0.0`` opens it to every network this machine is on) prints 
 into the first one that is not the bundled demo, unless ``--no-training``. Every serving setting (no
 error details, no Deploy button, no usage statistics) is passed on Streamlit's command line, so the
 server behaves the same from any folder; a ``.streamlit/config.toml`` in the current folder cannot
-loosen them. ``--models`` (repeatable, ``$MODA_STUDIO_MODELS``) names the top-level packages whose model
-builders the server may import for runs of models of one's own (``package.module:function``); without it,
-such runs are listed as broken with that one line, since a runs folder must never choose what code runs.
+loosen them. ``--models`` (repeatable, ``$MODA_MODELS``) names the top-level packages whose model builders the
+server may import for runs of models of one's own (``package.module:function``); without it, such runs are listed
+as needing ``--models PKG`` and nothing is imported, since a runs folder must never choose what code runs.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
 HOST_ENV = "MODA_HOST"
-MODELS_ENV = "MODA_STUDIO_MODELS"  # as moda_core.import_policy.ALLOW_ENV
+MODELS_ENV = "MODA_MODELS"  # as moda_core.import_policy.ALLOW_ENV
 LOCAL = "127.0.0.1"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                              "else the bundled demo and runs/)")
     parser.add_argument("--models", action="append", default=[], metavar="PACKAGE",
                         help="a top-level package whose model builders runs may name (repeat for several; "
-                             "default: $MODA_STUDIO_MODELS, else none); the current folder is searched too")
+                             "default: $MODA_MODELS, else none); the current folder is searched too")
     parser.add_argument("--no-training", action="store_true", help="no training from the browser")
     args = parser.parse_args(argv)
     host = args.host.strip()

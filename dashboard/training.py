@@ -54,6 +54,8 @@ class BrowserLimits:
     # one class may be made scarce (``TrainConfig.class_fractions``: a weak model for Swap), down to this share
     scarce_fractions: tuple[float, float] = (0.01, 1.0)
     max_scarce_classes: int = 1
+    lrs: tuple[float, float] = (1e-4, 0.5)  # the form trains at TrainConfig's 0.05; a stored run may differ
+    momenta: tuple[float, float] = (0.0, 0.99)
 
     def refusal(self, config: TrainConfig) -> str | None:
         """Which limit ``config`` exceeds, as "it asks for …; the dashboard trains at most …" (None: none)."""
@@ -80,6 +82,20 @@ class BrowserLimits:
                     f"dashboard keeps at most {self.max_checkpoints}")
         if not low <= config.batch_size <= high:
             return f"it asks for batches of {config.batch_size}; the dashboard trains batches of {low} to {high}"
+        return self._optimizer_refusal(config)
+
+    def _optimizer_refusal(self, config: TrainConfig) -> str | None:
+        """The limits on how a run trains: learning rate, momentum, no compilation, nothing downloaded."""
+        if config.compile:
+            return "it asks to compile the model with torch.compile; the dashboard trains without compiling"
+        if config.download or config.data_root:
+            return "it asks to read or download a data set from a folder; the dashboard trains on the embedded one"
+        low, high = self.lrs
+        if not (isinstance(config.lr, (int, float)) and low <= config.lr <= high):
+            return f"it asks for a learning rate of {config.lr}; the dashboard trains at {low:g} to {high:g}"
+        low, high = self.momenta
+        if not (isinstance(config.momentum, (int, float)) and low <= config.momentum <= high):
+            return f"it asks for a momentum of {config.momentum}; the dashboard trains at {low:g} to {high:g}"
         return None
 
     def _data_refusal(self, config: TrainConfig) -> str | None:

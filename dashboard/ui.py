@@ -78,9 +78,25 @@ def fragment(function: Callable[..., None]) -> Callable[..., None]:
     return st.fragment(guarded)
 
 
+def needs_models_text(summaries: list[dict[str, Any]]) -> str:
+    """"N runs need moda-studio --models PKG …" for runs whose builder comes from a package nobody allowed ("")."""
+    waiting = [s for s in summaries if folders.run_status(s) == "needs-models"]
+    if not waiting:
+        return ""
+    packages = sorted({str(s.get("needs")) for s in waiting})
+    flags = " ".join(f"--models {p}" for p in packages)
+    return (f"{len(waiting)} run{'s' if len(waiting) != 1 else ''} in {folders.folders_text()} "
+            f"need{'s' if len(waiting) == 1 else ''} {code(flags)}: a model of your own is built by its package's "
+            f"code, which this server runs only when started with {code('moda-studio ' + flags)}.")
+
+
 def show_broken(summaries: list[dict[str, Any]]) -> None:
-    """List run folders that do not load, with their error, without stopping the page."""
-    broken = [s for s in summaries if not folders.openable(s)]
+    """List run folders that do not load, with their error, without stopping the page (runs waiting for
+    ``--models`` are said apart: they are not broken)."""
+    waiting = needs_models_text(summaries)
+    if waiting:
+        st.info(waiting)
+    broken = [s for s in summaries if not folders.openable(s) and folders.run_status(s) != "needs-models"]
     if broken:
         with st.expander(f"{len(broken)} run folder(s) could not be loaded", expanded=False):
             for s in broken:
@@ -106,7 +122,7 @@ def pick_run(label: str, key: str, with_checkpoints: bool = False,
     summaries = folders.list_runs() if summaries is None else summaries
     specs = folders.loadable_specs(summaries, with_checkpoints)
     if not specs:
-        st.info(f"No runs yet in {folders.folders_text()}. {HOW_TO_TRAIN}")
+        st.info(needs_models_text(summaries) or f"No runs yet in {folders.folders_text()}. {HOW_TO_TRAIN}")
         return None
     predicates = prefer if isinstance(prefer, tuple) else (prefer,) if prefer else ()
     runs = [s for s in summaries if folders.openable(s)]
@@ -177,6 +193,15 @@ def _from_url_once(param: str) -> str | None:
     return None if value is None else str(value)
 
 
+def url_int(text: str, limit: int = 10**6) -> int | None:
+    """A whole number from the URL: ASCII digits only (not "²" or "１"), at most ``limit``; None otherwise."""
+    text = str(text).strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(limit)):
+        return None
+    value = int(text)
+    return value if value <= limit else None
+
+
 def _note(message: str) -> None:
     """Say (once, where the widget is) that the URL named something this server cannot show."""
     st.info(message)
@@ -194,8 +219,8 @@ def _shared_run(all_specs: list[str]) -> str | None:
     token = _from_url_once(RUN_PARAM)
     if token is not None and SHARED_RUN not in st.session_state:
         base, at, epoch = token.partition("@")
-        if at and epoch.isascii() and epoch.strip().isdigit():  # RUN@0020 is RUN@20
-            token = f"{base}@{int(epoch)}"
+        if at and url_int(epoch) is not None:  # RUN@0020 is RUN@20
+            token = f"{base}@{url_int(epoch)}"
         spec = _resolve_token(token, all_specs)
         if spec is None:
             _note(f"The link names the run {_quoted(token)}, which this server does not offer (any more); "

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError, TrainingStopped
+from moda_core.import_policy import granted
+from moda_core.io import check_replaceable
 from moda_core.methods import METHODS
 from moda_core.models import MODELS
 
@@ -66,6 +68,7 @@ def check_output_file(path: str | None, flag: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise ModaError(f"{flag} {path} is a folder: give a file name")
+    check_replaceable(target, f"{flag} ")
     parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -79,8 +82,15 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="moda", description="MODA Studio: modular training, "
                                    "decomposition, composition and repair of DNNs.")
     sub = main.add_subparsers(dest="command", required=True)
+    allow = argparse.ArgumentParser(add_help=False)
+    allow.add_argument("--models", action="append", default=[], metavar="PKG",
+                       help="allow runs of models of your own built by package PKG's code to be opened (repeat for "
+                            "several; also $MODA_MODELS); nothing is imported from a runs folder otherwise")
 
-    train = sub.add_parser("train", help="train a standard or MODA model into the run store")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:  # every command takes --models
+        return sub.add_parser(name, parents=[allow], **kwargs)
+
+    train = add("train", help="train a standard or MODA model into the run store")
     train.add_argument("--model", default="lenet5",
                        help=f"one of {', '.join(MODELS)}, or your own builder package.module:function, called as "
                             "function(num_classes=, in_channels=, image_size=)")
@@ -90,7 +100,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--threshold", type=float, default=0.0,
                        help="your own model: a unit fires where its activation is above this (default 0)")
     train.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int,
+                       help="epochs to train (default 10); with --resume: the run's own count, or more to extend it")
     train.add_argument("--method", default="moda", choices=list(METHODS),
                        help="moda (activation terms), mwt (the mask-based MwT baseline) or standard "
                             "(cross-entropy only, same as --standard)")
@@ -118,20 +129,20 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     train.add_argument("--json", action="store_true")
 
-    decompose = sub.add_parser("decompose", help="activation rates → per-class module masks of a run")
+    decompose = add("decompose", help="activation rates → per-class module masks of a run")
     decompose.add_argument("run", help="run folder, or RUN@EPOCH for a periodic checkpoint")
     decompose.add_argument("--tau", type=float, default=0.9, help="activation-rate threshold")
     decompose.add_argument("--recompute", action="store_true", help="ignore a stored decomposition")
     decompose.add_argument("--json", action="store_true")
 
-    compose = sub.add_parser("compose", help="compose a smaller sub-task model from class modules")
+    compose = add("compose", help="compose a smaller sub-task model from class modules")
     compose.add_argument("run")
     compose.add_argument("--classes", type=int, nargs="+", required=True)
     compose.add_argument("--tau", type=float, default=0.9)
     compose.add_argument("--out", help="also export the composed module to this .pt2 file")
     compose.add_argument("--json", action="store_true")
 
-    subtasks = sub.add_parser("subtasks", help="compose and measure many class subsets")
+    subtasks = add("subtasks", help="compose and measure many class subsets")
     subtasks.add_argument("run")
     subtasks.add_argument("--sizes", type=int, nargs="+", default=[2])
     subtasks.add_argument("--samples", type=int, default=50,
@@ -142,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
     subtasks.add_argument("--csv", help="also write the table to this CSV file")
     subtasks.add_argument("--json", action="store_true")
 
-    replace = sub.add_parser("replace", help="repair a weak model's class with a strong model's module")
+    replace = add("replace", help="repair a weak model's class with a strong model's module")
     replace.add_argument("--weak", required=True, help="the weak run, RUN or RUN@EPOCH")
     replace.add_argument("--strong", required=True, help="the strong (MODA-trained) run, RUN or RUN@EPOCH")
     replace.add_argument("--weak-class", type=int,
@@ -162,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
     replace.add_argument("--out", help="also export the repaired model to this .pt2 file")
     replace.add_argument("--json", action="store_true")
 
-    listing = sub.add_parser("runs", help="list the runs in a runs folder")
+    listing = add("runs", help="list the runs in a runs folder")
     listing.add_argument("--runs-dir", default="runs")
     listing.add_argument("--json", action="store_true")
     return main
@@ -181,7 +192,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         args.alpha = args.beta = args.gamma = 0.0
     if args.standard and args.method not in ("moda", "standard"):
         raise ModaError("--standard trains without modular terms: it cannot be combined with --method mwt")
-    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, method=args.method,
+    if args.resume and args.name:
+        stored = _stored_epochs(Path(args.runs_dir) / args.name)
+        if args.epochs is not None and stored is not None and args.epochs > stored:
+            print(f"extending {args.name} from {stored} to {args.epochs} epochs", file=sys.stderr)
+    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs or 10, method=args.method,
                          alpha=args.alpha, beta=args.beta, gamma=args.gamma, width=args.width,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, classes=args.classes,
                          train_fraction=args.train_fraction, augment=False if args.no_augment else None,
@@ -215,7 +230,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         signal.signal(signal.SIGINT, first_interrupt)
     try:
         run = train(config, args.runs_dir, args.name, progress=progress, resume=args.resume,
-                    overwrite=args.overwrite, stop=stop if handled else None)
+                    overwrite=args.overwrite, stop=stop if handled else None,
+                    epochs=args.epochs if args.resume else None)
     finally:
         if handled:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -236,6 +252,17 @@ def _graceful_interrupt() -> bool:
     stop at different steps), the main thread, and Ctrl-C not ignored (a background job)."""
     return (int(os.environ.get("WORLD_SIZE", "1")) <= 1 and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+
+def _stored_epochs(path: Path) -> int | None:
+    """The epoch count a run was created with (its config.json, read as data), None when it does not say."""
+    from moda_core.runs import read_config
+
+    try:
+        epochs = read_config(path).get("train", {}).get("epochs")
+    except ModaError:
+        return None
+    return epochs if isinstance(epochs, int) else None
 
 
 def tqdm_progress(description: str) -> Callable[[int, int], None]:
@@ -418,6 +445,8 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
         if s["status"] == "broken":  # a folder name that is not a run name may hold anything: shown escaped
             name = s["name"] if s["name"].isprintable() else ascii(s["name"])
             lines.append(f"{name}: broken: {s['error']}")
+        elif s["status"] == "needs-models":
+            lines.append(f"{s['name']}: {s['model']} on {s['dataset']}, {s['error']}")
         elif s["error"]:
             lines.append(f"{s['name']}: {s['status']}, {s['error']}"
                          + (" (continue with train --resume, or --overwrite)" if s["status"] == "interrupted" else ""))
@@ -441,12 +470,11 @@ def os_error_line(error: OSError, what: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # `moda train --model mypkg.nets:make_net` finds ./mypkg, as python -m does
     try:
         check_output_file(getattr(args, "out", None), "--out")
         check_output_file(getattr(args, "csv", None), "--csv")
-        COMMANDS[args.command](args)
+        with granted(args.models):  # what this command may import: --models, $MODA_MODELS, train's own --model
+            COMMANDS[args.command](args)
     except TrainingStopped as error:  # Ctrl-C during a training: the run keeps its last committed epoch
         name, folder = error.path.name, error.path.parent
         print(f"interrupted: run {name} keeps epoch {error.epoch} of {error.epochs} (continue with "

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from moda_core import distributed, runs
-from moda_core.activations import modular_points
+from moda_core.activations import modular_points, point_units
 from moda_core.data import Dataset, Split
 from moda_core.errors import ModaError
 from moda_core.io import load_tensors, save_tensors
@@ -208,23 +208,72 @@ def _save_somewhere(run: runs.Run, fingerprint: str, files: dict[str, tuple[dict
         return f"{reason}: the decomposition was computed in memory (not saved)"
 
 
-def _read_from(folder: Path, tau: float, fingerprint: str,
-               points: list[str]) -> tuple[dict, list[int], dict | None] | None:
-    """Rates, class counts and (if stored for exactly this τ) masks from ``folder``, or None if absent
-    or stale."""
+MAX_META_CHARS = 1 << 16  # a stored point list or class counts: a few kilobytes
+
+
+class StoredProblem(Exception):
+    """A stored decomposition that must not be used (the reason says why); it is recomputed instead."""
+
+
+def _json_meta(meta: Mapping[str, str], key: str) -> object:
+    """A JSON value of a stored file's metadata, of bounded size and depth; ``StoredProblem`` otherwise."""
+    text = meta.get(key)
+    if not isinstance(text, str) or len(text) > MAX_META_CHARS:
+        raise StoredProblem(f"its {key} are missing or too long")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise StoredProblem(f"its {key} are not readable JSON") from None
+
+
+def _checked_rates(rates: Mapping[str, torch.Tensor], meta: Mapping[str, str], units: Mapping[str, int],
+                   num_classes: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Stored rates as untrusted input: the model's points, class × unit float tensors of the right shapes, every
+    rate a share of its class's sample count (finite, in [0, 1]), the counts present and positive."""
+    counts = _json_meta(meta, "class_counts")
+    if not (isinstance(counts, list) and len(counts) == num_classes
+            and all(type(c) is int and 0 < c <= 10**9 for c in counts)):
+        raise StoredProblem(f"its class_counts are not {num_classes} positive counts")
+    checked = {}
+    for point, count in units.items():
+        rate = rates.get(point)
+        if rate is None or not rate.is_floating_point() or tuple(rate.shape) != (num_classes, count):
+            raise StoredProblem(f"its rates of point {point!r} are not a float {num_classes} × {count} table")
+        rate = rate.float()
+        samples = rate * torch.tensor(counts, dtype=torch.float32)[:, None]
+        if not bool(torch.isfinite(rate).all()) or float(rate.min()) < 0 or float(rate.max()) > 1 \
+                or float((samples - samples.round()).abs().max()) > 1e-2:
+            raise StoredProblem(f"its rates of point {point!r} are not shares of the class counts in [0, 1]")
+        checked[point] = rate
+    return checked, counts
+
+
+def _read_from(folder: Path, tau: float, fingerprint: str, units: Mapping[str, int],
+               num_classes: int) -> tuple[dict, list[int], dict | None] | None:
+    """Rates, class counts and (if stored for exactly this τ, and what the rates give) masks from ``folder``; None if
+    absent or stale; ``StoredProblem`` if present but not usable."""
     if not (folder / RATES_FILE).exists():
         return None
-    rates, meta = load_tensors(folder / RATES_FILE)
-    if meta.get("weights") != fingerprint or list(json.loads(meta.get("points", "[]"))) != points:
+    try:
+        rates, meta = load_tensors(folder / RATES_FILE)
+    except ModaError as error:
+        raise StoredProblem(str(error)) from None
+    if meta.get("weights") != fingerprint:
         return None
-    rates = {p: rates[p] for p in points}
-    class_counts = json.loads(meta["class_counts"])
+    if _json_meta(meta, "points") != list(units):
+        return None  # from another version of the model's points
+    rates, class_counts = _checked_rates(rates, meta, units, num_classes)
     masks = None
     if (folder / masks_file(tau)).exists():
-        stored, mask_meta = load_tensors(folder / masks_file(tau))
-        if (mask_meta.get("weights") == fingerprint and _stored_tau_matches(mask_meta, tau)
-                and set(stored) == set(points)):
-            masks = {p: stored[p].bool() for p in points}
+        try:
+            stored, mask_meta = load_tensors(folder / masks_file(tau))
+        except ModaError:
+            stored, mask_meta = {}, {}
+        derived = masks_from_rates(rates, tau)
+        if mask_meta.get("weights") == fingerprint and _stored_tau_matches(mask_meta, tau) and \
+                all(p in stored and stored[p].dtype == torch.bool and torch.equal(stored[p], derived[p])
+                    for p in units):
+            masks = derived  # a masks file is only trusted when it says what the rates say
     return rates, class_counts, masks
 
 
@@ -234,15 +283,22 @@ def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = Tru
 
     Masks for a τ not stored yet come from the stored rates, and are saved unless ``save`` is False."""
     tau = check_tau(tau)
-    return _load_stored(run, tau, save, weights_fingerprint(_weights_file(run)))
+    try:
+        return _load_stored(run, tau, save, weights_fingerprint(_weights_file(run)))
+    except StoredProblem:
+        return None
 
 
 def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Decomposition | None:
     """``load_decomposition`` for weights whose fingerprint the caller already has."""
-    points = modular_points(run.model)
+    units, problems = point_units(run.model), []
     for folder, note in ((decomposition_dir(run), None),
                          (_cache_dir(run, fingerprint), "read from the user cache")):
-        found = _read_from(folder, tau, fingerprint, points)
+        try:
+            found = _read_from(folder, tau, fingerprint, units, run.model.arch["num_classes"])
+        except StoredProblem as problem:
+            problems.append(f"the stored decomposition in {folder} was not used ({problem})")
+            continue
         if found is None:
             continue
         rates, class_counts, masks = found
@@ -260,6 +316,8 @@ def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Dec
                     except OSError:
                         pass  # the cache is only a cache
         return Decomposition(rates, masks, tau, class_counts, note)
+    if problems:
+        raise StoredProblem("; ".join(problems))
     return None
 
 
@@ -268,10 +326,13 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
     """Decomposition of a loaded run at τ: read from the run folder if current, else computed (and saved)
     over its training data (``data``: the run's data set when the caller has it loaded already)."""
     tau = check_tau(tau)
-    fingerprint = None  # hashed at most once: to look for stored files, and to label new ones
+    fingerprint, problem = None, None  # hashed at most once: to look for stored files, and to label new ones
     if not recompute:
         fingerprint = weights_fingerprint(_weights_file(run))
-        stored = _load_stored(run, tau, save, fingerprint)
+        try:
+            stored = _load_stored(run, tau, save, fingerprint)
+        except StoredProblem as error:  # said, then recomputed and saved over it
+            stored, problem = None, f"{error}: recomputed"
         if stored is not None:
             return stored
     data = data or runs.run_dataset(run)
@@ -286,6 +347,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
         note = _save_somewhere(run, fingerprint, {RATES_FILE: (rates, meta),
                                                   masks_file(tau): (masks, {"weights": fingerprint, "tau": repr(tau)})})
     distributed.barrier(distributed.context())
+    note = "; ".join(n for n in (problem, note) if n) or None
     return Decomposition(rates, masks, tau, class_counts, note)
 
 

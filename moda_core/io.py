@@ -9,6 +9,7 @@ and never creates the folder itself, only subfolders in it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from moda_core.errors import ModaError
 
@@ -83,10 +84,28 @@ def check_write_target(path: str | Path, inside: str | Path) -> Path:
 
 def _prepare(path: str | Path, inside: str | Path | None) -> Path:
     path = Path(path)
+    check_replaceable(path)
     if inside is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     return check_write_target(path, inside)
+
+
+def check_replaceable(path: str | Path, what: str = "") -> None:
+    """A ``ModaError`` when ``path`` exists and is not a regular file (a device, a FIFO, a socket, a folder) or is
+    a link to one: an atomic write would put a file in its place. A regular file (or a link to one, or nothing)
+    may be replaced."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # through a link: what it points at
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as error:
+        raise ModaError(f"{what}{path}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        link = " (through a symbolic link)" if os.path.islink(path) else ""
+        raise ModaError(f"{what}{path} is {kind}{link}, not a regular file: it is not replaced")
 
 
 def _name_the_file(error: OSError, path: Path) -> None:
@@ -218,10 +237,21 @@ def read_json(path: str | Path, limit: int = MAX_JSON_BYTES) -> Any:
         raise ModaError(f"corrupt JSON file {path}: nested too deeply") from None
 
 
+CHECKSUM = "moda_sha256"  # metadata key: the SHA-256 of the file's tensor data, checked when it is loaded
+
+
+def _data_part(blob: bytes) -> memoryview:
+    """The tensor data of a safetensors encoding (what follows its 8-byte length and JSON header)."""
+    return memoryview(blob)[8 + int.from_bytes(blob[:8], "little"):]
+
+
 def tensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
-    """The safetensors encoding of ``tensors`` (moved to CPU) with string-valued ``metadata``."""
+    """The safetensors encoding of ``tensors`` (moved to CPU) with string-valued ``metadata`` and the checksum of
+    the tensor data, so that a flipped bit anywhere in it is found when the file is loaded (``load_tensors``)."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    return save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    metadata = {k: str(v) for k, v in (metadata or {}).items() if k != CHECKSUM}
+    metadata[CHECKSUM] = hashlib.sha256(_data_part(save(tensors, metadata=metadata))).hexdigest()
+    return save(tensors, metadata=metadata)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None,
@@ -234,13 +264,18 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; a missing or corrupt file is a ``ModaError``."""
+    """Tensors and metadata of a safetensors file; a missing or corrupt file (its data not what its checksum says,
+    for a file written with one) is a ``ModaError``."""
     path = Path(path)
     metadata = read_tensor_metadata(path)  # a regular file whose header fits it, or a ModaError
     try:
-        tensors = load_file(str(path))
+        blob = read_bounded(path, os.stat(path).st_size)
+        if CHECKSUM in metadata and hashlib.sha256(_data_part(blob)).hexdigest() != metadata[CHECKSUM]:
+            raise ValueError("its tensor data is not what its checksum says (changed or damaged)")
+        tensors = load(blob)
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ModaError(f"corrupt tensor file {path}: {error}") from None
+    metadata = {k: v for k, v in metadata.items() if k != CHECKSUM}
     return tensors, metadata
 
 

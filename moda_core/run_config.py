@@ -17,6 +17,7 @@ from moda_core.models.user import check_points, is_import_path
 
 MAX_IN_CHANNELS, MAX_IMAGE_SIZE, MAX_CLASSES, MAX_WIDTH = 4096, 4096, 100_000, 8.0  # width: as build_model
 MAX_SEED = 2**32 - 1  # the trainer seeds with (seed·100003 + epoch)·1009 + rank, which must stay an int64
+MAX_EPOCHS, MAX_BATCH = 100_000, 1_000_000  # beyond any real training; a stored count past them is corrupt
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list",
                dict: "an object"}
 
@@ -70,8 +71,8 @@ def _class_list(value: Any, key: str, where: Path | str) -> list[int]:
 # None may be null
 _TRAIN_FIELDS: dict[str, tuple[Any, bool]] = {
     "method": (str, False), "model": (str, False), "dataset": (str, False), "device": (str, False),
-    "data_root": (str, True), "seed": ((0, MAX_SEED), False), "epochs": ((1, None), False),
-    "batch_size": ((1, None), False), "checkpoint_every": ((0, None), False),
+    "data_root": (str, True), "seed": ((0, MAX_SEED), False), "epochs": ((1, MAX_EPOCHS), False),
+    "batch_size": ((1, MAX_BATCH), False), "checkpoint_every": ((0, MAX_EPOCHS), False),
     "alpha": ((0.0, None, False), True), "beta": ((0.0, None, False), True), "gamma": ((0.0, None, False), True),
     "lr": ((0.0, None, True), False), "momentum": ((0.0, None, False), False),
     "width": ((0.0, MAX_WIDTH, True), False), "train_fraction": ((0.0, 1.0, True), False),

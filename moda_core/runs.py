@@ -48,8 +48,10 @@ import torch
 from torch import nn
 
 from moda_core import io as store_io  # writes go through store_io.* at call time (tests inject failures)
+from moda_core import run_config
 from moda_core.data import Dataset, load_dataset
 from moda_core.errors import ModaError
+from moda_core.import_policy import allowed_packages, needs
 from moda_core.io import (
     FILE_MODE,
     json_bytes,
@@ -61,6 +63,7 @@ from moda_core.io import (
 )
 from moda_core.methods import method_of
 from moda_core.models import build_from_arch
+from moda_core.models.user import package_of
 from moda_core.run_config import check_config, is_real, kind_of
 
 CONFIG, MODEL, OPTIMIZER, HISTORY, METRICS = (
@@ -121,8 +124,9 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
         raise ModaError(f"corrupt history file {path}: {error}") from None
     for number, row in enumerate(rows, 1):
         epoch = row.get("epoch")
-        if epoch is None or not (math.isfinite(epoch) and epoch >= 1 and epoch == int(epoch)):
+        if epoch is None or not (math.isfinite(epoch) and 1 <= epoch <= run_config.MAX_EPOCHS and epoch == int(epoch)):
             raise ModaError(f"corrupt history file {path}: row {number} has no epoch number (epoch={epoch})")
+        row["epoch"] = int(epoch)  # a whole number, as it is written again after a resume
     return rows
 
 
@@ -669,7 +673,7 @@ def _checkpoint_epoch(name: str) -> int | None:
 
 def split_run_spec(spec: str | Path) -> tuple[Path, int | None]:
     """``"runs/a@5"`` → (``runs/a``, 5); ``"runs/a"`` → (``runs/a``, None)."""
-    match = re.fullmatch(r"(.+)@(\d+)", str(spec))
+    match = re.fullmatch(r"(.+)@([0-9]+)", str(spec))  # ASCII digits only (not ``RUN@１``)
     if match:
         return Path(match.group(1)), int(match.group(2))
     return Path(spec), None
@@ -950,7 +954,11 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
                 summary["status"] = "broken"
             return summary
     summary["loadable"] = True
-    if running:
+    builder = summary["model"] if ":" in str(summary["model"]) else None
+    if builder is not None and package_of(builder) not in allowed_packages():  # listed, never imported
+        summary.update(status="needs-models", loadable=False, needs=package_of(builder),
+                       error=needs(package_of(builder)))
+    elif running:
         summary["status"] = "running"
     elif summary["epochs"] is not None and summary["epochs_done"] >= summary["epochs"]:
         summary["status"] = "complete"
@@ -986,7 +994,10 @@ def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
                             f"{'record' if len(recorded) > 1 else 'records'} a finished epoch")
         raise _NoFinishedEpoch(f"no finished epoch yet ({MODEL} is missing)")
     header = read_tensor_header(weights)
-    check_shapes(model_shapes(config, path / CONFIG), _header_shapes(header), weights)
+    expected = None
+    if ":" not in config["arch"]["name"]:  # a model of one's own would have to be built: its shapes wait for loading
+        expected = model_shapes(config, path / CONFIG)
+        check_shapes(expected, _header_shapes(header), weights)
     epoch = weights_epoch(weights, header.get("__metadata__") or {})
     if committed is not None and committed != epoch:
         raise ModaError(f"{weights.name} holds epoch {epoch} but the commit record says epoch {committed}")
@@ -999,13 +1010,23 @@ def _fill_summary(path: Path, summary: dict[str, Any]) -> None:
     else:  # metrics.json from another epoch (an older run's crash): take the history row of this one
         rows = [r for r in history if r.get("epoch") == epoch]
         summary["test_accuracy"] = _finite(rows[-1].get("test_accuracy")) if rows else None
-    summary["checkpoints"] = list_checkpoints(path)
+    summary["checkpoints"] = [e for e in list_checkpoints(path)  # offered only if its shapes are the model's
+                              if expected is None or _shapes_fit(expected, checkpoint_path(path, e))]
     summary["error"] = None
+
+
+def _shapes_fit(expected: dict[str, tuple[int, ...]], weights: Path) -> bool:
+    try:
+        check_shapes(expected, _header_shapes(read_tensor_header(weights)), weights)
+        return True
+    except (ModaError, OSError):
+        return False
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     """Summaries of every run folder under ``runs_dir`` (:func:`summarize_run`): status complete / running /
-    interrupted / broken, ``error`` (why it does not load, or None), ``loadable``, ``epochs_done`` (from the
+    interrupted / broken / needs-models (a model of one's own from a package not allowed: ``needs`` names it;
+    listing never imports a builder), ``error`` (why it does not load, or None), ``loadable``, ``epochs_done`` (from the
     weights' own metadata), ``epochs``, model, data set, ``method`` (standard, moda or mwt: ``method_of``),
     α β γ, test accuracy, committed checkpoints, and the trainer's pid."""
     runs_dir = Path(runs_dir)

@@ -134,8 +134,9 @@ def load_evolution_rates(run: runs.Run) -> dict[int, tuple[dict[str, torch.Tenso
         epochs = json.loads(meta["epochs"])
         points = json.loads(meta["points"])
         accuracies = json.loads(meta["test_accuracy"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModaError(f"{where}: its metadata lacks readable epochs, points and test_accuracy ({error})") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
+        raise ModaError(f"{where}: its metadata lacks readable epochs, points and test_accuracy "
+                        f"({type(error).__name__})") from None
     done = run.epoch
     if (not isinstance(epochs, list) or not epochs or not all(_is_epoch(e) and 1 <= e <= done for e in epochs)
             or len(set(epochs)) != len(epochs)):
@@ -215,7 +216,7 @@ def evolution_is_recorded(run_dir: str | Path, most: int | None = None) -> bool:
     try:
         epochs = set(json.loads((read_tensor_header(path).get("__metadata__") or {})["epochs"]))
         states = {epoch for epoch, _ in evolution_states(run_dir)}
-    except (ModaError, OSError, KeyError, TypeError, ValueError):
+    except (ModaError, OSError, KeyError, TypeError, ValueError, RecursionError):
         return False
     return states <= epochs and (most is None or len(epochs) <= most)
 

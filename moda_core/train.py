@@ -26,9 +26,10 @@ from moda_core import distributed, run_config, runs
 from moda_core.data import Dataset, check_class_fractions, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.evaluate import accuracy, predict_logits
+from moda_core.import_policy import allowing
 from moda_core.methods import METHODS, Method, StepLosses, method_of
 from moda_core.models import MODELS, build_model
-from moda_core.models.user import check_import_path, check_points, import_path_of
+from moda_core.models.user import check_import_path, check_points, import_path_of, package_of
 
 
 @dataclass
@@ -101,21 +102,23 @@ class TrainConfig:
             if len(self.classes) < 2:
                 raise ModaError(f"training needs at least 2 classes, got {self.classes}: a 1-class model has "
                                 "nothing to tell apart and no modules to decompose")
-        if self.epochs < 1:
-            raise ModaError(f"epochs must be at least 1, got {self.epochs}")
+        if not 1 <= self.epochs <= run_config.MAX_EPOCHS:
+            raise ModaError(f"epochs must be from 1 to {run_config.MAX_EPOCHS:,}, got {self.epochs}")
         # the epoch generators are seeded with (seed·100003 + epoch)·1009 + rank, which must stay an int64
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= run_config.MAX_SEED:
             raise ModaError(f"seed must be a whole number from 0 to {run_config.MAX_SEED:,}, got {self.seed!r}")
-        if self.batch_size < 2:
-            raise ModaError(f"batch size must be at least 2 (the modular terms compare pairs), got {self.batch_size}")
+        if not 2 <= self.batch_size <= run_config.MAX_BATCH:
+            raise ModaError(f"batch size must be from 2 (the modular terms compare pairs) to {run_config.MAX_BATCH:,}, "
+                            f"got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ModaError(f"learning rate must be a positive number, got {self.lr}")
         for name in ("alpha", "beta", "gamma"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ModaError(f"{name} must be a non-negative number, got {value}")
-        if self.checkpoint_every < 0:
-            raise ModaError(f"checkpoint interval must be >= 0, got {self.checkpoint_every}")
+        if not 0 <= self.checkpoint_every <= run_config.MAX_EPOCHS:
+            raise ModaError(f"checkpoint interval must be from 0 to {run_config.MAX_EPOCHS:,}, "
+                            f"got {self.checkpoint_every}")
         method.validate(self)
         if self.class_fractions:
             learnt = self.classes if self.classes is not None else list(range(info.num_classes))
@@ -223,21 +226,31 @@ def data_for_config(config: TrainConfig, device: torch.device) -> Dataset:
 
 def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None = None,
           progress: ProgressCallback | None = None, resume: bool = False, overwrite: bool = False,
-          stop: StopSignal | None = None) -> runs.Run:
+          stop: StopSignal | None = None, epochs: int | None = None) -> runs.Run:
     """Train into ``runs_dir/name`` and return the loaded run.
 
     The run store creates the folder atomically before any work (an existing name is an error) and
     holds its lock while training, so a run whose process dies is listed as interrupted
-    (``runs.create_run``). ``resume=True`` continues an interrupted run with the same name from its
-    last committed epoch (its stored config wins over ``config``, except for ``epochs``, which may be
-    raised); ``overwrite=True`` replaces a run that is not training now. Under torchrun rank 0 opens
+    (``runs.create_run``). ``resume=True`` continues the run with that name from its last committed
+    epoch, with its stored config (``config`` gives only the device), up to its own epoch count, or up to
+    ``epochs`` when that is more (a complete run is extended only so); ``overwrite=True`` replaces a run that
+    is not training now. Under torchrun rank 0 opens
     the folder and tells the other ranks.
 
     ``stop`` (an Event or a callable) is asked before every step: once it says stop, the training ends
     without finishing the epoch under way, so the run keeps its last committed epoch, releases its lock
     and lists as interrupted; ``TrainingStopped`` says which epoch it kept, and ``resume=True``
     continues it bit for bit. Not under torchrun (the ranks would have to agree on the step).
+
+    The package of a model of one's own named in ``config`` is allowed to be imported while this runs (the person
+    named it); a resumed run's builder must come from it or from an allowed package (``moda_core.import_policy``).
     """
+    with allowing(package_of(config.model) if ":" in str(config.model) else None):
+        return _open_and_train(config, runs_dir, name, progress, resume, overwrite, stop, epochs)
+
+
+def _open_and_train(config: TrainConfig, runs_dir: str | Path, name: str | None, progress: ProgressCallback | None,
+                    resume: bool, overwrite: bool, stop: StopSignal | None, epochs: int | None) -> runs.Run:
     config.validate()
     if name is not None:
         runs.check_run_name(name)
@@ -265,11 +278,12 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", name: str | None =
         status, value = distributed.broadcast_object(outcome, ctx)  # every rank trains into rank 0's folder
         if status == "error":
             raise ModaError(value)
-        return _train(config, Path(value), opened, ctx, progress, resume, should_stop)
+        return _train(config, Path(value), opened, ctx, progress, resume, should_stop, epochs)
 
 
 def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx: distributed.Context,
-           progress: ProgressCallback | None, resume: bool, should_stop: Callable[[], bool]) -> runs.Run:
+           progress: ProgressCallback | None, resume: bool, should_stop: Callable[[], bool],
+           epochs: int | None = None) -> runs.Run:
     """Setup, then the epoch loop. Rank 0 holds the open run and writes it; the other ranks get None."""
     # ----- setup: the settings (a resumed run's stored ones), device, data, model, method, optimizer
     resumed = runs.resume_state(run_dir) if resume else None
@@ -277,7 +291,7 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
     if resumed is not None:
         wanted = config
         config = TrainConfig.from_record(resumed.train)
-        config.epochs = max(config.epochs, wanted.epochs)
+        config.epochs = max(config.epochs, epochs or 0)  # its own count, or more when asked
         config.device = wanted.device
         start_epoch, history = resumed.epoch, list(resumed.history)
 

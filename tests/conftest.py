@@ -153,11 +153,18 @@ def lenet_moda_run(runs_dir):
     return train(TrainConfig(model="lenet5", epochs=3, seed=0, checkpoint_every=1), runs_dir, "lenet-moda")
 
 
-@pytest.fixture(autouse=True)
-def _model_imports_unrestricted() -> Iterator[None]:
-    """Pages run in-process restrict model imports (the dashboard's policy); each test starts without that."""
-    from moda_core.import_policy import restrict_imports
+TEST_MODEL_PACKAGES = ("graph_models", "outside_models", "mypkg")  # the builders the tests define
 
-    restrict_imports(None)
+
+@pytest.fixture(autouse=True)
+def _test_models_allowed(monkeypatch) -> Iterator[None]:
+    """Each test may build the tests' own models (as a person who passed ``--models`` would); a command run
+    in-process (``moda_core.cli.main``, a page) replaces that with its own allowance while it runs, and tests of
+    the policy itself set theirs. ``$MODA_MODELS`` from the shell running the tests does not count."""
+    from moda_core.import_policy import ALLOW_ENV, OLD_ALLOW_ENV, allow_models
+
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    monkeypatch.delenv(OLD_ALLOW_ENV, raising=False)
+    allow_models(TEST_MODEL_PACKAGES)
     yield
-    restrict_imports(None)
+    allow_models(TEST_MODEL_PACKAGES)

@@ -19,7 +19,7 @@ from moda_core.cli import main
 from moda_core.compose import check_masks, compose_module, overlap_counts, parameter_count
 from moda_core.export import export_module
 from moda_core.graph import graph_of
-from moda_core.import_policy import restrict_imports
+from moda_core.import_policy import allow_models
 from moda_core.losses import modular_losses
 from moda_core.models import build_model
 from moda_core.models.user import build_user_model, load_builder
@@ -217,16 +217,24 @@ def test_imports_are_refused_from_namespace_folders_and_outside_an_allowed_list(
     (folder / "payload.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n"
                                        "def make(**kw):\n    return None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    allow_models(["runs", "mypkg"])
     with pytest.raises(ModaError, match="namespace package"):
         load_builder("runs.evil.payload:make")
     assert not (folder / "ran").exists()
-    restrict_imports(["mypkg"])
-    try:
-        with pytest.raises(ModaError, match="not imported here.*--models graph_models"):
-            load_builder("graph_models:make_skipnet")
-    finally:
-        restrict_imports(None)
+    with pytest.raises(ModaError, match="not imported: needs --models graph_models"):
+        load_builder("graph_models:make_skipnet")
+    allow_models(["graph_models"])
     assert load_builder("graph_models:make_skipnet") is graph_models.make_skipnet
+
+
+def test_a_builder_is_a_function_defined_where_its_path_says():
+    with pytest.raises(ModaError, match="neither a zoo model nor an import path"):
+        load_builder("graph_models:torch.nn.Linear")  # no attribute paths: nothing the module imported
+    with pytest.raises(ModaError, match=r"not a function defined in outside_models \(it comes from moda_core._tv\)"):
+        load_builder("outside_models:import_torchvision")  # imported into the module, not defined there
+    allow_models(["os"])
+    with pytest.raises(ModaError, match=r"not a function defined in os \(it comes from posix\)"):
+        load_builder("os:system")
 
 
 def test_masks_of_another_model_are_refused():
@@ -258,7 +266,7 @@ def test_the_masked_model_zeroes_units_along_the_token_features():
     assert Path(graph_models.__file__).parent.name == "tests"
 
 
-def test_a_run_whose_builder_does_not_import_is_broken_in_one_line(tmp_path, capsys):
+def test_a_run_whose_builder_is_not_allowed_or_does_not_import_says_so_in_one_line(tmp_path, capsys):
     import shutil
 
     from helpers import DEMO
@@ -271,10 +279,15 @@ def test_a_run_whose_builder_does_not_import_is_broken_in_one_line(tmp_path, cap
     config["arch"]["name"] = "nosuchpkg.nets:make_net"
     (run / "config.json").write_text(json.dumps(config))
     (summary,) = list_runs(tmp_path / "runs")
-    assert summary["status"] == "broken" and "cannot import model nosuchpkg.nets:make_net" in summary["error"]
-    assert "\n" not in summary["error"]
+    assert (summary["status"], summary["needs"], summary["loadable"]) == ("needs-models", "nosuchpkg", False)
+    assert summary["error"].startswith("needs --models nosuchpkg") and "\n" not in summary["error"]
+    with pytest.raises(ModaError, match="not imported: needs --models nosuchpkg"):
+        load_run(run)
+    allow_models(["nosuchpkg"])
+    assert list_runs(tmp_path / "runs")[0]["status"] == "complete"  # allowed: listed as usual, still not imported
     with pytest.raises(ModaError, match="no module named 'nosuchpkg'"):
         load_run(run)
-    assert main(["decompose", str(run)]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "nosuchpkg" in err[0]
+    for command in (["decompose", str(run)], ["decompose", str(run), "--models", "nosuchpkg"]):
+        assert main(command) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and "nosuchpkg" in err[0]

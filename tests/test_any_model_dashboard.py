@@ -37,7 +37,7 @@ def own_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def serve_folder(monkeypatch: pytest.MonkeyPatch, folder: Path, models: str = "mypkg,graph_models") -> None:
     monkeypatch.setenv("MODA_RUNS_DIR", str(folder))
     monkeypatch.setenv("MODA_TRAINING", "off")
-    monkeypatch.setenv("MODA_STUDIO_MODELS", models)
+    monkeypatch.setenv("MODA_MODELS", models)
     monkeypatch.syspath_prepend(str(EXAMPLES))
 
 
@@ -76,18 +76,18 @@ def test_a_model_that_cannot_be_traced_says_why_it_cannot_be_composed(own_runs, 
         assert "cannot be composed: cannot trace HookedNet" in texts(open_page(page))
 
 
-def test_without_leave_to_import_the_run_is_listed_broken_in_one_line(own_runs, monkeypatch):
+def test_without_leave_to_import_the_runs_say_which_flag_they_need(own_runs, monkeypatch):
     import streamlit as st
 
-    from moda_core import runs
-
     serve_folder(monkeypatch, own_runs["smallnet"], models="")
-    runs._SHAPES.clear()  # a server's policy holds for its whole life: forget what earlier tests built
     st.cache_data.clear()
     st.cache_resource.clear()
     shown = texts(open_page("runs"))
-    assert "not imported here" in shown and "--models mypkg" in shown
-    assert "Traceback" not in shown
+    assert "2 runs in" in shown and "need `--models mypkg`" in shown and "moda-studio --models mypkg" in shown
+    assert "could not be loaded" not in shown and "Traceback" not in shown
+    for page in ("activations", "compose"):
+        shown = texts(open_page(page))
+        assert "need `--models mypkg`" in shown and "No runs yet" not in shown
 
 
 @pytest.mark.browser
@@ -96,7 +96,7 @@ def test_every_page_in_a_real_browser_on_a_model_of_ones_own(own_runs, tmp_path)
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
     # served as a user would: from the folder that holds their package, which --models allows
     env = dict(os.environ, STREAMLIT_SERVER_FILE_WATCHER_TYPE="none", MODA_TRAINING="off")
-    env.pop("MODA_STUDIO_MODELS", None)
+    env.pop("MODA_MODELS", None)
     args = ("--host", "127.0.0.1", "--runs-dir", str(own_runs["smallnet"]), "--models", "mypkg")
     with ServedDashboard(env, args, start_timeout=60, cwd=EXAMPLES) as served, \
             playwright_api.sync_playwright() as playwright:

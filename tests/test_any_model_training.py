@@ -61,10 +61,10 @@ def test_an_untraceable_model_trains_and_decomposes_and_composition_says_why(tmp
     assert main(["train", "--model", "graph_models:make_hookednet", "--epochs", "1", "--train-fraction", "0.05",
                  "--runs-dir", str(runs_dir), "--name", "hooked"]) == 0
     assert "note: cannot trace HookedNet" in capsys.readouterr().out
-    assert main(["decompose", str(runs_dir / "hooked")]) == 0
+    assert main(["decompose", str(runs_dir / "hooked"), "--models", "graph_models"]) == 0
     out = capsys.readouterr().out
     assert "relu1: units kept per class" in out
     assert "rates and masks work, module size, overlap and composition do not" in out
-    assert main(["compose", str(runs_dir / "hooked"), "--classes", "1", "2"]) != 0
+    assert main(["compose", str(runs_dir / "hooked"), "--classes", "1", "2", "--models", "graph_models"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot trace HookedNet" in err[0] and "traceable forward" in err[0]

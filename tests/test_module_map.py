@@ -344,7 +344,7 @@ def test_the_page_on_a_model_of_ones_own(own_runs, monkeypatch, name):
 
     monkeypatch.setenv("MODA_RUNS_DIR", str(own_runs[name]))
     monkeypatch.setenv("MODA_TRAINING", "off")
-    monkeypatch.setenv("MODA_STUDIO_MODELS", "mypkg,graph_models")
+    monkeypatch.setenv("MODA_MODELS", "mypkg,graph_models")
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     app = open_page("map")
     figure = app.get("plotly_chart")[0].proto.spec

@@ -150,11 +150,12 @@ def test_each_family_trains_decomposes_and_composes_through_the_cli(name, tmp_pa
           "--train-fraction", "0.1", "--runs-dir", str(tmp_path), "--name", "run", "--json"])
     trained = json.loads(capsys.readouterr().out)
     assert trained["epochs"] == 1
-    main(["decompose", str(tmp_path / "run"), "--json"])
+    main(["decompose", str(tmp_path / "run"), "--json", "--models", "outside_models"])
     decomposed = json.loads(capsys.readouterr().out)
     assert decomposed["points"] == [p for p, _, _ in om.EXPECTED[name]]
     assert 0 < decomposed["mean_module_size"] <= 1
-    main(["compose", str(tmp_path / "run"), "--classes", "2", "7", "--out", str(tmp_path / "m.pt2"), "--json"])
+    main(["compose", str(tmp_path / "run"), "--classes", "2", "7", "--out", str(tmp_path / "m.pt2"), "--json",
+          "--models", "outside_models"])
     composed = json.loads(capsys.readouterr().out)
     assert composed["params"] < composed["full_params"] and (tmp_path / "m.pt2").stat().st_size > 0
     program = torch.export.load(str(tmp_path / "m.pt2"))

@@ -28,7 +28,8 @@ tau = ui.tau_slider("comp_tau")
 # two classes only when none of them does (or on the first visit).
 linked = ui.linked_value("classes", "comp_classes")  # ?classes=0,3: logit positions of the run's classes
 if linked is not None:
-    picked = [names[int(c)] for c in linked.split(",") if c.strip().isdigit() and int(c) < len(names)]
+    positions = [ui.url_int(c) for c in linked.split(",")[:64]]
+    picked = [names[p] for p in positions if p is not None and p < len(names)]
     if picked:
         st.session_state["comp_classes"] = list(dict.fromkeys(picked))
     else:

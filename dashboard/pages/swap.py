@@ -65,13 +65,12 @@ if not shared:
     st.session_state.pop(RESULT_KEY, None)
     st.stop()
 c1, c2 = st.columns(2)
-ui.linked_choice("class", "swap_class", shared, lambda text: int(text) if text.strip().isdigit() else None, "class")
+ui.linked_choice("class", "swap_class", shared, ui.url_int, "class")
 if st.session_state.get("swap_class") not in shared:
     st.session_state.pop("swap_class", None)
 target = c1.selectbox("Class to repair", shared, format_func=lambda c: weak_names[c], key="swap_class",
                       help="Classes both runs learned (original class ids).")
-ui.linked_choice("epochs", "swap_epochs", range(1, 51), lambda text: int(text) if text.strip().isdigit() else None,
-                 "number of calibration epochs")
+ui.linked_choice("epochs", "swap_epochs", range(1, 51), ui.url_int, "number of calibration epochs")
 st.session_state.setdefault("swap_epochs", 5)
 epochs = c2.number_input("Calibration epochs (calibrate only)", min_value=1, max_value=50, key="swap_epochs")
 ui.link("class", str(target))

@@ -12,16 +12,19 @@ axis in a ``moda_points`` attribute, site name → axis); one fx cannot trace ke
 modules as points (trained and decomposed through hooks, each of which must run once per forward pass; not
 composable).
 
-Importing runs code, so a run folder (untrusted input) never chooses freely what is imported: a namespace
-package (a folder without ``__init__.py``, such as a runs folder on the path) is refused, and a process may
-restrict imports to named top-level packages (``moda_core.import_policy``; the dashboard does, from
-``MODA_STUDIO_MODELS``).
+Importing runs code, and a run folder is untrusted input, so it never chooses what is imported: a builder comes
+only from a top-level package the person allowed (``moda_core.import_policy``: ``--models PKG``, ``MODA_MODELS``,
+or the package of the model being trained), looked for in the current folder only then; it must be a function
+defined in the module the path names (``pkg.mod:fn``: no attribute paths, nothing the module imported from
+elsewhere); a namespace package (a folder without ``__init__.py``, such as a runs folder) is refused.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import re
+import sys
 from typing import Any, Callable
 
 import torch
@@ -29,10 +32,10 @@ from torch import nn
 
 from moda_core.errors import ModaError
 from moda_core.graph import DEFAULT_THRESHOLD, KINDS, TraceError, graph_of
-from moda_core.import_policy import allowed_packages
+from moda_core.import_policy import allowed_packages, allowing, needs
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-_IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*")
+_IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
 MAX_IMPORT_PATH = 200
 
 
@@ -44,7 +47,8 @@ def is_import_path(name: object) -> bool:
 def check_import_path(name: object) -> str:
     if not is_import_path(name):
         raise ModaError(f"model {name!r} is neither a zoo model nor an import path package.module:function "
-                        f"(letters, digits and _, at most {MAX_IMPORT_PATH} characters)")
+                        f"(a function's plain name after the colon; letters, digits and _, at most {MAX_IMPORT_PATH} "
+                        "characters)")
     return name
 
 
@@ -55,40 +59,52 @@ def import_path_of(builder: Callable[..., Any]) -> str:
         raise ModaError(f"model builder {builder!r} cannot be found again by an import path: define it at the top "
                         "level of an importable module (not in __main__, not a lambda or nested function)")
     path = check_import_path(f"{module}:{qualname}")
-    if load_builder(path) is not builder:
+    with allowing(module.split(".")[0]):  # the person handed over the function: its package is theirs to run
+        found = load_builder(path)
+    if found is not builder:
         raise ModaError(f"model builder {path} does not import back to the function given")
     return path
 
 
+def package_of(path: str) -> str:
+    """The top-level package a builder's import path names."""
+    return path.partition(":")[0].split(".")[0]
+
+
 def load_builder(path: str) -> Callable[..., Any]:
-    """The function an import path names; a ``ModaError`` says why it cannot be had."""
+    """The function an import path names, imported only from an allowed package; a ``ModaError`` says why not."""
     check_import_path(path)
-    module_name, _, attribute = path.partition(":")
-    top = module_name.split(".")[0]
-    allowed = allowed_packages()
-    if allowed is not None and top not in allowed:
-        raise ModaError(f"model {path} is not imported here: this server imports model code only from "
-                        f"{', '.join(sorted(allowed)) or 'no package'} (start moda-studio with --models {top} "
-                        "to allow it)")
+    module_name, _, function = path.partition(":")
+    top = package_of(path)
+    if top not in allowed_packages():
+        raise ModaError(f"model {path} is not imported: {needs(top)}")
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:  # the current folder, for this allowed package only
+        sys.path.append(here)
     try:
         spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError) as error:
-        raise ModaError(f"cannot import model {path}: {type(error).__name__}: {error}") from None
-    if spec is None:
-        raise ModaError(f"cannot import model {path}: no module named {top!r} (install it or run from the folder "
-                        "that holds it)")
-    if spec.origin in (None, "namespace") and spec.submodule_search_locations is not None:
-        raise ModaError(f"cannot import model {path}: {top!r} is a folder without __init__.py (a namespace "
-                        "package); model code must come from a regular package or module")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
+        if spec is None:
+            raise ModaError(f"cannot import model {path}: no module named {top!r} (install it or run from the folder "
+                            "that holds it)")
+        if spec.origin in (None, "namespace") and spec.submodule_search_locations is not None:
+            raise ModaError(f"cannot import model {path}: {top!r} is a folder without __init__.py (a namespace "
+                            "package); model code must come from a regular package or module")
+        module = importlib.import_module(module_name)
+        target = getattr(module, function)
+    except ModaError:
+        raise
     except Exception as error:  # ImportError, SyntaxError, AttributeError, anything its import raises
         raise ModaError(f"cannot import model {path}: {type(error).__name__}: {' '.join(str(error).split())}") \
             from None
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
     if not callable(target):
         raise ModaError(f"model {path} is a {type(target).__name__}, not a function that builds a model")
+    if getattr(target, "__module__", None) != module_name:
+        raise ModaError(f"model {path} is not a function defined in {module_name} (it comes from "
+                        f"{getattr(target, '__module__', None) or 'elsewhere'}): name the builder where it is defined")
     return target
 
 
