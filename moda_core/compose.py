@@ -46,6 +46,43 @@ def zero_fill_gather(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.T
 fx.wrap("zero_fill_gather")
 
 
+def _key(value: Any) -> Any:
+    """``value`` (an fx argument) as a hashable key, its nodes by name."""
+    kind = type(value)
+    if kind is fx.Node:
+        return "node", value.name
+    if kind in (tuple, list, torch.Size):
+        return kind.__name__, tuple(_key(v) for v in value)
+    if kind is dict:
+        return "dict", tuple((k, _key(v)) for k, v in value.items())
+    if kind is slice:
+        return "slice", _key(value.start), _key(value.stop), _key(value.step)
+    return value
+
+
+class _ComposedGraph(fx.Graph):
+    """An fx graph whose generated code is shared with every earlier graph of the same nodes: compositions of one
+    model for other classes often differ only in the constants and weights, and generating the code was a third of
+    a composition's time. The key is read from the nodes on every call, so an edited graph gets its own code."""
+
+    codes: dict[Any, Any] = {}
+
+    def python_code(self, root_module: str, **options: Any) -> Any:
+        try:
+            key = (root_module, tuple(sorted(options.items())), tuple(
+                (n.op, n.name, n.target, _key(n.args), _key(n.kwargs), n.type) for n in self.nodes))
+            hash(key)
+        except TypeError:  # an unhashable argument: no sharing
+            return super().python_code(root_module, **options)
+        code = self.codes.get(key)
+        if code is None:  # two threads may both generate it: the same code
+            code = super().python_code(root_module, **options)
+            if len(self.codes) >= 256:
+                self.codes.clear()
+            self.codes[key] = code
+        return code
+
+
 def _live(g: NetGraph) -> list[fx.Node]:
     """The nodes the output depends on, in graph order (built once per graph)."""
     def walk() -> frozenset[str]:
@@ -127,7 +164,8 @@ class _Rewriter:
         self.a, self.g, self.model, self.ops, self.classes = a, a.g, a.model, a.ops, classes
         self.held = {name: None if k is None or bool(k[0].all()) else k[0].nonzero().flatten()
                      for name, k in a.kept.items()}
-        self.graph, self.env, self.root = fx.Graph(), {}, {}
+        self.graph, self.env, self.root = _ComposedGraph(), {}, {}
+        self.device = next(iter(self.model.parameters()), torch.empty(0)).device
         self.shape, self.op, self.module = a.shape, a.op, a.module
 
     def kept(self, node: fx.Node) -> torch.Tensor | None:
@@ -159,7 +197,7 @@ class _Rewriter:
 
     def constant(self, value: Any) -> fx.Node:
         name = f"_moda_{len(self.root)}"
-        self.root[name] = value
+        self.root[name] = value.to(self.device)
         return self.graph.get_attr(name)
 
     def copy(self, node: fx.Node, replace: Mapping[fx.Node, Any]) -> fx.Node:
@@ -171,7 +209,9 @@ class _Rewriter:
                 part._buffers = {k: None if v is None else v.clone() for k, v in part._buffers.items()}
             if node.target in self.g.inplace_modules:
                 module.inplace = False
-        return self.graph.node_copy(node, lambda n: replace[n] if n in replace else self.env[n.name])
+        feed = lambda n: replace[n] if n in replace else self.env[n.name]  # noqa: E731
+        return self.graph.create_node(node.op, node.target, fx.map_arg(node.args, feed), fx.map_arg(node.kwargs, feed),
+                                      node.name, node.type)
 
     def get_attr(self, node: fx.Node) -> fx.Node:
         value = attribute(self.model, node.target)
@@ -274,7 +314,7 @@ def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes:
     with torch.no_grad():
         module = _Rewriter(_Analysis(g, model, union, logits), classes).run()
     module.classes, module.input_shape, module.kept_whole = classes, tuple(model.input_shape), g.kept_whole()
-    return module.to(next(model.parameters()).device)
+    return module  # on the model's device: weights are sliced from its own, constants made there
 
 
 def layer_of(model: nn.Module, name: str) -> str:

@@ -232,17 +232,17 @@ _CONTAINERS = {dict, set, list, OrderedDict}
 def module_view(module: nn.Module, training: bool = False) -> nn.Module:
     """``module``'s tree without copying its tensors: each module a shallow copy with containers of its own (its
     own mode and hooks), the same parameter and buffer objects, all in ``training`` mode."""
-    memo: dict[int, nn.Module] = {}
+    return _view(module, training, {})
 
-    def view(m: nn.Module) -> nn.Module:
-        if id(m) not in memo:
-            new = memo[id(m)] = object.__new__(type(m))
-            new.__dict__.update({k: type(v)(v) if type(v) in _CONTAINERS else v for k, v in m.__dict__.items()})
-            new.__dict__["training"] = training
-            new._modules = {k: None if c is None else view(c) for k, c in m._modules.items()}
-        return memo[id(m)]
 
-    return view(module)
+def _view(m: nn.Module, training: bool, memo: dict[int, nn.Module]) -> nn.Module:
+    """(Not a closure: a recursive closure is a reference cycle, left to the garbage collector on every call.)"""
+    if id(m) not in memo:
+        new = memo[id(m)] = object.__new__(type(m))
+        new.__dict__.update({k: type(v)(v) if type(v) in _CONTAINERS else v for k, v in m.__dict__.items()})
+        new.__dict__["training"] = training
+        new.__dict__["_modules"] = {k: None if c is None else _view(c, training, memo) for k, c in m._modules.items()}
+    return memo[id(m)]
 
 
 def _trace(view: nn.Module) -> tuple[fx.Graph, dict[str, str]]:

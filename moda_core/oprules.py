@@ -57,13 +57,14 @@ def scatter_any(rows: torch.Tensor, index: torch.Tensor, size: int) -> torch.Ten
 
 
 def pick(tensor: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor | None = None) -> Any:
-    """A copy of ``tensor``'s rows and columns (None: all), detached: one gather."""
+    """A copy of ``tensor``'s rows and columns (None: all), detached (``index_select``: several times faster here
+    than indexing with tensors)."""
     if tensor is None:
         return None
     tensor = tensor.detach()
-    if rows is None:
-        return tensor.clone() if cols is None else tensor[:, cols]
-    return tensor[rows] if cols is None else tensor[rows[:, None], cols]
+    picked = tensor if rows is None else tensor.index_select(0, rows)
+    picked = picked if cols is None else picked.index_select(1, cols)
+    return tensor.clone() if picked is tensor else picked
 
 
 class OpRule:

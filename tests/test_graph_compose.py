@@ -131,3 +131,25 @@ def test_bad_masks_and_classes():
         compose_module(net, {**masks, "relu0": torch.ones(10, 5, dtype=torch.bool)}, CLASSES)
     with pytest.raises(ModaError, match="out of range"):
         compose_module(net, masks, [12])
+
+
+def test_compositions_share_generated_code_only_while_their_graphs_are_the_same():
+    from moda_core.compose import _ComposedGraph
+
+    net = model("skip")
+    masks = random_masks(net, 0.5, seed=3)
+    _ComposedGraph.codes.clear()
+    first, again = compose_module(net, masks, CLASSES), compose_module(net, masks, CLASSES)
+    assert len(_ComposedGraph.codes) == 1 and first.code == again.code  # the second reused the first's code
+    other = compose_module(net, random_masks(net, 0.5, seed=4), [1, 4])  # other classes, still exact
+    check_model(net, 0.5, seed=4)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        before = first(x)
+        output = next(n for n in again.graph.nodes if n.op == "output")
+        with again.graph.inserting_before(output):  # an edited graph gets code of its own
+            doubled = again.graph.call_function(torch.mul, (output.args[0], 2.0))
+        output.args = (doubled,)
+        again.recompile()
+        assert torch.equal(again(x), 2 * before) and torch.equal(first(x), before)
+        assert other(x).shape == (3, 2)
