@@ -153,8 +153,16 @@ class _Analysis:
         rows, cols = self.kept[node.name], self.kept[node.args[0].name] if reads and reads(node, op, self) else None
         rows, cols = (None if r is None else r.clone() for r in (rows, cols))
         for kept in (r for r in (rows, cols) if r is not None):
-            kept[~kept.any(1), 0] = True
+            kept[:, 0] |= ~kept.any(1)
         return rows, cols
+
+
+def _indices(kept: torch.Tensor | None) -> torch.Tensor | None:
+    """The units row 0 of ``kept`` keeps, as indices (None: all of them, or no row)."""
+    if kept is None:
+        return None
+    index = kept[0].nonzero().flatten()
+    return None if len(index) == kept.shape[1] else index
 
 
 class _Rewriter:
@@ -162,8 +170,7 @@ class _Rewriter:
 
     def __init__(self, a: _Analysis, classes: list[int]) -> None:
         self.a, self.g, self.model, self.ops, self.classes = a, a.g, a.model, a.ops, classes
-        self.held = {name: None if k is None or bool(k[0].all()) else k[0].nonzero().flatten()
-                     for name, k in a.kept.items()}
+        self.held = {name: _indices(k) for name, k in a.kept.items()}
         self.graph, self.env, self.root = _ComposedGraph(), {}, {}
         self.device = next(iter(self.model.parameters()), torch.empty(0)).device
         self.shape, self.op, self.module = a.shape, a.op, a.module
@@ -223,8 +230,7 @@ class _Rewriter:
 
     def sliced(self, node: fx.Node) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The output and input units a sliced layer keeps, as indices (None: all)."""
-        return tuple(None if r is None or bool(r[0].all()) else r[0].nonzero().flatten()
-                     for r in self.a.sliced_rows(node))
+        return tuple(_indices(r) for r in self.a.sliced_rows(node))
 
     @staticmethod
     def sliced_module(module: nn.Module, tensors: Mapping[str, torch.Tensor | None], **attributes: Any) -> nn.Module:
