@@ -1,5 +1,6 @@
 """MODA Studio dashboard (entry point for `make run`, through ``dashboard/serve.py``): navigation over
-the pages in ``pages/``.
+the pages in ``views/`` (not ``pages/``: Streamlit takes a folder of that name for an old-style multipage app and
+would run a page file without this script, its sidebar and its error guard).
 
 Runs are listed from the folders the server was started with: the bundled demo runs
 (``assets/demo/``) and ``runs/``, or ``MODA_RUNS_DIR`` (``os.pathsep``-separated folders). A visitor
@@ -21,16 +22,16 @@ folders.apply_model_policy()  # runs of a model of one's own import its builder 
 pages = [
     # The landing page lives at "/" (Streamlit ignores a default page's url_path), so every other page,
     # Runs included, keeps a working direct link such as /runs.
-    st.Page(HERE / "pages" / "how.py", title="How MODA works", url_path="how", default=True),
-    st.Page(HERE / "pages" / "runs.py", title="Runs & training", url_path="runs"),
-    st.Page(HERE / "pages" / "activations.py", title="Activations", url_path="activations"),
-    st.Page(HERE / "pages" / "modules.py", title="Modules", url_path="modules"),
-    st.Page(HERE / "pages" / "map.py", title="Module map", url_path="map"),
-    st.Page(HERE / "pages" / "evolution.py", title="Modules over training", url_path="evolution"),
-    st.Page(HERE / "pages" / "tau.py", title="τ trade-off", url_path="tau"),
-    st.Page(HERE / "pages" / "compose.py", title="Compose", url_path="compose"),
-    st.Page(HERE / "pages" / "swap.py", title="Swap", url_path="swap"),
-    st.Page(HERE / "pages" / "compare.py", title="Compare", url_path="compare"),
+    st.Page(HERE / "views" / "how.py", title="How MODA works", url_path="how", default=True),
+    st.Page(HERE / "views" / "runs.py", title="Runs & training", url_path="runs"),
+    st.Page(HERE / "views" / "activations.py", title="Activations", url_path="activations"),
+    st.Page(HERE / "views" / "modules.py", title="Modules", url_path="modules"),
+    st.Page(HERE / "views" / "map.py", title="Module map", url_path="map"),
+    st.Page(HERE / "views" / "evolution.py", title="Modules over training", url_path="evolution"),
+    st.Page(HERE / "views" / "tau.py", title="τ trade-off", url_path="tau"),
+    st.Page(HERE / "views" / "compose.py", title="Compose", url_path="compose"),
+    st.Page(HERE / "views" / "swap.py", title="Swap", url_path="swap"),
+    st.Page(HERE / "views" / "compare.py", title="Compare", url_path="compare"),
 ]
 page = st.navigation(pages)
 ui.sync_url_state(page.url_path)  # one run and one τ for every page, kept in the URL (?run=…&tau=…)
@@ -42,6 +43,6 @@ with st.sidebar:
 try:
     ui.run_page(page)
 finally:  # also when the page stops early (st.stop)
-    # torch and the engine, then torch.export's tracer (its first export takes seconds), in the background, once
-    # the first page is out
-    lazy.warm_up("dashboard.engine", then=("moda_core.export:warm_up_export",))
+    # torch, the engine and torch.export's tracer in the background, once the first page is out (moda-studio starts
+    # the warm-up, with the default runs, as soon as the server listens)
+    lazy.warm_up_engine()

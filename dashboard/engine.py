@@ -3,16 +3,22 @@ this module only caches and converts (tensors → numpy for the figures). Which 
 named is ``dashboard.folders``' business.
 
 Functions that take a run take its *spec* (``RUN`` or ``RUN@EPOCH``) as a string. Each public function is a
-thin, uncached wrapper: it looks up the run's weights-file modification time (``weights_stamp``) and calls
-a ``st.cache_resource`` (live objects, shared, not copied) or ``st.cache_data`` (arrays, reports) function
-that takes that stamp as an argument, so a run trained again is loaded again instead of served stale.
-Cached functions call each other with the stamp they were given.
+thin, uncached wrapper: it looks up the run's weights-file modification time (``weights_stamp``) and calls a
+cached function that takes that stamp as an argument, so a run trained again is loaded again instead of served
+stale. Heavy work (loading a run and its data, the test-set logits, a decomposition, a composition's report, an
+export, the Module map's recording, a repair) runs on the server's board (``dashboard.jobs``: one pool, the same
+work once for every visitor, words while one waits); light work (masks at τ, module sizes and overlap, one
+image's activations, figures' numbers) is ``st.cache_data`` and runs at once. Public functions make sure of the
+heavy results they need first, in the visitor's own thread, so that a wait is explained where the page is.
+
+Everything cached here is shared by every visitor and read-only (docs/design.md, "What may be cached for
+everyone"): models are used in eval mode through pure calls, arrays handed out shared are not writeable, and what
+a page may change (reports, tables) is handed out as a copy.
 """
 from __future__ import annotations
 
 import copy
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from dashboard import folders
 from dashboard.folders import compare_csv_path, overhead_json_path, public, writable
+from dashboard.jobs import heavy
+from dashboard.plain_text import code
 from moda_core import runs as run_store
 from moda_core.activations import run_with_cache, units_firing
 from moda_core.comparison import read_compare_table, read_train_overhead
@@ -33,7 +42,7 @@ from moda_core.evaluate import predict_logits
 from moda_core.export import export_module
 from moda_core.links import weight_links
 from moda_core.metrics import compose_report
-from moda_core.replace import Stage, class_index, repair
+from moda_core.replace import class_index, repair
 from moda_core.replace import run_classes as classes_of
 from moda_core.summary import module_summary
 
@@ -49,12 +58,25 @@ def weights_stamp(spec: str) -> int:
         return 0
 
 
+def _named(spec: str) -> str:
+    return code(folders.run_label(spec))
+
+
+def read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` made read-only (shared by every visitor: writing into one raises)."""
+    for array in arrays.values():
+        array.flags.writeable = False
+    return arrays
+
+
 # ----- the run and what it is made of ---------------------------------------------------------------
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+@heavy("run", lambda spec, stamp: f"Loading run {_named(spec)}", keep=16)
 def _load_run(spec: str, stamp: int) -> run_store.Run:
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    return run_store.load_run(spec)
+    run = run_store.load_run(spec)
+    run.model.eval().requires_grad_(False)  # shared: nothing trains or records into it
+    return run
 
 
 def load_run(spec: str) -> run_store.Run:
@@ -72,7 +94,9 @@ def try_load(spec: str) -> tuple[run_store.Run | None, str | None]:
 
 def composition_blocker(spec: str) -> str | None:
     """Why a run's model cannot be composed (None when it can; see ``moda_core.compose.composition_blocker``)."""
-    return _composition_blocker(spec, weights_stamp(spec))
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    return _composition_blocker(spec, stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -86,7 +110,9 @@ def _composition_blocker(spec: str, stamp: int) -> str | None:
 def graph_limits(spec: str) -> dict[str, Any]:
     """What composition keeps whole for a run's model and which points reach the logits directly (empty when it
     cannot compose at all: ``composition_blocker`` says why)."""
-    return _graph_limits(spec, weights_stamp(spec))
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    return _graph_limits(spec, stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -115,7 +141,7 @@ def run_classes(spec: str) -> list[int]:
     return classes_of(load_run(spec))
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@heavy("data", lambda spec, stamp: f"Loading the data set of {_named(spec)}", keep=8)
 def _dataset(spec: str, stamp: int) -> Dataset:
     return run_store.run_dataset(_load_run(spec, stamp))
 
@@ -125,40 +151,56 @@ def dataset(spec: str) -> Dataset:
     return _dataset(spec, weights_stamp(spec))
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@heavy("logits", lambda spec, stamp: f"Evaluating {_named(spec)} on its test set", keep=8)
 def _full_logits(spec: str, stamp: int) -> torch.Tensor:
     return predict_logits(_load_run(spec, stamp).model, _dataset(spec, stamp).test)
 
 
 # ----- modules at τ ---------------------------------------------------------------------------------
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _decomposition(spec: str, stamp: int) -> Decomposition:
+@heavy("modules", lambda spec, stamp: f"Finding the modules of {_named(spec)} (activation rates on its test set)",
+       keep=16, progress=True)
+def _decomposition(spec: str, stamp: int, progress: Any = None) -> Decomposition:
     # Rates do not depend on τ: computed (or read) once, masks are derived per τ below.
     run = _load_run(spec, stamp)
-    return decompose(run, DEFAULT_TAU, save=writable(run))
+    return decompose(run, DEFAULT_TAU, save=writable(run), progress=progress, data=_dataset(spec, stamp))
+
+
+def _loaded(spec: str) -> int:
+    """The run's stamp, once the run and its data set are loaded (here, with words, if they were not)."""
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    _dataset(spec, stamp)
+    return stamp
+
+
+def _decomposed(spec: str) -> int:
+    """The run's stamp, once its decomposition is known (computed here, with words, if it was not)."""
+    stamp = _loaded(spec)
+    _decomposition(spec, stamp)
+    return stamp
 
 
 def rates(spec: str) -> dict[str, torch.Tensor]:
     """Per-point class×unit activation rates (read from the run folder, or computed)."""
-    return _decomposition(spec, weights_stamp(spec)).rates
+    return {p: r.clone() for p, r in _decomposition(spec, _loaded(spec)).rates.items()}  # the visitor's own copy
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _masks(spec: str, stamp: int, tau: float) -> dict[str, np.ndarray]:
-    stored = _decomposition(spec, stamp)
-    chosen = stored.masks if abs(float(tau) - stored.tau) < 1e-9 else masks_from_rates(stored.rates, float(tau))
-    return {p: m.numpy() for p, m in chosen.items()}
+    return {p: m.numpy() for p, m in _torch_masks(spec, stamp, tau).items()}
 
 
 def masks(spec: str, tau: float) -> dict[str, np.ndarray]:
     """Per-point class×unit module masks at τ (``moda_core.decompose.masks_from_rates``)."""
-    return _masks(spec, weights_stamp(spec), tau)
+    return _masks(spec, _decomposed(spec), tau)
 
 
 def _torch_masks(spec: str, stamp: int, tau: float) -> dict[str, torch.Tensor]:
-    return {p: torch.from_numpy(m) for p, m in _masks(spec, stamp, tau).items()}
-
+    """Masks at τ: the stored ones at the decomposition's own τ, else counted from the rates (milliseconds; no
+    Streamlit cache, so that heavy work on the board may call it)."""
+    stored = _decomposition(spec, stamp)
+    return stored.masks if abs(float(tau) - stored.tau) < 1e-9 else masks_from_rates(stored.rates, float(tau))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -172,26 +214,33 @@ def _module_metrics(spec: str, stamp: int, tau: float) -> dict[str, Any]:
 def module_metrics(spec: str, tau: float) -> dict[str, Any]:
     """``moda_core.summary.module_summary`` at τ: module sizes and their mean, the overlap matrix (numpy),
     the mean pairwise overlap, its per-layer breakdown and the model's parameter count."""
-    return _module_metrics(spec, weights_stamp(spec), tau)
+    return _module_metrics(spec, _decomposed(spec), tau)
 
 
 # ----- composing, exporting, one image, swapping -----------------------------------------------------
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _compose(spec: str, stamp: int, tau: float, classes: list[int]) -> dict[str, Any]:
-    return compose_report(_load_run(spec, stamp).model, _torch_masks(spec, stamp, tau), sorted(classes),
+def _classes_text(classes: tuple[int, ...]) -> str:
+    return ", ".join(str(c) for c in classes)
+
+
+@heavy("compose", lambda spec, stamp, tau, classes: f"Composing classes {_classes_text(classes)} of "
+       f"{_named(spec)} at τ = {tau:.2f} and measuring it on the test set", keep=64)
+def _compose(spec: str, stamp: int, tau: float, classes: tuple[int, ...]) -> dict[str, Any]:
+    return compose_report(_load_run(spec, stamp).model, _torch_masks(spec, stamp, tau), list(classes),
                           _dataset(spec, stamp).test, full_logits=_full_logits(spec, stamp))
 
 
 def compose(spec: str, tau: float, classes: list[int]) -> dict[str, Any]:
     """``moda_core.metrics.compose_report`` for these classes (parameters, FLOPs, accuracy vs full model)."""
-    return _compose(spec, weights_stamp(spec), tau, classes)
+    stamp = _decomposed(spec)
+    return copy.deepcopy(_compose(spec, stamp, round(float(tau), 6), tuple(sorted(int(c) for c in classes))))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _export_bytes(spec: str, stamp: int, tau: float, classes: list[int]) -> bytes:
+@heavy("export", lambda spec, stamp, tau, classes: f"Exporting the module of classes {_classes_text(classes)} "
+       f"of {_named(spec)} (torch.export)", keep=4)
+def _export_bytes(spec: str, stamp: int, tau: float, classes: tuple[int, ...]) -> bytes:
     run = _load_run(spec, stamp)
-    module = compose_module(run.model, _torch_masks(spec, stamp, tau), sorted(classes))
+    module = compose_module(run.model, _torch_masks(spec, stamp, tau), list(classes))
     with tempfile.TemporaryDirectory() as folder:
         path = export_module(module, Path(folder) / "module.pt2", run.model.input_shape)
         return path.read_bytes()
@@ -199,7 +248,8 @@ def _export_bytes(spec: str, stamp: int, tau: float, classes: list[int]) -> byte
 
 def export_bytes(spec: str, tau: float, classes: list[int]) -> bytes:
     """The composed module exported with ``moda_core.export`` as ``.pt2`` file contents."""
-    return _export_bytes(spec, weights_stamp(spec), tau, classes)
+    stamp = _decomposed(spec)
+    return _export_bytes(spec, stamp, round(float(tau), 6), tuple(sorted(int(c) for c in classes)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -218,40 +268,43 @@ def _image_activations(spec: str, stamp: int, index: int) -> dict[str, Any]:
 def image_activations(spec: str, index: int) -> dict[str, Any]:
     """For one test image: the pixels, true and predicted label, and per point which units fire
     (``moda_core.activations.run_with_cache``; a conv unit fires when any of its positions is non-zero)."""
-    return _image_activations(spec, weights_stamp(spec), index)
+    return _image_activations(spec, _loaded(spec), index)
 
 
-SWAP_RESULTS = 32  # finished swaps kept (the oldest goes first)
+SWAP_RESULTS = 32  # finished swaps kept (the least recently used goes first)
 
 
-@st.cache_resource(show_spinner=False)
-def _swap_results() -> tuple[threading.Lock, dict[tuple, dict[str, Any]]]:
-    # Not a st.cache_data function around the repair: the repair reports its stages to a progress bar the
-    # page drew, and an element drawn from inside a cached function is replayed (and fails) on a cache hit.
-    return threading.Lock(), {}
+def _swap_label(weak: str, weak_stamp: int, strong: str, strong_stamp: int, weak_class_id: int,
+                strong_class_id: int, strategy: str, epochs: int, tau: float) -> str:
+    return (f"Repairing class {weak_class_id} of {_named(weak)} with the module of {_named(strong)} "
+            f"({strategy}, τ = {tau:.2f})")
+
+
+@heavy("swap", _swap_label, keep=SWAP_RESULTS, progress=True)
+def _swap(weak: str, weak_stamp: int, strong: str, strong_stamp: int, weak_class_id: int, strong_class_id: int,
+          strategy: str, epochs: int, tau: float, progress: Any = None) -> dict[str, Any]:
+    weak_run, strong_run = _load_run(weak, weak_stamp), _load_run(strong, strong_stamp)
+
+    def stage(text: str, done: float) -> None:  # the repair's stages as a share of 100 steps, with their words
+        if progress is not None:
+            progress(round(100 * min(max(done, 0.0), 1.0)), 100, text)
+
+    return repair(weak_run, strong_run, class_index(weak_run, weak_class_id), class_index(strong_run, strong_class_id),
+                  strategy=strategy, epochs=epochs, tau=tau, save_decomposition=writable(strong_run),
+                  stage=stage).report
 
 
 def swap(weak: str, strong: str, weak_class_id: int, strong_class_id: int, strategy: str, epochs: int = 5,
-         tau: float = DEFAULT_TAU, progress: Stage | None = None) -> dict[str, Any]:
-    """``moda_core.replace.repair`` of the weak run's class with the strong run's module; its report
-    (per-class accuracy before/after keyed by original class id, target gain, largest other change).
-    Class arguments are original class ids. ``progress(text, done)`` hears of each stage of a repair that
-    runs (``repair``'s ``stage``); a repair already made for the same weights and settings is answered from
-    memory without a word."""
-    key = (weak, weights_stamp(weak), strong, weights_stamp(strong), int(weak_class_id), int(strong_class_id),
-           strategy, int(epochs), round(float(tau), 6))
-    lock, results = _swap_results()
-    with lock:
-        report = results.get(key)
-    if report is None:
-        weak_run, strong_run = _load_run(weak, key[1]), _load_run(strong, key[3])
-        report = repair(weak_run, strong_run, class_index(weak_run, weak_class_id),
-                        class_index(strong_run, strong_class_id), strategy=strategy, epochs=int(epochs),
-                        tau=float(tau), save_decomposition=writable(strong_run), stage=progress).report
-        with lock:
-            results[key] = report
-            while len(results) > SWAP_RESULTS:
-                del results[next(iter(results))]
+         tau: float = DEFAULT_TAU) -> dict[str, Any]:
+    """``moda_core.replace.repair`` of the weak run's class with the strong run's module; its report (per-class
+    accuracy before/after keyed by original class id, target gain, largest other change), a copy. Class arguments
+    are original class ids. A repair runs on the server's board, its stages shown to whoever waits for it; one
+    already made for the same weights and settings is answered at once."""
+    weak_stamp, strong_stamp = weights_stamp(weak), weights_stamp(strong)
+    _load_run(weak, weak_stamp)
+    _load_run(strong, strong_stamp)
+    report = _swap(weak, weak_stamp, strong, strong_stamp, int(weak_class_id), int(strong_class_id), str(strategy),
+                   int(epochs), round(float(tau), 6))
     return copy.deepcopy(report)
 
 
@@ -311,7 +364,7 @@ def _kept_share_by_tau(spec: str, stamp: int) -> dict[str, np.ndarray]:
 def kept_share_by_tau(spec: str) -> dict[str, np.ndarray]:
     """Per point: the mean share of its units a class module keeps at each τ of ``moda_core.decompose.TAU_RANGE``
     (0.50 … 1.00; ``moda_core.decompose.kept_share_by_tau``)."""
-    return _kept_share_by_tau(spec, weights_stamp(spec))
+    return _kept_share_by_tau(spec, _decomposed(spec))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -325,7 +378,7 @@ def _tau_sensitive_point(spec: str, stamp: int) -> str:
 def tau_sensitive_point(spec: str) -> str:
     """The activation point whose modules τ changes most (``moda_core.decompose.tau_sensitive_point``): where
     the Activations page opens."""
-    return _tau_sensitive_point(spec, weights_stamp(spec))
+    return _tau_sensitive_point(spec, _decomposed(spec))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -338,23 +391,30 @@ def _module_floor(spec: str, stamp: int) -> float:
 def module_floor(spec: str) -> float:
     """The share of the model's parameters every single-class module keeps whatever its masks (a ViT's
     attention, norms and embeddings; ``moda_core.summary.module_floor``): the floor of every module size."""
-    return _module_floor(spec, weights_stamp(spec))
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    return _module_floor(spec, stamp)
 
 
 # ----- the module map: weights between consecutive points, what fires a unit (the Module map page) ----------
 
 MAP_IMAGES = 1000  # the module map ranks a unit's activation over at most this many test images (the first ones)
-@st.cache_resource(show_spinner=False, max_entries=8)
+@heavy("links", lambda spec, stamp: f"Reading the weights between the layers of {_named(spec)}", keep=8)
 def _map_links(spec: str, stamp: int) -> dict[str, tuple[np.ndarray, int]]:
-    return weight_links(_load_run(spec, stamp).model)
+    links = weight_links(_load_run(spec, stamp).model)
+    read_only({point: array for point, (array, _) in links.items()})
+    return links
 
 
 def map_links(spec: str) -> dict[str, tuple[np.ndarray, int]]:
-    """``moda_core.links.weight_links`` of a run's model (shared, not copied: do not change the arrays)."""
-    return _map_links(spec, weights_stamp(spec))
+    """``moda_core.links.weight_links`` of a run's model (shared, not copied: the arrays are read-only)."""
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    return _map_links(spec, stamp)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+@heavy("map", lambda spec, stamp: f"Recording the units of {_named(spec)} on its first {MAP_IMAGES:,} test images",
+       keep=4)
 def _map_activations(spec: str, stamp: int) -> dict[str, np.ndarray]:
     run = _load_run(spec, stamp)
     test = _dataset(spec, stamp).test
@@ -367,13 +427,13 @@ def _map_activations(spec: str, stamp: int) -> dict[str, np.ndarray]:
             for point, activation in cache.items():
                 per_image = activation.flatten(2).mean(2) if activation.dim() > 2 else activation
                 parts.setdefault(point, []).append(per_image.float().cpu())
-    return {point: torch.cat(chunks).numpy() for point, chunks in parts.items()}
+    return read_only({point: torch.cat(chunks).numpy() for point, chunks in parts.items()})
 
 
 def map_activations(spec: str, point: str) -> np.ndarray:
     """Images × units: each unit's activation at ``point`` on the first ``MAP_IMAGES`` test images (a conv
     channel's or a token unit's mean over its positions), computed once per run (shared, not copied)."""
-    return _map_activations(spec, weights_stamp(spec))[point]
+    return _map_activations(spec, _loaded(spec))[point]
 
 
 def map_images(spec: str, indices: list[int]) -> list[tuple[np.ndarray, int]]:
@@ -384,3 +444,35 @@ def map_images(spec: str, indices: list[int]) -> list[tuple[np.ndarray, int]]:
         image = test.images[int(index)].cpu().numpy()
         shown.append((image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), int(test.labels[int(index)])))
     return shown
+
+
+# ----- the server's warm-up --------------------------------------------------------------------------------------
+
+def warm_up_runs() -> None:
+    """Run once per server, in the background, once the first page is out (``dashboard.app``): read every
+    configured runs folder (``moda_core.runs`` keeps what it read of a settled folder, so later listings read
+    nothing again), then do the heavy work the pages start with for the run they open by default (the bundled
+    MODA demo, else the first complete modular run) and its twins: the run, its data set, its modules, its
+    test-set logits, and for the default run the Module map's recording. The work goes through the board like a
+    visitor's, so a visitor who asks for the same meanwhile waits for it rather than doing it again."""
+    from dashboard.study_jobs import twins
+
+    summaries = []
+    for folder in folders.configured_folders():
+        try:
+            summaries += run_store.list_runs(folder.path)
+        except ModaError:
+            continue
+    complete = [s for s in summaries if folders.openable(s) and folders.run_status(s) == folders.HEALTHY]
+    first = next((s for s in complete if s["name"] == "vgg11-moda"), None) or next(
+        (s for s in complete if s.get("method") not in (None, "standard")), None)
+    if first is None:
+        return
+    specs = list(dict.fromkeys([str(first["path"]), *twins(complete, str(first["path"])).values()]))
+    for spec in specs:
+        stamp = weights_stamp(spec)
+        _decomposition(spec, stamp)
+        _full_logits(spec, stamp)
+        if spec == specs[0]:
+            _map_links(spec, stamp)
+            _map_activations(spec, stamp)

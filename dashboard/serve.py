@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -32,7 +35,8 @@ def streamlit_command(host: str, port: int, python: str = sys.executable) -> lis
     """The ``streamlit run`` command line for the dashboard on ``host``:``port`` with the serving settings."""
     return [python, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--client.showErrorDetails", "none", "--client.toolbarMode", "viewer"]
+            "--client.showErrorDetails", "none", "--client.toolbarMode", "viewer", "--runner.postScriptGC", "false",
+            "--runner.magicEnabled", "false"]
 
 
 def exposure_warning(host: str, port: int) -> str | None:
@@ -69,25 +73,44 @@ def main(argv: list[str] | None = None) -> None:
     warning = exposure_warning(host, args.port)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    warm_up_when_listening(host, args.port)
     run_streamlit(streamlit_command(host, args.port), env)
 
 
-def run_streamlit(command: list[str], env: dict[str, str]) -> None:
-    """Run ``python -m streamlit ...`` (``command``) in this process, with ``env`` as the environment.
+def warm_up_when_listening(host: str, port: int, wait: float = 120.0) -> threading.Thread:
+    """In the background: once the server accepts connections on ``port``, the warm-up that the first page view
+    would otherwise start (``dashboard.lazy.warm_up_engine``), so that a class arriving after the lecturer has
+    started the server finds the engine and the default runs ready."""
+    address = LOCAL if host in ("0.0.0.0", "::", "") else host
 
-    Streamlit treats an app whose main script has a ``pages/`` folder next to it as an old-style
-    multipage app until the main script has called ``st.navigation`` once; until then a first visit to
-    ``/compose`` would run ``pages/compose.py`` alone, without app.py's sidebar and error guard. This
-    app always navigates with ``st.navigation``, so that mode is switched off before the server starts."""
-    from streamlit.runtime.pages_manager import PagesManager
+    def when_listening() -> None:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((address, port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            return
+        from dashboard import lazy
+
+        lazy.warm_up_engine(runs=True)
+
+    thread = threading.Thread(target=when_listening, name="moda-warm-up-start", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_streamlit(command: list[str], env: dict[str, str]) -> None:
+    """Run ``python -m streamlit ...`` (``command``) in this process, with ``env`` as the environment. (The pages
+    live in ``dashboard/views/``, not ``pages/``, so a bare ``streamlit run dashboard/app.py`` behaves the same.)"""
     from streamlit.web.cli import main as streamlit_main
 
     os.environ.clear()
     os.environ.update(env)
-    PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", *command[3:]]
     streamlit_main()
-
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
-"""The two study views' computations (``moda_core.studies``), bounded for a shared server: one study at a
-time for everyone (a second visitor gets a "busy" message, never a queue of CPU work), results kept per
-run, τ and weights file (a retrained run is computed again), with a progress bar while one runs.
+"""The two study views' computations (``moda_core.studies``) for a shared server: a study a visitor asks for runs
+on the server's board (``dashboard.jobs``: one pool of workers, the same study once for every visitor who asks,
+"k ahead of you" and then the study's progress while one waits); results kept per run, τ and weights file (a
+retrained run is computed again). An evolution drawn from recorded rates is light and never queues.
 
 Pages call ``cached`` to show what is already known without any work, and ``compute`` when a visitor asks.
 """
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from dashboard import engine, folders
+from dashboard import engine, folders, jobs
 from dashboard.plain_text import code
 from moda_core import runs as run_store
 from moda_core.errors import ModaError
@@ -31,16 +32,13 @@ from moda_core.studies import (
 TAU_CSV = "tau_sweep.csv"  # tau_sweep over DEFAULT_TAUS, if a run folder ships one
 TAU_GRID = tuple(DEFAULT_TAUS)  # the τ trade-off's fixed, small grid
 MAX_RESULTS = 64
-MAX_INSTANT_STATES = 200  # recorded checkpoints drawn without the lock: about 7 ms each for the demo VGG
-_LOCK = threading.Lock()  # one study computation at a time, for the whole server
-
-
-class StudyBusy(ModaError):
-    """Another visitor's study is being computed."""
+MAX_INSTANT_STATES = 200  # recorded checkpoints drawn at once, off the board: about 7 ms each for the demo VGG
+_recorded_lock = threading.Lock()
 
 
 @st.cache_resource(show_spinner=False)
 def _results() -> "OrderedDict[tuple, pd.DataFrame]":
+    """Evolutions drawn from recorded rates (light work, kept here; studies computed on the board are kept there)."""
     return OrderedDict()
 
 
@@ -85,10 +83,14 @@ def cached(study: str, spec: str, tau: float | None = None) -> pd.DataFrame | No
     if shipped is not None:
         return shipped
     key = _key(study, spec, tau)
-    known = _results().get(key)
+    found, frame = jobs.board().known("study", key)
+    if found:
+        return frame.copy()
+    with _recorded_lock:
+        known = _results().get(key)
     if known is None and study == "evolution" and is_recorded(spec):
         known = _remember(key, training_evolution(engine.load_run(spec), tau)[EVOLUTION_COLUMNS])
-    return known
+    return None if known is None else known.copy()
 
 
 def is_recorded(spec: str) -> bool:
@@ -99,10 +101,11 @@ def is_recorded(spec: str) -> bool:
 
 
 def _remember(key: tuple, frame: pd.DataFrame) -> pd.DataFrame:
-    results = _results()
-    results[key] = frame
-    while len(results) > MAX_RESULTS:
-        results.popitem(last=False)
+    with _recorded_lock:
+        results = _results()
+        results[key] = frame
+        while len(results) > MAX_RESULTS:
+            results.popitem(last=False)
     return frame
 
 
@@ -116,41 +119,27 @@ def _run_study(study: str, spec: str, tau: float | None, progress: Callable[[int
 
 
 def compute(study: str, spec: str, tau: float | None = None, what: str = "") -> pd.DataFrame:
-    """Compute a study with a progress bar (``study``: ``evolution`` at τ, or ``tau`` over ``TAU_GRID``);
-    raises ``StudyBusy`` while another one runs, ``ModaError`` when the run cannot be studied."""
+    """A study (``evolution`` at τ, or ``tau`` over ``TAU_GRID``), computed on the server's board unless known
+    (``what`` names it to whoever waits: "k ahead of you", then its progress); raises ``ModaError`` when the run
+    cannot be studied."""
     known = cached(study, spec, tau)
     if known is not None:
         return known
-    if not _LOCK.acquire(blocking=False):
-        raise StudyBusy("Another study is being computed on this server (one at a time); try again in a minute")
-    try:
-        bar = st.progress(0.0, text=f"{what}: starting…")
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done} of {total}")
-
-        frame = _run_study(study, spec, tau, progress)
-        bar.empty()
-    finally:
-        _LOCK.release()
-    return _remember(_key(study, spec, tau), frame)
+    engine.load_run(spec)  # loaded in the visitor's thread, with words if it takes a while
+    frame = jobs.board().run("study", _key(study, spec, tau), lambda progress: _run_study(study, spec, tau, progress),
+                             what or f"Computing the {study} study", keep=MAX_RESULTS, show=jobs.wait_with_words)
+    return frame.copy()
 
 
 def compute_button(study: str, group: dict[str, str], missing: list[str], known: dict[str, Any], label: str,
                    key: str, what: str, tau: float | None = None) -> None:
     """A page's button that computes the study of each ``missing`` run of ``group`` into ``known`` (``what``
-    names the work in the progress bar; ``{run}`` is the run's label), then reruns the page to draw from the
-    cache; a busy server gets a warning instead."""
+    names the work to whoever waits; ``{run}`` is the run's label), then reruns the page to draw from the cache."""
     if not st.button(label, key=key, type="primary"):
         return
-    try:
-        for method in missing:
-            known[method] = compute(study, group[method], tau,
-                                    what=what.format(run=code(folders.run_label(group[method]))))
-    except StudyBusy as error:
-        st.warning(f"{error}.")
-    else:
-        st.rerun()  # redraw from the cache, without the page's "not computed yet" notice
+    for method in missing:
+        known[method] = compute(study, group[method], tau, what=what.format(run=code(folders.run_label(group[method]))))
+    st.rerun()  # redraw from the cache, without the page's "not computed yet" notice
 
 
 def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:

@@ -48,10 +48,31 @@ def runs_folder_picker() -> None:
         st.warning(problem)  # labels as code spans (folders.runs_dir_problems)
 
 
+LIGHT_PAGES = ("", "how")  # pages drawn without torch (the landing page)
+
+
 def run_page(page: StreamlitPage) -> None:
     """Run a page; an error becomes one short message (the traceback goes to the server's terminal only)."""
-    with _guarded(getattr(page, "url_path", "?")):
+    where = getattr(page, "url_path", "?")
+    with _guarded(where):
+        if where not in LIGHT_PAGES:
+            engine_with_words()
         page.run()
+
+
+def engine_with_words() -> None:
+    """Import the engine (and torch under it) with a line that says so while it loads: the first visit after the
+    server starts would otherwise see an empty page for seconds."""
+    import sys
+
+    module = sys.modules.get("dashboard.engine")
+    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return  # imported already (a module still being imported, by the warm-up thread, is waited for below)
+    box = st.empty()
+    box.info("Starting the engine: loading PyTorch (the first visit after the server starts takes a few "
+             "seconds)…", icon="⏳")
+    engine.module()
+    box.empty()
 
 
 @contextlib.contextmanager

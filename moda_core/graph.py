@@ -203,6 +203,8 @@ def graph_of(model: nn.Module, points: str | Sequence[str] | Mapping[str, int | 
                     _BY_STRUCTURE[key] = built
                     while len(_BY_STRUCTURE) > MAX_STRUCTURES:
                         del _BY_STRUCTURE[next(iter(_BY_STRUCTURE))]
+                    if _BUILDING.get(key) is gate:  # built: later callers find it above (the gates stay few)
+                        del _BUILDING[key]
         with _LOCK:
             _BY_MODEL[model] = known = (mine, built)
     if isinstance(known[1], Exception):
@@ -245,6 +247,38 @@ def _view(m: nn.Module, training: bool, memo: dict[int, nn.Module]) -> nn.Module
     return memo[id(m)]
 
 
+# While fx traces, it replaces nn.Module.__call__ and __getattr__ (and a few functions) for the whole process, and
+# keeps its patches in one global: two traces at once undo each other's patches, and a forward pass in another
+# thread (another visitor's recording, an evaluation) would be routed into the trace. So traces take turns
+# (_TRACING), and the tracer lets every thread but its own run modules as if no trace were going on.
+_TRACING = threading.Lock()
+_TRACER_CLASS: list[type] = []
+
+
+def _tracer_class() -> type:
+    """torchvision's node-path tracer, confined to the thread that traces (made once, after torchvision loads)."""
+    if not _TRACER_CLASS:
+        from torchvision.models import feature_extraction as fe
+
+        class ThreadTracer(fe.NodePathTracer):
+            def trace(self, root: Any, *args: Any, **kwargs: Any) -> fx.Graph:
+                self._thread = threading.get_ident()
+                return super().trace(root, *args, **kwargs)
+
+            def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+                if threading.get_ident() != self._thread:  # another thread's forward pass: not part of this trace
+                    return forward(*args, **kwargs)
+                return super().call_module(m, forward, args, kwargs)
+
+            def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+                if threading.get_ident() != self._thread:
+                    return attr_val
+                return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+        _TRACER_CLASS.append(ThreadTracer)
+    return _TRACER_CLASS[0]
+
+
 def _trace(view: nn.Module) -> tuple[fx.Graph, dict[str, str]]:
     from moda_core._tv import import_torchvision
 
@@ -254,9 +288,10 @@ def _trace(view: nn.Module) -> tuple[fx.Graph, dict[str, str]]:
     # torchvision's tracer, except that its ops' module classes (Conv2dNormActivation, ...) are traced through
     # and module classes with an op rule of their own are single ops
     kwargs = {**fe._set_default_tracer_kwargs(None), "leaf_modules": oprules.leaf_modules()}
-    tracer = fe.NodePathTracer(**kwargs)
+    tracer = _tracer_class()(**kwargs)
     try:
-        graph = tracer.trace(view)
+        with _TRACING:
+            graph = tracer.trace(view)
     except Exception as error:  # fx raises TraceError, TypeError, RuntimeError... on dynamic control flow
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TraceError(f"cannot trace {type(view).__name__}: {first}; this needs a traceable forward (no Python "

@@ -29,6 +29,7 @@ from, :func:`discard_run` removes a run that is not training (``--overwrite``, t
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -37,7 +38,9 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -942,7 +945,7 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
     running = summary["pid"] is not None
     for attempt in range(3):
         try:
-            _fill_summary(path, summary)
+            _filled_once(path, summary)
             break
         except Exception as error:  # any failure reading one folder makes that folder broken, never the listing
             if attempt < 2 and running:
@@ -965,6 +968,66 @@ def summarize_run(path: str | Path) -> dict[str, Any]:
     else:
         summary["status"] = "interrupted"
     return summary
+
+
+_FILLED: OrderedDict[tuple, dict[str, Any]] = OrderedDict()  # folder state → what _fill_summary found there
+_FILLED_MAX = 512
+_FILLED_LOCK = threading.Lock()
+
+
+_SETTLED_NS = 2_000_000_000  # a folder written to less than this long ago is read afresh
+
+
+def _folder_state(path: Path) -> tuple | None:
+    """Every entry of a run folder and of the folders in it (checkpoints), by name, kind, identity, size and
+    modification and change times: any write the store makes (a new file renamed into place) changes it. None
+    while something in it changed in the last two seconds: a file rewritten in place within the clock's
+    granularity can keep its times, so only a settled folder is recognised by its state."""
+    state = []
+    newest = 0
+    for folder in (path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())):
+        info = os.stat(folder, follow_symlinks=False)
+        state.append((str(folder), info.st_ino, info.st_mtime_ns, info.st_ctime_ns))
+        newest = max(newest, info.st_mtime_ns, info.st_ctime_ns)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stat = entry.stat(follow_symlinks=False)
+                state.append((entry.name, stat.st_mode, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                              stat.st_ctime_ns))
+                newest = max(newest, stat.st_mtime_ns, stat.st_ctime_ns)
+    if time.time_ns() - newest < _SETTLED_NS:
+        return None
+    return tuple(sorted(state, key=repr))
+
+
+def _filled_once(path: Path, summary: dict[str, Any]) -> None:
+    """``_fill_summary``, kept per state of the folder (``_folder_state``) so that listing a folder nothing has
+    written to reads no file again (pages list the runs on every view). A folder that fails to read is read again
+    next time."""
+    try:
+        state = _folder_state(path)
+    except OSError:
+        state = None
+    key = None if state is None else (str(path), summary["pid"] is not None, state)
+    if key is not None:
+        with _FILLED_LOCK:
+            known = _FILLED.get(key)
+            if known is not None:
+                _FILLED.move_to_end(key)
+        if known is not None:
+            summary.update(copy.deepcopy(known))
+            return
+    _fill_summary(path, summary)
+    if key is not None:
+        filled = {k: copy.deepcopy(summary[k]) for k in _FILLED_FIELDS}
+        with _FILLED_LOCK:
+            _FILLED[key] = filled
+            while len(_FILLED) > _FILLED_MAX:
+                _FILLED.popitem(last=False)
+
+
+_FILLED_FIELDS = ("model", "dataset", "alpha", "beta", "gamma", "method", "epochs", "epochs_done", "test_accuracy",
+                  "checkpoints", "error")
 
 
 def _check_folder_name(path: Path) -> None:

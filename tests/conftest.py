@@ -35,7 +35,7 @@ SUBPROCESS = re.compile(r"\bsubprocess\.|\bPopen\(|\btorchrun\(")
 
 
 # running dashboard pages end to end (Streamlit's AppTest through app.py): seconds per test, slow lane
-PAGE_FIXTURES = {"pages_through_app_py"}
+PAGE_FIXTURES = {"dashboard_pages"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -125,21 +125,9 @@ def demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def pages_through_app_py(monkeypatch):
-    """Open every dashboard page through app.py (sidebar, error guard), as the served app does.
-
-    AppTest resets Streamlit's "pages/ folder" flag before each run, and since dashboard/pages/ exists it
-    would then run a switched-to page file on its own, without app.py. Dashboard test modules use it with
-    ``pytestmark = pytest.mark.usefixtures("pages_through_app_py")``."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    init = PagesManager.__init__
-
-    def navigation_only(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", navigation_only)
+def dashboard_pages() -> None:
+    """A test that opens dashboard pages (Streamlit's AppTest through app.py): seconds each, so the slow lane
+    (``PAGE_FIXTURES``). Dashboard test modules use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
 
 
 @pytest.fixture(scope="session")

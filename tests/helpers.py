@@ -150,10 +150,12 @@ class ServedDashboard:
     waited for until its health check answers, stopped on exit. ``output`` holds what it printed."""
 
     def __init__(self, env: dict, args: tuple = (), start_timeout: float = 90, command: list | None = None,
-                 cwd: str | Path | None = None) -> None:
-        """``command`` replaces ``python -m dashboard.serve`` (e.g. an installed ``moda-studio``), ``cwd``
-        the checkout as the folder it starts in."""
+                 cwd: str | Path | None = None, port_flag: str = "--port") -> None:
+        """``command`` replaces ``python -m dashboard.serve`` (e.g. an installed ``moda-studio``, or a bare
+        ``streamlit run dashboard/app.py`` with ``port_flag="--server.port"``), ``cwd`` the checkout as the folder
+        it starts in."""
         self.port, self.env, self.args, self.start_timeout = free_port(), env, list(args), start_timeout
+        self.port_flag = port_flag
         self.url = f"http://127.0.0.1:{self.port}"
         self.root = Path(__file__).resolve().parent.parent
         self.command = command or [sys.executable, "-m", "dashboard.serve"]
@@ -168,7 +170,7 @@ class ServedDashboard:
         import pytest
 
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([*self.command, "--port", str(self.port), *self.args], cwd=self.cwd,
+        self.process = subprocess.Popen([*self.command, self.port_flag, str(self.port), *self.args], cwd=self.cwd,
                                         env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout
@@ -239,7 +241,7 @@ def open_page(page: str | None = None, app: AppTest | None = None, stopped_ok: b
         app = AppTest.from_file(APP, default_timeout=TIMEOUT)
         app.run()
     if page:
-        app.switch_page(f"pages/{page}.py")
+        app.switch_page(f"views/{page}.py")
         app.run()
     assert not app.exception, [e.value for e in app.exception]
     assert stopped_ok or not [e.value for e in app.error if e.value.startswith(PAGE_STOPPED)]

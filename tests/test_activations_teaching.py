@@ -185,7 +185,7 @@ def test_union_grid_colours_stay_apart_on_a_projector_and_for_colour_blind_viewe
 # --- the pages -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_activations_opens_on_the_layer_tau_changes_with_units_kept_vs_tau_for_both_runs(demo_env):
     from dashboard import engine
 
@@ -214,7 +214,7 @@ def test_activations_opens_on_the_layer_tau_changes_with_units_kept_vs_tau_for_b
     assert app.selectbox(key="act_point").value == "classifier.0.relu"
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_activations_draws_the_vits_floor_and_says_why(demo_env):
     app = open_page("activations")
     app.selectbox(key="act_run").set_value(str(DEMO / "vit-moda")).run()
@@ -229,7 +229,7 @@ def test_activations_draws_the_vits_floor_and_says_why(demo_env):
     assert not sizes["layout"].get("shapes") and "attention, norms and embeddings" not in texts(app)
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_how_moda_works_names_the_grids_colours_as_drawn(demo_env):
     app = open_page("how")
     caption = next(c.value for c in app.caption if "coloured square" in c.value)

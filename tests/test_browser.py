@@ -115,20 +115,20 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
     # Runs & training through its direct link (a bookmark of /runs must not say "Page not found");
     # start-up = process start → title and curves visible
     page.goto(f"{url}/runs")
-    page.get_by_role("heading", name="Runs & training").wait_for()
+    page.get_by_role("heading", name="Runs & training", exact=True).wait_for()
     timings["startup_to_title_seconds"] = time.perf_counter() - started
     page.locator(".js-plotly-plot").first.wait_for()
     timings["startup_to_charts_seconds"] = time.perf_counter() - started
     wait_ready(page)
     assert page.locator("[data-testid='stDataFrame']").first.is_visible()  # the table (drawn on a canvas)
-    assert page.get_by_role("heading", name="Training curves").is_visible()
+    assert page.get_by_role("heading", name="Training curves", exact=True).is_visible()
     assert page.get_by_text("Page not found").count() == 0
     wait_charts(page, 2)
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
     # Activations: move the τ slider with the keyboard, time the heatmap's redraw
     page.goto(f"{url}/activations")
-    page.get_by_role("heading", name="Activations").wait_for()
+    page.get_by_role("heading", name="Activations", exact=True).wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     wait_ready(page)
     page.get_by_text("rate ≥ τ=0.90").first.wait_for()
@@ -148,7 +148,7 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
 
     # Modules: MODA and standard side by side
     page.goto(f"{url}/modules")
-    page.get_by_role("heading", name="Modules").wait_for()
+    page.get_by_role("heading", name="Modules", exact=True).wait_for()
     page.get_by_text("Where the overlap lives").first.wait_for()
     wait_ready(page)
     overlaps = page.locator("[data-testid='stMetricLabel']", has_text="Mean pairwise overlap")
@@ -159,7 +159,7 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
 
     # Compose: two classes (0 and 3 instead of the default 0 and 1), then export
     page.goto(f"{url}/compose")
-    page.get_by_role("heading", name="Compose").wait_for()
+    page.get_by_role("heading", name="Compose", exact=True).wait_for()
     page.get_by_text("Accuracy on these classes").wait_for()
     wait_ready(page)
     box = page.locator("[data-testid='stMultiSelect']").first
@@ -184,7 +184,7 @@ def test_every_page_in_a_real_browser(server, browser, shots, tmp_path):
 
     # Swap: the demo pair, the three strategies at once
     page.goto(f"{url}/swap")
-    page.get_by_role("heading", name="Swap").wait_for()
+    page.get_by_role("heading", name="Swap", exact=True).wait_for()
     wait_ready(page)
     page.get_by_role("button", name="Run swap").click()
     page.get_by_text("calibrate trained its layer for").wait_for()
@@ -290,7 +290,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
 
     # a bookmarked view: the standard run at τ = 0.80 on Activations, its first point and test image 42
     page.goto(f"{url}/activations?run=demo/vgg11-standard&tau=0.8&point=features.0.relu&image=42")
-    page.get_by_role("heading", name="Activations").wait_for()
+    page.get_by_role("heading", name="Activations", exact=True).wait_for()
     page.get_by_text("τ = 0.80").first.wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.80"
@@ -303,7 +303,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
     page.wait_for_function("() => new URLSearchParams(location.search).get('tau') === '0.79'")
     clicked = time.perf_counter()
     page.get_by_role("link", name="Compose", exact=True).click()
-    page.get_by_role("heading", name="Compose").wait_for()
+    page.get_by_role("heading", name="Compose", exact=True).wait_for()
     page.get_by_text("Accuracy on these classes").wait_for()
     wait_charts(page, 1)
     timings["page_switch_seconds"] = time.perf_counter() - clicked
@@ -314,18 +314,18 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
                                "image": "42", "classes": "0,1"}  # Compose's classes join the shared view
     # a reload keeps both (a new session, rebuilt from the URL)
     page.reload()
-    page.get_by_role("heading", name="Compose").wait_for()
+    page.get_by_role("heading", name="Compose", exact=True).wait_for()
     page.get_by_text("Accuracy on these classes").wait_for()
     wait_ready(page)
     assert "vgg11-standard" in run_picker_text(page) and slider_value(page) == "0.79"
     # and a page without pickers keeps them too, through a reload
     page.get_by_role("link", name="How MODA works", exact=True).click()
-    page.get_by_role("heading", name="How MODA works").wait_for()
+    page.get_by_role("heading", name="How MODA works", exact=True).wait_for()
     wait_ready(page)
     wait_charts(page, 1)
     page.screenshot(path=str(shots / "how.png"), full_page=True)
     page.reload()
-    page.get_by_role("heading", name="How MODA works").wait_for()
+    page.get_by_role("heading", name="How MODA works", exact=True).wait_for()
     wait_ready(page)
     page.get_by_role("link", name="Activations", exact=True).click()
     page.get_by_text("τ = 0.79").first.wait_for()
@@ -336,7 +336,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
     # Modules over training: the MODA run and its twins, every shipped checkpoint at a τ other than 0.9, drawn at
     # once from the runs' recorded rates (no Compute button)
     page.goto(f"{url}/evolution?run=demo/vgg11-moda&tau=0.7")
-    page.get_by_role("heading", name="Modules over training").wait_for()
+    page.get_by_role("heading", name="Modules over training", exact=True).wait_for()
     wait_ready(page)
     wait_charts(page, 1)
     assert page.get_by_role("button", name="Compute").count() == 0
@@ -350,7 +350,7 @@ def test_shared_state_and_the_study_views_in_a_real_browser(server, browser, sho
 
     # the τ trade-off: the MODA run and its standard twin over the τ grid (about a minute per run if not shipped)
     page.goto(f"{url}/tau?run=demo/vgg11-moda&tau=0.9")
-    page.get_by_role("heading", name="τ trade-off").wait_for()
+    page.get_by_role("heading", name="τ trade-off", exact=True).wait_for()
     wait_ready(page)
     page.locator(".js-plotly-plot .main-svg, button:has-text('Compute the trade-off')").first.wait_for()
     compute = page.get_by_role("button", name="Compute the trade-off")
@@ -373,10 +373,10 @@ def test_module_map_and_projector_mode(server, browser, shots):
     page = browser.new_page(viewport={"width": 1400, "height": 2150})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(f"{url}/map?run=demo/vgg11-moda&tau=0.9")
-    page.get_by_role("heading", name="Module map").wait_for()
+    page.get_by_role("heading", name="Module map", exact=True).wait_for()
     wait_ready(page)
     wait_charts(page, 1)
-    page.get_by_role("heading", name="What fires a unit").wait_for()
+    page.get_by_role("heading", name="What fires a unit", exact=True).wait_for()
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "map.png"), full_page=True)
     page.close()
@@ -384,7 +384,7 @@ def test_module_map_and_projector_mode(server, browser, shots):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(f"{url}/activations?run=demo/vgg11-moda&tau=0.8&present=1")
-    page.get_by_role("heading", name="Activations").wait_for()
+    page.get_by_role("heading", name="Activations", exact=True).wait_for()
     wait_ready(page)
     wait_charts(page, 2)
     page.wait_for_timeout(800)  # plotly lays out its text after the first draw

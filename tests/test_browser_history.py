@@ -6,6 +6,7 @@ the τ stays the session's on every page."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,16 @@ def idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
 
 
-def test_back_returns_to_the_previous_page_as_it_was_left():
+BARE = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py"]  # as someone would start it from a checkout
+
+
+@pytest.mark.parametrize("started", ["moda-studio", "bare streamlit run"])
+def test_back_returns_to_the_previous_page_as_it_was_left(started):
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
     env = dict(os.environ, MODA_RUNS_DIR=str(ROOT / "assets" / "demo"), STREAMLIT_SERVER_FILE_WATCHER_TYPE="none")
-    with ServedDashboard(env, ("--host", "127.0.0.1"), start_timeout=60) as served, \
-            playwright_api.sync_playwright() as playwright:
+    served = ServedDashboard(env, ("--host", "127.0.0.1"), start_timeout=60) if started == "moda-studio" else \
+        ServedDashboard(env, ("--server.headless", "true"), start_timeout=60, command=BARE, port_flag="--server.port")
+    with served, playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(120_000)

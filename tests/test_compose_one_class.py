@@ -63,7 +63,7 @@ def test_compose_bars_of_one_class_show_the_auc_not_accuracy():
     assert list(two.data[0].x)[2] == "accuracy"
 
 
-@pytest.mark.usefixtures("pages_through_app_py", "demo_env")
+@pytest.mark.usefixtures("dashboard_pages", "demo_env")
 def test_compose_page_of_one_class_shows_no_accuracy_but_the_one_vs_rest_auc():
     app = open_page("compose")
     app.selectbox(key="comp_run").set_value(str(DEMO / "vgg11-moda")).run()

@@ -78,3 +78,45 @@ def test_every_entry_point_answers_many_callers_as_it_answers_one(cold, transfor
             assert wrong == 0, f"{name}: {wrong} of {len(answers)} answers differ from a lone caller's"
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert not any(m.training or m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_forward_passes_in_other_threads_run_untouched_while_a_graph_is_traced():
+    """fx patches nn.Module.__call__ for the whole process while it traces: a recording (or any forward pass) in
+    another thread must not be routed into the trace, and traces in two threads must not undo each other's patches.
+    Found by bench/classroom (a Module map visit failed with "module is not installed as a submodule" while the
+    server traced another run's graph). One thread records on a model whose graph is built; three others build
+    graphs for fresh models of new structures the whole time."""
+    import threading
+
+    from moda_core.models import build_model
+
+    recorded = randomised("lenet5", 1, 28, seed=3)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    expected = run_with_cache(recorded, x)
+    stop = threading.Event()
+    built, failures = [0], []
+
+    def trace_new_structures(offset: int) -> None:
+        width = offset
+        while not stop.is_set():
+            width += 3
+            try:
+                graph_module.graph_of(build_model("vgg11", 1, 28, 10, width=width / 64))
+                built[0] += 1
+            except Exception as error:  # noqa: BLE001 - collected and asserted below
+                failures.append(repr(error))
+                return
+
+    tracers = [threading.Thread(target=trace_new_structures, args=(k,)) for k in range(3)]
+    for thread in tracers:
+        thread.start()
+    try:
+        answers = [run_with_cache(recorded, x) for _ in range(60)]
+    finally:
+        stop.set()
+        for thread in tracers:
+            thread.join()
+    assert not failures
+    assert built[0] >= 3, "no graph was traced while the recording ran: the test proved nothing"
+    assert all(same(answer, expected) for answer in answers)
+    assert torch.nn.Module.__call__ is torch.nn.Module._wrapped_call_impl  # no trace's patch left behind

@@ -11,7 +11,7 @@ from helpers import APP, DEMO, TIMEOUT, charts, open_page, shown, texts
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 from streamlit.testing.v1 import AppTest
 
-pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("dashboard_pages")  # tests/conftest.py
 
 
 def test_runs_page_lists_demo_runs_and_curves(demo_env):

@@ -13,7 +13,7 @@ from dashboard import study_jobs, ui
 from dashboard.plain_text import code
 from moda_core.decompose import class_structure, clearest_point
 
-pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("dashboard_pages")  # tests/conftest.py
 
 
 def fresh(query: dict[str, str] | None = None, page: str | None = None) -> AppTest:
@@ -21,7 +21,7 @@ def fresh(query: dict[str, str] | None = None, page: str | None = None) -> AppTe
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.query_params.update(query or {})
     if page:  # the URL names the page: the session starts there
-        app.switch_page(f"pages/{page}.py")
+        app.switch_page(f"views/{page}.py")
     app.run()
     return open_page(app=app)
 
@@ -161,6 +161,9 @@ def fake_studies(monkeypatch):
     calls = []
     monkeypatch.setattr(study_jobs, "_run_study", fake_study(calls))
     study_jobs._results().clear()
+    from dashboard import jobs
+
+    jobs.board().clear()
     return calls
 
 
@@ -204,16 +207,30 @@ def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, fake_studies):
     assert lines and all(s["x0"] == pytest.approx(0.9) for s in lines)
 
 
-def test_a_busy_server_says_so_instead_of_computing(demo_env, fake_studies, unrecorded):
-    calls = fake_studies
+def test_a_busy_server_queues_the_study_and_computes_it_when_a_worker_is_free(demo_env, fake_studies, unrecorded):
+    import threading
+
+    from dashboard import jobs
+
+    calls, board = fake_studies, jobs.board()
+    started, release = threading.Event(), threading.Event()
+
+    def occupy(progress):
+        started.set()
+        release.wait(30)
+
+    workers = [threading.Thread(target=board.run, args=("test-busy", k, occupy, "another visitor's work", 1))
+               for k in range(board.workers)]
+    for worker in workers:
+        worker.start()
+    assert started.wait(10)
+    threading.Timer(1.0, release.set).start()  # the other visitors' work ends a second later
     app = fresh({"tau": "0.61"}, "evolution")
-    assert study_jobs._LOCK.acquire(blocking=False)
-    try:
-        app.button(key="evo_compute").click().run()
-    finally:
-        study_jobs._LOCK.release()
-    assert calls == [] and "one at a time" in texts(app)
-    assert not app.exception
+    app.button(key="evo_compute").click().run()
+    for worker in workers:
+        worker.join(10)
+    assert {spec.rsplit("/", 1)[-1] for _, spec, _ in calls} >= {"vgg11-moda", "vgg11-standard"}
+    assert "Not computed yet" not in texts(app) and charts(app) and not app.exception
 
 
 @pytest.mark.parametrize("tau", ["0.63", "0.9", "1"])

@@ -96,10 +96,10 @@ def test_an_overlap_heatmap_on_its_own_scale_shows_its_structure_and_states_its_
 
 def test_every_pages_title_is_its_sidebar_name():
     app = (ROOT / "dashboard" / "app.py").read_text()
-    pages = re.findall(r'st\.Page\(HERE / "pages" / "(\w+)\.py", title="([^"]+)"', app)
-    assert len(pages) == len(list((ROOT / "dashboard" / "pages").glob("*.py")))  # every page is in the sidebar
+    pages = re.findall(r'st\.Page\(HERE / "views" / "(\w+)\.py", title="([^"]+)"', app)
+    assert len(pages) == len(list((ROOT / "dashboard" / "views").glob("*.py")))  # every page is in the sidebar
     for page, sidebar in pages:
-        source = (ROOT / "dashboard" / "pages" / f"{page}.py").read_text()
+        source = (ROOT / "dashboard" / "views" / f"{page}.py").read_text()
         assert re.findall(r'st\.title\("([^"]+)"\)', source) == [sidebar], page
 
 

@@ -14,7 +14,7 @@ def test_tau_trade_off_draws_the_vits_floor():
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.query_params["run"] = "demo/vit-moda"
     app.run()
-    app.switch_page("pages/tau.py")
+    app.switch_page("views/tau.py")
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     figure = next(f for f in charts(app).values() if "τ trade-off" in str(f["layout"].get("title")))

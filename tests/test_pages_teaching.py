@@ -9,7 +9,7 @@ import shutil
 import pytest
 from helpers import DEMO, charts, open_page, texts
 
-pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("dashboard_pages")  # tests/conftest.py
 
 
 def by_title(app, start: str) -> list[dict]:

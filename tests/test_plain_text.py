@@ -122,7 +122,7 @@ def assert_plain(app) -> str:
 PAGES = ("runs", "activations", "modules", "evolution", "tau", "compose", "swap")
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_names_and_errors_from_a_runs_folder_are_sent_as_plain_text(monkeypatch, tmp_path):
     folder = hostile_runs_folder(tmp_path)
     monkeypatch.setenv("MODA_RUNS_DIR", str(folder))
@@ -143,7 +143,7 @@ def test_names_and_errors_from_a_runs_folder_are_sent_as_plain_text(monkeypatch,
     assert html_escape(CLASS_NAMES[5]) in figures  # a heatmap's row, as text
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_hostile_url_parameters_are_quoted_as_plain_text(demo_env):
     from streamlit.testing.v1 import AppTest
 
@@ -152,7 +152,7 @@ def test_hostile_url_parameters_are_quoted_as_plain_text(demo_env):
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     hostile = "x` **b** ![e](http://h.invalid/e) <b>x</b> :red[x] $x$"  # short enough to be quoted whole
     app.query_params.update({"run": hostile, "tau": hostile, "point": hostile, "image": hostile})
-    app.switch_page("pages/activations.py")
+    app.switch_page("views/activations.py")
     app.run()
     assert not app.exception and not [e for e in app.error if e.value.startswith(PAGE_STOPPED)]
     notes = [i.value for i in app.info]

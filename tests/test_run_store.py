@@ -82,7 +82,7 @@ def recording_slot(monkeypatch):
     return slot
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_the_training_form_uses_the_same_rule(monkeypatch, tmp_path, recording_slot):
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
     app = open_page("runs")
@@ -151,7 +151,7 @@ def test_discard_refuses_what_is_not_a_run_folder(tmp_path):
             runs.discard_run(path)
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_the_dashboards_delete_goes_through_the_store_and_is_refused_while_the_run_trains(
         monkeypatch, tmp_path, recording_slot):
     run_dir = _a_run(tmp_path, "cut-short")

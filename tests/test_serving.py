@@ -33,7 +33,7 @@ TIMEOUT = 120
 RUN_PICKERS = {"runs_run", "act_run", "mod_run_a", "mod_run_b", "comp_run", "swap_weak", "swap_strong"}
 
 
-pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("dashboard_pages")  # tests/conftest.py
 
 
 def texts_of(app: AppTest) -> list[str]:
@@ -411,7 +411,8 @@ def _local_addresses() -> list[str]:
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")
 def test_a_first_visit_to_a_page_link_goes_through_the_app():
     """Right after the server starts, a bookmarked /compose must still get app.py's sidebar and error guard
-    (Streamlit would otherwise run pages/compose.py alone: it has a pages/ folder next to app.py)."""
+    (the pages live in dashboard/views/: a pages/ folder next to app.py would make Streamlit run compose.py
+    alone)."""
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is missing")
     env = {k: v for k, v in os.environ.items() if k not in ("MODA_HOST", "HOST")}
     env["MODA_RUNS_DIR"] = str(DEMO)

@@ -170,7 +170,7 @@ def test_the_slot_refuses_a_training_beyond_the_limits_before_it_starts(tmp_path
     assert runner.calls == [] and not slot.status().busy and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_resume_from_the_browser_is_refused_with_the_limit_a_stored_run_exceeds(monkeypatch, tmp_path):
     from helpers import DEMO, open_page, texts
 
@@ -198,7 +198,7 @@ def test_resume_from_the_browser_is_refused_with_the_limit_a_stored_run_exceeds(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_the_stop_button_ends_the_training_after_its_step_and_offers_resume(monkeypatch, tmp_path):
     from helpers import open_page, texts
 

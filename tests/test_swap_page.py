@@ -10,10 +10,30 @@ from helpers import DEMO, charts, open_page, texts
 from dashboard import engine
 from moda_core.replace import STRATEGIES
 
-pytestmark = pytest.mark.usefixtures("pages_through_app_py")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("dashboard_pages")  # tests/conftest.py
 
 WEAK_DEMO = str(DEMO / "swap-weak")
 STANDARD = str(DEMO / "vgg11-standard")
+
+
+def made_up_report(weak, weak_class_id, strategy, epochs):
+    """A report of the real shape for the weak run's classes (the page, not the repair, is under test)."""
+    classes = engine.run_classes(weak)
+    before = {str(c): 0.9 for c in classes}
+    before[str(weak_class_id)] = 0.2
+    after = {**before, str(weak_class_id): 0.9}
+    others = [c for c in before if c != str(weak_class_id)]
+    if strategy == "calibrate":
+        after[others[-1]] = 0.7
+    mean_before = sum(before[c] for c in others) / len(others)
+    mean_after = sum(after[c] for c in others) / len(others)
+    return {"target_class": weak_class_id, "before": before, "after": after, "target_before": 0.2,
+            "target_after": 0.9, "target_gain": 0.7, "other_mean_before": mean_before,
+            "other_mean_after": mean_after, "other_mean_change": mean_after - mean_before,
+            "other_max_change": 0.2 if strategy == "calibrate" else 0.0,
+            "other_max_drop": 0.2 if strategy == "calibrate" else 0.0, "accuracy_before": 0.8,
+            "accuracy_after": 0.85, "accuracy_change": 0.05, "module_params_fraction": 0.1,
+            "epochs": epochs if strategy == "calibrate" else 0, "strategy": strategy}
 
 
 @pytest.fixture
@@ -21,28 +41,9 @@ def fake_swap(monkeypatch):
     """``engine.swap`` answering a made-up report for the weak run's classes; records its calls."""
     calls = []
 
-    def swap(weak, strong, weak_class_id, strong_class_id, strategy, epochs=5, tau=0.9, progress=None):
+    def swap(weak, strong, weak_class_id, strong_class_id, strategy, epochs=5, tau=0.9):
         calls.append((weak, strong, weak_class_id, strategy, epochs, tau))
-        if progress is not None:  # the stages a real repair reports (moda_core.replace.repair's stage)
-            progress(f"{strategy}: {'training the remix layer, epoch 3/5' if strategy == 'calibrate' else 'fitting'}",
-                     0.5)
-            progress(f"{strategy}: evaluating on 1,000 test images", 0.8)
-        classes = engine.run_classes(weak)
-        before = {str(c): 0.9 for c in classes}
-        before[str(weak_class_id)] = 0.2
-        after = {**before, str(weak_class_id): 0.9}
-        others = [c for c in before if c != str(weak_class_id)]
-        if strategy == "calibrate":
-            after[others[-1]] = 0.7
-        mean_before = sum(before[c] for c in others) / len(others)
-        mean_after = sum(after[c] for c in others) / len(others)
-        return {"target_class": weak_class_id, "before": before, "after": after, "target_before": 0.2,
-                "target_after": 0.9, "target_gain": 0.7, "other_mean_before": mean_before,
-                "other_mean_after": mean_after, "other_mean_change": mean_after - mean_before,
-                "other_max_change": 0.2 if strategy == "calibrate" else 0.0,
-                "other_max_drop": 0.2 if strategy == "calibrate" else 0.0, "accuracy_before": 0.8,
-                "accuracy_after": 0.85, "accuracy_change": 0.05, "module_params_fraction": 0.1,
-                "epochs": epochs if strategy == "calibrate" else 0, "strategy": strategy}
+        return made_up_report(weak, weak_class_id, strategy, epochs)
 
     monkeypatch.setattr(engine, "swap", swap)
     return calls
@@ -122,17 +123,19 @@ def test_a_result_never_outlives_its_controls(demo_env, fake_swap):
 
 
 @pytest.mark.slow
-def test_swap_page_runs_the_real_repairs(demo_env, progress_bars):
+def test_swap_page_runs_the_real_repairs(demo_env, board_words):
+    stages, shown = board_words
     app = open_page("swap")
     app.button(key="swap_go").click().run(timeout=600)
     assert not app.exception, [e.value for e in app.exception]
-    # the bar told each stage of each strategy, from the engine's own reports
-    shown = [t for _, t in progress_bars[0][1:-1]]
-    for k, strategy in enumerate(STRATEGIES, start=1):
-        assert any(t.startswith(f"{k}/3 {strategy}: evaluating on ") for t in shown), shown
+    # each repair ran on the server's board and reported every stage of each strategy from the engine's own
+    # reports; the visitor read its words while waiting
+    for strategy in STRATEGIES:
+        assert any(note.startswith(f"{strategy}: evaluating on ") for note in stages), stages
     epochs = app.number_input(key="swap_epochs").value
-    assert f"1/3 calibrate: training the remix layer, epoch {epochs}/{epochs}" in shown
-    assert "3/3 affine: fitting a, c and b" in shown
+    assert f"calibrate: training the remix layer, epoch {epochs}/{epochs}" in stages
+    assert "affine: fitting a, c and b" in stages
+    assert any(text.startswith("Repairing class ") for text in shown), shown
     table = app.dataframe[0].value
     assert list(table["strategy"]) == list(STRATEGIES)
     figure = charts(app)[0]
@@ -144,25 +147,26 @@ STRONG_DEMO = str(DEMO / "swap-strong")
 
 
 @pytest.fixture
-def progress_bars(monkeypatch):
-    """``st.progress`` replaced by a recorder: a list of bars, each the (value, text) of its updates."""
-    import streamlit
+def board_words(monkeypatch):
+    """(the stage notes heavy work reported to the server's board, the words waiting visitors were shown)."""
+    from dashboard import jobs
 
-    bars = []
+    stages, shown = [], []
+    report, say = jobs.Job.progress, jobs.words
 
-    class Bar:
-        def __init__(self, value, text=None):
-            self.updates = [(value, text)]
-            bars.append(self.updates)
+    def progress(self, done, total, note=""):
+        stages.append(note)
+        report(self, done, total, note)
 
-        def progress(self, value, text=None):
-            self.updates.append((value, text))
+    def words(job, ahead, now=None):
+        text = say(job, ahead, now)
+        shown.append(text[0])
+        return text
 
-        def empty(self):
-            self.updates.append(("empty", None))
-
-    monkeypatch.setattr(streamlit, "progress", Bar)
-    return bars
+    monkeypatch.setattr(jobs.Job, "progress", progress)
+    monkeypatch.setattr(jobs, "words", words)
+    jobs.board().clear()
+    return stages, shown
 
 
 def test_swap_refuses_the_same_run_as_weak_and_strong_before_any_work(demo_env, fake_swap):
@@ -188,16 +192,30 @@ def test_swap_says_whose_the_affine_strategy_is(demo_env, fake_swap):
     assert "MODA Studio's own strategy (not in the paper)" in page
 
 
-def test_swap_shows_a_progress_bar_by_stage_and_strategy(demo_env, fake_swap, progress_bars):
+def test_swap_waits_with_the_repairs_own_words_and_remembers_the_result(demo_env, monkeypatch, board_words):
+    import time
+    from types import SimpleNamespace
+
+    stages, shown = board_words
+    calls = []
+
+    def repair(weak, strong, weak_class, strong_class, strategy, epochs, tau, save_decomposition, stage):
+        calls.append(strategy)
+        stage(f"{strategy}: fitting", 0.5)
+        time.sleep(0.5)  # long enough for the visitor to be told
+        stage(f"{strategy}: evaluating on 1,000 test images", 0.8)
+        time.sleep(0.3)
+        return SimpleNamespace(report=made_up_report(weak.spec, weak_class, strategy, epochs))
+
+    monkeypatch.setattr(engine, "repair", repair)
     app = open_page("swap")
     app.button(key="swap_go").click().run()
     assert not app.exception, [e.value for e in app.exception]
-    assert len(progress_bars) == 1, progress_bars  # one bar for the three repairs
-    updates = progress_bars[0]
-    assert updates[-1] == ("empty", None) and has_result(app)  # gone once the result is there
-    values = [v for v, _ in updates[:-1]]
-    assert values == sorted(values) and all(0 <= v <= 1 for v in values)
-    shown = [t for _, t in updates[1:-1]]
-    assert "1/3 calibrate: training the remix layer, epoch 3/5" in shown
-    assert "3/3 affine: fitting" in shown and "2/3 normalize: evaluating on 1,000 test images" in shown
-    assert values[shown.index("3/3 affine: fitting") + 1] == pytest.approx((2 + 0.5) / 3)
+    assert calls == list(STRATEGIES) and has_result(app)
+    for strategy in STRATEGIES:
+        assert any(text.startswith("Repairing class ") and text.endswith(f"{strategy}: fitting")
+                   or text.endswith(f"{strategy}: evaluating on 1,000 test images") for text in shown), shown
+    app.button(key="swap_go").click().run()  # the same swap again: answered from the board, no repair
+    assert calls == list(STRATEGIES) and has_result(app)
+
+

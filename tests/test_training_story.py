@@ -307,7 +307,7 @@ def _figure(app, title: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("pages_through_app_py")
+@pytest.mark.usefixtures("dashboard_pages")
 def test_a_browser_training_draws_its_modules_live_and_then_over_training(monkeypatch, tmp_path):
     from helpers import open_page, texts
 

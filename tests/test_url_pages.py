@@ -16,7 +16,7 @@ def opened(page: str, **params: str):
     for key, value in params.items():
         app.query_params[key] = value
     app.run()
-    app.switch_page(f"pages/{page}.py")
+    app.switch_page(f"views/{page}.py")
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     return app

@@ -304,7 +304,7 @@ def test_a_bundled_vit_module_repairs_the_weak_demo_model():
 
 
 @pytest.fixture
-def vit_demo_pages(monkeypatch, pages_through_app_py):
+def vit_demo_pages(monkeypatch, dashboard_pages):
     """Dashboard pages opened headless (AppTest, through app.py) on the bundled runs."""
     from streamlit.testing.v1 import AppTest
 
@@ -313,7 +313,7 @@ def vit_demo_pages(monkeypatch, pages_through_app_py):
     def open_page(page, **runs):
         app = AppTest.from_file(str(DEMO.parent.parent / "dashboard" / "app.py"), default_timeout=180)
         app.run()
-        app.switch_page(f"pages/{page}.py").run()
+        app.switch_page(f"views/{page}.py").run()
         for key, name in runs.items():
             app.selectbox(key=key).set_value(str(DEMO / name)).run()
         assert not app.exception and not app.error, [e.value for e in [*app.exception, *app.error]]

@@ -84,24 +84,14 @@ with st.expander("What each strategy does", expanded=False):
 # widgets come back with other values) it is discarded, never shown against other runs or classes
 controls = (weak, strong, int(target), int(epochs), round(float(tau), 2))
 if st.button("Run swap", key="swap_go", type="primary"):
-    bar = st.progress(0.0, text="Starting the swap…")
     reports = {}
     try:
-        for k, strategy in enumerate(STRATEGIES):
-            def progress(text: str, done: float, k: int = k) -> None:
-                # one bar for the three repairs in turn: repair k fills its third
-                bar.progress(min(1.0, (k + min(max(done, 0.0), 1.0)) / len(STRATEGIES)),
-                             text=f"{k + 1}/{len(STRATEGIES)} {text}")
-
-            progress(f"{strategy}: starting", 0.0)
-            reports[strategy] = engine.swap(weak, strong, target, target, strategy, int(epochs), tau,
-                                            progress=progress)
+        for strategy in STRATEGIES:  # each repair runs on the server's board and shows its stages while it runs
+            reports[strategy] = engine.swap(weak, strong, target, target, strategy, int(epochs), tau)
     except ModaError as error:
-        bar.empty()
         st.session_state.pop(RESULT_KEY, None)
         st.error(f"The swap did not run: {plain(folders.public(str(error)))}")
         st.stop()
-    bar.empty()
     st.session_state[RESULT_KEY] = {"controls": controls, "reports": reports}
 result = st.session_state.get(RESULT_KEY)
 if result is not None and result["controls"] != controls:
