@@ -424,3 +424,28 @@ def test_torchrun_without_name_trains_into_one_folder_chosen_by_rank_0(tmp_path)
     folders = [p.name for p in tmp_path.iterdir()]
     assert len(folders) == 1 and folders[0].startswith("lenet5-mnist5k-moda-")
     assert load_run(tmp_path / folders[0]).epoch == 1
+
+
+def test_listing_reads_a_settled_run_folder_once_and_again_after_any_change(tiny_run, tmp_path, monkeypatch):
+    """Pages list the runs several times a view: a folder whose entries have not changed is not read again (each
+    caller gets its own copy), a change to any file is seen at once, and a folder written to in the last two
+    seconds is always read afresh (a rewrite within the clock's granularity could keep its times)."""
+    run_dir = tmp_path / "kept"
+    shutil.copytree(tiny_run.path, run_dir)
+    reads = []
+    real = runs._fill_summary
+    monkeypatch.setattr(runs, "_fill_summary", lambda path, summary: (reads.append(path.name), real(path, summary)))
+    list_runs(tmp_path)
+    list_runs(tmp_path)
+    assert reads == ["kept", "kept"]  # just copied: not settled, read every time
+    monkeypatch.setattr(runs, "_SETTLED_NS", 0)
+    first = list_runs(tmp_path)[0]
+    again = list_runs(tmp_path)[0]
+    assert len(reads) == 3 and again == first
+    again["checkpoints"].append(99)
+    assert list_runs(tmp_path)[0] == first and len(reads) == 3  # the caller's copy, not the kept one
+    metrics = store_io.read_json(run_dir / runs.METRICS)
+    metrics["test_accuracy"] = 0.125
+    (run_dir / runs.METRICS).write_text(json.dumps(metrics, indent=2))
+    changed = list_runs(tmp_path)[0]
+    assert len(reads) == 4 and changed["test_accuracy"] == 0.125
