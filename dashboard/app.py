@@ -44,5 +44,5 @@ try:
     ui.run_page(page)
 finally:  # also when the page stops early (st.stop)
     # torch, the engine and torch.export's tracer in the background, once the first page is out (moda-studio starts
-    # the warm-up, with the default runs, as soon as the server listens)
+    # it, and then the default runs', shortly after the server listens)
     lazy.warm_up_engine()

@@ -368,17 +368,16 @@ def kept_share_by_tau(spec: str) -> dict[str, np.ndarray]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _tau_sensitive_point(spec: str, stamp: int) -> str:
-    from moda_core.decompose import TAU_RANGE
-    from moda_core.decompose import tau_sensitive_point as find_point
+def _class_specific_point(spec: str, stamp: int) -> str:
+    from moda_core.decompose import most_class_specific_point
 
-    return find_point(_decomposition(spec, stamp).rates, TAU_RANGE)
+    return most_class_specific_point(_decomposition(spec, stamp).rates)
 
 
-def tau_sensitive_point(spec: str) -> str:
-    """The activation point whose modules τ changes most (``moda_core.decompose.tau_sensitive_point``): where
-    the Activations page opens."""
-    return _tau_sensitive_point(spec, _decomposed(spec))
+def class_specific_point(spec: str) -> str:
+    """The activation point whose units are most class-specific (``moda_core.decompose.most_class_specific_point``):
+    where the rates' heatmap shows the modules as blocks; Activations opens there."""
+    return _class_specific_point(spec, _decomposed(spec))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -55,11 +55,7 @@ def warm_up(*names: str, first: tuple[str, ...] = ("numpy", "pandas"), then: tup
     threading.Thread(target=load, name="moda-warm-up", daemon=True).start()
 
 
-def warm_up_engine(runs: bool = False) -> None:
-    """The dashboard's warm-up (``warm_up``, once per process): torch, the engine and torchvision (the graph's
-    tracer uses it), with ``runs`` the runs the
-    pages open first (``dashboard.engine.warm_up_runs``: the server started by ``moda-studio`` does this as soon as
-    it listens), then torch.export's tracer (its first export takes seconds)."""
-    warm_up("dashboard.engine", then=("moda_core._tv:import_torchvision",  # the graph's tracer needs it (seconds)
-                                      *(("dashboard.engine:warm_up_runs",) if runs else ()),
-                                      "moda_core.export:warm_up_export"))
+def warm_up_engine() -> None:
+    """The dashboard's warm-up (``warm_up``, once per process): torch, the engine, torchvision (the graph's tracer
+    uses it), then torch.export's tracer (its first export takes seconds)."""
+    warm_up("dashboard.engine", then=("moda_core._tv:import_torchvision", "moda_core.export:warm_up_export"))

@@ -17,6 +17,7 @@ as needing ``--models PKG`` and nothing is imported, since a runs folder must ne
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -77,10 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     run_streamlit(streamlit_command(host, args.port), env)
 
 
-def warm_up_when_listening(host: str, port: int, wait: float = 120.0) -> threading.Thread:
-    """In the background: once the server accepts connections on ``port``, the warm-up that the first page view
-    would otherwise start (``dashboard.lazy.warm_up_engine``), so that a class arriving after the lecturer has
-    started the server finds the engine and the default runs ready."""
+def warm_up_when_listening(host: str, port: int, wait: float = 120.0, grace: float = 3.0) -> threading.Thread:
+    """In the background: once the server accepts connections on ``port`` (and ``grace`` seconds later, so that a
+    first page sent meanwhile is not slowed by torch loading), the warm-up that the first page view would otherwise
+    start (``dashboard.lazy.warm_up_engine``), then the runs the pages open first (``engine.warm_up_runs``): a
+    class arriving after the lecturer has started the server finds them ready."""
     address = LOCAL if host in ("0.0.0.0", "::", "") else host
 
     def when_listening() -> None:
@@ -93,9 +95,16 @@ def warm_up_when_listening(host: str, port: int, wait: float = 120.0) -> threadi
                 time.sleep(0.25)
         else:
             return
+        time.sleep(grace)
         from dashboard import lazy
 
-        lazy.warm_up_engine(runs=True)
+        lazy.warm_up_engine()
+        try:
+            from dashboard import engine
+
+            engine.warm_up_runs()
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation; the pages report their own errors
+            logging.getLogger("moda.dashboard").warning("warm-up of the default runs failed", exc_info=True)
 
     thread = threading.Thread(target=when_listening, name="moda-warm-up-start", daemon=True)
     thread.start()

@@ -343,10 +343,11 @@ def _checked_choice(shared: str, param: str, valid: Callable[[Any], Any], what: 
 
 
 def point_picker(container: DeltaGenerator, points: list[str], default: str, key: str, help: str | None = None) -> str:
-    """Activations' point: the session's chosen point when this run has it, else ``default`` (the one where τ
-    changes the modules most); a visitor's choice is kept across pages and reloads (``?point=``)."""
+    """Activations' point: the session's chosen point when this run has it, else the point last shown (when this
+    run has it: two runs are compared at one layer), else ``default`` (the run's most class-specific point); a
+    visitor's choice is kept across pages and reloads (``?point=``)."""
     chosen = _checked_choice(SHARED_POINT, POINT_PARAM, lambda p: p if p in points else None, "activation point",
-                             "the point where τ changes the modules most")
+                             "the run's most class-specific point")
     if chosen is None:
         chosen = st.session_state.get(key) if st.session_state.get(key) in points else default
     st.session_state[key] = chosen  # set before the widget exists: no index, or Streamlit warns

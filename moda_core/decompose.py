@@ -378,6 +378,29 @@ def clearest_point(rates: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
     return max(rates, key=lambda p: (class_structure(rates[p], masks[p]), -list(rates).index(p)))
 
 
+def class_specificity(rates: torch.Tensor) -> float:
+    """How block-diagonal one point's class × unit rates are, without τ: the mean over units of (the unit's highest
+    class rate − its mean rate over the other classes). 1 when every unit fires on all the images of one class and
+    on none of the others (sorted by class, the heatmap is a block diagonal); 0 when every unit fires alike for
+    every class, or never (early layers, standard training)."""
+    rates = rates.float()
+    classes = rates.shape[0]
+    if classes < 2 or rates.shape[1] == 0:
+        return 0.0
+    top = rates.max(0).values
+    others = (rates.sum(0) - top) / (classes - 1)
+    return float((top - others).mean())
+
+
+def most_class_specific_point(rates: Mapping[str, torch.Tensor]) -> str:
+    """The activation point whose units are most class-specific (``class_specificity``; the first such point on
+    ties): where a heatmap of the rates shows modules as blocks — the first view of a decomposition."""
+    if not rates:
+        raise ModaError("most_class_specific_point: no activation points to choose from")
+    points = list(rates)
+    return max(points, key=lambda p: (round(class_specificity(rates[p]), 12), -points.index(p)))
+
+
 TAU_RANGE = tuple(round(0.5 + 0.01 * step, 2) for step in range(51))  # 0.50, 0.51, …, 1.00: the pages' τ slider
 
 

@@ -1,7 +1,8 @@
-"""The Activations page as a τ demo (it opens on the layer τ changes most, with units kept per layer vs τ for
-the run and its standard twin), a kept-unit outline that reads at 128 units, group labels that never run
-together, a ViT's module-size floor, and How MODA works' union grid in colours a projector and colour-blind
-viewers tell apart. Figures and ``moda_core`` on hand-made data (fast); the pages with AppTest (slow)."""
+"""The Activations page as a τ demo (it opens on the run's most class-specific layer and keeps it across runs, with
+the standard twin's heatmap beside it on request and units kept per layer vs τ for the run and its twin), a
+kept-unit outline that reads at 128 units, group labels that never run together, a ViT's module-size floor, and
+How MODA works' union grid in colours a projector and colour-blind viewers tell apart. Figures and ``moda_core`` on
+hand-made data (fast); the pages with AppTest (slow)."""
 from __future__ import annotations
 
 import re
@@ -26,7 +27,16 @@ from dashboard.figures.activations import (
 )
 from dashboard.figures.compose import UNION_COLOUR_NAMES, UNION_GRID_COLOURS, UNION_MARKS, union_cells, union_figure
 from moda_core.activations import point_units
-from moda_core.decompose import TAU_RANGE, clearest_point, kept_share_by_tau, masks_from_rates, tau_sensitive_point
+from moda_core.decompose import (
+    TAU_RANGE,
+    class_specificity,
+    clearest_point,
+    kept_share_by_tau,
+    masks_from_rates,
+    most_class_specific_point,
+    tau_sensitive_point,
+)
+from moda_core.errors import ModaError
 from moda_core.models import build_model
 from moda_core.summary import module_floor, module_summary
 
@@ -185,33 +195,58 @@ def test_union_grid_colours_stay_apart_on_a_projector_and_for_colour_blind_viewe
 # --- the pages -------------------------------------------------------------------------------------------------------
 
 
+def test_the_most_class_specific_point_on_hand_made_rates():
+    # "early": every unit fires for both classes; "late": each unit fires for one class (a block diagonal);
+    # "sparse": one crisp unit and one that never fires
+    early = torch.tensor([[1.0, 0.9], [1.0, 0.9]])
+    late = torch.tensor([[1.0, 0.1], [0.2, 0.9]])
+    sparse = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert class_specificity(early) == pytest.approx(0.0)
+    assert class_specificity(late) == pytest.approx(((1.0 - 0.2) + (0.9 - 0.1)) / 2)
+    assert class_specificity(sparse) == pytest.approx((1.0 + 0.0) / 2)
+    three = torch.tensor([[0.9], [0.3], [0.0]])  # the other classes' mean: (0.3 + 0.0) / 2
+    assert class_specificity(three) == pytest.approx(0.9 - 0.15)
+    assert most_class_specific_point({"early": early, "sparse": sparse, "late": late}) == "late"
+    assert most_class_specific_point({"a": early, "b": early}) == "a"  # ties: the first
+    with pytest.raises(ModaError, match="no activation points"):
+        most_class_specific_point({})
+
+
 @pytest.mark.usefixtures("dashboard_pages")
-def test_activations_opens_on_the_layer_tau_changes_with_units_kept_vs_tau_for_both_runs(demo_env):
+def test_activations_opens_on_the_most_class_specific_layer_keeps_it_across_runs_and_shows_the_twin_beside(
+        demo_env):
     from dashboard import engine
 
     app = open_page("activations")
     spec = app.selectbox(key="act_run").value
     point = app.selectbox(key="act_point").value
-    assert point == engine.tau_sensitive_point(spec) == "features.5.relu"  # not classifier.0.relu
-    shares = engine.kept_share_by_tau(spec)[point]
-    assert shares.max() - shares.min() > 0.3  # τ visibly grows and shrinks the modules here
+    rates = engine.rates(spec)
+    assert point == engine.class_specific_point(spec) == most_class_specific_point(rates) == "features.11.relu"
+    assert class_specificity(rates[point]) > 0.9  # the heatmap is nearly a block diagonal there
     figure = next(f for f in charts(app).values() if f["layout"]["title"]["text"].startswith("Units kept per layer"))
     lines = [t for t in figure["data"] if t.get("mode") == "lines" and t["x"][0] is not None]
-    points = engine.rates(spec)
-    assert [t["name"] for t in lines if t["line"]["dash"] == "solid"] == list(points)
-    assert [t["name"] for t in lines if t["line"]["dash"] == "dash"] == list(points)  # the standard twin
+    assert [t["name"] for t in lines if t["line"]["dash"] == "solid"] == list(rates)
+    assert [t["name"] for t in lines if t["line"]["dash"] == "dash"] == list(rates)  # the standard twin
     assert any("vgg11-standard" in t["name"] for t in figure["data"] if t["x"][0] is None)
     assert "dashed: its twin" in texts(app)
     app.slider(key="act_tau").set_value(0.7).run()
     figure = next(f for f in charts(app).values() if f["layout"]["title"]["text"].startswith("Units kept per layer"))
     assert figure["layout"]["shapes"][0]["x0"] == pytest.approx(0.7)
-    # another run, no point chosen: it opens on its own such point
+    # the twin beside it: the same point and τ, each heatmap titled with its method
+    app.toggle(key="act_beside").set_value(True).run()
+    titles = {key: f["layout"]["title"]["text"].replace("<br>", " ") for key, f in charts(app).items()}
+    shown = charts(app)
+    heatmaps = [shown[key] for key, title in titles.items() if title.startswith(("MODA: ", "standard training: "))]
+    assert len(heatmaps) == 2, list(titles.values())
+    assert all(point in f["layout"]["title"]["text"].replace("<br>", " ") and "τ=0.70" in str(f["data"])
+               for f in heatmaps)
+    twin_masks = engine.masks(str(DEMO / "vgg11-standard"), 0.7)[point]
+    cells = next(t for t in heatmaps[1]["data"] if t["type"] == "heatmap")
+    assert (len(cells["y"]), len(cells["x"])) == twin_masks.shape  # the twin's own class × unit rates
+    # another run keeps the layer, so the two runs are compared at one point
     app.selectbox(key="act_run").set_value(str(DEMO / "vgg11-standard")).run()
-    assert app.selectbox(key="act_point").value == engine.tau_sensitive_point(str(DEMO / "vgg11-standard"))
-    # a point the visitor picks stays
-    app.selectbox(key="act_point").set_value("classifier.0.relu").run()
-    app.selectbox(key="act_run").set_value(str(DEMO / "vgg11-moda")).run()
-    assert app.selectbox(key="act_point").value == "classifier.0.relu"
+    assert app.selectbox(key="act_point").value == point
+    assert engine.class_specific_point(str(DEMO / "vgg11-standard")) != point  # it would have opened elsewhere
 
 
 @pytest.mark.usefixtures("dashboard_pages")

@@ -103,9 +103,9 @@ def test_swap_keeps_its_own_two_runs(demo_env):
     assert app.query_params["run"] == "demo/vgg11-standard"
 
 
-def test_activations_opens_where_tau_changes_the_modules_most_with_units_by_class(demo_env):
+def test_activations_opens_where_units_are_most_class_specific_with_units_by_class(demo_env):
     app = open_page("activations")
-    assert app.selectbox(key="act_point").value == "features.5.relu"  # moda_core.decompose.tau_sensitive_point
+    assert app.selectbox(key="act_point").value == "features.11.relu"  # decompose.most_class_specific_point
     assert app.radio(key="act_order").value == "class they serve"
 
 
@@ -301,7 +301,7 @@ def test_a_point_of_another_model_falls_back_to_the_clearest_and_comes_back(demo
 def test_an_unknown_point_or_image_in_the_url_falls_back_gently(demo_env, query, note):
     app = fresh(query, "activations")
     assert not app.exception and note in texts(app)
-    assert app.selectbox(key="act_point").value == "features.5.relu"  # the page's default point
+    assert app.selectbox(key="act_point").value == "features.11.relu"  # the page's default point
     assert app.number_input(key="act_image").value == 0
     assert not set(query) & set(app.query_params)  # forgotten, not carried on to other pages
 

@@ -431,18 +431,20 @@ def test_a_first_visit_to_a_page_link_goes_through_the_app():
 
 
 def test_the_server_warms_up_once_it_listens_with_the_default_runs(monkeypatch):
-    """moda-studio starts the dashboard's warm-up (torch, the engine, the default runs) as soon as its port accepts
-    connections, not at the first page view; an address of every interface is reached through 127.0.0.1."""
+    """moda-studio starts the dashboard's warm-up (torch, the engine) and then the default runs' as soon as its
+    port accepts connections, not at the first page view; an address of every interface is reached through
+    127.0.0.1."""
     from dashboard import lazy
 
     calls = []
-    monkeypatch.setattr(lazy, "warm_up_engine", lambda runs=False: calls.append(runs))
+    monkeypatch.setattr(lazy, "warm_up_engine", lambda: calls.append("engine"))
+    monkeypatch.setattr(engine, "warm_up_runs", lambda: calls.append("runs"))
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
-        waiting = serve.warm_up_when_listening("0.0.0.0", port, wait=10)
+        waiting = serve.warm_up_when_listening("0.0.0.0", port, wait=10, grace=0)
         waiting.join(1.0)
         assert calls == []  # not listening yet
         listener.listen()
         waiting.join(10)
-    assert calls == [True] and not waiting.is_alive()
+    assert calls == ["engine", "runs"] and not waiting.is_alive()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,14 +49,38 @@ with st.spinner("Measuring activation rates over the training set…"):
 points = list(rates)
 
 c1, c2 = (top[1], top[2]) if top else st.columns([2, 1])
-# opens on the point whose modules τ changes most (moda_core.decompose.tau_sensitive_point): the τ demo's layer.
-# Until the visitor picks a point (or a link names one), each run opens on its own such point, not on the last
-# run's.
-if ui.SHARED_POINT not in st.session_state:
-    st.session_state.pop("act_point", None)
-point = ui.point_picker(c1, points, engine.tau_sensitive_point(spec), key="act_point",
-                        help="The ReLU module, named by its path in the model.")
+# opens on the run's most class-specific point (moda_core.decompose.most_class_specific_point), where the heatmap
+# shows the modules as blocks; another run keeps the point shown, so that two runs are compared at one layer
+point = ui.point_picker(c1, points, engine.class_specific_point(spec), key="act_point",
+                        help="The ReLU module, named by its path in the model. The page opens on the most "
+                             "class-specific one: where each unit fires for fewest classes.")
 order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=1, key="act_order", horizontal=True)
+
+# the run's twin trained the other way (standard for a MODA or MwT run, MODA for a standard one), when the runs
+# folders hold one: its units kept per layer vs τ below, and its heatmap beside this one on request
+group = study_jobs.twins(summaries, spec)
+method = next(iter(group))
+partner = "standard" if method != "standard" else "moda"
+twin = (partner, group[partner]) if partner in group else None
+beside = twin is not None and st.toggle(
+    f"Beside it: the {method_label(twin[0])} twin at this layer and τ", key="act_beside",
+    help="The same model and data trained the other way, at the same point and τ, side by side.")
+
+
+def twin_rate_heatmap(twin_spec: str, point: str, tau: float, by_class: bool) -> Any:
+    """The twin's class × unit heatmap at ``point`` and ``tau``, titled with its method (raises ``ModaError`` when
+    the twin does not load or has no such point)."""
+    twin_rates = engine.rates(twin_spec)
+    if point not in twin_rates:
+        raise ModaError(f"the twin has no point {point}")
+    rates_there = twin_rates[point].numpy()
+    masks_there = engine.masks(twin_spec, tau)[point]
+    twin_names = engine.class_names(twin_spec)
+    order = (units_by_class_order(rates_there, masks_there) if by_class else list(range(rates_there.shape[1])))
+    figure = rate_heatmap(rates_there, twin_names, point, order, tau, masks_there,
+                          groups=unit_groups(masks_there, twin_names) if by_class else None)
+    figure.layout.title.text = f"{method_label(twin[0])}: {figure.layout.title.text}"
+    return figure
 
 
 @ui.fragment
@@ -72,34 +97,43 @@ def tau_view() -> None:
     groups = unit_groups(point_masks, names) if by_class else None
     kept = point_masks.sum(1)
     st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
-    ui.chart(rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups),
-             key="act_heatmap")
+    heatmap = rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups)
+    twin_heatmap = None
+    if beside:
+        try:
+            twin_heatmap = twin_rate_heatmap(twin[1], point, tau, by_class)
+        except ModaError:  # a twin that does not load (or lacks the point): this run's heatmap alone
+            twin_heatmap = None
+    if twin_heatmap is not None:
+        left, right = st.columns(2)
+        heatmap.layout.title.text = f"{method_label(method)}: {heatmap.layout.title.text}"
+        ui.chart(heatmap, key="act_heatmap", where=left)
+        ui.chart(twin_heatmap, key="act_heatmap_twin", where=right)
+    else:
+        ui.chart(heatmap, key="act_heatmap")
     st.caption("Colour: how often the unit fires for the class (0–100%, the colour bar). Black boxes: the units that "
                "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
                + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
                   f"two or more modules; **{UNKEPT_GROUP}**: kept by none (a group too narrow for its label is named "
                   "when you point at its units)." if by_class else ""))
 
-    # units kept per layer vs τ, for the run and its twin trained the other way (standard for a MODA or MwT run, MODA
-    # for a standard one) when the runs folders hold one
-    group = study_jobs.twins(summaries, spec)
-    method = next(iter(group))
-    partner = "standard" if method != "standard" else "moda"
-    twin = (partner, group[partner]) if partner in group else None
+    # units kept per layer vs τ, for the run and its twin when the runs folders hold one
     shares = {f"{method_label(method)}: {ui.run_token(spec)}": engine.kept_share_by_tau(spec)}
+    shown_twin = twin
     if twin is not None:
         try:
             with st.spinner("Measuring the twin's activation rates…"):
                 shares[f"{method_label(twin[0])}: {ui.run_token(twin[1])}"] = engine.kept_share_by_tau(twin[1])
         except ModaError:  # a twin that does not load: the chart shows the run alone
-            twin = None
+            shown_twin = None
     ui.chart(kept_by_tau_figure(TAU_RANGE, shares, {p: int(r.shape[1]) for p, r in rates.items()}, tau, point),
              key="act_kept_by_tau")
     st.caption("How much moving τ changes each layer's modules: one line per activation point, the mean share of its "
                "units a class module keeps"
-               + (f"; solid: this run, dashed: its twin, the same model and data with {method_label(twin[0])}."
-                  if twin else " (no twin trained the other way in the runs folders).")
-               + " Flat lines are layers τ hardly changes; the page opens on the layer it changes most.")
+               + (f"; solid: this run, dashed: its twin, the same model and data with {method_label(shown_twin[0])}."
+                  if shown_twin else " (no twin trained the other way in the runs folders).")
+               + " Flat lines are layers τ hardly changes; steep ones are where moving τ grows and shrinks the "
+                 "modules.")
 
     st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
                                "share of units": 100.0 * kept / point_rates.shape[1]}),

@@ -42,7 +42,7 @@ st.markdown(
     "that every digit is made of, so on every class's images almost all of their units fire: every module keeps "
     "them, and the overlap there is the whole layer. Classes separate in the later layers, where units stand "
     "for class-specific shapes — MODA's terms push exactly those apart. (The Activations page opens on the point "
-    "whose modules τ changes most, with a chart of every layer.)")
+    "whose units are most class-specific, with a chart of how τ changes every layer.)")
 
 st.subheader("4. Composing: a module for several classes is the union of their masks")
 st.markdown(
