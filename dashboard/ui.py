@@ -424,10 +424,11 @@ def linked_choice(param: str, key: str, options: Sequence[Any], parse: Callable[
         _note(f"The link's {what} {_quoted(value)} is not one this page offers; showing the default instead.")
 
 
-def linked_value(param: str, key: str) -> str | None:
+def linked_value(param: str, key: str, *more_keys: str) -> str | None:
     """The URL's value under ``param`` when a page should take it (a fresh visit, Back or Forward), for the
-    page to check and put in its widget ``key``'s state; None otherwise."""
-    url_param(param, key)
+    page to check and put in its widget ``key``'s state (and ``more_keys``', when it names several); None
+    otherwise."""
+    url_param(param, key, *more_keys)
     return _from_url_once(param)
 
 

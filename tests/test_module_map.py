@@ -317,7 +317,7 @@ def test_a_selected_unit_shows_the_test_images_that_fire_it_most():
     assert app.selectbox(key="map_point").value == "features.7.relu" and app.number_input(key="map_unit").value == 5
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     labels = [int(test.labels[i]) for i in best]
-    assert captions == [f"{label} · {values[i, 5]:.3g}" for i, label in zip(best, labels, strict=True)]
+    assert captions == [f"{label} · {values[i, 5]:.2g}" for i, label in zip(best, labels, strict=True)]
     assert "Unit 5 of features.7.relu" in texts(app)
 
 
@@ -357,3 +357,30 @@ def test_the_page_on_a_model_of_ones_own(own_runs, monkeypatch, name):
     last = app.selectbox(key="map_point").value
     assert app.selectbox(key="map_point").options[-1] == last
     assert len([image for element in app.get("image") for image in element.proto.imgs]) == 8
+
+
+@pytest.mark.usefixtures("dashboard_pages")
+def test_the_maps_classes_and_unit_are_in_the_url_and_a_bookmark_reopens_them(demo_env):
+    from helpers import APP, TIMEOUT
+    from streamlit.testing.v1 import AppTest
+
+    app = open_page("map")
+    app.multiselect(key="map_classes").set_value([3, 5]).run()
+    app.selectbox(key="map_point").set_value("features.7.relu").run()
+    app.number_input(key="map_unit").set_value(12).run()
+    assert app.query_params["pair"] == "3,5" and app.query_params["unit"] == "features.7.relu:12"
+
+    def bookmark(query: dict[str, str]) -> AppTest:
+        opened = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        opened.query_params.update({"run": "demo/vgg11-moda", **query})
+        opened.switch_page("views/map.py")
+        return open_page(app=opened.run())
+
+    again = bookmark({"pair": "3,5", "unit": "features.7.relu:12"})
+    assert again.multiselect(key="map_classes").value == [3, 5]
+    assert again.selectbox(key="map_point").value == "features.7.relu"
+    assert again.number_input(key="map_unit").value == 12
+    assert "Unit 12 of features.7.relu" in texts(again)
+    broken = bookmark({"pair": "x,99", "unit": "features.7.relu:9999"})
+    assert "are not this run's" in texts(broken) and "is not one of this run's" in texts(broken)
+    assert broken.multiselect(key="map_classes").value == [0, 1]

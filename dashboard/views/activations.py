@@ -67,6 +67,11 @@ beside = twin is not None and st.toggle(
     help="The same model and data trained the other way, at the same point and τ, side by side.")
 
 
+def side_title(method_name: str, point: str) -> str:
+    """A side-by-side heatmap's title, short enough for one line in half the page (both titles of one height)."""
+    return f"{SHORT_METHOD.get(method_name, method_name)} at {point}"
+
+
 def twin_rate_heatmap(twin_spec: str, point: str, tau: float, by_class: bool) -> Any:
     """The twin's class × unit heatmap at ``point`` and ``tau``, titled with its method (raises ``ModaError`` when
     the twin does not load or has no such point)."""
@@ -79,8 +84,11 @@ def twin_rate_heatmap(twin_spec: str, point: str, tau: float, by_class: bool) ->
     order = (units_by_class_order(rates_there, masks_there) if by_class else list(range(rates_there.shape[1])))
     figure = rate_heatmap(rates_there, twin_names, point, order, tau, masks_there,
                           groups=unit_groups(masks_there, twin_names) if by_class else None)
-    figure.layout.title.text = f"{method_label(twin[0])}: {figure.layout.title.text}"
+    figure.layout.title.text = side_title(twin[0], point)
     return figure
+
+
+SHORT_METHOD = {"moda": "MODA", "standard": "Standard training", "mwt": "MwT"}
 
 
 @ui.fragment
@@ -106,7 +114,7 @@ def tau_view() -> None:
             twin_heatmap = None
     if twin_heatmap is not None:
         left, right = st.columns(2)
-        heatmap.layout.title.text = f"{method_label(method)}: {heatmap.layout.title.text}"
+        heatmap.layout.title.text = side_title(method, point)
         ui.chart(heatmap, key="act_heatmap", where=left)
         ui.chart(twin_heatmap, key="act_heatmap_twin", where=right)
     else:
