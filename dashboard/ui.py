@@ -564,7 +564,7 @@ _URL_STATE[PRESENT_PARAM] = (PRESENTING,)
 # compact headers and readable body text, so a page's key chart and its control fit on a 1280×800 projector; the
 # paragraph under each page's title (what the lecturer says aloud) is left out
 PROJECTOR_CSS = """<style>
-[data-testid="stMainBlockContainer"] { padding-top: 3.25rem; padding-bottom: 1rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 3rem; padding-bottom: 1rem; }
 [data-testid="stElementContainer"]:has(h1) + [data-testid="stElementContainer"]:has([data-testid="stCaptionContainer"])
   { display: none; }
 [data-testid="stMainBlockContainer"] h1 { font-size: 2rem; }
@@ -572,7 +572,7 @@ PROJECTOR_CSS = """<style>
   padding: 0.5rem 0 0.25rem 0; }
 [data-testid="stMainBlockContainer"] p, [data-testid="stMainBlockContainer"] li { font-size: 1.1rem; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1rem; }
-[data-testid="stVerticalBlock"] { gap: 0.6rem; }
+[data-testid="stVerticalBlock"] { gap: 0.4rem; }
 </style>"""
 
 

@@ -62,9 +62,6 @@ group = study_jobs.twins(summaries, spec)
 method = next(iter(group))
 partner = "standard" if method != "standard" else "moda"
 twin = (partner, group[partner]) if partner in group else None
-beside = twin is not None and st.toggle(
-    f"Beside it: the {method_label(twin[0])} twin at this layer and τ", key="act_beside",
-    help="The same model and data trained the other way, at the same point and τ, side by side.")
 
 
 def side_title(method_name: str, point: str) -> str:
@@ -89,12 +86,22 @@ def twin_rate_heatmap(twin_spec: str, point: str, tau: float, by_class: bool) ->
 
 
 SHORT_METHOD = {"moda": "MODA", "standard": "Standard training", "mwt": "MwT"}
+TWIN_LABEL = {"moda": "MODA", "standard": "Standard", "mwt": "MwT"}  # the twin switch's label: "Standard twin"
 
 
 @ui.fragment
 def tau_view() -> None:
     """Everything τ changes: a slider step reruns only this (the heatmap first), not the pickers above."""
-    tau = ui.tau_slider("act_tau")
+    beside = False
+    if twin is None:
+        tau = ui.tau_slider("act_tau")
+    else:  # the twin's switch on the slider's row: no row of its own above the heatmap (a projector's first screen)
+        slider_area, switch_area = st.columns([3, 1], vertical_alignment="bottom")
+        with slider_area:
+            tau = ui.tau_slider("act_tau")
+        beside = switch_area.toggle(f"{TWIN_LABEL.get(twin[0], twin[0])} twin", key="act_beside",
+                                    help=f"Beside this heatmap: {ui.run_token(twin[1])}, the same model and data "
+                                         f"with {method_label(twin[0])}, at this point and τ.")
 
     point_rates = rates[point].numpy()
     all_masks = engine.masks(spec, tau)

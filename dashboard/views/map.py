@@ -136,7 +136,7 @@ map_area.caption(plain(map_caption({p: len(c) for p, c in codes.items()}, links,
                        " Click a cell for the test images that fire its unit most (beside the map)."))
 
 with side:
-    st.markdown("**What fires a unit**")
+    st.markdown("##### What fires a unit")
     pick_layer, pick_unit = st.columns([3, 2])
     point = pick_layer.selectbox("Layer", points, key="map_point", format_func=short_name,
                                  help="An activation point; clicking a cell of the map picks its layer and unit.")
