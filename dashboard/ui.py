@@ -573,6 +573,11 @@ PROJECTOR_CSS = """<style>
 [data-testid="stMainBlockContainer"] p, [data-testid="stMainBlockContainer"] li { font-size: 1.1rem; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1rem; }
 [data-testid="stVerticalBlock"] { gap: 0.4rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stMetricValue"],
+[data-testid="stMainBlockContainer"] [data-testid="stMetricValue"] p { font-size: 2.25rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stMetricDelta"] div,
+[data-testid="stMainBlockContainer"] [data-testid="stMetricDelta"] p
+  { white-space: normal; overflow: visible; text-overflow: clip; }
 </style>"""
 
 

@@ -394,3 +394,32 @@ def test_module_map_and_projector_mode(server, browser, shots):
     assert page.get_by_role("switch", name="Projector mode").is_checked()
     page.screenshot(path=str(shots / "activations-projector.png"))  # the first screen, as a projector shows it
     page.close()
+
+
+METRICS_JS = """() => [...document.querySelectorAll("[data-testid='stMetric']")].map(metric => {
+  const value = metric.querySelector("[data-testid='stMetricValue']");
+  const delta = metric.querySelector("[data-testid='stMetricDelta']");
+  return {text: value.innerText, px: parseFloat(getComputedStyle(value.querySelector('p') || value).fontSize),
+          delta: delta ? delta.innerText : '',
+          cut: delta ? [...delta.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1) : false};
+})"""
+
+
+def test_projector_mode_keeps_the_headline_numbers_large_and_whole(server, browser):
+    """On a projector at 1280×800, Compose's and Modules' headline numbers stay at 32 px or more (the mode's rule for
+    paragraphs once caught their inner <p> and drew them at 17.6 px) and no delta is cut ("-0.5 points vs full
+    model (100.0…")."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    for path, count in (("compose?run=demo/vgg11-moda&classes=0,1&present=1", 3),
+                        ("modules?run=demo/vgg11-moda&present=1", 4)):
+        page.goto(f"{url}/{path}")
+        wait_ready(page)
+        wait_charts(page, 1)
+        page.wait_for_timeout(500)
+        metrics = page.evaluate(METRICS_JS)
+        assert len(metrics) >= count, (path, metrics)
+        assert all(m["px"] >= 32 for m in metrics), (path, metrics)
+        assert not any(m["cut"] for m in metrics), (path, metrics)
+    page.close()
