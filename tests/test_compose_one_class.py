@@ -80,3 +80,19 @@ def test_compose_page_of_one_class_shows_no_accuracy_but_the_one_vs_rest_auc():
     # two classes: accuracy again
     app.multiselect(key="comp_classes").set_value(["3", "7"]).run()
     assert app.metric[2].label == "Accuracy on these classes" and "say nothing" not in texts(app)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("dashboard_pages")
+def test_compose_says_why_flops_fall_less_than_parameters(demo_env):
+    """The demo VGG's two-class module keeps 17.9% of the parameters but 45% of the FLOPs: the page says why, with
+    the two shares it shows."""
+    from dashboard import engine
+
+    app = open_page("compose")
+    report = engine.compose(str(DEMO / "vgg11-moda"), 0.9, [0, 1])
+    assert report["flops_fraction"] - report["params_fraction"] > 0.2
+    shown = texts(app)
+    assert f"({report['flops_fraction']:.1%} of the full model's FLOPs, {report['params_fraction']:.1%} of its " \
+           "parameters)" in shown
+    assert "the late layers hold most of the weights" in shown

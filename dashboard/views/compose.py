@@ -11,6 +11,8 @@ from dashboard.figures.compose import compose_bars
 from dashboard.plain_text import code, plain
 from moda_core import runs as run_store
 
+FLOPS_GAP = 0.10  # the FLOPs' share exceeds the parameters' by this much: say why
+
 st.title("Compose")
 st.caption("Pick the classes you need: their modules are cut out of the trained network and joined into a "
            "physically smaller model that answers only for those classes — no fine-tuning.")
@@ -80,6 +82,13 @@ if one_class:
 else:
     st.caption("Full model accuracy is measured on the same test images, choosing only among the same classes' "
                "outputs.")
+if report["flops_fraction"] - report["params_fraction"] >= FLOPS_GAP:
+    st.caption(f"Why FLOPs fall less than parameters ({report['flops_fraction']:.1%} of the full model's FLOPs, "
+               f"{report['params_fraction']:.1%} of its parameters): a convolution's cost grows with the size of "
+               "its input, its weights do not. The early and middle convolutions, on larger images, do most of the "
+               "computation with few of the weights, and every class's module keeps most of their units (they "
+               "detect strokes all classes share: see Activations); the late layers hold most of the weights, and "
+               "there each module keeps few units.")
 if report.get("kept_whole"):
     with st.expander(f"Kept whole: {len(report['kept_whole'])} operation(s) the composer could not slice"):
         st.caption("Composition stays exact through them, only not smaller there: every module keeps them whole.")
