@@ -384,19 +384,25 @@ async def tab(browser: Any) -> Any:
         await context.close()
 
 
+@contextlib.asynccontextmanager
+async def opener(browser: Any) -> Any:
+    """How one visitor opens a view: in a browser context of its own (one tab, kept for all its views), or as a
+    protocol client when ``browser`` is None. Yields ``open(base, view, visitor, rules) -> Visit``."""
+    if browser is None:
+        yield open_view_protocol
+        return
+    async with tab(browser) as page:
+        yield lambda base, view, visitor, rules: open_view(page, base, view, visitor, rules)
+
+
 async def attend(browser: Any, base: str, visitor: Visitor, delay: float, rules: Rules) -> list[Visit]:
     """One visitor: arrive after ``delay`` seconds (in a browser context of its own, or as a protocol client when
     ``browser`` is None), open its pages in turn."""
     await asyncio.sleep(delay)
     visits = []
-    if browser is None:
+    async with opener(browser) as open_one:
         for view in visitor.views():
-            visits.append(await open_view_protocol(base, view, visitor.index, rules))
-            rules.done()
-        return visits
-    async with tab(browser) as page:
-        for view in visitor.views():
-            visits.append(await open_view(page, base, view, visitor.index, rules))
+            visits.append(await open_one(base, view, visitor.index, rules))
             rules.done()
     return visits
 
@@ -616,16 +622,10 @@ async def classroom(browser: Any, base: str, visitors: list[Visitor], delays: li
 async def lone_answers(browser: Any, base: str, views: list[View], rules: Rules, client: str) -> dict[View, Visit]:
     """One visitor alone opens Activations once (to warm the server), then every view in turn."""
     answers = {}
-    if client == "protocol":
-        await open_view_protocol(base, View("activations", (("run", RUNS[0]),)), -1, rules)
+    async with opener(browser if client == "browser" else None) as open_one:
+        await open_one(base, View("activations", (("run", RUNS[0]),)), -1, rules)
         for view in views:
-            answers[view] = await open_view_protocol(base, view, -1, rules)
-            rules.done()
-        return answers
-    async with tab(browser) as page:
-        await open_view(page, base, View("activations", (("run", RUNS[0]),)), -1, rules)
-        for view in views:
-            answers[view] = await open_view(page, base, view, -1, rules)
+            answers[view] = await open_one(base, view, -1, rules)
             rules.done()
     return answers
 

@@ -450,24 +450,19 @@ def map_images(spec: str, indices: list[int]) -> list[tuple[np.ndarray, int]]:
 def warm_up_runs() -> None:
     """Run once per server, in the background, once the first page is out (``dashboard.app``): read every
     configured runs folder (``moda_core.runs`` keeps what it read of a settled folder, so later listings read
-    nothing again), then do the heavy work the pages start with for the run they open by default (the bundled
-    MODA demo, else the first complete modular run) and its twins: the run, its data set, its modules, its
-    test-set logits, and for the default run the Module map's recording. The work goes through the board like a
-    visitor's, so a visitor who asks for the same meanwhile waits for it rather than doing it again."""
+    nothing again), then do the heavy work the pages start with for the run they open by default
+    (``ui.default_index``: the bundled MODA demo, else the first complete modular run) and its twins: the run, its
+    data set, its modules, its test-set logits, and for the default run the Module map's recording. The work goes
+    through the board like a visitor's, so a visitor who asks for the same meanwhile waits for it rather than doing
+    it again."""
+    from dashboard import ui
     from dashboard.study_jobs import twins
 
-    summaries = []
-    for folder in folders.configured_folders():
-        try:
-            summaries += run_store.list_runs(folder.path)
-        except ModaError:
-            continue
-    complete = [s for s in summaries if folders.openable(s) and folders.run_status(s) == folders.HEALTHY]
-    first = next((s for s in complete if s["name"] == "vgg11-moda"), None) or next(
-        (s for s in complete if s.get("method") not in (None, "standard")), None)
-    if first is None:
+    runs = [s for s in folders.list_runs(every_folder=True) if folders.openable(s)]
+    if not runs:
         return
-    specs = list(dict.fromkeys([str(first["path"]), *twins(complete, str(first["path"])).values()]))
+    first = str(runs[ui.default_index(runs, ui.modular_demo_first, ui.is_modular)]["path"])
+    specs = list(dict.fromkeys([first, *twins(runs, first).values()]))
     for spec in specs:
         stamp = weights_stamp(spec)
         _decomposition(spec, stamp)

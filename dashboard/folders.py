@@ -231,11 +231,12 @@ def run_status(summary: dict[str, Any]) -> str:
     return str(summary.get("status") or "broken")
 
 
-def list_runs() -> list[dict[str, Any]]:
-    """Summaries of every run in the selected runs folders (``moda_core.runs.list_runs``; not cached: it is
-    cheap and must see new runs), each with ``folder`` (its label) and ``status`` (see ``run_status``)."""
+def list_runs(every_folder: bool = False) -> list[dict[str, Any]]:
+    """Summaries of every run in the selected runs folders (every configured one with ``every_folder``, for work
+    outside a visitor's session) (``moda_core.runs.list_runs``, which reads a settled folder once), each with
+    ``folder`` (its label) and ``status`` (see ``run_status``)."""
     summaries = []
-    for folder in selected_folders():
+    for folder in configured_folders() if every_folder else selected_folders():
         try:
             listed = run_store.list_runs(folder.path)
         except ModaError:  # not a folder: the sidebar says so (runs_dir_problems)

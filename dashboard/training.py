@@ -272,15 +272,8 @@ def find_twin(run_dir: Path, method: str) -> tuple[str, str] | None:
     width, data set, classes and data fractions trained another way): the standard one for a MODA or MwT run,
     MODA's for a standard run."""
     from dashboard import folders, study_jobs
-    from moda_core import runs
 
-    summaries = []
-    for folder in folders.configured_folders():
-        try:
-            summaries += runs.list_runs(folder.path)
-        except ModaError:
-            continue
-    group = study_jobs.twins(summaries, str(run_dir))
+    group = study_jobs.twins(folders.list_runs(every_folder=True), str(run_dir))
     for other in ("standard", "moda", "mwt"):
         if other != method and other in group:
             return group[other], other

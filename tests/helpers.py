@@ -3,12 +3,14 @@ random class masks, the masked full model, brute-force overlap, headless dashboa
 torchrun."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -274,3 +276,27 @@ def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
+
+
+@contextlib.contextmanager
+def board_occupied(kind: str, label: str, hold: float):
+    """Every worker of the dashboard's board busy with work of ``kind`` (other visitors' heavy work) until the
+    event this yields is set, or ``hold`` seconds; released and joined on exit."""
+    from dashboard import jobs
+
+    board, started, release = jobs.board(), threading.Event(), threading.Event()
+
+    def occupy(progress):
+        started.set()
+        release.wait(hold)
+
+    workers = [threading.Thread(target=board.run, args=(kind, k, occupy, label, 1)) for k in range(board.workers)]
+    for worker in workers:
+        worker.start()
+    try:
+        assert started.wait(10)
+        yield release
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join(10)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from helpers import APP, DEMO, TIMEOUT, charts, texts
+from helpers import APP, DEMO, TIMEOUT, board_occupied, charts, texts
 
 from dashboard import engine, jobs
 from moda_core.runs import load_run
@@ -89,27 +89,13 @@ def test_a_tau_step_never_waits_behind_heavy_work(demo_env):
     import time
 
     engine.module_metrics(RUN, 0.9)  # the page was open: the run and its modules are known
-    board, started, release = jobs.board(), threading.Event(), threading.Event()
-
-    def occupy(progress):
-        started.set()
-        release.wait(60)
-
-    workers = [threading.Thread(target=board.run, args=("test-heavy", k, occupy, "heavy work", 1))
-               for k in range(board.workers)]
-    for worker in workers:
-        worker.start()
-    try:
-        assert started.wait(10)
+    board = jobs.board()
+    with board_occupied("test-heavy", "heavy work", hold=60):
         began = time.perf_counter()
         metrics = engine.module_metrics(RUN, 0.77)  # a new τ: counted from the known rates, off the board
         masks = engine.masks(RUN, 0.76)
         assert time.perf_counter() - began < 5 and metrics["mean_size"] > 0 and masks
         assert sum(job.kind == "test-heavy" for job in board.busy()) == board.workers  # all busy meanwhile
-    finally:
-        release.set()
-        for worker in workers:
-            worker.join(10)
 
 
 def test_a_classroom_of_ten_over_the_wire_sees_what_a_lone_visitor_sees(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import APP, DEMO, TIMEOUT, charts, open_page, texts
+from helpers import APP, DEMO, TIMEOUT, board_occupied, charts, open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from dashboard import study_jobs, ui
@@ -210,25 +210,11 @@ def test_tau_page_draws_the_run_and_its_standard_twin(demo_env, fake_studies):
 def test_a_busy_server_queues_the_study_and_computes_it_when_a_worker_is_free(demo_env, fake_studies, unrecorded):
     import threading
 
-    from dashboard import jobs
-
-    calls, board = fake_studies, jobs.board()
-    started, release = threading.Event(), threading.Event()
-
-    def occupy(progress):
-        started.set()
-        release.wait(30)
-
-    workers = [threading.Thread(target=board.run, args=("test-busy", k, occupy, "another visitor's work", 1))
-               for k in range(board.workers)]
-    for worker in workers:
-        worker.start()
-    assert started.wait(10)
-    threading.Timer(1.0, release.set).start()  # the other visitors' work ends a second later
-    app = fresh({"tau": "0.61"}, "evolution")
-    app.button(key="evo_compute").click().run()
-    for worker in workers:
-        worker.join(10)
+    calls = fake_studies
+    with board_occupied("test-busy", "another visitor's work", hold=30) as release:
+        threading.Timer(1.0, release.set).start()  # the other visitors' work ends a second later
+        app = fresh({"tau": "0.61"}, "evolution")
+        app.button(key="evo_compute").click().run()
     assert {spec.rsplit("/", 1)[-1] for _, spec, _ in calls} >= {"vgg11-moda", "vgg11-standard"}
     assert "Not computed yet" not in texts(app) and charts(app) and not app.exception
 

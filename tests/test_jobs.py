@@ -10,6 +10,15 @@ import pytest
 from dashboard.jobs import Board, Job, words
 
 
+def together(threads: list[threading.Thread], release: threading.Event) -> None:
+    """Start ``threads`` (callers of one piece of work), let them all ask, then let the work finish; join them."""
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+
 def blocker(started: threading.Event, release: threading.Event, value: object = "done"):
     def work(progress):
         started.set()
@@ -29,12 +38,7 @@ def test_many_callers_of_the_same_work_share_one_computation():
     results = []
     threads = [threading.Thread(target=lambda: results.append(board.run("k", "x", work, "x", keep=4)))
                for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.2)
-    release.set()
-    for thread in threads:
-        thread.join(10)
+    together(threads, release)
     assert len(calls) == 1 and len(results) == 8 and all(r is results[0] for r in results)
     assert board.known("k", "x") == (True, results[0]) and not board.busy()
 
@@ -90,12 +94,7 @@ def test_an_error_reaches_every_caller_and_is_not_kept():
             errors.append(str(error))
 
     threads = [threading.Thread(target=call) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.2)
-    release.set()
-    for thread in threads:
-        thread.join(10)
+    together(threads, release)
     assert errors == ["bad run"] * 3 and len(calls) == 1 and board.known("k", "x") == (False, None)
     assert board.run("k", "x", lambda p: "again", "x", keep=2) == "again"  # asked again: computed again
 
