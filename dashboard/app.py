@@ -39,6 +39,8 @@ with st.sidebar:
     st.markdown("**MODA Studio** — modular deep learning: networks that come apart into per-class modules.")
     ui.runs_folder_picker()
     ui.projector_toggle()
+if ui.presenting():  # the projector's screen is the page's: the sidebar starts closed (its arrow opens it)
+    st.set_page_config(initial_sidebar_state="collapsed")
     ui.one_history_entry_per_page()
 try:
     ui.run_page(page)

@@ -343,6 +343,19 @@ def train_overhead(path: Path | None = None) -> tuple[str | None, dict[str, dict
     return _train_overhead(str(path), _file_stamp(path))
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def fully_connected_share(model: str, width: float) -> tuple[int, int] | None:
+    """(parameters in fully connected layers, all parameters) of the zoo model ``model`` at ``width`` (ten classes,
+    28×28 digits, as the comparison table trains it); None for a model that is not the zoo's."""
+    from moda_core.models import MODELS, build_model
+
+    if model not in MODELS:
+        return None
+    net = build_model(model, width=float(width))
+    linear = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters(False))
+    return linear, sum(p.numel() for p in net.parameters())
+
+
 def compare_budgets(table: pd.DataFrame) -> dict[str, Any]:
     """Seeds and epoch budgets in the table, and the (model, width) rows whose methods did not share both."""
     grouped = table.groupby(["model", "width"], sort=False, dropna=False)

@@ -223,6 +223,18 @@ def run_epoch_label(spec: str) -> str:
     return f"{label} @ epoch {epoch} of {final} ({'early' if epoch <= final / 2 else 'late'})"
 
 
+def unfinished_note(summaries: list[dict[str, Any]], spec: str) -> str:
+    """What a label adds for a run whose training did not finish (listed in ``summaries``): " (interrupted: 3 of
+    10 epochs)" or " (still training: 3 of 10 epochs)"; "" for a complete run or one not listed."""
+    path = run_store.split_run_spec(spec)[0]
+    summary = next((s for s in summaries if _same(Path(s["path"]), path)), None)
+    status = run_status(summary) if summary is not None else HEALTHY
+    if status not in ("interrupted", "running"):
+        return ""
+    done, epochs = summary.get("epochs_done") or 0, summary.get("epochs") or "?"
+    return f" ({'interrupted' if status == 'interrupted' else 'still training'}: {done} of {epochs} epochs)"
+
+
 # ----- the runs the pages offer --------------------------------------------------------------------
 
 def run_status(summary: dict[str, Any]) -> str:

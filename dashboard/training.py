@@ -17,11 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import streamlit as st
 
-from moda_core.data import DATASETS
+from moda_core.data import DATASETS, load_dataset
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.methods import method_of
 from moda_core.train import Progress, TrainConfig, train
@@ -159,6 +159,47 @@ def form_config(model: str, epochs: int, alpha: float, beta: float, gamma: float
                        class_fractions=None if scarce is None else {int(scarce): round(scarce_fraction, 4)})
 
 
+FEW_STEPS = 100  # fewer optimisation steps than this in all: the form warns that the model will be under-trained
+
+
+def optimisation_steps(config: TrainConfig) -> int:
+    """How many optimisation steps ``config`` takes in all: its epochs × the batches of its training split."""
+    data = load_dataset(config.dataset, classes=config.classes, train_fraction=config.train_fraction,
+                        seed=config.seed, class_fractions=config.class_fractions)
+    return config.epochs * math.ceil(len(data.train) / config.batch_size)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A lecture's training in one click: a MODA run (α, β, γ = 1, 1, 0.3), then its standard-trained twin (the
+    same model, data and seed; α = β = γ = 0), each keeping a checkpoint every epoch. ``seconds`` (MODA run, twin)
+    and ``accuracy`` (the lower test accuracy of the two) were measured on a quiet 2-core laptop CPU
+    (bench/results/presets.md)."""
+
+    title: str
+    model: str
+    width: float
+    epochs: int
+    batch_size: int
+    seconds: tuple[int, int]
+    accuracy: float
+    shows: str
+
+    def configs(self) -> list[TrainConfig]:
+        common = dict(model=self.model, dataset=LIMITS.datasets[0], epochs=self.epochs, width=self.width, seed=0,
+                      batch_size=self.batch_size, device="cpu", checkpoint_every=1)
+        return [TrainConfig(**common, alpha=1.0, beta=1.0, gamma=0.3),
+                TrainConfig(**common, alpha=0.0, beta=0.0, gamma=0.0)]
+
+
+PRESETS = (
+    Preset("VGG11 ×0.25, 10 epochs", "vgg11", 0.25, 10, 64, (25, 21), 0.98,
+           "the MODA story: its modules end up about half the size of its twin's and overlap a third as much"),
+    Preset("LeNet-5, 8 epochs", "lenet5", 1.0, 8, 64, (8, 8), 0.97,
+           "in seconds; small modules either way, as LeNet-5 keeps most of its weights in its last layers"),
+)
+
+
 class TrainingBusy(ModaError):
     """Another training holds the slot; the message says which run and how far it is."""
 
@@ -180,6 +221,8 @@ class TrainingStatus:
     started: float = 0.0
     finished: float = 0.0
     checkpoint_every: int = 0  # the training's checkpoint interval (0: only its final weights are kept)
+    queued: int = 0  # trainings that start after this one (a lecture preset's twin)
+    done: tuple[str, ...] = ()  # what the trainings before this one in its series said when they ended
 
     @property
     def fraction(self) -> float:
@@ -191,7 +234,8 @@ class TrainingStatus:
         if self.stopping:
             return f"busy: {self.run} is stopping after the current step"
         where = f"epoch {self.epoch}/{self.epochs}" if self.epoch else "starting"
-        return f"busy: {self.run} is training, {where}"
+        after = f" ({self.queued} more queued after it)" if self.queued else ""
+        return f"busy: {self.run} is training, {where}{after}"
 
 
 # ----- live module sizes: each saved state of the training decomposed on a few training images ------------
@@ -462,39 +506,49 @@ class TrainingSlot:
             return replace(self._status, history=copy.deepcopy(self._status.history))
 
     def start(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,
-              shown: Callable[[str], str] = str, resume: bool = False) -> TrainingStatus:
-        """Start training ``config`` into ``runs_dir`` (``name`` or a default name) in a background thread.
+              shown: Callable[[str], str] = str, resume: bool = False,
+              then: Sequence[TrainConfig] = ()) -> TrainingStatus:
+        """Start training ``config`` into ``runs_dir`` (``name`` or a default name) in a background thread, and
+        after it each of ``then`` (default names), one after the other, unless one fails or is stopped.
 
         ``label`` names the run for other sessions; ``shown`` turns messages into what visitors may read.
         Raises ``TrainingBusy`` while another training runs, ``ModaError`` for a training folder that
-        cannot hold runs (a file, or not writable) or a ``config`` beyond ``LIMITS``. ``resume`` continues
+        cannot hold runs (a file, or not writable) or a config beyond ``LIMITS``. ``resume`` continues
         the interrupted run ``name`` (``config`` is then its stored settings)."""
         refusal = LIMITS.refusal(config)
         if refusal:
             raise ModaError(f"{refusal}. Train it on the command line instead")
         check_training_folder(runs_dir, label)
+        for later in then:
+            refusal = LIMITS.refusal(later)
+            if refusal:
+                raise ModaError(f"{refusal}. Train it on the command line instead")
+        with self._guard:
+            if self._status.busy:
+                raise TrainingBusy(self._status.busy_message())
+            self._claim(config, Path(runs_dir), name, label, resume, len(then))
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._work, args=(config, runs_dir, name, label, shown, resume,
+                                                                     self._stop, tuple(then)),
+                                            name="moda-dashboard-training", daemon=True)
+            self._thread.start()
+            return replace(self._status)
+
+    def _claim(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str, resume: bool = False,
+               queued: int = 0, done: tuple[str, ...] = ()) -> None:
+        """The status and live view of a training that starts now (the caller holds ``_guard``)."""
         try:
             method = method_of(config).name
         except ModaError:  # the trainer says so in its own words
             method = ""
-        before = frozenset(_folder_names(Path(runs_dir)))
-        with self._guard:
-            if self._status.busy:
-                raise TrainingBusy(self._status.busy_message())
-            run = f"{label}/{name}" if name else f"a new {config.model} run in {label}"
-            self._status = TrainingStatus(busy=True, run=run, epochs=config.epochs, started=time.time(),
-                                          checkpoint_every=config.checkpoint_every)
-            self._config, self._run_dir = config, None
-            self._target = (Path(runs_dir), name, before)
-            self._live.reset(method)
-            if resume and name:  # the checkpoints it kept before it was interrupted join the live view too
-                self._resumed_checkpoints(Path(runs_dir) / name)
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._work, args=(config, runs_dir, name, label, shown, resume,
-                                                                     self._stop),
-                                            name="moda-dashboard-training", daemon=True)
-            self._thread.start()
-            return replace(self._status)
+        run = f"{label}/{name}" if name else f"a new {config.model} run in {label}"
+        self._status = TrainingStatus(busy=True, run=run, epochs=config.epochs, started=time.time(),
+                                      checkpoint_every=config.checkpoint_every, queued=queued, done=done)
+        self._config, self._run_dir = config, None
+        self._target = (runs_dir, name, frozenset(_folder_names(runs_dir)))
+        self._live.reset(method)
+        if resume and name:  # the checkpoints it kept before it was interrupted join the live view too
+            self._resumed_checkpoints(runs_dir / name)
 
     def _resumed_checkpoints(self, run_dir: Path) -> None:
         from moda_core import runs
@@ -551,8 +605,31 @@ class TrainingSlot:
         return f"{self._run_dir}@{epoch}" if checkpoint else str(self._run_dir)
 
     def _work(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,
-              shown: Callable[[str], str], resume: bool = False, stop: threading.Event | None = None) -> None:
-        outcome, message, run_name = "failed", "", None
+              shown: Callable[[str], str], resume: bool = False, stop: threading.Event | None = None,
+              then: tuple[TrainConfig, ...] = ()) -> None:
+        done: tuple[str, ...] = ()
+        while True:
+            outcome, message, run_name = self._train_one(config, runs_dir, name, label, shown, resume, stop)
+            if outcome == "done":
+                done += (message,)
+            if outcome != "done" or not then:
+                break
+            config, name, resume, then = then[0], None, False, then[1:]
+            with self._guard:
+                self._claim(config, Path(runs_dir), None, label, queued=len(then), done=done)
+        with self._guard:
+            s = self._status
+            s.busy, s.stopping, s.finished = False, False, time.time()
+            s.outcome = outcome
+            s.message = " ".join((*done[:-1], message)) if outcome == "done" else " ".join((*done, message))
+            s.message = s.message or "Training stopped."
+            if run_name:
+                s.run = run_name
+
+    def _train_one(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,
+                   shown: Callable[[str], str], resume: bool, stop: threading.Event | None) -> tuple[str, str, str]:
+        """Train one run; its outcome ("done", "stopped" or "failed"), a message for visitors and its name."""
+        outcome, message, run_name = "failed", "", ""
         try:
             extra = {"resume": True} if resume else {}
             run = self._runner(config, runs_dir, name, progress=self._progress, stop=stop, **extra)
@@ -573,14 +650,7 @@ class TrainingSlot:
                        + (f": test accuracy {accuracy:.1%}" if isinstance(accuracy, (int, float)) else "")
                        + f" after {run.epoch} epoch{'s' if run.epoch != 1 else ''}"
                        + (f" ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "") + ".")
-        finally:
-            with self._guard:
-                s = self._status
-                s.busy, s.stopping, s.finished = False, False, time.time()
-                s.outcome = outcome
-                s.message = message or "Training stopped."
-                if run_name:
-                    s.run = run_name
+        return outcome, message, run_name
 
 
 def _folder_names(runs_dir: Path) -> list[str]:

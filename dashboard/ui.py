@@ -526,11 +526,22 @@ def limits_sentence(limits: dict) -> str:
 def tau_slider(key: str = "tau") -> float:
     """The τ slider; every page's slider shows the session's one τ (see ``shared_tau``), and the URL follows."""
     st.session_state[key] = shared_tau()  # set before the widget exists: no value argument, or Streamlit warns
-    tau = st.slider("Threshold τ (a unit joins a class module when it fires on at least τ of the class's samples)",
-                    min_value=TAU_MIN, max_value=TAU_MAX, step=TAU_STEP, key=key, on_change=_remember,
-                    args=(key, SHARED_TAU, float))
+    meaning = "a unit joins a class module when it fires on at least τ of the class's samples"
+    # on a projector the slider shares its row with the run's picker (``controls_row``): the meaning in its help
+    label, help_text = ("Threshold τ", meaning.capitalize() + ".") if presenting() else \
+        (f"Threshold τ ({meaning})", None)
+    tau = st.slider(label, min_value=TAU_MIN, max_value=TAU_MAX, step=TAU_STEP, key=key, on_change=_remember,
+                    args=(key, SHARED_TAU, float), help=help_text)
     _set_url(TAU_PARAM, f"{tau:.2f}")
     return float(tau)
+
+
+def controls_row(count: int = 2) -> list[Any]:
+    """Places for a page's first controls (the run's picker, the τ slider, …): side by side in projector mode, so
+    the page's key chart keeps its room on the first screen, one under another otherwise."""
+    if presenting():
+        return list(st.columns(count, vertical_alignment="bottom"))
+    return [st.container() for _ in range(count)]
 
 
 def is_modular(summary: dict) -> bool:
@@ -575,6 +586,11 @@ PROJECTOR_CSS = """<style>
 [data-testid="stVerticalBlock"] { gap: 0.4rem; }
 [data-testid="stMainBlockContainer"] [data-testid="stMetricValue"],
 [data-testid="stMainBlockContainer"] [data-testid="stMetricValue"] p { font-size: 2.25rem; }
+[data-testid="stMainBlockContainer"] :is([data-testid="stSelectbox"], [data-testid="stMultiSelect"])
+  :is(input, [data-tag] span),
+[role="listbox"] [role="option"], [role="listbox"] [role="option"] *, [data-testid="stSliderThumbValue"],
+[data-testid="stMainBlockContainer"] [data-testid="stTable"] :is(th, td), [data-testid="stMainBlockContainer"] input
+  { font-size: 1.15rem; }
 [data-testid="stMainBlockContainer"] [data-testid="stMetricDelta"] div,
 [data-testid="stMainBlockContainer"] [data-testid="stMetricDelta"] p
   { white-space: normal; overflow: visible; text-overflow: clip; }
@@ -601,11 +617,31 @@ def projector_toggle() -> None:
         _drop_url(PRESENT_PARAM)
 
 
+def table(data: Any, column_config: dict[str, Any] | None = None, formats: dict[str, str] | None = None,
+          where: Any = None, **options: Any) -> Any:
+    """Show a table (in ``where``; default the page): a data grid (sortable; point at a column's name for
+    ``column_config``'s help), or in projector mode a plain table of the same rows, whose text the projector's
+    style makes large (a grid draws its text on a canvas, at its own small size). ``formats``: column → printf
+    format of its numbers in the plain table (the grid's ``column_config`` formats them there)."""
+    if not presenting():
+        return (where or st).dataframe(data, column_config=column_config, **options)
+    import pandas as pd
+
+    frame = pd.DataFrame(data)
+    for column, pattern in (formats or {}).items():
+        frame[column] = ["—" if value is None or value != value else pattern % value for value in frame[column]]
+    return (where or st).table(frame, hide_index=options.get("hide_index"))
+
+
 def chart(fig: Any, key: str, where: Any = None, **options: Any) -> Any:
     """Show a plotly figure (in ``where``, a column or container; default the page), made for a projector when
     the session is in projector mode (``figures.style.for_projector``). ``options`` go to ``plotly_chart``."""
     from dashboard.figures.style import fit_for_page, for_projector
 
-    width = 380 if where is not None else 860  # a column is narrower than the page: titles and legends wrap sooner
-    fig = for_projector(fig, width=width) if presenting() else fit_for_page(fig, width=width)
+    # a column is narrower than the page: titles and legends wrap sooner; in projector mode the sidebar starts
+    # closed, and the page is wider
+    if presenting():
+        fig = for_projector(fig, width=540 if where is not None else 1100)
+    else:
+        fig = fit_for_page(fig, width=380 if where is not None else 860)
     return (where or st).plotly_chart(fig, key=key, **options)

@@ -300,3 +300,13 @@ def board_occupied(kind: str, label: str, hold: float):
         release.set()
         for worker in workers:
             worker.join(10)
+
+
+def train_from_form(app):
+    """Press the Runs page's Train, and then Train anyway where the form warns that its settings take few
+    optimisation steps (the tests train briefly on purpose); returns ``app``."""
+    app.form_submit_button[0].click().run()
+    anyway = [b for b in app.button if b.key == "train_anyway"]
+    if anyway:
+        anyway[0].click().run()
+    return app

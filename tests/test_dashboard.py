@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from helpers import APP, DEMO, TIMEOUT, charts, open_page, shown, texts
+from helpers import APP, DEMO, TIMEOUT, charts, open_page, shown, texts, train_from_form
 from helpers import COMPARE_CSV_EXAMPLE as COMPARE_CSV
 from streamlit.testing.v1 import AppTest
 
@@ -115,7 +115,13 @@ def test_runs_page_trains_a_new_run_with_live_progress(monkeypatch, tmp_path):
     app.number_input(key="train_epochs").set_value(2)
     app.text_input(key="train_name").set_value("from-the-page")
     app.form_submit_button[0].click().run()
+    # two epochs of 32 batches: the form warns that the model will come out under-trained, and waits
+    assert not app.get("progress") and not training.slot().status().busy
+    assert any("only 64 optimisation steps in all (2 epochs × 32 batches of 128 images)" in w.value
+               for w in app.warning), texts(app)
+    app.button(key="train_anyway").click().run()
     assert not app.exception, [e.value for e in app.exception]
+    assert not any("optimisation steps" in w.value for w in app.warning)
     assert app.get("progress") and app.form_submit_button[0].disabled  # training in the background
     assert any("busy: " in shown(i.value) and "from-the-page is training" in shown(i.value)
                for i in app.info), texts(app)
@@ -368,7 +374,7 @@ def test_training_goes_on_after_leaving_the_page_and_interrupted_runs_offer_resu
     app.selectbox(key="train_model").set_value("mlp").run()
     app.number_input(key="train_epochs").set_value(2)
     app.text_input(key="train_name").set_value("left-behind")
-    app.form_submit_button[0].click().run()
+    train_from_form(app)
     assert slot.status().busy
     open_page("compare", app)  # leave the Runs page while it trains
     assert slot.wait(timeout=300) and slot.status().outcome == "done", slot.status().message

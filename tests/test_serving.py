@@ -211,7 +211,7 @@ def test_a_second_session_sees_busy_and_cannot_train(monkeypatch, tmp_path):
         # a visitor who opens the page now: the form is disabled, the status says why
         second = open_page("runs", stopped_ok=True)
         assert second.form_submit_button[0].disabled
-        assert any("busy: " in shown(i.value) and "lesson-1 is training, epoch 1/3" in shown(i.value)
+        assert any("busy: " in shown(i.value) and "lesson-1 is training, epoch 1/5" in shown(i.value)
                    for i in second.info), \
             [i.value for i in second.info]
         # a visitor whose page was drawn before the training started presses Train: refused, not queued

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DEMO
+from helpers import DEMO, train_from_form
 
 from moda_core.data import Split
 from moda_core.decompose import activation_rates, masks_from_rates
@@ -331,7 +331,7 @@ def test_a_browser_training_draws_its_modules_live_and_then_over_training(monkey
     app.number_input(key="train_scarce_fraction").set_value(0.05)
     app.number_input(key="train_seed").set_value(3)
     app.text_input(key="train_name").set_value("live-story")
-    app.form_submit_button[0].click().run()
+    train_from_form(app)
     assert not app.exception, texts(app)
     assert trainer.paused.wait(240), slot.status().message
     try:  # while it trains (paused after epoch 1): its first checkpoint's modules, next to its twin's

@@ -221,15 +221,17 @@ def image_module_match(fired: Mapping[str, np.ndarray], masks: Mapping[str, np.n
 
 def kept_by_tau_figure(taus: Sequence[float], shares: Mapping[str, Mapping[str, Sequence[float]]],
                        units: Mapping[str, int], tau: float, point: str | None = None) -> go.Figure:
-    """"Units kept per layer vs τ": for every activation point (one colour each, early to late layers dark to
-    light), the mean share of its units a class module keeps at each τ of ``taus``. ``shares`` maps a run's
-    label → point → shares: the first run solid, a second (its standard-trained twin) dashed in the same
-    colours, and the points it lacks left out. ``point`` (the heatmap's) is drawn thick, with a dot at the
-    current ``tau``, which a dotted line marks. Labels are text, never HTML."""
+    """"Units kept per layer vs τ": for every activation point (one distinct colour each, in the legend's order
+    from early to late layers), the mean share of its units a class module keeps at each τ of ``taus``.
+    ``shares`` maps a run's label → point → shares: the first run solid, a second (its standard-trained twin)
+    dashed in the same colours, and the points it lacks left out. ``point`` (the heatmap's) is drawn thick, with
+    a dot at the current ``tau``, which a dotted line marks. Labels are text, never HTML."""
     taus = [float(t) for t in taus]
     runs = list(shares)
     points = list(shares[runs[0]]) if runs else []
-    colours = plotly.colors.sample_colorscale(RATE_SCALE, list(np.linspace(0.0, 0.85, max(2, len(points)))))
+    # one distinct colour per layer (a sequential scale made neighbouring layers look alike), in the legend's order
+    palette = plotly.colors.qualitative.T10 if len(points) <= 10 else plotly.colors.qualitative.Dark24
+    colours = [palette[j % len(palette)] for j in range(len(points))]
     dashes = ["solid", "dash", "dot"]
     fig = go.Figure()
     for i, run in enumerate(runs):  # the legend's key to the line styles: which run is solid, which dashed

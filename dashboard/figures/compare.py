@@ -175,7 +175,9 @@ def compare_cost(rows: Sequence[Mapping], overhead: Mapping[str, Mapping[str, fl
         step_models = list(dict.fromkeys(model for values in steps.values() for model in values))
         step_values = {m: [steps[m].get(model, float("nan")) for model in step_models]
                        for m in methods if m in steps}
-        panels.append((step_values, step_models, "Time per training step" + (f", on {device}" if device else "")))
+        other = not set(step_models) <= set(models)  # bench/train_overhead times its own models: say so
+        panels.append((step_values, step_models, "Time per training step" + (", other models" if other else "")
+                       + (f", on {device}" if device else "")))
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.08,
                         subplot_titles=[title for _, _, title in panels])
     shown = set()

@@ -24,8 +24,10 @@ from dashboard.plain_text import html_escape
 
 NEITHER, ONLY_A, ONLY_B, BOTH, UNION_ONLY = 0, 1, 2, 3, 4
 # unit and connection colours: the How MODA works grid's (neither light grey, A blue, B orange, both black, the
-# union's own connections bluish green)
-MAP_COLOURS = {NEITHER: UNION_COLOURS[0], ONLY_A: UNION_COLOURS[1], ONLY_B: UNION_COLOURS[2], BOTH: UNION_COLOURS[3],
+# union's own connections bluish green); the map's grey is darker than the grid's, whose cells have borders: a
+# strip of units kept by neither must not vanish on the white page
+MAP_NEITHER = "#BDBDBD"
+MAP_COLOURS = {NEITHER: MAP_NEITHER, ONLY_A: UNION_COLOURS[1], ONLY_B: UNION_COLOURS[2], BOTH: UNION_COLOURS[3],
                UNION_ONLY: OKABE_ITO[2]}
 MAP_COLOUR_NAMES = {NEITHER: "light grey", ONLY_A: "blue", ONLY_B: "orange", BOTH: "black", UNION_ONLY: "green"}
 MAX_CELLS = 128  # cells per strip at most: a larger layer is drawn in bins of consecutive units

@@ -29,10 +29,10 @@ def module_size_bars(sizes: Mapping[str, Sequence[float]], class_names: Sequence
 
 
 def overlap_heatmap(overlap: np.ndarray, class_names: Sequence[str], title: str = "Weight overlap between classes",
-                    zmax: float | None = None) -> go.Figure:
-    """Class×class weight-overlap matrix (fractions of full-model parameters) as a heatmap. Its colour scale
-    runs from 0 to ``zmax`` (a scale shared with another heatmap), else to its own largest value, so that a
-    matrix of small overlaps still shows its structure; the colour bar's title states the range and which."""
+                    zmax: float | None = None, height: int = 480) -> go.Figure:
+    """Class×class weight-overlap matrix (fractions of full-model parameters) as a heatmap, ``height`` px tall. Its
+    colour scale runs from 0 to ``zmax`` (a scale shared with another heatmap), else to its own largest value, so
+    that a matrix of small overlaps still shows its structure; the colour bar's title states the range and which."""
     overlap = np.asarray(overlap, dtype=float)
     names = [html_escape(name) for name in class_names]  # plotly would render HTML in a name
     top = float(overlap.max()) if zmax is None else float(zmax)
@@ -46,7 +46,7 @@ def overlap_heatmap(overlap: np.ndarray, class_names: Sequence[str], title: str 
     # would leave an empty band between the heatmap and its x labels
     fig.update_xaxes(type="category", constrain="domain")
     fig.update_yaxes(type="category", autorange="reversed", scaleanchor="x", constrain="domain")
-    return layout(fig, html_escape(title), "class", "class", height=480)
+    return layout(fig, html_escape(title), "class", "class", height=height)
 
 
 def overlap_by_layer(layers: Mapping[str, float], title: str = "Where the overlap lives",

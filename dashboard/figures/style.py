@@ -119,7 +119,7 @@ def square_marker(colour: str) -> dict:
 
 PROJECTOR_TEXT = 18  # px: the least size of any text on a chart in projector mode
 PROJECTOR_TITLE = 22
-PROJECTOR_CELL_TEXT = 15  # numbers printed inside heatmap cells and on bars
+PROJECTOR_CELL_TEXT = 18  # numbers printed inside heatmap cells and on bars (as large as any chart text)
 
 
 def _wrapped(text: str, per_line: int) -> tuple[str, int]:
@@ -210,12 +210,13 @@ def arrange_top(fig: go.Figure, width: int, title_px: int, legend_px: int) -> go
     legend_height = int(1.55 * legend_px) * legend_rows + 8 if legend_rows else 0
     margin_top = top + legend_height + panels
     bottom = layout.margin.b if layout.margin.b is not None else MARGIN["b"]
-    plot_height = max(100, height - margin_top - bottom)
+    before = layout.margin.t if layout.margin.t is not None else MARGIN["t"]
+    grown = height + max(0, margin_top - before) if layout.height else height
+    plot_height = max(100, grown - max(margin_top, before) - bottom)  # the plot's height once the top has its room
     if legend_rows:
         fig.update_layout(legend=dict(orientation="h", yanchor="bottom", x=0, xanchor="left",
                                       y=1.0 + (panels + 4) / plot_height))
-    before = layout.margin.t if layout.margin.t is not None else MARGIN["t"]
     fig.update_layout(margin=dict(t=max(margin_top, before)))
     if layout.height:  # the plot keeps its height: the figure grows by what the top needs more
-        fig.update_layout(height=height + max(0, margin_top - before))
+        fig.update_layout(height=grown)
     return fig

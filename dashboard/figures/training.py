@@ -92,15 +92,22 @@ def history_figure(history: Sequence[Mapping[str, float]], terms: Sequence[str] 
     return layout(fig, title, "epoch", "loss term")
 
 
-def accuracy_figure(history: Sequence[Mapping[str, float]], title: str = "Accuracy per epoch") -> go.Figure:
-    """Train and test accuracy per epoch."""
+def accuracy_figure(history: Sequence[Mapping[str, float]], title: str = "Accuracy per epoch",
+                    epochs_planned: int | None = None) -> go.Figure:
+    """Train and test accuracy per epoch; ``epochs_planned`` (a training under way): the epoch axis spans all of
+    them from the start, as the live module chart beside it does, so the curve grows into it."""
     epochs = [row["epoch"] for row in history]
     fig = go.Figure([go.Scatter(x=epochs, y=[row.get(k, float("nan")) for row in history], mode=_line_mode(epochs),
                                 name=k.replace("_", " "), line=dict(color=c))
                      for k, c in (("train_accuracy", PAIR_COLOURS[0]), ("test_accuracy", PAIR_COLOURS[1]))])
     fig.update_yaxes(**accuracy_axis([row.get(k, float("nan")) for row in history
                                       for k in ("train_accuracy", "test_accuracy")]))
-    _epoch_ticks(fig, epochs)
+    if epochs_planned:
+        span = max([int(epochs_planned), *[int(e) for e in epochs]])
+        fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(span), tickformat="d",
+                         range=[0.5, span + 0.5])
+    else:
+        _epoch_ticks(fig, epochs)
     return layout(fig, title, "epoch", "accuracy")
 
 
@@ -138,63 +145,76 @@ def integer_dtick(last: float, ticks: int = 10) -> int:
 
 
 def _stacked_lines(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None,
-                   x_column: str, panels: Sequence[tuple[str, str]], hover_x: str) -> go.Figure:
-    """Stacked panels sharing one x axis; one line per series (label → columns), the same colour in every
-    panel and one legend entry (legend groups), colour by method where ``methods`` names one."""
+                   x_column: str, panels: Sequence[tuple[str, str]], hover_x: str, across: bool = False) -> go.Figure:
+    """Panels sharing one x axis, stacked (``across``: side by side, each with its own x axis and the panel's
+    short name, for a projector's wide and low screen); one line per series (label → columns), the same colour in
+    every panel and one legend entry (legend groups), colour by method where ``methods`` names one."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.07,
-                        subplot_titles=[title for _, title in panels])
+    titles = [title.split(" (")[0] if across else title for _, title in panels]
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07, subplot_titles=titles) if across else \
+        make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.07, subplot_titles=titles)
+    places = [(1, i) if across else (i, 1) for i in range(1, len(panels) + 1)]
     methods = dict(methods or {})
     colours = method_colours(list(dict.fromkeys(methods.get(label, label) for label in series)))
     for k, (label, columns) in enumerate(series.items()):
         colour = colours[methods.get(label, label)] if label in methods else OKABE_ITO[k % len(OKABE_ITO)]
         shown = html_escape(label)  # a run's label is text, never HTML
-        for row, (column, _title) in enumerate(panels, start=1):
+        for (row, col), (column, _title) in zip(places, panels, strict=True):
             fig.add_trace(go.Scatter(x=[float(v) for v in columns[x_column]], y=[float(v) for v in columns[column]],
-                                     mode="lines+markers", name=shown, legendgroup=label, showlegend=row == 1,
-                                     line=dict(color=colour),
+                                     mode="lines+markers", name=shown, legendgroup=label, showlegend=(row, col) ==
+                                     places[0], line=dict(color=colour),
                                      hovertemplate=f"{hover_x} %{{x}}: %{{y:.1%}}<extra>{shown}</extra>"),
-                          row=row, col=1)
+                          row=row, col=col)
     # shares of the weights from 0; accuracies on at least a 5-point span, so a small wobble looks small
-    for row, (column, _title) in enumerate(panels, start=1):
+    for (row, col), (column, _title) in zip(places, panels, strict=True):
         if "accuracy" in column:
             fig.update_yaxes(**accuracy_axis([v for columns in series.values() for v in columns[column]]),
-                             row=row, col=1)
+                             row=row, col=col)
         else:
-            fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=row, col=1)
-    # the legend under the last panel: above the panels it would collide with the title
-    layout(fig, height=260 * len(panels) + 140, t=70, b=110)
+            fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=row, col=col)
+    if across:
+        layout(fig, height=400, t=70, b=80)
+    else:  # the legend under the last panel: above the panels it would collide with the title
+        layout(fig, height=260 * len(panels) + 140, t=70, b=110)
     legend_below(fig)
     return fig
 
 
+def _x_titles(fig: go.Figure, title: str, panels: int, across: bool) -> None:
+    """The x axis's title under the last panel (stacked) or under every panel (side by side)."""
+    for i in range(1, panels + 1) if across else (panels,):
+        fig.update_xaxes(title_text=title, row=1 if across else i, col=i if across else 1)
+
+
 def evolution_figure(series: Mapping[str, Mapping[str, Sequence[float]]],
-                     methods: Mapping[str, str] | None = None) -> go.Figure:
+                     methods: Mapping[str, str] | None = None, across: bool = False) -> go.Figure:
     """Modules forming over training: mean module size, mean overlap and test accuracy per epoch (three
     stacked panels sharing the epoch axis, whole-epoch ticks), one line per run (``series``: run label →
     columns ``epoch``, ``mean_module_size``, ``mean_overlap``, ``test_accuracy``, as fractions), coloured
-    by training method (``methods``: label → moda / standard / mwt)."""
-    fig = _stacked_lines(series, methods, "epoch", EVOLUTION_PANELS, "epoch")
+    by training method (``methods``: label → moda / standard / mwt); ``across``: the panels side by side."""
+    fig = _stacked_lines(series, methods, "epoch", EVOLUTION_PANELS, "epoch", across)
     last = max((float(e) for columns in series.values() for e in columns["epoch"]), default=1.0)
-    fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(last), tickformat="d")
-    fig.update_xaxes(title_text="epoch", row=len(EVOLUTION_PANELS), col=1)
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=integer_dtick(last, 5 if across else 10), tickformat="d")
+    _x_titles(fig, "epoch", len(EVOLUTION_PANELS), across)
     fig.update_layout(title="Modules over training")
     return fig
 
 
 def tau_figure(series: Mapping[str, Mapping[str, Sequence[float]]], methods: Mapping[str, str] | None = None,
-               tau: float | None = None) -> go.Figure:
+               tau: float | None = None, across: bool = False) -> go.Figure:
     """The τ trade-off: mean module size, mean overlap and composed-pair accuracy as τ grows (stacked panels
     sharing the τ axis), one line per run (``series``: label → columns ``tau``, ``mean_module_size``,
-    ``mean_overlap``, ``pair_accuracy``); a dotted line marks the τ chosen on the pages (``tau``)."""
-    fig = _stacked_lines(series, methods, "tau", TAU_PANELS, "τ =")
+    ``mean_overlap``, ``pair_accuracy``); a dotted line marks the τ chosen on the pages (``tau``); ``across``:
+    the panels side by side."""
+    fig = _stacked_lines(series, methods, "tau", TAU_PANELS, "τ =", across)
     grid = sorted({round(float(t), 4) for columns in series.values() for t in columns["tau"]})
-    fig.update_xaxes(tickmode="array", tickvals=grid, ticktext=[f"{t:g}" for t in grid])
-    fig.update_xaxes(title_text="threshold τ (a unit joins a module when it fires on ≥ τ of the class)",
-                     row=len(TAU_PANELS), col=1)
+    shown = grid[::2] if across and len(grid) > 6 else grid  # a narrow panel: every other τ named
+    fig.update_xaxes(tickmode="array", tickvals=shown, ticktext=[f"{t:g}" for t in shown])
+    _x_titles(fig, "threshold τ" if across else "threshold τ (a unit joins a module when it fires on ≥ τ of the "
+              "class)", len(TAU_PANELS), across)
     if tau is not None:  # the dotted line is named in the legend, clear of the panels' titles
-        fig.add_vline(x=float(tau), line_dash="dot", line_color=REFERENCE_LINE, row="all", col=1)
+        fig.add_vline(x=float(tau), line_dash="dot", line_color=REFERENCE_LINE, row="all", col="all")
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"τ = {float(tau):.2f} (the pages' τ)",
                                  line=dict(color=REFERENCE_LINE, dash="dot"), showlegend=True, hoverinfo="skip"),
                       row=1, col=1)

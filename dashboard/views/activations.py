@@ -81,11 +81,28 @@ def twin_rate_heatmap(twin_spec: str, point: str, tau: float, by_class: bool) ->
     order = (units_by_class_order(rates_there, masks_there) if by_class else list(range(rates_there.shape[1])))
     figure = rate_heatmap(rates_there, twin_names, point, order, tau, masks_there,
                           groups=unit_groups(masks_there, twin_names) if by_class else None)
-    figure.layout.title.text = side_title(twin[0], point)
+    figure.layout.title.text = side_title(twin[0], point) + folders.unfinished_note(summaries, twin_spec)
     return figure
 
 
 SHORT_METHOD = {"moda": "MODA", "standard": "Standard training", "mwt": "MwT"}
+NEAR_MISS = 0.01  # a rate this close under τ looks like τ on the colour scale: the caption says why it is unboxed
+
+
+def near_miss_text(rates: Any, tau: float) -> str:
+    """A sentence for the cells whose rate lies just under τ (they look as lit as kept cells, but are not boxed);
+    "" when there are none."""
+    near = (rates < tau) & (rates >= tau - NEAR_MISS)
+    if not near.any():
+        return ""
+    highest = float(rates[near].max())
+    every = " fire on every one of the class's images" if tau >= 1.0 else \
+        f" fire on at least {tau:.0%} of the class's images"
+    return (f" {int(near.sum())} cell{'s' if near.sum() != 1 else ''} look as lit as the kept ones but are not "
+            f"boxed: {'they fire' if near.sum() != 1 else 'it fires'} on just under τ of the class's images (up to "
+            f"{highest:.1%}), and a module keeps only units that{every}.")
+
+
 TWIN_LABEL = {"moda": "MODA", "standard": "Standard", "mwt": "MwT"}  # the twin switch's label: "Standard twin"
 
 
@@ -130,7 +147,7 @@ def tau_view() -> None:
                "class's module keeps at this τ. Drag τ to watch modules grow (low τ) or shrink (high τ)."
                + (f" Units are grouped by the one class whose module keeps them; **{SHARED_GROUP}**: kept by "
                   f"two or more modules; **{UNKEPT_GROUP}**: kept by none (a group too narrow for its label is named "
-                  "when you point at its units)." if by_class else ""))
+                  "when you point at its units)." if by_class else "") + near_miss_text(point_rates, tau))
 
     # units kept per layer vs τ, for the run and its twin when the runs folders hold one
     shares = {f"{method_label(method)}: {ui.run_token(spec)}": engine.kept_share_by_tau(spec)}
@@ -150,9 +167,10 @@ def tau_view() -> None:
                + " Flat lines are layers τ hardly changes; steep ones are where moving τ grows and shrinks the "
                  "modules.")
 
-    st.dataframe(pd.DataFrame({"class": names, "units kept": kept.astype(int),
-                               "share of units": 100.0 * kept / point_rates.shape[1]}),
-                 hide_index=True, column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
+    ui.table(pd.DataFrame({"class": names, "units kept": kept.astype(int),
+                           "share of units": 100.0 * kept / point_rates.shape[1]}),
+             formats={"share of units": "%.1f%%"}, hide_index=True,
+             column_config={"share of units": st.column_config.NumberColumn(format="%.1f%%")})
     if engine.composition_blocker(spec) is None:  # module sizes are counted on the model's graph
         sizes = engine.module_metrics(spec, tau)["sizes"]
         floor = engine.module_floor(spec)

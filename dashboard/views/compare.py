@@ -42,6 +42,37 @@ ui.chart(compare_overlap(rows), key="cmp_overlap", where=right)
 right.caption("Overlap: the share of the weights that two class modules both keep, averaged over all pairs "
               "of classes. Less overlap means the classes really live in separate parts of the network.")
 
+SMALL_STANDARD = 0.20  # a standard-trained model whose modules keep less than this share: say why
+
+
+def small_standard_modules(rows: list[dict]) -> list[str]:
+    """For each model whose standard-trained modules are already small, why: the share of its weights in fully
+    connected layers, where even standard training's units serve few classes."""
+    notes = []
+    for row in rows:
+        if row["method"] != "standard" or not row["mean_module_size"] < SMALL_STANDARD:
+            continue
+        shares = engine.fully_connected_share(str(row["model"]), float(row["width"]))
+        if shares is None:
+            continue
+        linear, total = shares
+        moda = next((r for r in rows if (r["model"], r["width"], r["method"]) == (row["model"], row["width"], "moda")),
+                    None)
+        versus = "" if moda is None else (f"; MODA: {moda['mean_module_size']:.1%} and "
+                                          f"{moda['mean_overlap']:.1%}")
+        notes.append(
+            f"Why a standard-trained {model_label(row)} already has small modules (mean size "
+            f"{row['mean_module_size']:.1%}, overlap {row['mean_overlap']:.1%}{versus}): {linear / total:.1%} of its "
+            f"{total:,} parameters sit in its fully connected layers, whose units in a trained classifier already "
+            f"fire for few classes, so each class's module keeps a small part of them; its convolutions, which every "
+            f"module keeps nearly whole, hold only {1 - linear / total:.1%}. MODA's difference shows on models whose "
+            "weights sit mostly in convolutions.")
+    return notes
+
+
+for note in small_standard_modules(rows):
+    st.caption(note)
+
 ui.chart(compare_accuracy(rows), key="cmp_accuracy")
 st.caption("Left: each trained model's accuracy on all test images. Right: modules composed for two classes, "
            "averaged over the class pairs, next to the standard model answering the same two-class questions "
@@ -51,7 +82,11 @@ device, ratios = overhead if overhead else (None, None)
 ui.chart(compare_cost(rows, ratios, device), key="cmp_cost")
 st.caption("Training time divided by standard training's time on the same model: 1 (dashed line) costs the "
            "same as standard training, 2 takes twice as long."
-           + (f" The right panel times single training steps (`{folders.OVERHEAD_JSON}`)." if ratios else ""))
+           + (f" The right panel times single training steps (`{folders.OVERHEAD_JSON}`) of "
+              + ("the same models." if set(ratios) <= {str(r["model"]) for r in rows} else
+                 f"other models than the left panel's ({', '.join(sorted(ratios))}, at the widths "
+                 "bench/train_overhead.py builds them), so compare the two panels by method, not by bar.")
+              if ratios else ""))
 if overhead_problem:
     st.warning(f"Step-time ratios left out: {overhead_problem}")
 
@@ -89,8 +124,8 @@ shown = [{
     "pair model": percent(row["pair_params_fraction"]),
     "pair acc. (std.)": f"{percent(row['pair_composed_accuracy'])} ({percent(row['pair_standard_accuracy'])})",
 } for row in table.to_dict("records")]
-st.dataframe(shown, hide_index=True, width="stretch",
-             column_config={name: st.column_config.TextColumn(name, help=text) for name, text in HEADERS.items()})
+ui.table(shown, hide_index=True, width="stretch",
+         column_config={name: st.column_config.TextColumn(name, help=text) for name, text in HEADERS.items()})
 budgets = engine.compare_budgets(table)
 seeds = ", ".join(f"{s:g}" for s in budgets["seeds"])
 epochs = ", ".join(f"{e:g}" for e in budgets["epochs"])

@@ -18,14 +18,17 @@ st.caption("Pick the classes you need: their modules are cut out of the trained 
            "physically smaller model that answers only for those classes — no fine-tuning.")
 
 summaries = folders.list_runs()
-spec = ui.pick_run("Run", key="comp_run", summaries=summaries, with_checkpoints=True,
-                   prefer=(ui.modular_demo_first, ui.is_modular))
+picker, slider, classes_area = ui.controls_row(3)
+with picker:
+    spec = ui.pick_run("Run", key="comp_run", summaries=summaries, with_checkpoints=True,
+                       prefer=(ui.modular_demo_first, ui.is_modular))
 if spec is None:
     st.stop()
 run = ui.load_or_stop(spec)
 ui.composable_or_stop(spec)
 names = engine.class_names(spec)
-tau = ui.tau_slider("comp_tau")
+with slider:
+    tau = ui.tau_slider("comp_tau")
 # Keep the visitor's classes (by name) across a change of run: those the new run has stay picked; the first
 # two classes only when none of them does (or on the first visit).
 linked = ui.linked_value("classes", "comp_classes")  # ?classes=0,3: logit positions of the run's classes
@@ -39,7 +42,7 @@ if linked is not None:
 previous = st.session_state.get("comp_classes")
 still_valid = [c for c in previous or [] if c in names]
 st.session_state["comp_classes"] = still_valid if still_valid or previous == [] else names[:2]
-chosen = st.multiselect("Classes of the sub-task", names, key="comp_classes")
+chosen = classes_area.multiselect("Classes of the sub-task", names, key="comp_classes")
 if not chosen:
     st.info("Pick at least one class.")
     st.stop()
@@ -92,8 +95,8 @@ if report["flops_fraction"] - report["params_fraction"] >= FLOPS_GAP:
 if report.get("kept_whole"):
     with st.expander(f"Kept whole: {len(report['kept_whole'])} operation(s) the composer could not slice"):
         st.caption("Composition stays exact through them, only not smaller there: every module keeps them whole.")
-        st.dataframe([{"operation": node, "why": reason} for node, reason in report["kept_whole"]],
-                     hide_index=True, width="stretch")
+        ui.table([{"operation": node, "why": reason} for node, reason in report["kept_whole"]],
+                 hide_index=True, width="stretch")
 
 st.subheader("Download the composed module")
 split = engine.dataset(spec).test

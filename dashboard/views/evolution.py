@@ -14,15 +14,19 @@ st.caption("Each point is a checkpoint saved during training, decomposed at τ l
            "model keeps large, overlapping modules while both learn to classify.")
 
 summaries = folders.list_runs()
-spec = ui.pick_run("Run", key="evo_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
-                   help="Its twins (the same model and data trained the other ways) are drawn next to it.")
+picker, slider = ui.controls_row()
+with picker:
+    spec = ui.pick_run("Run", key="evo_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
+                       help="Its twins (the same model and data trained the other ways) are drawn next to it.")
 if spec is None:
     st.stop()
 ui.load_or_stop(spec)
 ui.composable_or_stop(spec)
-tau = ui.tau_slider("evo_tau")
+with slider:
+    tau = ui.tau_slider("evo_tau")
 group = study_jobs.twins(summaries, spec)
-labels = {method: f"{method_label(method)}: {folders.run_label(s)}" for method, s in group.items()}
+labels = {method: f"{method_label(method)}: {folders.run_label(s)}{folders.unfinished_note(summaries, s)}"
+          for method, s in group.items()}
 known = {method: study_jobs.cached("evolution", s, tau) for method, s in group.items()}
 missing = [method for method, frame in known.items() if frame is None]
 
@@ -38,7 +42,7 @@ if missing:
 
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
-    ui.chart(evolution_figure(shown, {labels[k]: k for k in known}), key="evo_chart")
+    ui.chart(evolution_figure(shown, {labels[k]: k for k in known}, across=ui.presenting()), key="evo_chart")
     single = [label for label, columns in shown.items() if len(columns["epoch"]) < 2]
     st.caption("Module size: the share of the model's weights one class's module keeps, averaged over classes. "
                "Overlap: the share both modules of two classes keep, averaged over pairs. Accuracy: on the test "

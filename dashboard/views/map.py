@@ -175,4 +175,4 @@ with side:
 with st.expander("Units kept per layer", expanded=len(classes) == 2):
     table = pd.DataFrame(layer_counts(masks, classes)).rename(
         columns={"point": "layer", **{f"class {c}": f"class {names[c]}" for c in classes}})
-    st.dataframe(table, hide_index=True)
+    ui.table(table, hide_index=True)

@@ -53,29 +53,34 @@ std_spec = c2.selectbox("Run B (e.g. standard training)", specs_b, key="mod_run_
                         on_change=lambda: st.session_state.update(mod_run_b_choice=st.session_state["mod_run_b"]),
                         help="A run, or one of its saved checkpoints (RUN @ epoch N). By default run A's twin: "
                              "the same model and data, trained the other way.")
-tau = ui.tau_slider("mod_tau")
+tau_area, scale_area = st.columns([3, 1], vertical_alignment="bottom")  # the switch on the slider's row
+with tau_area:
+    tau = ui.tau_slider("mod_tau")
 specs = {"A": moda_spec, "B": std_spec}
 for spec in specs.values():
     ui.load_or_stop(spec)
     ui.composable_or_stop(spec)
 with st.spinner("Decomposing…"):
     metrics = {k: engine.module_metrics(spec, tau) for k, spec in specs.items()}
-labels = {k: f"{k}: {folders.run_epoch_label(spec)}" for k, spec in specs.items()}
+labels = {k: f"{k}: {folders.run_epoch_label(spec)}{folders.unfinished_note(summaries, spec)}"
+          for k, spec in specs.items()}
 # each heatmap on its own colour scale by default: on one shared scale a MODA run's small overlaps all look
 # alike next to a standard run's large ones; the colour bars state each range
-shared_scale = st.toggle("One colour scale for both heatmaps", key="mod_shared_scale",
-                         help="Off: each heatmap's colours run from 0 to its own largest value, so each shows its "
-                              "own structure. On: both run to the larger of the two, so colours compare directly.")
+shared_scale = scale_area.toggle("One colour scale", key="mod_shared_scale",
+                                 help="Off: each heatmap's colours run from 0 to its own largest value, so each shows "
+                                      "its own structure. On: both run to the larger of the two, so colours compare "
+                                      "directly.")
 zmax = max(float(m["overlap"].max()) for m in metrics.values()) if shared_scale else None
-columns = st.columns(2)
-for column, (k, spec) in zip(columns, specs.items(), strict=True):
+# A and B in rows (titles, numbers, heatmaps), not in two stacks: a title that wraps on one side moves both rows
+titles, numbers, heatmaps = st.columns(2), st.columns(4), st.columns(2)
+for i, (k, spec) in enumerate(specs.items()):
     m = metrics[k]
-    column.markdown(f"**{plain(labels[k])}**")
-    a, b = column.columns(2)
-    a.metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
-    b.metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}", help="share of the full model's parameters")
-    ui.chart(overlap_heatmap(m["overlap"], engine.class_names(spec),
-                             f"Weight overlap, run {k}", zmax=zmax), key=f"mod_overlap_{k}", where=column)
+    titles[i].markdown(f"**{plain(labels[k])}**")
+    numbers[2 * i].metric("Mean module size", f"{m['mean_size']:.1%}", help="share of the full model's parameters")
+    numbers[2 * i + 1].metric("Mean pairwise overlap", f"{m['mean_overlap']:.1%}",
+                              help="share of the full model's parameters")
+    ui.chart(overlap_heatmap(m["overlap"], engine.class_names(spec), f"Weight overlap, run {k}", zmax=zmax,
+                             height=390 if ui.presenting() else 480), key=f"mod_overlap_{k}", where=heatmaps[i])
 st.caption("Diagonal: a class's own module size. " + (
     "Both heatmaps share one colour scale, so their colours compare directly." if shared_scale else
     "Each heatmap has its own colour scale (its range is on its colour bar), so each shows its own structure: "

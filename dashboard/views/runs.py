@@ -137,7 +137,7 @@ if summaries:
     # compact: the model with its width, the data with its fraction, MODA's loss weights with the method (a run's
     # checkpoints are offered where they are used), so that the table fits a 1280-px screen and a projector
     table = pd.DataFrame([run_row(s, live) for s in summaries])
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    ui.table(table, formats={"accuracy": "%.1f%%"}, hide_index=True, width="stretch", column_config={
         "model": st.column_config.TextColumn(help="the model, ×width multiplier of its layers when narrowed"),
         "classes": st.column_config.TextColumn(help="the classes the run was trained on (all: every class of "
                                                     "the data set); fewer classes make a high accuracy easier"),
@@ -194,7 +194,10 @@ if interrupted:
                 else:
                     st.rerun()
 
-if openable:
+
+
+def curves() -> None:
+    """A run's training curves, and several runs' on one chart."""
     st.subheader("Training curves")
     spec = ui.pick_run("Run", key="runs_run", summaries=summaries, prefer=ui.modular_demo_first)
     run = ui.load_or_stop(spec)
@@ -235,10 +238,13 @@ if openable:
     if unloadable:
         st.caption("Left out, as they do not load: " + "; ".join(unloadable) + ".")
 
+
 st.subheader("Train a new run")
 if folder is None:
     st.info("Training from the browser is off on this server: every configured runs folder is read-only. "
             "Train from a terminal instead: `moda train --model lenet5 --epochs 5`.")
+    if openable:
+        curves()
     st.stop()
 st.caption(f"Trains on the embedded MNIST-5k digits (4,000 training images) into {code(folder.label)}, one training "
            "at a time for everyone using this server. Set α = β = γ = 0 for standard training.")
@@ -249,6 +255,35 @@ def _model_default_width() -> None:
     st.session_state["train_width"] = MODEL_WIDTHS.get(st.session_state["train_model"], 1.0)
 
 
+FEW_STEPS_KEY = "train_few_steps"  # the form's settings that give few steps, until Train anyway or a change
+
+
+def start_training(config: TrainConfig, name: str | None, then: tuple[TrainConfig, ...] = ()) -> None:
+    """Start ``config`` (and ``then`` after it) on the server's training slot, or say why it did not start."""
+    try:
+        slot.start(config, folder.path, name, folder.label, shown=for_visitors, then=then)
+    except training.TrainingBusy as error:
+        st.warning(f"{plain(str(error))}. Wait for it to finish: this page updates by itself.")
+    except ModaError as error:
+        st.error(f"Training did not start: {plain(for_visitors(str(error)))}")
+    else:
+        st.session_state.pop(FEW_STEPS_KEY, None)
+        st.rerun()  # redraw with the form disabled and the progress below
+
+
+st.markdown("**Lecture presets**: one click trains a MODA run and then its standard-trained twin (the same model, "
+            "data and seed), each keeping a checkpoint every epoch, so that Modules over training and Compare show "
+            "them side by side.")
+for column, preset in zip(st.columns(len(training.PRESETS)), training.PRESETS, strict=True):
+    moda_seconds, twin_seconds = preset.seconds
+    if column.button(f"Train {preset.title}: MODA + twin", key=f"preset_{preset.model}", disabled=busy,
+                     help=f"α, β, γ = 1, 1, 0.3, then 0, 0, 0; batches of {preset.batch_size}, all 4,000 training "
+                          "images, seed 0."):
+        first, *then = preset.configs()
+        start_training(first, None, tuple(then))
+    column.caption(f"About {moda_seconds} s + {twin_seconds} s on a 2-core laptop CPU (measured), ≥ "
+                   f"{preset.accuracy:.0%} test accuracy: {preset.shows}.")
+
 c1, _, _ = st.columns(3)
 model = c1.selectbox("Model", list(training.LIMITS.models), key="train_model", on_change=_model_default_width,
                      help="Picking a model sets its width multiplier to a default a laptop CPU trains in minutes.")
@@ -257,7 +292,7 @@ with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     width = c1.select_slider("Width multiplier", WIDTHS, key="train_width",
                              help="1 is the full model; VGG, ResNet and MobileNet default to ×0.25 on CPU.")
-    epochs = c1.number_input("Epochs", min_value=1, max_value=training.LIMITS.max_epochs, value=3, key="train_epochs")
+    epochs = c1.number_input("Epochs", min_value=1, max_value=training.LIMITS.max_epochs, value=5, key="train_epochs")
     alpha = c2.number_input("α (affinity weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1,
                             key="train_alpha")
     beta = c2.number_input("β (dispersion weight)", min_value=0.0, max_value=10.0, value=1.0, step=0.1,
@@ -268,6 +303,10 @@ with st.form("train_form"):
                          help="letters, digits, '.', '_' and '-', not starting with '.' or '-'")
     seed = c3.number_input("Seed", min_value=0, max_value=run_config.MAX_SEED, value=0, key="train_seed",
                            help=f"a whole number from 0 to {run_config.MAX_SEED:,}, as on the command line")
+    # the classes on a row of their own: ten chips do not fit a third of the form
+    chosen = st.multiselect("Classes", CLASSES, default=CLASSES, key="train_classes",
+                            help=f"The digits to learn (at least {training.LIMITS.min_classes}); fewer classes "
+                                 "train faster and make a high accuracy easier.")
     c1, c2, c3 = st.columns(3)
     checkpoint_every = c1.number_input(
         "Checkpoint every N epochs (0: final weights only)", min_value=0, max_value=training.LIMITS.max_epochs,
@@ -276,9 +315,6 @@ with st.form("train_form"):
              f"Modules over training follows the run through them. A run keeps at most "
              f"{training.LIMITS.max_checkpoints} checkpoints: with more epochs, N is raised to fit (20 epochs: "
              "every 2).")
-    chosen = c2.multiselect("Classes", CLASSES, default=CLASSES, key="train_classes",
-                            help=f"The digits to learn (at least {training.LIMITS.min_classes}); fewer classes "
-                                 "train faster and make a high accuracy easier.")
     low, high = training.LIMITS.fractions
     fraction = c2.slider("Data fraction (share of each class's training images)", min_value=low, max_value=high,
                          value=high, step=0.05, format="%.2f", key="train_fraction",
@@ -306,13 +342,26 @@ if submitted:
                                       fraction=float(fraction), scarce=scarce,
                                       scarce_fraction=float(scarce_fraction))
         config.validate()
-        slot.start(config, folder.path, name.strip() or None, folder.label, shown=for_visitors)
-    except training.TrainingBusy as error:
-        st.warning(f"{plain(str(error))}. Wait for it to finish: this page updates by itself.")
+        steps = training.optimisation_steps(config)
     except ModaError as error:
+        st.session_state.pop(FEW_STEPS_KEY, None)
         st.error(f"Training did not start: {plain(for_visitors(str(error)))}")
     else:
-        st.rerun()  # redraw with the form disabled and the progress below
+        if steps < training.FEW_STEPS:
+            st.session_state[FEW_STEPS_KEY] = (config, name.strip() or None, steps)
+        else:
+            start_training(config, name.strip() or None)
+few = st.session_state.get(FEW_STEPS_KEY)
+if few is not None:
+    config, few_name, steps = few
+    per_epoch = steps // config.epochs
+    st.warning(f"These settings give only {steps} optimisation steps in all ({config.epochs} epoch"
+               f"{'s' if config.epochs != 1 else ''} × {per_epoch} batch{'es' if per_epoch != 1 else ''} of "
+               f"{config.batch_size} images): the model will come out badly under-trained, its accuracy far below "
+               f"what the method can reach. At least {training.FEW_STEPS} steps are advised: more epochs or a "
+               "larger data fraction, or one of the lecture presets above.")
+    if st.button("Train anyway", key="train_anyway", disabled=slot.status().busy):
+        start_training(config, few_name)
 
 
 def live_modules_chart(status: training.TrainingStatus) -> int:
@@ -329,7 +378,7 @@ def live_modules_chart(status: training.TrainingStatus) -> int:
     if live.twin is not None and series:
         final = len(live.twin["epoch"]) == 1
         twin_label = f"{method_label(live.twin_method)}: {folders.run_label(live.twin_spec)}" + (
-            " (final weights)" if final else "")
+            " (final weights)" if final else "") + folders.unfinished_note(summaries, live.twin_spec)
         series[twin_label] = live.twin
     methods = {label: method for label, method in zip(series, [live.method, live.twin_method], strict=False)}
     every = status.checkpoint_every
@@ -376,7 +425,8 @@ def training_progress() -> None:
                     if status.epoch else "loading the data and building the model…")
         if status.history:
             left, right = st.columns(2)
-            ui.chart(accuracy_figure(status.history, "Accuracy per epoch (live)"), key="train_live", where=left)
+            ui.chart(accuracy_figure(status.history, "Accuracy per epoch (live)", status.epochs), key="train_live",
+                     where=left)
             with right:
                 live_modules_chart(status)
         st.session_state["train_seen_busy"] = True
@@ -391,7 +441,8 @@ def training_progress() -> None:
             (st.warning if status.outcome == "stopped" else st.error)(plain(for_visitors(status.message)))
         if status.history:  # the last training's curves stay until the next one starts
             left, right = st.columns(2)
-            ui.chart(accuracy_figure(status.history, "Accuracy per epoch"), key="train_live", where=left)
+            ui.chart(accuracy_figure(status.history, "Accuracy per epoch", status.epochs), key="train_live",
+                     where=left)
             with right:
                 pending = live_modules_chart(status)
             if pending:
@@ -401,3 +452,5 @@ def training_progress() -> None:
 
 
 training_progress()
+if openable:
+    curves()

@@ -64,7 +64,8 @@ if not shared:
                "strong run that learned one of the weak run's classes.")
     st.session_state.pop(RESULT_KEY, None)
     st.stop()
-c1, c2 = st.columns(2)
+# on a projector τ joins the class and the epochs on one row, so that the chart a swap draws is on the first screen
+c1, c2, *c3 = st.columns(3 if ui.presenting() else 2)
 ui.linked_choice("class", "swap_class", shared, ui.url_int, "class")
 if st.session_state.get("swap_class") not in shared:
     st.session_state.pop("swap_class", None)
@@ -75,10 +76,15 @@ st.session_state.setdefault("swap_epochs", 5)
 epochs = c2.number_input("Calibration epochs (calibrate only)", min_value=1, max_value=50, key="swap_epochs")
 ui.link("class", str(target))
 ui.link("epochs", str(int(epochs)))
-tau = ui.tau_slider("swap_tau")
-with st.expander("What each strategy does", expanded=False):
-    for strategy in STRATEGIES:
-        st.markdown(f"- **{strategy}**: {STRATEGY_SENTENCES[strategy]}")
+with c3[0] if c3 else st.container():
+    tau = ui.tau_slider("swap_tau")
+
+
+def strategies() -> None:
+    with st.expander("What each strategy does", expanded=False):
+        for strategy in STRATEGIES:
+            st.markdown(f"- **{strategy}**: {STRATEGY_SENTENCES[strategy]}")
+
 
 # a result belongs to the controls it was computed for: once they change (or the page is left and the
 # widgets come back with other values) it is discarded, never shown against other runs or classes
@@ -99,12 +105,19 @@ if result is not None and result["controls"] != controls:
     result = None
 if result is None:
     st.info("Choose the runs and the class, then press **Run swap** to compare the three strategies.")
+    strategies()
     st.stop()
 
 reports = result["reports"]
 first = next(iter(reports.values()))
 ids = list(first["before"])
 names = [weak_names.get(int(c), c) for c in ids]
+ui.chart(swap_bars(names, [first["before"][c] for c in ids],
+                   {s: [r["after"][c] for c in ids] for s, r in reports.items()},
+                   target=weak_names[target], height=390 if ui.presenting() else 450), key="swap_bars")
+st.caption("The paper reports, on CIFAR-10, a target gain of about +12 points with the other classes' mean "
+           "moving by less than 0.5 point. \"Before\" is the weak model alone; every bar is accuracy on the weak "
+           "run's test split; a bar at 0% is labelled, as it has no height to see.")
 st.markdown(f"**{plain(folders.run_epoch_label(weak))}**, class {plain(weak_names[target])} repaired with the "
             f"module of **{plain(folders.run_epoch_label(strong))}** (τ = {tau:.2f}; the module has "
             f"{first['module_params_fraction']:.1%} of the strong model's weights; calibrate trained its layer for "
@@ -123,7 +136,7 @@ COLUMN_HELP = {
     "others' mean": "Mean test accuracy of the other classes, before → after.",
     "others' change": "Change of the other classes' mean accuracy, in points (the paper's measure).",
     "largest drop": "The largest drop of one other class's accuracy, in points.",
-    "overall change": "Change of the accuracy on all test images, in points.",
+    "overall": "Accuracy on all the weak run's test images, before → after (the change in points).",
 }
 table = pd.DataFrame([{
     "strategy": strategy,
@@ -132,18 +145,13 @@ table = pd.DataFrame([{
     "others' mean": f"{r['other_mean_before']:.1%} → {r['other_mean_after']:.1%}",
     "others' change": points(r["other_mean_change"]),
     "largest drop": f"{r['other_max_drop'] * 100:.1f}",
-    "overall change": points(r["accuracy_change"]),
+    "overall": f"{r['accuracy_before']:.1%} → {r['accuracy_after']:.1%} ({points(r['accuracy_change'])})",
 } for strategy, r in reports.items()])
-st.dataframe(table, hide_index=True, key="swap_table", width="stretch",
-             column_config={name: st.column_config.TextColumn(name, help=text) for name, text in COLUMN_HELP.items()})
+ui.table(table, hide_index=True, key="swap_table", width="stretch",
+         column_config={name: st.column_config.TextColumn(name, help=text) for name, text in COLUMN_HELP.items()})
 st.caption("Gains, changes and drops in percentage points.")
 for strategy, r in reports.items():
     st.markdown(f"**{strategy}** — target {points(r['target_gain'])} points, other classes' mean "
                 f"{points(r['other_mean_change'])} points, largest drop {r['other_max_drop'] * 100:.1f} points. "
                 f"{STRATEGY_SENTENCES[strategy]}")
-ui.chart(swap_bars(names, [first["before"][c] for c in ids],
-                   {s: [r["after"][c] for c in ids] for s, r in reports.items()},
-                   target=weak_names[target]), key="swap_bars")
-st.caption("The paper reports, on CIFAR-10, a target gain of about +12 points with the other classes' mean "
-           "moving by less than 0.5 point. \"Before\" is the weak model alone; every bar is accuracy on the weak "
-           "run's test split.")
+strategies()

@@ -19,18 +19,22 @@ st.caption("τ is the firing rate a unit needs, on a class's training images, to
            "twin.")
 
 summaries = folders.list_runs()
-spec = ui.pick_run("Run", key="tau_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
-                   help="Its standard-trained twin (the same model and data, α = β = γ = 0) is drawn next to it.")
+picker, slider = ui.controls_row()
+with picker:
+    spec = ui.pick_run("Run", key="tau_run", summaries=summaries, prefer=(ui.modular_demo_first, ui.is_modular),
+                       help="Its standard-trained twin (the same model and data, α = β = γ = 0) is drawn next to it.")
 if spec is None:
     st.stop()
 ui.load_or_stop(spec)
 ui.composable_or_stop(spec)
-tau = ui.tau_slider("tau_tau")
+with slider:
+    tau = ui.tau_slider("tau_tau")
 group = study_jobs.twins(summaries, spec)
 chosen_method = next(iter(group))
 partner = "standard" if chosen_method != "standard" else "moda"
 group = {k: s for k, s in group.items() if k in (chosen_method, partner)}
-labels = {method: f"{method_label(method)}: {folders.run_label(s)}" for method, s in group.items()}
+labels = {method: f"{method_label(method)}: {folders.run_label(s)}{folders.unfinished_note(summaries, s)}"
+          for method, s in group.items()}
 known = {method: study_jobs.cached("tau", s) for method, s in group.items()}
 missing = [method for method, frame in known.items() if frame is None]
 grid = ", ".join(f"{t:g}" for t in study_jobs.TAU_GRID)
@@ -46,7 +50,8 @@ if missing:
 shown = {labels[k]: frame.to_dict("list") for k, frame in known.items() if frame is not None}
 if shown:
     floor = engine.module_floor(spec)  # a ViT's modules never go below what they all keep
-    ui.chart(add_floor_line(tau_figure(shown, {labels[k]: k for k in known}, tau), floor, row=1, col=1),
+    ui.chart(add_floor_line(tau_figure(shown, {labels[k]: k for k in known}, tau, across=ui.presenting()), floor, row=1,
+                            col=1),
              key="tau_chart")
     if floor >= FLOOR_SHOWN:
         st.caption(floor_text(floor))
