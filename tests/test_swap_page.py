@@ -67,6 +67,7 @@ def test_swap_compares_the_three_strategies_with_the_arrow_on_the_target(demo_en
     assert list(table["target gain"]) == ["+70.0"] * 3
     assert table["others' change"].tolist()[0] == "-2.2"  # signed: 9 others, one −20
     assert table["largest drop"].tolist() == ["20.0", "0.0", "0.0"]
+    assert table["overall"].tolist() == ["80.0% → 85.0% (+5.0)"] * 3  # all test images, before → after
     page = texts(app)
     assert "calibrate trained its layer for 7 epochs" in page
     assert all(f"**{s}** — target +70.0 points" in page for s in STRATEGIES)

@@ -98,8 +98,10 @@ def near_miss_text(rates: Any, tau: float) -> str:
     highest = float(rates[near].max())
     every = " fire on every one of the class's images" if tau >= 1.0 else \
         f" fire on at least {tau:.0%} of the class's images"
-    return (f" {int(near.sum())} cell{'s' if near.sum() != 1 else ''} look as lit as the kept ones but are not "
-            f"boxed: {'they fire' if near.sum() != 1 else 'it fires'} on just under τ of the class's images (up to "
+    count = int(near.sum())
+    many = count != 1
+    return (f" {count} cell{'s look' if many else ' looks'} as lit as the kept ones but {'are' if many else 'is'} "
+            f"not boxed: {'they fire' if many else 'it fires'} on just under τ of the class's images (up to "
             f"{highest:.1%}), and a module keeps only units that{every}.")
 
 
