@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -18,6 +17,7 @@ import streamlit as st
 from dashboard import engine, folders, jobs
 from dashboard.plain_text import code
 from moda_core import runs as run_store
+from moda_core import twins as moda_twins
 from moda_core.errors import ModaError
 from moda_core.studies import (
     DEFAULT_TAUS,
@@ -28,6 +28,7 @@ from moda_core.studies import (
     tau_sweep,
     training_evolution,
 )
+from moda_core.twins import partner
 
 TAU_CSV = "tau_sweep.csv"  # tau_sweep over DEFAULT_TAUS, if a run folder ships one
 TAU_GRID = tuple(DEFAULT_TAUS)  # the τ trade-off's fixed, small grid
@@ -143,33 +144,16 @@ def compute_button(study: str, group: dict[str, str], missing: list[str], known:
 
 
 def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
-    """The chosen run and, among the listed runs, one run per other training method (MODA / standard / MwT)
-    of the same model, width, data set and classes: method name → spec, the chosen run's method first. A
-    twin of the same folder and epoch budget is preferred."""
-    chosen_path = run_store.split_run_spec(spec)[0]
-    by_path = {str(s["path"]): s for s in summaries if folders.openable(s)}
-    chosen = by_path.get(str(chosen_path))
-    if chosen is None:
-        return {"run": spec}
-    signature = _signature(chosen_path)
-    result = {str(chosen.get("method")): spec}
-    candidates = sorted((s for p, s in by_path.items() if p != str(chosen_path)),
-                        key=lambda s: (Path(s["path"]).parent != chosen_path.parent,
-                                       s.get("epochs_done") != chosen.get("epochs_done"),
-                                       folders.run_status(s) != folders.HEALTHY))
-    for s in candidates:
-        method = str(s.get("method"))
-        if method not in result and signature is not None and _signature(Path(s["path"])) == signature:
-            result[method] = str(s["path"])
-    return result
+    """The chosen run (``spec``, a checkpoint kept as such) and its twins among the runs the pages can open
+    (``moda_core.twins``: the same model and data trained by another method): method → spec, the chosen run's method
+    first; empty when the chosen run is not listed."""
+    path = run_store.split_run_spec(spec)[0]
+    group = moda_twins.twins([s for s in summaries if folders.openable(s)], path)
+    return {method: spec if found == path else str(found) for method, found in group.items()}
 
 
-def _signature(path: Path) -> tuple | None:
-    """What makes two runs twins: model, width, data set, classes and data fraction (from config.json)."""
-    try:
-        config = run_store.read_config(path)
-    except ModaError:
-        return None
-    arch, data = config.get("arch", {}), config.get("data", {})
-    return (arch.get("name"), arch.get("width"), data.get("name"), tuple(data.get("classes") or ()),
-            data.get("train_fraction"), str(data.get("class_fractions")))
+def twin(group: dict[str, str]) -> tuple[str, str] | None:
+    """In a run's ``twins``, its partner (``partner``: standard training for MODA or MwT, MODA for standard
+    training): (method, spec), or None."""
+    other = partner(next(iter(group))) if group else None
+    return (other, group[other]) if other in group else None

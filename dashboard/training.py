@@ -312,16 +312,13 @@ def spread(items: list[Any], most: int) -> list[Any]:
 
 
 def find_twin(run_dir: Path, method: str) -> tuple[str, str] | None:
-    """A twin of the run being trained in the server's runs folders (``study_jobs.twins``: the same model,
-    width, data set, classes and data fractions trained another way): the standard one for a MODA or MwT run,
-    MODA's for a standard run."""
+    """The partner of the run being trained in the server's runs folders (``study_jobs.twin``: the same model and
+    data trained another way; the standard one for a MODA or MwT run, MODA's for a standard run): (spec, method)."""
     from dashboard import folders, study_jobs
 
     group = study_jobs.twins(folders.list_runs(every_folder=True), str(run_dir))
-    for other in ("standard", "moda", "mwt"):
-        if other != method and other in group:
-            return group[other], other
-    return None
+    other = study_jobs.partner(method)
+    return (group[other], other) if other in group else None
 
 
 class LiveProbe:

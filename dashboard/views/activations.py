@@ -59,9 +59,8 @@ order_by = c2.radio("Order units by", ["unit index", "class they serve"], index=
 # the run's twin trained the other way (standard for a MODA or MwT run, MODA for a standard one), when the runs
 # folders hold one: its units kept per layer vs τ below, and its heatmap beside this one on request
 group = study_jobs.twins(summaries, spec)
-method = next(iter(group))
-partner = "standard" if method != "standard" else "moda"
-twin = (partner, group[partner]) if partner in group else None
+method = next(iter(group), "")
+twin = study_jobs.twin(group)
 
 
 def side_title(method_name: str, point: str) -> str:

@@ -20,8 +20,8 @@ def run_b_default(summaries: list[dict], spec_a: str) -> str:
     run, MODA for a standard one), else a standard run of the same model, else the demo's standard VGG, else
     any standard run."""
     group = study_jobs.twins(summaries, spec_a)
-    method_a = next(iter(group))
-    for method in ("standard", "moda", "mwt") if method_a != "standard" else ("moda", "mwt"):
+    method_a = next(iter(group), "")
+    for method in (study_jobs.partner(method_a), *(m for m in group if m != method_a)):  # else another twin
         if method in group and method != method_a:
             return group[method]
     path_a = str(run_store.split_run_spec(spec_a)[0])

@@ -30,8 +30,8 @@ ui.composable_or_stop(spec)
 with slider:
     tau = ui.tau_slider("tau_tau")
 group = study_jobs.twins(summaries, spec)
-chosen_method = next(iter(group))
-partner = "standard" if chosen_method != "standard" else "moda"
+chosen_method = next(iter(group), "")
+partner = study_jobs.partner(chosen_method)
 group = {k: s for k, s in group.items() if k in (chosen_method, partner)}
 labels = {method: f"{method_label(method)}: {folders.run_label(s)}{folders.unfinished_note(summaries, s)}"
           for method, s in group.items()}
