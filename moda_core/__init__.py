@@ -8,7 +8,7 @@ from typing import Any
 from moda_core.errors import ModaError
 
 __all__ = ["ModaError", "ModularLoss", "compose_module", "decompose_model", "prepare_model"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the package's version (pyproject.toml reads it from here)
 
 _LAZY = {"ModularLoss": "moda_core.loop", "decompose_model": "moda_core.loop", "prepare_model": "moda_core.loop",
          "compose_module": "moda_core.compose"}

@@ -351,33 +351,6 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
     return Decomposition(rates, masks, tau, class_counts, note)
 
 
-def class_structure(rates: torch.Tensor, masks: torch.Tensor) -> float:
-    """How clearly one point's units are split by class: the mean over classes of (the class's mean rate on
-    the units its module keeps − the other classes' mean rate on those units). 0 when every class keeps
-    units that every class fires on (early layers); near 1 when each module's units fire for its class only."""
-    rates, masks = rates.float(), masks.bool()
-    classes = rates.shape[0]
-    if classes < 2:
-        return 0.0
-    gaps = []
-    for c in range(classes):
-        kept = masks[c]
-        if not kept.any():
-            continue
-        own = rates[c, kept].mean()
-        others = torch.cat([rates[:c, kept], rates[c + 1:, kept]]).mean()
-        gaps.append(float(own - others))
-    return sum(gaps) / len(gaps) if gaps else 0.0
-
-
-def clearest_point(rates: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> str:
-    """The activation point with the clearest class structure (largest ``class_structure``; the first such
-    point on ties): a good first view of a decomposition."""
-    if not rates:
-        raise ModaError("clearest_point: no activation points to choose from")
-    return max(rates, key=lambda p: (class_structure(rates[p], masks[p]), -list(rates).index(p)))
-
-
 def class_specificity(rates: torch.Tensor) -> float:
     """How block-diagonal one point's class × unit rates are, without τ: the mean over units of (the unit's highest
     class rate − its mean rate over the other classes). 1 when every unit fires on all the images of one class and
@@ -413,12 +386,3 @@ def kept_share_by_tau(rates: Mapping[str, torch.Tensor], taus: Iterable[float] =
         for point, mask in masks_from_rates(rates, tau).items():
             shares[point].append(mask.double().mean().item())
     return shares
-
-
-def tau_sensitive_point(rates: Mapping[str, torch.Tensor], taus: Iterable[float] = TAU_RANGE) -> str:
-    """The activation point whose mean kept share (``kept_share_by_tau``) changes most over ``taus`` (the first
-    such point on ties): where moving τ visibly grows and shrinks the modules."""
-    if not rates:
-        raise ModaError("tau_sensitive_point: no activation points to choose from")
-    shares = kept_share_by_tau(rates, taus)
-    return max(shares, key=lambda p: (round(max(shares[p]) - min(shares[p]), 12), -list(shares).index(p)))

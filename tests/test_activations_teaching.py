@@ -30,11 +30,8 @@ from moda_core.activations import point_units
 from moda_core.decompose import (
     TAU_RANGE,
     class_specificity,
-    clearest_point,
     kept_share_by_tau,
-    masks_from_rates,
     most_class_specific_point,
-    tau_sensitive_point,
 )
 from moda_core.errors import ModaError
 from moda_core.models import build_model
@@ -43,14 +40,12 @@ from moda_core.summary import module_floor, module_summary
 # --- a τ demo that lands --------------------------------------------------------------------------------------
 
 
-def test_the_tau_sensitive_point_is_where_tau_changes_the_modules_not_the_clearest():
-    # "late": two crisp units per class, kept at every τ (the clearest point, and τ changes nothing there);
-    # "middle": rates spread over 0.5–1.0, so every step of τ drops units
+def test_kept_share_by_tau_follows_each_points_units_over_tau():
+    # "late": two crisp units per class, kept at every τ; "middle": rates spread over 0.5–1.0, so every step of τ
+    # drops units
     late = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
     middle = torch.tensor([[0.55, 0.7, 0.85, 0.99], [0.6, 0.75, 0.9, 0.95]])
     rates = {"middle": middle, "late": late}
-    assert clearest_point(rates, masks_from_rates(rates, 0.9)) == "late"  # where the page used to open
-    assert tau_sensitive_point(rates) == "middle"
     shares = kept_share_by_tau(rates, [0.5, 0.8, 1.0])
     assert shares["late"] == [0.5, 0.5, 0.5]
     assert shares["middle"][0] == 1.0 and shares["middle"][1] == pytest.approx(4 / 8)

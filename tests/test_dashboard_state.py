@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from helpers import APP, DEMO, TIMEOUT, board_occupied, charts, open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from dashboard import study_jobs, ui
 from dashboard.plain_text import code
-from moda_core.decompose import class_structure, clearest_point
 
 pytestmark = pytest.mark.usefixtures("dashboard_pages")  # tests/conftest.py
 
@@ -107,17 +105,6 @@ def test_activations_opens_where_units_are_most_class_specific_with_units_by_cla
     app = open_page("activations")
     assert app.selectbox(key="act_point").value == "features.11.relu"  # decompose.most_class_specific_point
     assert app.radio(key="act_order").value == "class they serve"
-
-
-def test_clearest_point_and_class_structure_on_hand_made_rates():
-    shared = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # every unit fires for every class
-    split = torch.tensor([[1.0, 0.0], [0.1, 0.95]])  # unit 0 is class 0's, unit 1 class 1's
-    rates = {"early": shared, "late": split}
-    masks = {p: r >= 0.9 for p, r in rates.items()}
-    assert class_structure(shared, masks["early"]) == pytest.approx(0.0)
-    assert class_structure(split, masks["late"]) == pytest.approx(((1.0 - 0.1) + (0.95 - 0.0)) / 2)
-    assert clearest_point(rates, masks) == "late"
-    assert clearest_point({"a": shared, "b": shared}, {"a": masks["early"], "b": masks["early"]}) == "a"
 
 
 def test_parse_tau():

@@ -26,10 +26,9 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 600
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """(the fresh environment's bin folder, an environment for commands that uses it and not the checkout)."""
-    folder = tmp_path_factory.mktemp("install")
+def install(folder: Path, extras: str) -> tuple[Path, dict[str, str]]:
+    """A wheel of the checkout installed with ``extras`` ("" for none) into a fresh venv in ``folder``: (its bin
+    folder, an environment for commands that uses it and not the checkout)."""
     wheels = folder / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
          str(ROOT)], cwd=folder, env=dict(os.environ))
@@ -39,8 +38,36 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"{wheel}[dashboard]", "-c", str(ROOT / "requirements.txt")], cwd=folder, env=env, timeout=1200)
+         f"{wheel}{extras}", "-c", str(ROOT / "requirements.txt")], cwd=folder, env=env, timeout=1200)
     return venv / "bin", env | {"MODA_WHEEL": str(wheel)}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The package with its dashboard: (bin folder, environment)."""
+    return install(tmp_path_factory.mktemp("install"), "[dashboard]")
+
+
+def test_the_core_install_trains_decomposes_composes_and_studies_without_extras(tmp_path):
+    """``pip install moda-studio`` without extras: every command of the engine works; the version is one."""
+    (tmp_path / "core").mkdir()
+    bin_dir, env = install(tmp_path / "core", "")
+    where, runs_dir = Path("/"), tmp_path / "R"
+    version = run([str(bin_dir / "python"), "-c", "import importlib.metadata as m, moda_core; "
+                   "print(moda_core.__version__, m.version('moda-studio'))"], where, env).split()
+    assert version[0] == version[1], version
+    listed = run([str(bin_dir / "python"), "-m", "pip", "list", "--format=freeze"], where, env)
+    assert "streamlit" not in listed.lower() and "plotly" not in listed.lower()  # no dashboard came along
+    assert "moda_core/py.typed" in zipfile.ZipFile(env["MODA_WHEEL"]).namelist()
+    run([str(bin_dir / "moda"), "train", "--model", "lenet5", "--epochs", "1", "--runs-dir", str(runs_dir),
+         "--name", "core"], where, env)
+    assert '"mean_module_size"' in run([str(bin_dir / "moda"), "decompose", str(runs_dir / "core"), "--json"],
+                                       where, env)
+    run([str(bin_dir / "moda"), "compose", str(runs_dir / "core"), "--classes", "0", "1", "--out",
+         str(tmp_path / "pair.pt2")], where, env)
+    studied = run([str(bin_dir / "moda"), "subtasks", str(runs_dir / "core"), "--sizes", "2", "--samples", "2",
+                   "--json"], where, env)
+    assert studied.strip(), studied
 
 
 def test_wheel_holds_the_two_packages_and_their_data_within_budget(installed):
