@@ -120,6 +120,7 @@ def test_group_labels_never_run_together_on_a_128_unit_layer():
 # --- the ViT's floor ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a ViT's floor, counted: seconds
 def test_module_floor_is_what_no_mask_can_drop():
     torch.manual_seed(0)
     vit, vgg = build_model("vit", 1, 28, 10), build_model("vgg11", 1, 28, 10, width=0.25)

@@ -27,6 +27,11 @@ from moda_core.run_config import check_config
 from moda_core.train import TrainConfig, train
 
 SMALL = [path for path, _ in graph_models.BUILDERS if "vgg" not in path and "resnet" not in path]
+# the full-size torchvision-style models: seconds each to compose and export, so the fast lane (``-m "not slow"``)
+# checks the small builders and CI's lane all of them
+HEAVY = {"graph_models:make_resnet18", "graph_models:make_vgg11_bn", "graph_models:make_mobilenet_v2"}
+EVERY_BUILDER = [pytest.param(path, points, marks=pytest.mark.slow) if path in HEAVY else (path, points)
+                 for path, points in graph_models.BUILDERS]
 
 
 def built(path: str, points: str = "relu") -> nn.Module:
@@ -35,7 +40,7 @@ def built(path: str, points: str = "relu") -> nn.Module:
     return graph_models.calibrated(model)
 
 
-@pytest.mark.parametrize("path,points", graph_models.BUILDERS)
+@pytest.mark.parametrize("path,points", EVERY_BUILDER)
 def test_a_built_model_is_the_builders_model_untouched(path, points):
     torch.manual_seed(0)
     original = getattr(graph_models, path.partition(":")[2])(num_classes=10, in_channels=1, image_size=28)
@@ -69,7 +74,7 @@ def test_token_models_record_features_as_units():
     assert check_masks(vit, masks) == 10
 
 
-@pytest.mark.parametrize("path,points", graph_models.BUILDERS)
+@pytest.mark.parametrize("path,points", EVERY_BUILDER)
 def test_composed_module_is_the_masked_model_smaller_and_exports(path, points, tmp_path):
     model = built(path, points)
     masks = random_masks(model, 0.4, seed=3)

@@ -16,7 +16,7 @@ from moda_core.models.blocks import ConvUnit
 from moda_core.runs import list_runs, load_run, run_dataset
 from moda_core.train import TrainConfig, train
 
-GATED = ["lenet5", "vgg11", "resnet18", "mobilenet"]
+GATED = ["lenet5", "vgg11", "resnet18", pytest.param("mobilenet", marks=pytest.mark.slow)]  # (seconds: CI's lane)
 
 
 def test_masks_are_in_zero_one():

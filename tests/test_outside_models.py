@@ -28,6 +28,10 @@ from moda_core.graph import graph_of
 from moda_core.loop import prepare_model
 
 FAST = [name for name in om.MODELS if name not in om.SLOW]
+# torchvision's own models take seconds to read and compose: the fast lane (-m "not slow") checks the hand-built
+# families, CI's lane all of them
+TORCHVISION = {"mobilenet_v3", "efficientnet_b0"}
+FAST_LANE = [pytest.param(name, marks=pytest.mark.slow) if name in TORCHVISION else name for name in FAST]
 CLASSES = [2, 7]
 
 
@@ -83,7 +87,7 @@ def test_points_and_their_units_are_what_a_reader_works_out(name):
 
 
 @pytest.mark.parametrize("density", [0.5, 0.2, 1.0])
-@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("name", FAST_LANE)
 def test_composed_module_is_the_independent_masked_model(name, density):
     composed = check_composition(name, density)
     if density == 0.5:
@@ -116,7 +120,7 @@ def test_values_at_zero_follow_the_arguments():
     assert ops["keep"].data is True  # Hardtanh(): zero stays zero
 
 
-@pytest.mark.parametrize("name", ["stochastic", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["stochastic", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
 def test_training_runs_the_graph_traced_in_training_mode(name):
     """Dropout and stochastic depth draw in training exactly as the model's own forward does, and are off in
     evaluation."""

@@ -20,7 +20,8 @@ from moda_core.errors import ModaError
 from moda_core.summary import mean_off_diagonal, module_summary
 
 
-@pytest.mark.parametrize("name,channels,size", [("lenet5", 1, 28), ("resnet18", 3, 32), ("mobilenet", 3, 32)])
+@pytest.mark.parametrize("name,channels,size", [("lenet5", 1, 28), ("resnet18", 3, 32),
+                                                  pytest.param("mobilenet", 3, 32, marks=pytest.mark.slow)])
 def test_summary_against_composed_modules_and_brute_force(name, channels, size):
     model = randomised(name, channels, size, dtype=torch.float64)
     masks = random_masks(model, 0.4, seed=2)
