@@ -315,6 +315,11 @@ def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes:
     num_classes = check_masks(model, masks, g)
     classes = sorted(check_classes(list(classes), num_classes, "composition"))
     union = {point: torch.as_tensor(mask).bool()[classes].any(0, keepdim=True) for point, mask in masks.items()}
+    empty = [point for point, kept in union.items() if not kept.any()]
+    if empty:  # a decomposition keeps at least one unit per class and point (decompose.masks_from_rates)
+        raise ModaError(f"classes {classes} keep no unit at point {empty[0]!r}"
+                        f"{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}: a module needs at least one "
+                        "unit at every point, as decompositions keep")
     logits = torch.zeros(1, num_classes, dtype=torch.bool)
     logits[0, classes] = True
     with torch.no_grad():

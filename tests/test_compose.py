@@ -128,3 +128,70 @@ def test_the_graph_is_read_once_per_model_structure_and_again_after_a_layer_chan
     conv.weight = nn.Parameter(torch.zeros(conv.out_channels, conv.in_channels, 3, 3))
     graph_module.graph_of(model)
     assert len(built) == 3, "a layer whose parameters change shape must be read again"
+
+
+# ----- property: any masks, any classes (hypothesis: reproducible; a failure shrinks to the smallest masks) --------
+
+def _drawn_masks(draw, shapes: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Class × unit masks of the given shapes from drawn bytes, one bit per cell, a set bit dropping the unit: a
+    failure shrinks toward keeping every unit (the full model), so what remains dropped is what breaks it."""
+    import numpy as np
+    from hypothesis import strategies as st
+
+    masks = {}
+    for point, (rows, units) in shapes.items():
+        cells = rows * units
+        raw = draw(st.binary(min_size=(cells + 7) // 8, max_size=(cells + 7) // 8))
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:cells]
+        masks[point] = torch.from_numpy(bits.reshape(rows, units) == 0)
+    return masks
+
+
+PROPERTY_MODELS = {name: randomised(name, 1, 28) for name in ("lenet5", "resnet18", "mobilenet")}
+PROPERTY_SHAPES = {name: {p: tuple(m.shape) for p, m in random_masks(model, 1.0, 0).items()}
+                   for name, model in PROPERTY_MODELS.items()}
+
+
+@pytest.mark.parametrize("name", ["lenet5", pytest.param("resnet18", marks=pytest.mark.slow),
+                                  pytest.param("mobilenet", marks=pytest.mark.slow)])
+def test_any_masks_compose_to_the_masked_full_model(name):
+    """For any masks and any classes, the composed module's logits are the masked full model's and it never has
+    more parameters than the full model; classes that keep no unit at some point are refused, naming it."""
+    from hypothesis import HealthCheck, event, given, settings
+    from hypothesis import strategies as st
+
+    model = PROPERTY_MODELS[name]
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    outcomes = []
+
+    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def check(data):
+        masks = _drawn_masks(data.draw, PROPERTY_SHAPES[name])
+        classes = data.draw(st.lists(st.integers(0, NUM_CLASSES - 1), min_size=1, max_size=4, unique=True))
+        empty = [p for p, m in masks.items() if not m[classes].any()]
+        event("refused: no unit at a point" if empty else "composed")
+        outcomes.append(bool(empty))
+        if empty:  # no unit of these classes at a point: refused with the point's name, not a crash later
+            with pytest.raises(ModaError, match=f"keep no unit at point '{empty[0]}'"):
+                compose_module(model, masks, classes)
+            return
+        composed = compose_module(model, masks, classes)
+        expected = masked_logits(model, masks, sorted(classes), x)
+        with torch.no_grad():
+            got = composed(x)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, expected.abs().max().item()))
+        assert parameter_count(composed) <= parameter_count(model)
+
+    check()
+    assert outcomes.count(False) >= 30, f"{outcomes.count(False)} of {len(outcomes)} cases composed: too few"
+
+
+def test_classes_that_keep_no_unit_at_a_point_are_refused_by_name():
+    model = PROPERTY_MODELS["lenet5"]
+    masks = random_masks(model, 0.5, 0)
+    point = next(iter(masks))
+    masks[point][[2, 5]] = False
+    with pytest.raises(ModaError, match=f"classes \\[2, 5\\] keep no unit at point '{point}'"):
+        compose_module(model, masks, [5, 2])
+    assert compose_module(model, masks, [2, 3]).classes == [2, 3]  # class 3 keeps units there
