@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"moda train --resume --name {shlex.quote(name)} --runs-dir {shlex.quote(str(folder))})", file=sys.stderr)
         return 130
     except ModaError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error.with_hint()}", file=sys.stderr)
         return 2
     except OSError as error:  # the file system refused (permissions, a folder where a file goes, a full disk)
         print(f"error: {os_error_line(error, f'running moda {args.command}')}", file=sys.stderr)

@@ -212,8 +212,8 @@ def load_dataset(name: str = "mnist5k", root: str | None = None, download: bool 
     ``class_fractions`` (original class id -> share) overrides that share for the classes it names."""
     info = dataset_info(name)
     if info.needs_root and not root:
-        raise ModaError(f"data set {name!r} needs a local folder: pass --data-root DIR "
-                        f"(add --download to fetch it there when online)")
+        raise ModaError(f"data set {name!r} needs a local folder",
+                        hint="pass --data-root DIR (add --download to fetch it there when online)")
     if not 0.0 < train_fraction <= 1.0:
         raise ModaError(f"train fraction must be in (0, 1], got {train_fraction}")
     if classes is None:

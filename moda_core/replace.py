@@ -239,7 +239,7 @@ def calibrate(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
         # one check per epoch (not per step: no host sync in the loop); a diverged layer stays diverged
         if not all(torch.isfinite(p).all() for p in model.calibration.parameters()):
             raise ModaError(f"calibration diverged (non-finite weights) in epoch {epoch} of {epochs} "
-                            f"at learning rate {lr}: try a smaller --lr")
+                            f"at learning rate {lr}", hint="try a smaller --lr")
     return model.eval()
 
 

@@ -495,8 +495,8 @@ def create_run(runs_dir: str | Path, name: str | None, default_name: str, overwr
         if overwrite and (run_dir.exists() or run_dir.is_symlink()):
             discard_run(run_dir)
         if not _make_folder(run_dir):
-            raise ModaError(f"run folder {run_dir} already exists: pick another --name, --resume to continue it, "
-                            "or --overwrite to replace it")
+            raise ModaError(f"run folder {run_dir} already exists",
+                            hint="pick another --name, --resume to continue it, or --overwrite to replace it")
     lock = RunLock(run_dir)
     try:
         acquired = lock.acquire()
@@ -593,8 +593,8 @@ def resume_state(run_dir: str | Path) -> ResumeState:
     """What the run continues from (read after :func:`open_for_resume`; under torchrun by every rank)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
-        raise ModaError(f"cannot resume {run_dir}: it has no {CONFIG} (it died as it started); "
-                        "start it again with --overwrite")
+        raise ModaError(f"cannot resume {run_dir}: it has no {CONFIG} (it died as it started)",
+                        hint="start it again with --overwrite")
     train = read_config(run_dir).get("train")
     if not isinstance(train, dict):
         raise ModaError(f"cannot resume: {run_dir / CONFIG} has no training section")

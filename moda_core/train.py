@@ -172,7 +172,8 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError:
         raise ModaError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModaError(f"device {device!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise ModaError(f"device {device!r} was asked for but no CUDA GPU is available",
+                        hint="use --device cpu or auto")
     return resolved
 
 
@@ -357,8 +358,9 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
         if not all(math.isfinite(v) for v in (ce_sum, aff_sum, dis_sum, com_sum)):
             raise ModaError(
                 f"the loss became NaN or infinite in epoch {epoch + 1} of run {run_dir} "
-                f"(CE sum {ce_sum}, affinity {aff_sum}, dispersion {dis_sum}, compactness {com_sum}); "
-                f"try a lower --lr or smaller loss weights. The run store keeps epoch {epoch} as it was.")
+                f"(CE sum {ce_sum}, affinity {aff_sum}, dispersion {dis_sum}, compactness {com_sum}); the run store "
+                f"keeps epoch {epoch} as it was; a lower learning rate or smaller loss weights should help",
+                hint="try a lower --lr or smaller --alpha/--beta/--gamma")
         if opened is None:
             continue  # rank 0 evaluates and writes; the others go on to the next epoch
         test_accuracy = accuracy(predict_logits(model, data.test), data.test.labels)

@@ -303,7 +303,7 @@ def load_arrays(name: str, root: str | None, download: bool) -> RawData:
     if name not in _LOADERS:
         raise ModaError(f"unknown torchvision data set {name!r}: expected one of {', '.join(_LOADERS)}")
     if not root:
-        raise ModaError(f"data set {name!r} needs a local folder: pass --data-root DIR")
+        raise ModaError(f"data set {name!r} needs a local folder", hint="pass --data-root DIR")
     folder = Path(root).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ModaError(f"data folder {folder} is not a folder: expected a directory holding {name}")

@@ -42,3 +42,17 @@ def test_user_errors_are_one_line(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: ")
+
+
+def test_an_error_says_what_in_plain_words_and_the_command_line_adds_its_flags(tmp_path):
+    """``ModaError``: the message any caller may show has no command-line flag; the CLI prints the hint after it."""
+    from moda_core.errors import ModaError
+    from moda_core.runs import create_run
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ModaError) as caught:
+        create_run(tmp_path, "taken", "unused")
+    assert "--" not in str(caught.value) and str(caught.value).endswith("taken already exists")
+    assert caught.value.with_hint().endswith("already exists: pick another --name, --resume to continue it, or "
+                                             "--overwrite to replace it")
+    assert ModaError("plain").with_hint() == "plain"

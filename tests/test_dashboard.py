@@ -346,8 +346,8 @@ def test_failed_training_shows_why_without_cli_flags_or_a_stuck_bar(monkeypatch,
     from moda_core.errors import ModaError
 
     def failing(config, runs_dir, name, progress=None, **kwargs):
-        raise ModaError(f"run folder {runs_dir}/x already exists: pick another --name, --resume to continue it, "
-                        "or --overwrite to replace it")
+        raise ModaError(f"run folder {runs_dir}/x already exists",  # as moda_core.runs words it
+                        hint="pick another --name, --resume to continue it, or --overwrite to replace it")
 
     slot = training.TrainingSlot(runner=failing)
     monkeypatch.setattr(training, "slot", lambda: slot)

@@ -3,7 +3,6 @@ at a time for the whole server: dashboard/training.py)."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,10 @@ MODEL_WIDTHS = {"lenet5": 1.0, "mlp": 1.0, "vgg11": 0.25, "resnet18": 0.25, "mob
 WIDTHS = list(training.LIMITS.widths)
 CLASSES = training.form_classes()
 # what the engine's messages call command-line flags, in the form's words
-FLAG_WORDS = {"pick another --name, --resume to continue it, or --overwrite to replace it":
-              "pick another run name (an interrupted run can be resumed or deleted above)",
-              "try a lower --lr or smaller loss weights": "try smaller loss weights (α, β, γ)",
-              "--name": "the run name", "--lr": "the learning rate", "--device": "the device"}
-
-
 def for_visitors(message: str) -> str:
-    """An engine message in the form's words: no command-line flags (``--name``…), no server paths."""
-    message = folders.public(message)
-    for flag, words in FLAG_WORDS.items():
-        message = message.replace(flag, words)
-    return re.sub(r"(?<![\w-])--([a-z][\w-]*)", lambda m: f"the {m.group(1).replace('-', ' ')} setting", message)
+    """An engine message as a visitor may read it: without server paths. Engine messages carry no command-line
+    flags (``ModaError.hint`` holds those, for the command line), so nothing else is rewritten."""
+    return folders.public(message)
 
 
 def config_facts(path: str) -> dict:
