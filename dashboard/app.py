@@ -39,9 +39,9 @@ with st.sidebar:
     st.markdown("**MODA Studio** — modular deep learning: networks that come apart into per-class modules.")
     ui.runs_folder_picker()
     ui.projector_toggle()
+    ui.one_history_entry_per_page()
 if ui.presenting():  # the projector's screen is the page's: the sidebar starts closed (its arrow opens it)
     st.set_page_config(initial_sidebar_state="collapsed")
-    ui.one_history_entry_per_page()
 try:
     ui.run_page(page)
 finally:  # also when the page stops early (st.stop)

@@ -137,3 +137,14 @@ def test_the_demo_has_a_near_miss_at_tau_one():
     rates = engine.rates(str(DEMO / "vgg11-moda"))
     near = sum(int(((r.numpy() < 1.0) & (r.numpy() >= 0.99)).sum()) for r in rates.values())
     assert near > 0
+
+
+@pytest.mark.usefixtures("dashboard_pages")
+def test_the_one_entry_per_page_script_is_on_every_page_in_either_mode(demo_env):
+    """Projector mode adds the sidebar's closing; it must not take Back and Forward's script with it (it once
+    did: the script went under the projector branch, and every τ step became a history entry)."""
+    app = open_page("activations")
+    for presenting in (False, True):
+        app.toggle(key=ui.PRESENTING).set_value(presenting).run()
+        scripts = [e for e in app.get("html") if "__modaHistory" in e.proto.body]
+        assert len(scripts) == 1, presenting
