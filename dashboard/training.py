@@ -222,7 +222,6 @@ class TrainingStatus:
     finished: float = 0.0
     checkpoint_every: int = 0  # the training's checkpoint interval (0: only its final weights are kept)
     queued: int = 0  # trainings that start after this one (a lecture preset's twin)
-    done: tuple[str, ...] = ()  # what the trainings before this one in its series said when they ended
 
     @property
     def fraction(self) -> float:
@@ -512,14 +511,11 @@ class TrainingSlot:
         Raises ``TrainingBusy`` while another training runs, ``ModaError`` for a training folder that
         cannot hold runs (a file, or not writable) or a config beyond ``LIMITS``. ``resume`` continues
         the interrupted run ``name`` (``config`` is then its stored settings)."""
-        refusal = LIMITS.refusal(config)
-        if refusal:
-            raise ModaError(f"{refusal}. Train it on the command line instead")
-        check_training_folder(runs_dir, label)
-        for later in then:
-            refusal = LIMITS.refusal(later)
+        for each in (config, *then):  # a series is refused whole, before anything starts
+            refusal = LIMITS.refusal(each)
             if refusal:
                 raise ModaError(f"{refusal}. Train it on the command line instead")
+        check_training_folder(runs_dir, label)
         with self._guard:
             if self._status.busy:
                 raise TrainingBusy(self._status.busy_message())
@@ -532,7 +528,7 @@ class TrainingSlot:
             return replace(self._status)
 
     def _claim(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str, resume: bool = False,
-               queued: int = 0, done: tuple[str, ...] = ()) -> None:
+               queued: int = 0) -> None:
         """The status and live view of a training that starts now (the caller holds ``_guard``)."""
         try:
             method = method_of(config).name
@@ -540,7 +536,7 @@ class TrainingSlot:
             method = ""
         run = f"{label}/{name}" if name else f"a new {config.model} run in {label}"
         self._status = TrainingStatus(busy=True, run=run, epochs=config.epochs, started=time.time(),
-                                      checkpoint_every=config.checkpoint_every, queued=queued, done=done)
+                                      checkpoint_every=config.checkpoint_every, queued=queued)
         self._config, self._run_dir = config, None
         self._target = (runs_dir, name, frozenset(_folder_names(runs_dir)))
         self._live.reset(method)
@@ -613,13 +609,13 @@ class TrainingSlot:
                 break
             config, name, resume, then = then[0], None, False, then[1:]
             with self._guard:
-                self._claim(config, Path(runs_dir), None, label, queued=len(then), done=done)
+                self._claim(config, Path(runs_dir), None, label, queued=len(then))
         with self._guard:
             s = self._status
             s.busy, s.stopping, s.finished = False, False, time.time()
             s.outcome = outcome
-            s.message = " ".join((*done[:-1], message)) if outcome == "done" else " ".join((*done, message))
-            s.message = s.message or "Training stopped."
+            # what each training of the series said (a finished one's message is already the last of ``done``)
+            s.message = " ".join(done if outcome == "done" else (*done, message)) or "Training stopped."
             if run_name:
                 s.run = run_name
 

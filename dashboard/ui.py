@@ -432,6 +432,20 @@ def linked_value(param: str, key: str, *more_keys: str) -> str | None:
     return _from_url_once(param)
 
 
+def linked_classes(param: str, key: str, count: int, most: int) -> list[int] | None:
+    """The classes the URL's ``param`` names (``?classes=0,3``: logit positions, each below ``count``; the first
+    ``most`` entries, in order, without repeats) when a page should take them (``linked_value``, for its widget
+    ``key``); a note and None when it names none of this run's; None without a link."""
+    linked = linked_value(param, key)
+    if linked is None:
+        return None
+    picked = list(dict.fromkeys(c for c in (url_int(text) for text in linked.split(",")[:most])
+                                if c is not None and c < count))
+    if not picked:
+        st.info(f"The link's classes {code(linked[:40])} are not this run's; showing the first two instead.")
+    return picked or None
+
+
 def link(param: str, value: str) -> None:
     """Keep a page's choice in the URL under ``param``."""
     _set_url(param, value)

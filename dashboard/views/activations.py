@@ -68,18 +68,22 @@ def side_title(method_name: str, point: str) -> str:
     return f"{SHORT_METHOD.get(method_name, method_name)} at {point}"
 
 
+def class_rate_heatmap(rates: Any, masks: Any, class_names: list[str], point: str, tau: float,
+                       by_class: bool) -> Any:
+    """A run's class × unit heatmap at ``point``: its units in index order, or grouped by the class they serve."""
+    order = units_by_class_order(rates, masks) if by_class else list(range(rates.shape[1]))
+    return rate_heatmap(rates, class_names, point, order, tau, masks,
+                        groups=unit_groups(masks, class_names) if by_class else None)
+
+
 def twin_rate_heatmap(twin_spec: str, point: str, tau: float, by_class: bool) -> Any:
     """The twin's class × unit heatmap at ``point`` and ``tau``, titled with its method (raises ``ModaError`` when
     the twin does not load or has no such point)."""
     twin_rates = engine.rates(twin_spec)
     if point not in twin_rates:
         raise ModaError(f"the twin has no point {point}")
-    rates_there = twin_rates[point].numpy()
-    masks_there = engine.masks(twin_spec, tau)[point]
-    twin_names = engine.class_names(twin_spec)
-    order = (units_by_class_order(rates_there, masks_there) if by_class else list(range(rates_there.shape[1])))
-    figure = rate_heatmap(rates_there, twin_names, point, order, tau, masks_there,
-                          groups=unit_groups(masks_there, twin_names) if by_class else None)
+    figure = class_rate_heatmap(twin_rates[point].numpy(), engine.masks(twin_spec, tau)[point],
+                                engine.class_names(twin_spec), point, tau, by_class)
     figure.layout.title.text = side_title(twin[0], point) + folders.unfinished_note(summaries, twin_spec)
     return figure
 
@@ -125,12 +129,9 @@ def tau_view() -> None:
     all_masks = engine.masks(spec, tau)
     point_masks = all_masks[point]
     by_class = order_by == "class they serve"
-    order = (units_by_class_order(point_rates, point_masks) if by_class
-             else list(range(point_rates.shape[1])))
-    groups = unit_groups(point_masks, names) if by_class else None
     kept = point_masks.sum(1)
     st.markdown(f"**At {point}, τ = {tau:.2f}:** {kept_units_text(kept, point_rates.shape[1])}")
-    heatmap = rate_heatmap(point_rates, names, point, order, tau, point_masks, groups=groups)
+    heatmap = class_rate_heatmap(point_rates, point_masks, names, point, tau, by_class)
     twin_heatmap = None
     if beside:
         try:

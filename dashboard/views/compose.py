@@ -31,14 +31,9 @@ with slider:
     tau = ui.tau_slider("comp_tau")
 # Keep the visitor's classes (by name) across a change of run: those the new run has stay picked; the first
 # two classes only when none of them does (or on the first visit).
-linked = ui.linked_value("classes", "comp_classes")  # ?classes=0,3: logit positions of the run's classes
+linked = ui.linked_classes("classes", "comp_classes", len(names), 64)  # ?classes=0,3: logit positions
 if linked is not None:
-    positions = [ui.url_int(c) for c in linked.split(",")[:64]]
-    picked = [names[p] for p in positions if p is not None and p < len(names)]
-    if picked:
-        st.session_state["comp_classes"] = list(dict.fromkeys(picked))
-    else:
-        st.info(f"The link's classes {code(linked[:40])} are not this run's; showing the first two instead.")
+    st.session_state["comp_classes"] = [names[c] for c in linked]
 previous = st.session_state.get("comp_classes")
 still_valid = [c for c in previous or [] if c in names]
 st.session_state["comp_classes"] = still_valid if still_valid or previous == [] else names[:2]

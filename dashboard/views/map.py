@@ -57,14 +57,9 @@ if spec is None:
 run = ui.load_or_stop(spec)
 names = engine.class_names(spec)
 # ?pair=3,5: the classes lit (logit positions), kept in the URL so a bookmark reopens them
-linked = ui.linked_value(PAIR_PARAM, "map_classes")
+linked = ui.linked_classes(PAIR_PARAM, "map_classes", len(names), 2)
 if linked is not None:
-    picked = [ui.url_int(c) for c in linked.split(",")[:2]]
-    picked = list(dict.fromkeys(c for c in picked if c is not None and c < len(names)))
-    if picked:
-        st.session_state["map_classes"] = picked
-    else:
-        st.info(f"The link's classes {code(linked[:40])} are not this run's; showing the first two instead.")
+    st.session_state["map_classes"] = linked
 chosen = st.session_state.get("map_classes")
 if not isinstance(chosen, (list, tuple)) or len(chosen) > 2 or any(c not in range(len(names)) for c in chosen):
     st.session_state["map_classes"] = list(range(min(2, len(names))))  # before the widget: no default argument
