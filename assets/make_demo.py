@@ -7,7 +7,7 @@ budget (100 epochs; at 15 epochs MODA's modules were still shrinking):
 - ``vgg11-standard``  the same model with standard training (α=β=γ=0), 100 epochs
 - ``vgg11-mwt``       the same model with MwT (mask-based modular training, the baseline), 100 epochs
 - ``swap-strong``     VGG11 (width 0.25), MODA on classes 0–4, 100 epochs: the module donor for swaps
-- ``swap-weak``       LeNet-5 in the scarce-target repair setting (``moda_core.replace.weak_config``:
+- ``swap-weak``       LeNet-5 in the scarce-target repair setting (``moda_core.replace_experiment.weak_config``:
                       classes 3, 5–9, 10% of the data of 5–9 but only 2% of class 3, no augmentation,
                       batch 32), 40 epochs, with checkpoints at epochs 8 and 16 (under-fit; float32)
                       next to the last epoch (over-fit) — weak exactly at class 3 (0% of the test
@@ -57,7 +57,7 @@ from moda_core import runs
 from moda_core.decompose import DEFAULT_TAU, decompose
 from moda_core.errors import ModaError
 from moda_core.io import atomic_write_bytes, load_tensors, save_tensors
-from moda_core.replace import strong_config, weak_config
+from moda_core.replace_experiment import strong_config, weak_config
 from moda_core.studies import evolution_states, measure_states, save_evolution_rates, tau_sweep, training_evolution
 from moda_core.train import TrainConfig, setting_differences, train
 

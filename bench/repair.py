@@ -2,7 +2,7 @@
 
 A strong VGG11 (width 0.25) is MODA-trained once on classes 0–4 (or given with ``--strong-run``).
 For every setting and mixed class m a weak LeNet-5 is trained on classes m, 5–9 without augmentation
-(``moda_core.replace.weak_config``):
+(``moda_core.replace_experiment.weak_config``):
 
 - ``paper``:  10% of the training data of every class, as in the paper;
 - ``scarce``: 10% of classes 5–9 but only 2% of class m (8 digits), so the weak model is weak
@@ -35,7 +35,8 @@ from pathlib import Path
 import pandas as pd
 
 from moda_core.io import atomic_write_bytes
-from moda_core.replace import SETTINGS, STRATEGIES, repair, strong_config, weak_config
+from moda_core.replace import STRATEGIES, repair
+from moda_core.replace_experiment import SETTINGS, strong_config, weak_config
 from moda_core.runs import load_run
 from moda_core.train import TrainConfig, train
 

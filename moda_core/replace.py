@@ -2,8 +2,8 @@
 one class repairs a weak model that is bad at that class.
 
 All three strategies keep the weak model and the strong module frozen (``requires_grad`` off, always in
-eval mode) and wrap them in one ``nn.Module`` with an ``input_shape``, so the repaired model is
-evaluated, saved and exported (``moda_core.export.export_module``) like a composed module. Its
+eval mode) and wrap them in one ``nn.Module`` with an ``input_shape`` (``moda_core.repaired``), so the repaired
+model is evaluated, saved and exported (``moda_core.export.export_module``) like a composed module. Its
 outputs are in the weak model's class order:
 
 - ``calibrate`` (MODA): the weak model's logits without the target class, followed by the module's
@@ -21,21 +21,21 @@ outputs are in the weak model's class order:
   other-class samples.
   Another class can only lose a sample where the target's new logit out-ranks its own. Output: logits.
 
-``replacement_report`` measures a repair as the paper does (target accuracy before/after, mean
-accuracy of the other classes before/after) plus the largest single-class drop and overall accuracy.
-``weak_config``/``strong_config`` build the runs of the experiment (the paper's setting and the
-scarce-target one) for ``bench/repair.py`` and the demo bundle.
+``repair`` runs one strategy on two runs and measures it with ``replacement_report``, the paper's measure
+(target accuracy before/after, mean accuracy of the other classes before/after) plus the largest single-class
+drop and overall accuracy; it and ``weak_config``/``strong_config``, which build the runs of the experiment (the
+paper's setting and the scarce-target one) for ``bench/repair.py`` and the demo bundle, live in
+``moda_core.replace_experiment``.
 
 Class indices are positions in each model's own logits; ``class_index`` maps an original class id
 (``config["data"]["classes"]``) to that position.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +43,28 @@ from torch import nn
 
 from moda_core import runs
 from moda_core.compose import compose_module, parameter_count
-from moda_core.data import Split, check_classes, dataset_info
+from moda_core.data import Split, dataset_info
 from moda_core.decompose import DEFAULT_TAU, decompose
 from moda_core.errors import ModaError
-from moda_core.evaluate import accuracy, per_class_accuracy, predict_logits
-
-if TYPE_CHECKING:
-    from moda_core.train import TrainConfig
+from moda_core.evaluate import predict_logits
+from moda_core.repaired import (
+    AffineModel,
+    CalibratedModel,
+    NormalizedModel,
+    RepairedModel,
+    check_replacement,
+    device_of,
+)
+from moda_core.replace_experiment import (
+    SCARCE_FRACTION,
+    SETTINGS,
+    STRONG_CLASSES,
+    WEAK_FRACTION,
+    WEAK_REST,
+    replacement_report,
+    strong_config,
+    weak_config,
+)
 
 STRATEGIES = ("calibrate", "normalize", "affine")
 
@@ -58,7 +73,7 @@ Stage = Callable[[str, float], None]
 
 
 # ----------------------------------------------------------------------------------------------
-# checks and class ids
+# class ids
 
 def run_classes(run: runs.Run) -> list[int]:
     """Original class ids of a run's logits, in logit order."""
@@ -72,127 +87,6 @@ def class_index(run: runs.Run, class_id: int) -> int:
     if class_id not in classes:
         raise ModaError(f"run {run.spec} did not learn class {class_id}: its classes are {classes}")
     return classes.index(class_id)
-
-
-def check_replacement(weak: nn.Module, strong: nn.Module, weak_class: int, strong_class: int) -> None:
-    """Same input shape, and both class indices inside their model's logits."""
-    weak_shape, strong_shape = tuple(weak.input_shape), tuple(strong.input_shape)
-    if weak_shape != strong_shape:
-        raise ModaError(f"the weak model takes inputs of shape {weak_shape} but the strong model takes "
-                        f"{strong_shape}: a module can only replace a class of a model with the same input")
-    check_classes([weak_class], _num_classes(weak), "the weak model (--weak-class)")
-    check_classes([strong_class], _num_classes(strong), "the strong model (--strong-class)")
-
-
-def _num_classes(model: nn.Module) -> int:
-    arch = getattr(model, "arch", None)
-    if arch:
-        return arch["num_classes"]
-    with torch.no_grad():  # a model from outside the zoo: count its outputs
-        return model.eval()(torch.zeros(1, *model.input_shape, device=_device(model))).shape[1]
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    for param in module.parameters():
-        param.requires_grad_(False)
-    return module.eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# repaired models
-
-class RepairedModel(nn.Module):
-    """A frozen weak model and a frozen single-class module of a strong model; ``target`` is the
-    position of the replaced class in the weak model's logits, ``classes`` their original ids."""
-
-    def __init__(self, weak: nn.Module, module: nn.Module, target: int, classes: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self.weak = _frozen(copy.deepcopy(weak))  # a copy: repairing never touches the caller's model
-        self.module = _frozen(module)
-        self.target = target
-        self.num_classes = _num_classes(weak)
-        self.classes = list(classes) if classes is not None else list(range(self.num_classes))
-        self.input_shape = tuple(weak.input_shape)
-        self.register_buffer("others", torch.tensor([k for k in range(self.num_classes) if k != target],
-                                                    dtype=torch.long, device=_device(weak)))
-
-    def train(self, mode: bool = True) -> "RepairedModel":
-        super().train(mode)
-        self.weak.eval()  # frozen parts never update batch-norm statistics
-        self.module.eval()
-        return self
-
-
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-class CalibratedModel(RepairedModel):
-    """Logits ``calibration([weak logits without the target, module logit])`` in the weak class order."""
-
-    def __init__(self, weak: nn.Module, module: nn.Module, target: int, classes: Sequence[int] | None = None) -> None:
-        super().__init__(weak, module, target, classes)
-        k = self.num_classes
-        self.calibration = nn.Linear(k, k, device=_device(weak))
-        # start as the swap: output j reads weak logit j (j ≠ target), the target output reads the module
-        start = torch.zeros(k, k)
-        start[self.others.cpu(), torch.arange(k - 1)] = 1.0
-        start[target, k - 1] = 1.0
-        with torch.no_grad():
-            self.calibration.weight.copy_(start)
-            self.calibration.bias.zero_()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The calibration layer's input: K−1 weak logits (target left out, order kept), module logit."""
-        return torch.cat([self.weak(x).index_select(1, self.others), self.module(x)], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.calibration(self.features(x))
-
-
-class NormalizedModel(RepairedModel):
-    """Scores: the weak softmax, with the target's probability replaced by the module output
-    min-max normalised to [``low``, ``high``] (measured on the training data) and clipped to [0, 1]."""
-
-    def __init__(self, weak: nn.Module, module: nn.Module, target: int, low: float, high: float,
-                 classes: Sequence[int] | None = None) -> None:
-        super().__init__(weak, module, target, classes)
-        if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ModaError(f"cannot normalise the module's output: it spans [{low}, {high}] on the training data "
-                            "(constant or not finite); the module does not tell samples apart")
-        device = _device(weak)
-        self.register_buffer("low", torch.tensor(low, device=device))
-        self.register_buffer("high", torch.tensor(high, device=device))
-        self.register_buffer("is_target", torch.arange(self.num_classes, device=device) == target)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probabilities = F.softmax(self.weak(x), dim=1)
-        score = ((self.module(x) - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
-        return torch.where(self.is_target, score, probabilities)
-
-
-class AffineModel(RepairedModel):
-    """Logits: the weak model's, untouched, except the target's, which becomes
-    ``scale · s + weak_scale · w + bias`` of the module's logit ``s`` and the weak model's own target
-    logit ``w`` (three scalars). Non-target logits are bit-identical to the weak model's."""
-
-    def __init__(self, weak: nn.Module, module: nn.Module, target: int, scale: float = 1.0,
-                 weak_scale: float = 0.0, bias: float = 0.0, classes: Sequence[int] | None = None) -> None:
-        super().__init__(weak, module, target, classes)
-        device = _device(weak)
-        self.scale = nn.Parameter(torch.tensor(float(scale), device=device))
-        self.weak_scale = nn.Parameter(torch.tensor(float(weak_scale), device=device))
-        self.bias = nn.Parameter(torch.tensor(float(bias), device=device))
-        self.register_buffer("is_target", torch.arange(self.num_classes, device=device) == target)
-
-    def combine(self, weak_logits: torch.Tensor, module_logit: torch.Tensor) -> torch.Tensor:
-        """The output from precomputed weak logits (N×K) and module logits (N×1)."""
-        own = weak_logits[:, self.target:self.target + 1]
-        return torch.where(self.is_target, self.scale * module_logit + self.weak_scale * own + self.bias,
-                           weak_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.combine(self.weak(x), self.module(x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +112,7 @@ def calibrate(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
         raise ModaError(f"calibration needs at least one epoch, got {epochs}")
     if not (lr > 0 and math.isfinite(lr)):
         raise ModaError(f"calibration learning rate must be a positive number, got {lr}")
-    device = _device(weak)
+    device = device_of(weak)
     model = CalibratedModel(weak, strong_module(strong, masks, strong_class, device), weak_class, classes)
     if stage:
         stage(f"computing the frozen models' outputs on {len(train):,} training images", 0.0)
@@ -248,7 +142,7 @@ def normalize(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tens
     """The CNNSplitter-style baseline: no training; the module output's range over all of ``train``
     (at inference the class is unknown, so every class's samples count) becomes [0, 1]."""
     check_replacement(weak, strong, weak_class, strong_class)
-    module = strong_module(strong, masks, strong_class, _device(weak))
+    module = strong_module(strong, masks, strong_class, device_of(weak))
     outputs = _outputs(module, train)
     return NormalizedModel(weak, module, weak_class, outputs.min().item(), outputs.max().item(), classes)
 
@@ -285,7 +179,7 @@ def affine(weak: nn.Module, strong: nn.Module, masks: Mapping[str, torch.Tensor]
     if shift < 0 or shifted_samples < 1:
         raise ModaError(f"the fitting shift is a number of pixels >= 0 and the shifted samples at least 1, "
                         f"got {shift} and {shifted_samples}")
-    device = _device(weak)
+    device = device_of(weak)
     module = strong_module(strong, masks, strong_class, device)
     fitting = train
     if shift:
@@ -366,37 +260,7 @@ def _outputs(function: Callable[[torch.Tensor], torch.Tensor], split: Split, bat
 
 
 # ----------------------------------------------------------------------------------------------
-# report and the run-level entry point
-
-def replacement_report(before_logits: torch.Tensor, after_logits: torch.Tensor, labels: torch.Tensor,
-                       target: int, classes: Sequence[int]) -> dict[str, Any]:
-    """Per-class accuracy (0–1) before and after, keyed by original class id (``classes``, in logit
-    order), and the paper's measure (docs/design.md, Module replacement): the target's accuracy before/after
-    (``target_before``, ``target_after``, ``target_gain`` = after − before) and the unweighted mean
-    accuracy of the other classes before/after (``other_mean_before``, ``other_mean_after``,
-    ``other_mean_change`` = after − before, signed). Stricter, ours: ``other_max_change`` = the largest
-    |after − before| over the other classes and ``other_max_drop`` the largest before − after there
-    (never negative). Without other classes the means are 0. Overall accuracy: ``accuracy_before``,
-    ``accuracy_after``, ``accuracy_change``."""
-    before = per_class_accuracy(before_logits, labels, len(classes))
-    after = per_class_accuracy(after_logits, labels, len(classes))
-    others = [k for k in range(len(classes)) if k != target]
-    changes = [after[k] - before[k] for k in others]
-    other_mean_before = sum(before[k] for k in others) / len(others) if others else 0.0
-    other_mean_after = sum(after[k] for k in others) / len(others) if others else 0.0
-    accuracy_before, accuracy_after = accuracy(before_logits, labels), accuracy(after_logits, labels)
-    return {"target_class": classes[target],
-            "before": {str(c): v for c, v in zip(classes, before, strict=True)},
-            "after": {str(c): v for c, v in zip(classes, after, strict=True)},
-            "target_before": before[target], "target_after": after[target],
-            "target_gain": after[target] - before[target],
-            "other_mean_before": other_mean_before, "other_mean_after": other_mean_after,
-            "other_mean_change": other_mean_after - other_mean_before,
-            "other_max_change": max((abs(c) for c in changes), default=0.0),
-            "other_max_drop": max([0.0, *(-c for c in changes)]),
-            "accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
-            "accuracy_change": accuracy_after - accuracy_before}
-
+# the run-level entry point
 
 @dataclass
 class Repair:
@@ -469,43 +333,7 @@ def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int,
     return Repair(model, report)
 
 
-
-# ----------------------------------------------------------------------------------------------
-# the experiment's runs (bench/repair.py and the demo bundle build them from here)
-
-SETTINGS = ("paper", "scarce")
-STRONG_CLASSES = (0, 1, 2, 3, 4)
-WEAK_REST = (5, 6, 7, 8, 9)
-WEAK_FRACTION = 0.1  # the paper's share of the weak model's training data
-SCARCE_FRACTION = 0.02  # the scarce-target setting's share of the mixed class
-
-
-def strong_config(epochs: int, device: str = "cpu", **overrides: Any) -> "TrainConfig":
-    """The module donor (docs/design.md, Module replacement): VGG11 (width 0.25), MODA training, classes 0–4,
-    all the data."""
-    from moda_core.train import TrainConfig
-
-    return TrainConfig(**{**dict(model="vgg11", dataset="mnist5k", width=0.25, epochs=epochs, alpha=1.0, beta=1.0,
-                                 gamma=0.3, seed=0, classes=list(STRONG_CLASSES), device=device), **overrides})
-
-
-def weak_config(setting: str, mixed_class: int, epochs: int, checkpoint_every: int = 0, device: str = "cpu",
-                **overrides: Any) -> "TrainConfig":
-    """The weak model (docs/design.md, Module replacement): LeNet-5, standard training, no augmentation, on
-    the mixed class and classes 5–9 with 10% of their training data; ``setting="scarce"`` keeps only 2% of the mixed
-    class (so the weak model is weak exactly where the module helps), ``"paper"`` 10% as in the paper.
-    Batch 32: 10% of the data is a few hundred samples, so a batch of 128 would give 2 steps an epoch.
-    ``checkpoint_every`` keeps periodic weights (RUN@EPOCH: early = under-fit, last = over-fit)."""
-    from moda_core.train import TrainConfig
-
-    if setting not in SETTINGS:
-        raise ModaError(f"unknown repair setting {setting!r}: expected one of {', '.join(SETTINGS)}")
-    if mixed_class not in STRONG_CLASSES:
-        raise ModaError(f"the mixed class must be one of the strong model's classes {list(STRONG_CLASSES)}, "
-                        f"got {mixed_class}")
-    fractions = {mixed_class: SCARCE_FRACTION} if setting == "scarce" else None
-    return TrainConfig(**{**dict(model="lenet5", dataset="mnist5k", epochs=epochs, alpha=0.0, beta=0.0, gamma=0.0,
-                                 seed=0, batch_size=32, classes=[mixed_class, *WEAK_REST],
-                                 train_fraction=WEAK_FRACTION, class_fractions=fractions, augment=False,
-                                 checkpoint_every=checkpoint_every, track_modular_terms=False, device=device),
-                          **overrides})
+__all__ = ["SCARCE_FRACTION", "SETTINGS", "STRATEGIES", "STRONG_CLASSES", "WEAK_FRACTION", "WEAK_REST", "AffineModel",
+           "CalibratedModel", "NormalizedModel", "Repair", "RepairedModel", "Stage", "affine", "calibrate",
+           "check_replacement", "class_index", "normalize", "repair", "replacement_report", "run_classes",
+           "strong_config", "strong_module", "weak_config", "with_shifts"]
