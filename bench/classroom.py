@@ -6,7 +6,7 @@ each count N of ``--visitors`` a fresh server is started. Unless ``--steps 0``, 
 opens Activations on it first, as a lecturer does before the class arrives; then the N visitors arrive, each at a
 time drawn uniformly from [0, ``--spread``] seconds after the lecturer's page showed (seeded by ``--seed``). With
 ``--client browser`` (the default) each visitor is a context of one Debian Chromium (driven with Playwright: the
-browser test's executable and flags, ``tests/helpers.py``), 1280×800; the browsers then share the machine's cores
+browser test's executable and flags, ``bench/browser.py``), 1280×800; the browsers then share the machine's cores
 with the server, which on a 2-core machine is most of what a visitor waits for. With ``--client protocol`` each
 visitor is a client of Streamlit's own websocket protocol (``/_stcore/stream``: the rerun request a browser sends
 for a URL, then every message until the run ends), so the server has the cores as it has when the class's browsers
@@ -61,7 +61,10 @@ output there (the report quotes the end of the first traceback either way). Exit
 erred or differed.
 
     python -m bench.classroom [--client browser|protocol] [--visitors 1 10 30] [--spread 5] [--seed 0]
-                              [--steps 29] [--timeout 300] [--json] [--out FILE] [--evidence DIR]
+                              [--steps 29] [--timeout 300] [--quick] [--json] [--out FILE] [--evidence DIR]
+
+The committed reports are bench/results/classroom-browser.md and classroom-protocol.md (``--out`` names them);
+``--quick``: classrooms of 1 and 3 visitors, 2 τ steps.
 """
 from __future__ import annotations
 
@@ -82,12 +85,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the browser test's Chromium and its flags
-
-from helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-
-from bench.dashboard import BenchError, Server, load_average, log, warm_file_cache  # noqa: E402
+from bench.browser import CHROMIUM, CHROMIUM_ARGS
+from bench.common import ROOT, BenchParser, log, show, write_result
+from bench.dashboard import BenchError, Server, load_average, warm_file_cache
 
 VIEWPORT = {"width": 1280, "height": 800}
 RUNS = ("demo/vgg11-moda", "demo/vgg11-standard")  # visitor i shows RUNS[i % 2]
@@ -932,7 +932,7 @@ def report(raw: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"visitors": [1, 3], "steps": 2}, out="write the Markdown report here")
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 10, 30], help="classroom sizes, in turn")
     parser.add_argument("--spread", type=float, default=5.0, help="visitors arrive within this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="draws the visitors' parameters and arrival times")
@@ -943,8 +943,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=MAX_STEPS, help="at most this many τ steps by the lecturer, "
                         "alone and in each classroom (0: no lecturer; the visitors then meet a server nobody has "
                         "visited)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument("--evidence", type=Path, help="a folder where every visit that erred or whose answer "
                         "differs leaves a screenshot, its main area's HTML and both answers")
     args = parser.parse_args()
@@ -961,8 +959,8 @@ def main() -> None:
         sys.exit(f"bench.classroom: {error}")
     text = report(raw)
     if args.out:
-        args.out.write_text(text)
-    print(json.dumps(raw) if args.json else text)
+        write_result(args.out, text)
+    show(args, raw, text)
     if any(r["errors"] or r["differing"] for r in raw["rounds"]):
         sys.exit(1)
 

@@ -4,17 +4,17 @@ For each model on mnist5k, trains standard (then the same activation-rate decomp
 MODA (α=1, β=1, γ=0.3) and MwT (mask baseline, α=0.5, β=1.5), and reports per method: test
 accuracy, training seconds per epoch and its ratio to standard, mean module size, mean pairwise
 weight overlap, and over all class pairs the composed module's accuracy next to the standard model's
-on the same pairs. Writes assets/results/compare.csv and compare.md (the dashboard's Compare page
-reads the CSV).
+on the same pairs. Prints the table; ``--out FILE.csv`` writes it with its Markdown next to it (``.md``): the
+dashboard's Compare page reads assets/results/compare.csv.
 
     python -m bench.compare                  # LeNet-5, VGG11, ResNet-18, MobileNet (width 0.25), 15 epochs
-    python -m bench.compare --quick          # 2 epochs: minutes on a CPU
+    python -m bench.compare --quick          # 2 epochs: minutes on a CPU (add --out /tmp/compare.csv to keep it)
     # the converged table of the README (100 epochs for every model; VGG11 reuses the demo runs, which
     # are 100-epoch runs; ResNet-18 and MobileNet took 70 and 45 minutes, one thread each, side by side):
     python -m bench.compare --models lenet5 vgg11 --epochs 100 --reuse assets/demo --merge \
-        --timings-from bench/results/compare-e15.csv
+        --timings-from bench/results/compare-e15.csv --out assets/results/compare.csv
     python -m bench.compare --models resnet18 mobilenet --epochs 100 --runs-dir runs/compare --merge \
-        --timings-from bench/results/compare-e15.csv
+        --timings-from bench/results/compare-e15.csv --out assets/results/compare.csv
 
 ``--reuse DIR``: a finished run in DIR trained with exactly the settings a row needs (model, width,
 epochs, seed, method and α β γ, data) is used instead of training one; it is only read (decomposed in
@@ -25,7 +25,6 @@ budget, and runs trained on a shared, busy CPU do not time well.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.common import METHODS, median_epoch_seconds
+from bench.common import METHODS, BenchParser, log, median_epoch_seconds, show
 from moda_core import runs as run_store
 from moda_core.comparison import COMPARE_COLUMNS, compare_markdown, read_compare_table, write_compare_table
 from moda_core.decompose import decompose
@@ -42,10 +41,6 @@ from moda_core.metrics import subtask_sets, subtask_sweep
 from moda_core.runs import run_dataset
 from moda_core.summary import module_summary
 from moda_core.train import TrainConfig, setting_differences, train
-
-RESULTS = Path(__file__).resolve().parent / "results"
-# the table the dashboard's Compare page shows ships with the package (moda_core.assets)
-SHIPPED_TABLE = Path(__file__).resolve().parent.parent / "assets" / "results" / "compare.csv"
 
 
 def find_reusable(folder: Path, config: TrainConfig):
@@ -60,23 +55,23 @@ def find_reusable(folder: Path, config: TrainConfig):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"epochs": 2},
+                         out="write the table here as CSV, its Markdown next to it (.md); the Compare page's is "
+                             "assets/results/compare.csv")
     parser.add_argument("--models", nargs="+", default=["lenet5", "vgg11", "resnet18", "mobilenet"])
     parser.add_argument("--width", type=float, default=0.25, help="width multiplier (LeNet-5 stays full width)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tau", type=float, default=0.9)
-    parser.add_argument("--quick", action="store_true", help="2 epochs")
     parser.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--out", default=str(SHIPPED_TABLE))
     parser.add_argument("--reuse", type=Path, help="use finished runs with the same settings from this folder "
                                                     "(read only) instead of training them")
-    parser.add_argument("--merge", action="store_true", help="keep the output table's rows of models not run now")
+    parser.add_argument("--merge", action="store_true", help="keep the --out table's rows of models not run now")
     parser.add_argument("--timings-from", type=Path, help="take seconds per epoch and time ratios from this "
                                                           "table (same model, width and method)")
     args = parser.parse_args()
-    if args.quick:
-        args.epochs = 2
+    if args.merge and not args.out:
+        parser.error("--merge keeps rows of the --out table: name it")
     rows = []
     reused: set[Path] = set()
     started = time.perf_counter()
@@ -94,8 +89,8 @@ def main() -> None:
                     runs[method] = found
                 else:
                     runs[method] = train(config, runs_dir, f"{model}-w{width}-{method}-e{args.epochs}-s{args.seed}")
-                print(f"[{time.perf_counter() - started:6.0f} s] {'reused ' + str(found.path) if found else 'trained'} "
-                      f"{model} {method}: test accuracy {runs[method].metrics['test_accuracy']:.4f}", flush=True)
+                log(f"[{time.perf_counter() - started:6.0f} s] {'reused ' + str(found.path) if found else 'trained'} "
+                    f"{model} {method}: test accuracy {runs[method].metrics['test_accuracy']:.4f}")
             standard = runs["standard"]
             test = run_dataset(standard).test
             pairs = subtask_sets(standard.model.arch["num_classes"], [2], samples=10_000)
@@ -113,7 +108,7 @@ def main() -> None:
                     "pair_composed_accuracy": statistics.mean(r["accuracy"] for r in sweep),
                     "pair_standard_accuracy": statistics.mean(r["reference_accuracy"] for r in sweep),
                 })
-    out = Path(args.out)
+    out = args.out
     table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     if args.timings_from:
         timed = read_compare_table(args.timings_from).set_index(["model", "width", "method"])
@@ -123,7 +118,7 @@ def main() -> None:
                 for column in ("seconds_per_epoch", "time_ratio_vs_standard"):
                     table.at[index, column] = timed.loc[key, column]
             else:
-                print(f"note: {args.timings_from} has no row for {key}: its own timing is kept", flush=True)
+                log(f"note: {args.timings_from} has no row for {key}: its own timing is kept")
     if args.merge and out.exists():
         previous = read_compare_table(out)[list(COMPARE_COLUMNS)]
         kept = previous[~previous["model"].isin(set(table["model"]))]
@@ -131,17 +126,19 @@ def main() -> None:
         table = pd.concat([table, kept], ignore_index=True)
         table = table.sort_values("model", key=lambda c: c.map(order.index), kind="stable").reset_index(drop=True)
     table[["epochs", "seed"]] = table[["epochs", "seed"]].astype(int)  # read back as floats when merged
-    table = write_compare_table(out, table)
     budgets = table.groupby("model", sort=False)["epochs"].first().items()
     notes = [f"Epoch budgets: {', '.join(f'{m} {e}' for m, e in budgets)} "
              "(each row states its own); mnist5k, CPU, τ = {:g}.".format(args.tau)]
     if args.timings_from:
         notes.append(f"seconds_per_epoch and time_ratio_vs_standard come from `{args.timings_from}` (the same model, "
                      "width and method timed in shorter runs; per-epoch cost does not depend on the budget).")
-    markdown = out.with_suffix(".md")
-    atomic_write_bytes(markdown, markdown.read_bytes() + ("\n" + "\n".join(notes) + "\n").encode())
-    print(compare_markdown(table))
-    print(f"wrote {out} and {out.with_suffix('.md')} ({time.perf_counter() - started:.0f} s)")
+    if out:
+        table = write_compare_table(out, table)
+        markdown = out.with_suffix(".md")
+        atomic_write_bytes(markdown, markdown.read_bytes() + ("\n" + "\n".join(notes) + "\n").encode())
+        log(f"wrote {out} and {markdown}")
+    log(f"{time.perf_counter() - started:.0f} s in all")
+    show(args, table.to_dict("records"), compare_markdown(table) + "\n" + "\n".join(notes))
 
 
 if __name__ == "__main__":

@@ -11,16 +11,15 @@ models, masks and weights in the same process, their calls interleaved with the 
 the ratio new / old is of medians measured side by side. Then outside models (torchvision ResNet-18, VGG11-bn,
 MobileNetV2 ×0.25, a small ViT, adapted to 1×28×28): time, kept share and ops kept whole.
 
-    python -m bench.compose_any [--baseline REF] [--density 0.5] [--repeats 9] [--json] [--out FILE]
+    python -m bench.compose_any [--baseline REF] [--density 0.5] [--repeats 9] [--quick] [--json] [--out FILE]
 
-Writes the table to ``--out`` only when given (the committed table is bench/results/compose_any.md).
+The committed table is bench/results/compose_any.md (``--out bench/results/compose_any.md``). ``--quick``: LeNet-5
+and the ViT of the zoo, no outside model, 2 repeats.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import io
-import json
 import os
 import re
 import statistics
@@ -34,6 +33,8 @@ from typing import Any, Callable
 
 import torch
 
+from bench import graph_models
+from bench.common import ROOT, BenchParser, log, show, write_result
 from moda_core.activations import point_units
 from moda_core.compose import compose_module, parameter_count
 from moda_core.graph import graph_of
@@ -41,7 +42,6 @@ from moda_core.loop import prepare_model
 from moda_core.models import build_model
 from moda_core.summary import module_summary
 
-ROOT = Path(__file__).resolve().parents[1]
 ZOO = ["lenet5", "vgg11", "resnet18", "mobilenet", "vit"]
 CLASSES = [3, 7]
 
@@ -88,9 +88,6 @@ def baseline_package(ref: str, folder: Path) -> Any:
 
 
 def outside_models() -> dict[str, torch.nn.Module]:
-    sys.path.insert(0, str(ROOT / "tests"))  # the test suite's adapted models
-    import graph_models
-
     return {"torchvision resnet18": graph_models.tv_resnet18(), "torchvision vgg11_bn": graph_models.tv_vgg11_bn(),
             "torchvision mobilenet_v2 ×0.25": graph_models.tv_mobilenet_v2(),
             "torchvision ViT (2 layers)": graph_models.tv_vit()}
@@ -128,26 +125,26 @@ def measure(model: torch.nn.Module, density: float, repeats: int, base: Any = No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"zoo": ["lenet5", "vit"], "outside": False, "repeats": 2},
+                         out="write the Markdown table here")
     parser.add_argument("--baseline", help="a git revision whose composers to measure beside this one's")
     parser.add_argument("--density", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--zoo", nargs="+", default=ZOO, choices=ZOO, help="the zoo models to measure")
+    parser.add_argument("--no-outside", dest="outside", action="store_false", help="leave out the outside models")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="moda-baseline-") as folder:
         base = baseline_package(args.baseline, Path(folder)) if args.baseline else None
         rows = []
-        for name in ZOO:
+        for name in args.zoo:
             torch.manual_seed(0)
             model = build_model(name, 1, 28, 10).eval()
             rows.append({"model": f"zoo {name}", **measure(model, args.density, args.repeats, base, name)})
-        for name, model in outside_models().items():
+            log(f"zoo {name}: {rows[-1]['seconds']:.4f} s")
+        for name, model in (outside_models() if args.outside else {}).items():
             model = prepare_model(model.eval(), torch.zeros(2, 1, 28, 28))
             rows.append({"model": name, **measure(model, args.density, args.repeats, base)})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
+            log(f"{name}: {rows[-1]['seconds']:.4f} s")
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [f"Composing classes {CLASSES} from random masks of density {args.density} (median of {args.repeats}; "
              f"{torch.get_num_threads()} CPU threads; load average {load})"
@@ -166,10 +163,10 @@ def main() -> None:
                      f"{cell(ratio, '.2f')}{'×' if ratio else ''} | {row['kept']:.1%} | "
                      f"{cell(row.get('old_zoo_kept'), '.1%')} | {row['kept_whole']} | {row['summary_seconds']:.4f} | "
                      f"{cell(old_summary, '.4f')} | {cell(summary, '.2f')}{'×' if summary else ''} |")
-    text = "\n".join(lines)
-    print(text)
+    text = "\n".join(lines) + "\n"
     if args.out:
-        args.out.write_text(text + "\n")
+        write_result(args.out, text)
+    show(args, rows, text)
 
 
 if __name__ == "__main__":

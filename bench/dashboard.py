@@ -5,7 +5,7 @@ headless, no usage statistics, no error details, viewer toolbar; no file watcher
 they start in: the dashboard as ``python -m dashboard.serve --runs-dir assets/demo`` (what ``make run`` starts), the
 bare app as ``python -m streamlit run bare.py``, a title, a τ slider and a plotly heatmap of 10×128 random cells
 redrawn from the slider's value (no torch). Debian's Chromium, driven with Playwright (the browser test's executable
-and flags, ``tests/helpers.py``), opens each at 1280×800 in a fresh browser context and measures:
+and flags, ``bench/browser.py``), opens each at 1280×800 in a fresh browser context and measures:
 
 - start: process start → the landing page's first heading visible (and → its first chart drawn), the median of
   ``--starts`` starts of each app, alternating; ratio dashboard / bare.
@@ -22,15 +22,15 @@ and flags, ``tests/helpers.py``), opens each at 1280×800 in a fresh browser con
 Before the first start, one interpreter imports streamlit, plotly and torch, so that both apps start from a warm
 file cache. The load average is printed at the start and the end: the targets (start ≤ 1.5× the bare app's, a
 slider step ≤ 0.3 s and ≤ 2× the bare app's, page switch ≤ 1 s, export ≤ 2 s) are meant for a quiet 2-core machine.
-Writes bench/results/dashboard.md; never installs a browser (no Chromium or Playwright: it says so and stops).
+The committed table is bench/results/dashboard.md (``--out bench/results/dashboard.md``); ``--quick``: one start
+of each app and 2 slider steps. Never installs a browser (no Chromium or Playwright: it says so and stops).
 
-    python -m bench.dashboard [--starts 3] [--steps 7] [--timeout 120] [--json]
+    python -m bench.dashboard [--starts 3] [--steps 7] [--timeout 120] [--quick] [--json] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -44,13 +44,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "tests"))  # the browser test's Chromium, its flags and free_port
-
-from helpers import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process  # noqa: E402
-
-from dashboard.serve import APP, streamlit_command  # noqa: E402
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process
+from bench.common import ROOT, BenchParser, log, show, write_result
+from dashboard.serve import APP, streamlit_command
 
 VIEWPORT = {"width": 1280, "height": 800}
 DEMO_RUN = "demo/vgg11-moda"
@@ -96,10 +92,6 @@ READY_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\")"
 
 class BenchError(RuntimeError):
     """A measurement that could not be made (a server that did not start, a wait that timed out)."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def load_average() -> list[float]:
@@ -450,20 +442,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"starts": 1, "steps": 2}, out="write the Markdown report here")
     parser.add_argument("--starts", type=int, default=3, help="starts of each app (the median is reported)")
     parser.add_argument("--steps", type=int, default=7, help="τ slider steps on each app (the median is reported)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds any one wait may take")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
     raw, summary = run(args)
     text = report(raw, summary)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dashboard.md").write_text(text)
-    if args.json:
-        print(json.dumps({"summary": summary, "raw": raw}))
-    else:
-        print(text)
+    if args.out:
+        write_result(args.out, text)
+    show(args, {"summary": summary, "raw": raw}, text)
     if raw["errors"]:
         sys.exit(1)
 

@@ -1,16 +1,18 @@
 """Decomposition time as a ratio to one plain evaluation pass over the same data, side by side.
 
-    python -m bench.decompose [--model vgg16] [--width 0.5] [--repeats 3] [--json]
+    python -m bench.decompose [--model vgg16] [--width 0.5] [--repeats 3] [--quick] [--json] [--out FILE.json]
+
+``--quick``: VGG11 at width 0.125, one repeat.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
 
+from bench.common import BenchParser, show, write_result
 from moda_core.data import load_dataset
 from moda_core.decompose import activation_rates, masks_from_rates
 from moda_core.evaluate import predict_logits
@@ -18,12 +20,12 @@ from moda_core.models import build_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"model": "vgg11", "width": 0.125, "repeats": 1},
+                         out="write the result here as JSON")
     parser.add_argument("--model", default="vgg16")
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = load_dataset("mnist5k", device=args.device)
@@ -49,11 +51,11 @@ def main() -> None:
     result = {"model": args.model, "width": args.width, "device": args.device, "samples": len(data.train),
               "plain_seconds": statistics.median(plain), "decompose_seconds": statistics.median(decomposition)}
     result["ratio"] = result["decompose_seconds"] / result["plain_seconds"]
-    print(f"{args.model} width {args.width} on {args.device}, {len(data.train)} images: plain eval pass "
-          f"{result['plain_seconds']:.2f} s, decomposition {result['decompose_seconds']:.2f} s "
-          f"→ ratio {result['ratio']:.2f}x (target ≤ 1.3x)")
-    if args.json:
-        print(json.dumps(result))
+    if args.out:
+        write_result(args.out, json.dumps(result, indent=2) + "\n")
+    show(args, result, f"{args.model} width {args.width} on {args.device}, {len(data.train)} images: plain eval pass "
+                       f"{result['plain_seconds']:.2f} s, decomposition {result['decompose_seconds']:.2f} s "
+                       f"→ ratio {result['ratio']:.2f}x (target ≤ 1.3x)")
 
 
 if __name__ == "__main__":

@@ -5,38 +5,33 @@ autocast and channels-last on CUDA; ``--compile`` for torch.compile). Standard a
 model are trained one after the other in this process; the first epoch (warm-up, compilation) is
 left out of the median. Prints where it ran; ``--out`` writes the table as CSV.
 
-    python -m bench.gpu_epoch [--epochs 3] [--models vgg16 resnet18 mobilenet] [--compile] [--out FILE]
+    python -m bench.gpu_epoch [--epochs 3] [--models vgg16 resnet18 mobilenet] [--compile] [--json] [--out FILE]
     python -m bench.gpu_epoch --quick      # CPU smoke run: width 0.125, 2 epochs, 5% of the images
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import pandas as pd
 import torch
 
-from bench.common import METHODS, device_name, median_epoch_seconds
-from moda_core.io import atomic_write_bytes
+from bench.common import METHODS, BenchParser, device_name, log, median_epoch_seconds, show, write_result
 from moda_core.train import TrainConfig, resolve_device, train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"width": 0.125, "epochs": 2, "train_fraction": 0.05},
+                         out="write the table here as CSV")
     parser.add_argument("--models", nargs="+", default=["vgg16", "resnet18", "mobilenet"])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--train-fraction", type=float, default=1.0)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true", help="CPU smoke run: width 0.125, 2 epochs, 5%% of images")
-    parser.add_argument("--out", help="write the table as CSV here")
     args = parser.parse_args()
-    if args.quick:
-        args.width, args.epochs, args.train_fraction = 0.125, 2, 0.05
     device = resolve_device(args.device)
     where = device_name(device)
-    print(f"running on {where}, torch {torch.__version__}", flush=True)
+    log(f"running on {where}, torch {torch.__version__}")
     rows = []
     with tempfile.TemporaryDirectory() as runs_dir:
         for model in args.models:
@@ -52,13 +47,14 @@ def main() -> None:
                 rows.append({"model": model, "training": method, "width": args.width, "images": images,
                              "seconds_per_epoch": seconds, "images_per_second": images / seconds,
                              "device": where, "compile": args.compile})
-                print(f"{model:10s} {method:8s} {seconds:8.2f} s/epoch  {images / seconds:10.0f} images/s", flush=True)
+                log(f"{model:10s} {method:8s} {seconds:8.2f} s/epoch  {images / seconds:10.0f} images/s")
     table = pd.DataFrame(rows)
     ratio = table.pivot(index="model", columns="training", values="seconds_per_epoch")
-    print("\nMODA / standard epoch time:\n" + (ratio["moda"] / ratio["standard"]).round(3).to_string())
+    ratio = ratio["moda"] / ratio["standard"]
     if args.out:
-        atomic_write_bytes(args.out, table.to_csv(index=False).encode())
-        print(f"wrote {args.out}")
+        write_result(args.out, table.to_csv(index=False))
+    show(args, {"rows": table.to_dict("records"), "moda_ratio": ratio.to_dict()},
+         table.to_string(index=False) + "\n\nMODA / standard epoch time:\n" + ratio.round(3).to_string())
 
 
 if __name__ == "__main__":

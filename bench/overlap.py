@@ -6,16 +6,19 @@ random masks of a full-width VGG16 with 100 classes; brute force is timed on the
 ``--brute-classes`` classes (it grows with classes × parameters), and so is the analytic matrix for
 the ratio. Then the analytic matrix for all 100 classes is timed on its own.
 
-    python -m bench.overlap [--model vgg16] [--width 1.0] [--classes 100] [--brute-classes 10] [--json]
+    python -m bench.overlap [--model vgg16] [--width 1.0] [--classes 100] [--brute-classes 10] [--quick] [--json]
+                            [--out FILE.json]
+
+``--quick``: VGG11 at width 0.125, 20 classes, brute force on 3.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
+from bench.common import BenchParser, show, write_result
 from moda_core.activations import modular_points, run_with_cache
 from moda_core.compose import compose_module, overlap_counts, parameter_count
 from moda_core.models import build_model
@@ -36,13 +39,13 @@ def brute_force(model, masks, classes) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"model": "vgg11", "width": 0.125, "classes": 20, "brute_classes": 3},
+                         out="write the result here as JSON")
     parser.add_argument("--model", default="vgg16")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--brute-classes", type=int, default=10)
     parser.add_argument("--density", type=float, default=0.1, help="fraction of units each class keeps")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = build_model(args.model, 3, 32, args.classes, args.width).double().eval()
@@ -71,12 +74,12 @@ def main() -> None:
               "brute_classes": args.brute_classes, "brute_seconds": brute_seconds,
               "analytic_seconds_same_classes": analytic_seconds, "speedup": brute_seconds / analytic_seconds,
               "classes": args.classes, "analytic_seconds_all_classes": full_seconds}
-    print(f"{args.model} width {args.width} ({result['params']:,} parameters): {args.brute_classes} classes — "
-          f"brute force {brute_seconds:.2f} s, analytic {analytic_seconds * 1000:.1f} ms "
-          f"(analytic is {result['speedup']:.0f}x faster, identical counts); "
-          f"analytic {args.classes}-class matrix {full_seconds * 1000:.1f} ms")
-    if args.json:
-        print(json.dumps(result))
+    if args.out:
+        write_result(args.out, json.dumps(result, indent=2) + "\n")
+    show(args, result, f"{args.model} width {args.width} ({result['params']:,} parameters): {args.brute_classes} "
+                       f"classes — brute force {brute_seconds:.2f} s, analytic {analytic_seconds * 1000:.1f} ms "
+                       f"(analytic is {result['speedup']:.0f}x faster, identical counts); "
+                       f"analytic {args.classes}-class matrix {full_seconds * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

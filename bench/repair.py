@@ -15,39 +15,31 @@ repair measured on the weak run's test split, with the paper's measure: the targ
 before/after and the mean accuracy of the other classes before/after (signed), next to the largest
 single-class drop and overall accuracy. Means per setting and strategy come last.
 
-    python -m bench.repair [--quick] [--runs-dir DIR] [--strong-run RUN] [--csv bench/results/repair.csv] [--json]
+    python -m bench.repair [--quick] [--runs-dir DIR] [--strong-run RUN] [--json] [--out bench/results/repair.csv]
 
-``--quick``: the scarce setting, mixed class 3, a 15-epoch strong run and 20-epoch weak runs (a few
-minutes on 2 CPU cores). ``--json``: the last stdout line is ``{strategy: {"target_gain",
-"other_mean_change", "other_max_drop", "other_max_change", "accuracy_change", "early": {…},
-"late": {…}, "settings": {setting: {…}}}}`` (means over the rows; fractions, not points).
+``--out``: the table as CSV (the committed one is bench/results/repair.csv). ``--quick``: the scarce setting,
+mixed class 3, a 15-epoch strong run and 20-epoch weak runs (a few minutes on 2 CPU cores). ``--json``: stdout is
+``{strategy: {"target_gain", "other_mean_change", "other_max_drop", "other_max_change", "accuracy_change",
+"early": {…}, "late": {…}, "settings": {setting: {…}}}}`` (means over the rows; fractions, not points).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from moda_core.io import atomic_write_bytes
+from bench.common import BenchParser, log, show, write_result
 from moda_core.replace import STRATEGIES, repair
 from moda_core.replace_experiment import SETTINGS, strong_config, weak_config
 from moda_core.runs import load_run
 from moda_core.train import TrainConfig, train
 
-RESULTS = Path(__file__).resolve().parent / "results" / "repair.csv"
 MIXED_CLASSES = [0, 1, 2, 3, 4]
 QUICK_MIXED_CLASS = 3
 MEASURES = ["target_gain", "other_mean_change", "other_max_drop", "other_max_change", "accuracy_change"]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def trained(runs_dir: Path, name: str, config: TrainConfig):
@@ -63,7 +55,7 @@ def trained(runs_dir: Path, name: str, config: TrainConfig):
 
 
 def summary(table: pd.DataFrame) -> dict[str, dict]:
-    """Means per strategy, also per checkpoint (early/late) and per setting: the ``--json`` line."""
+    """Means per strategy, also per checkpoint (early/late) and per setting: the ``--json`` result."""
     result = {}
     for strategy, rows in table.groupby("strategy", sort=False):
         entry = rows[MEASURES].mean().to_dict()
@@ -78,26 +70,22 @@ def summary(table: pd.DataFrame) -> dict[str, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="scarce setting, mixed class 3, fewer epochs")
+    parser = BenchParser(__doc__, quick={"settings": ["scarce"], "mixed_classes": [QUICK_MIXED_CLASS],
+                                         "strong_epochs": 15, "weak_epochs": 20},
+                         out="write the table here as CSV")
     parser.add_argument("--runs-dir", help="keep (and reuse) the runs here instead of a temporary folder")
     parser.add_argument("--strong-run", help="use this finished strong run (classes 0-4) instead of training one; "
                                              "it is copied into the runs folder first (its decomposition goes there)")
-    parser.add_argument("--csv", default=str(RESULTS), help="where to write the table")
-    parser.add_argument("--settings", nargs="+", choices=SETTINGS, help="default both (quick: scarce)")
-    parser.add_argument("--mixed-classes", nargs="+", type=int, help=f"default 0-4 (quick: {QUICK_MIXED_CLASS})")
-    parser.add_argument("--strong-epochs", type=int, help="default 30 (quick: 15)")
-    parser.add_argument("--weak-epochs", type=int, help="default 40 (quick: 20); the last is the late checkpoint")
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--mixed-classes", nargs="+", type=int, default=MIXED_CLASSES)
+    parser.add_argument("--strong-epochs", type=int, default=30)
+    parser.add_argument("--weak-epochs", type=int, default=40, help="the last is the late checkpoint")
     parser.add_argument("--early-epoch", type=int, default=6,
                         help="the under-fit weak checkpoint (train accuracy still well below 1)")
     parser.add_argument("--calibration-epochs", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    strong_epochs = args.strong_epochs or (15 if args.quick else 30)
-    weak_epochs = args.weak_epochs or (20 if args.quick else 40)
-    settings = args.settings or (["scarce"] if args.quick else list(SETTINGS))
-    mixed_classes = args.mixed_classes or ([QUICK_MIXED_CLASS] if args.quick else MIXED_CLASSES)
+    strong_epochs, weak_epochs = args.strong_epochs, args.weak_epochs
     if not 1 <= args.early_epoch < weak_epochs:
         parser.error(f"--early-epoch must be between 1 and the weak epochs - 1 ({weak_epochs - 1})")
     started = time.perf_counter()
@@ -116,8 +104,8 @@ def main() -> None:
             strong = trained(runs_dir, f"strong-vgg11-e{strong_epochs}", strong_config(strong_epochs, args.device))
             strong_label = f"trained here ({strong_epochs} epochs)"
         rows = []
-        for setting in settings:
-            for m in mixed_classes:
+        for setting in args.settings:
+            for m in args.mixed_classes:
                 weak = trained(runs_dir, f"weak-{setting}-m{m}-e{weak_epochs}-c{args.early_epoch}",
                                weak_config(setting, m, weak_epochs, checkpoint_every=args.early_epoch,
                                            device=args.device))
@@ -141,20 +129,20 @@ def main() -> None:
                             f"{report['other_mean_change'] * 100:+.2f} points, largest drop "
                             f"{report['other_max_drop'] * 100:.1f} points")
     table = pd.DataFrame(rows)
-    csv_path = Path(args.csv)
-    atomic_write_bytes(csv_path, table.to_csv(index=False, float_format="%.4f").encode())
+    if args.out:
+        write_result(args.out, table.to_csv(index=False, float_format="%.4f"))
     points = lambda v: f"{v * 100:+.2f}"  # noqa: E731
-    print(table.drop(columns=["seconds"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\nstrong VGG11 (width 0.25, MODA, classes 0-4), {strong_label}: test accuracy "
-          f"{strong.metrics['test_accuracy']:.4f}; weak LeNet-5: early = epoch {args.early_epoch}, "
-          f"late = epoch {weak_epochs}; {time.perf_counter() - started:.0f} s in all; table in {csv_path}")
-    print("\nmeans by setting and strategy (points):\n"
-          + table.groupby(["setting", "strategy"], sort=False)[MEASURES].mean().to_string(float_format=points))
-    print("\nmeans by setting, strategy and checkpoint (points):\n"
-          + table.groupby(["setting", "strategy", "checkpoint"], sort=False)[MEASURES].mean()
-          .to_string(float_format=points))
-    if args.json:
-        print(json.dumps(summary(table)))
+    text = "\n".join([
+        table.drop(columns=["seconds"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+        f"\nstrong VGG11 (width 0.25, MODA, classes 0-4), {strong_label}: test accuracy "
+        f"{strong.metrics['test_accuracy']:.4f}; weak LeNet-5: early = epoch {args.early_epoch}, "
+        f"late = epoch {weak_epochs}; {time.perf_counter() - started:.0f} s in all",
+        "\nmeans by setting and strategy (points):\n"
+        + table.groupby(["setting", "strategy"], sort=False)[MEASURES].mean().to_string(float_format=points),
+        "\nmeans by setting, strategy and checkpoint (points):\n"
+        + table.groupby(["setting", "strategy", "checkpoint"], sort=False)[MEASURES].mean()
+        .to_string(float_format=points)])
+    show(args, summary(table), text)
 
 
 if __name__ == "__main__":

@@ -4,21 +4,20 @@ Synthetic CIFAR-10-shaped batches (3×32×32, batch 128) through the trainer's o
 (``moda_core.train.train_step``: the method's forward pass and loss terms, backward, SGD step) for
 VGG16, ResNet-18 and MobileNet, with models prepared by each method exactly as ``train`` prepares
 them. Standard, MODA and MwT steps are interleaved round by round so that drift hits all three alike;
-medians are reported. With ``--json`` the last line is ``{model: {"moda_ratio", "mwt_ratio"}, …,
-"device": …}``. ``--quick`` (width 0.25, few repeats) stays under two minutes on a CPU.
+medians are reported. With ``--json`` stdout is ``{model: {"moda_ratio", "mwt_ratio"}, …, "device": …}``, the
+object ``--out`` writes (the Compare page reads assets/results/train_overhead.json). ``--quick`` (width 0.25, few
+repeats) stays under two minutes on a CPU.
 
     python -m bench.train_overhead [--quick] [--json] [--repeats 10] [--width 1.0] [--out FILE.json]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from bench.common import METHODS, device_name
+from bench.common import METHODS, BenchParser, device_name, log, show
 from moda_core.comparison import write_train_overhead
 from moda_core.methods import method_of
 from moda_core.models import build_model
@@ -60,22 +59,18 @@ def timed(step, device: torch.device, inner: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"width": 0.25, "repeats": 4}, out="write the result here as JSON")
     parser.add_argument("--models", nargs="+", default=["vgg16", "resnet18", "mobilenet"])
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds")
     parser.add_argument("--inner", type=int, default=1, help="steps per timing")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true", help="width 0.25, 4 rounds (CPU: under two minutes)")
-    parser.add_argument("--out", help="also write the JSON result here")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.quick:
-        args.width, args.repeats = 0.25, 4
     device = resolve_device(args.device)
     if device.type == "cuda" and args.inner == 1:
         args.inner = 10
     result: dict = {}
+    lines = []
     for model_name in args.models:
         steps = {method: make_step(model_name, method, args.width, device) for method in METHODS}
         for step in steps.values():  # warm-up
@@ -89,16 +84,17 @@ def main() -> None:
                               "mwt_ratio": median["mwt"] / median["standard"],
                               "moda_vs_mwt": median["moda"] / median["mwt"],
                               "seconds_per_step": median}
-        print(f"{model_name} (width {args.width}): standard {median['standard'] * 1000:.1f} ms, "
-              f"MODA {median['moda'] * 1000:.1f} ms ({result[model_name]['moda_ratio']:.2f}x), "
-              f"MwT {median['mwt'] * 1000:.1f} ms ({result[model_name]['mwt_ratio']:.2f}x); "
-              f"MODA/MwT {result[model_name]['moda_vs_mwt']:.2f}", flush=True)
+        lines.append(f"{model_name} (width {args.width}): standard {median['standard'] * 1000:.1f} ms, "
+                     f"MODA {median['moda'] * 1000:.1f} ms ({result[model_name]['moda_ratio']:.2f}x), "
+                     f"MwT {median['mwt'] * 1000:.1f} ms ({result[model_name]['mwt_ratio']:.2f}x); "
+                     f"MODA/MwT {result[model_name]['moda_vs_mwt']:.2f}")
+        log(lines[-1])
     result["device"] = device_name(device)
     result["width"] = args.width
     if args.out:
         write_train_overhead(args.out, result)
-    if args.json:
-        print(json.dumps(result))
+        log(f"wrote {args.out}")
+    show(args, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

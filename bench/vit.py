@@ -8,18 +8,21 @@ It also reports the floor every ViT module sits on: the parameters no mask can d
 position embeddings, attention, the norms, the MLP output biases: the residual stream is shared), as
 a fraction of the model, for one class and for a pair (+ its head rows), and the FLOPs of a pair
 module with no MLP hidden unit at all, and the full model's test accuracy with every MLP hidden unit
-zeroed (what the floor alone does). Writes bench/results/vit.csv and vit.md.
+zeroed (what the floor alone does). ``--out FILE.csv`` writes the table with its Markdown next to it (``.md``;
+the committed ones are bench/results/vit.csv and vit.md).
 
     python -m bench.vit --moda runs/vit-moda --standard runs/vit-standard     # measure two finished runs
     python -m bench.vit --train --epochs 50 --runs-dir runs                   # train them first (CPU: ~1 h)
     python -m bench.vit --moda runs/vit-moda@30 --standard runs/vit-standard@30 --out /tmp/vit-e30.csv
+    python -m bench.vit --moda assets/demo/vit-moda --standard assets/demo/vit-standard --out bench/results/vit.csv
+
+``--quick``: 5 class pairs (and 2 epochs with ``--train``).
 
 Run specs take ``@EPOCH`` for a periodic checkpoint. Runs are only read: masks are decomposed in
 memory and never written into the run folders.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -27,13 +30,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.common import METHODS, median_epoch_seconds
+from bench.common import METHODS, BenchParser, log, median_epoch_seconds, show, write_result
 from moda_core.activations import masked_model, point_units
 from moda_core.compose import parameter_count
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
-from moda_core.io import atomic_write_bytes
 from moda_core.methods import method_of
 from moda_core.metrics import count_flops, subtask_sets, subtask_sweep
 from moda_core.models.vit import ViTBlock
@@ -41,7 +43,6 @@ from moda_core.runs import load_run, run_dataset
 from moda_core.summary import module_summary
 from moda_core.train import TrainConfig, train
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("method", "epoch", "test_accuracy", "seconds_per_epoch", "mlp_units_kept", "mean_module_size",
            "mean_overlap", "accuracy_without_mlp", "pairs",
            "pair_params_fraction", "pair_flops_fraction", "pair_composed_accuracy",
@@ -111,7 +112,8 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__, quick={"pairs": 5, "epochs": 2},
+                         out="write the table here as CSV, its Markdown next to it (.md)")
     parser.add_argument("--moda", default="runs/vit-moda", help="the MODA run (RUN or RUN@EPOCH)")
     parser.add_argument("--standard", default="runs/vit-standard", help="the standard run (RUN or RUN@EPOCH)")
     parser.add_argument("--train", action="store_true", help="train both runs first (into --runs-dir, named "
@@ -121,7 +123,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tau", type=float, default=0.9)
     parser.add_argument("--pairs", type=int, default=45, help="class pairs to compose (45 = every pair of 10)")
-    parser.add_argument("--out", default=str(RESULTS / "vit.csv"))
     args = parser.parse_args()
     started = time.perf_counter()
     if args.train:
@@ -131,7 +132,7 @@ def main() -> None:
                                  checkpoint_every=10, **METHODS[method])
             interrupted = (Path(args.runs_dir) / name).is_dir()
             train(config, args.runs_dir, name, resume=interrupted)
-            print(f"[{time.perf_counter() - started:6.0f} s] trained {name}", flush=True)
+            log(f"[{time.perf_counter() - started:6.0f} s] trained {name}")
             setattr(args, method, str(Path(args.runs_dir) / name))
     moda, standard = load_run(args.moda), load_run(args.standard)
     for run in (moda, standard):
@@ -140,14 +141,13 @@ def main() -> None:
     pairs = subtask_sets(moda.model.arch["num_classes"], [2], samples=args.pairs, seed=args.seed)
     rows = [measure(run, standard, pairs, args.tau) for run in (standard, moda)]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, table.to_csv(index=False).encode())
     text = (f"ViT (width 1, mnist5k, seed {args.seed}, τ = {args.tau}, {len(pairs)} class pairs; "
             f"runs {moda.path.name}@{moda.epoch}, {standard.path.name}@{standard.epoch})\n\n" + markdown(table) + "\n")
-    atomic_write_bytes(out.with_suffix(".md"), text.encode())
-    print(text)
-    print(f"wrote {out} and {out.with_suffix('.md')} ({time.perf_counter() - started:.0f} s)")
+    if args.out:
+        write_result(args.out, table.to_csv(index=False))
+        write_result(args.out.with_suffix(".md"), text)
+    log(f"{time.perf_counter() - started:.0f} s in all")
+    show(args, table.to_dict("records"), text)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process  # noqa: F401 - the browser tests' too
 from moda_core.activations import masked_model, modular_points, run_with_cache
 from moda_core.compose import compose_module
 from moda_core.models import build_model
@@ -73,38 +73,6 @@ def masked_logits(model, masks, classes, x):
         return masked_model(model, union)(x)[:, classes]
 
 
-def independent_masked_model(model, masks, axes):
-    """The masked full model built without moda_core's graph: the eval model traced afresh with torchvision's
-    ``NodePathTracer`` and run by an fx ``Interpreter`` that multiplies each point's output (by its
-    feature-extraction name) by its bool mask along the axis ``axes`` gives, in place, so an in-place activation's
-    input, which the network goes on using, is masked too."""
-    import math
-
-    from torch import fx
-
-    from moda_core._tv import import_torchvision
-
-    tv = import_torchvision()
-    from torchvision.models.feature_extraction import NodePathTracer
-
-    tracer = NodePathTracer(leaf_modules=[], autowrap_modules=(math, tv.ops))
-    graph = tracer.trace(model.eval())
-    module = fx.GraphModule(model, graph)
-    names = {node: tracer.node_to_qualname[node] for node in graph.nodes if node in tracer.node_to_qualname}
-
-    class Masking(fx.Interpreter):
-        def run_node(self, node):
-            out = super().run_node(node)
-            name = names.get(node)
-            if name in masks:
-                shape = [1] * out.dim()
-                shape[axes[name]] = -1
-                out.mul_(masks[name].to(out.dtype).view(shape))
-            return out
-
-    return lambda x: Masking(module).run(x)
-
-
 def brute_force_overlap(model, masks):
     """Give every weight a unique id, compose each single-class module, count shared ids."""
     model = model.double()
@@ -136,15 +104,6 @@ vgg11,0.25,standard,15,0,0.988,2.27,1.0,0.81,0.71,0.94,0.997,0.997
 vgg11,0.25,moda,15,0,0.986,17.98,7.92,0.37,0.23,0.59,0.996,0.997
 vgg11,0.25,mwt,15,0,0.981,2.90,1.28,0.42,0.30,0.60,0.993,0.997
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServedDashboard:
@@ -192,26 +151,6 @@ class ServedDashboard:
         stop_process(self.process)
         if self.process.stdout:
             self.output = self.process.stdout.read().decode(errors="replace")
-
-
-def stop_process(process) -> None:
-    """Stop a server process: terminate, and kill it if it has not ended within 15 s."""
-    import subprocess
-
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-# Debian's Chromium, headless, with nothing that reaches outside this machine
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def assert_runs_without_moda_core(program: Path, x: torch.Tensor, y: torch.Tensor, folder: Path) -> None:

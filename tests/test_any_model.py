@@ -235,8 +235,8 @@ def test_imports_are_refused_from_namespace_folders_and_outside_an_allowed_list(
 def test_a_builder_is_a_function_defined_where_its_path_says():
     with pytest.raises(ModaError, match="neither a zoo model nor an import path"):
         load_builder("graph_models:torch.nn.Linear")  # no attribute paths: nothing the module imported
-    with pytest.raises(ModaError, match=r"not a function defined in outside_models \(it comes from moda_core._tv\)"):
-        load_builder("outside_models:import_torchvision")  # imported into the module, not defined there
+    with pytest.raises(ModaError, match=r"not a function defined in graph_models \(it comes from bench.graph_models\)"):
+        load_builder("graph_models:calibrated")  # imported into the module, not defined there
     allow_models(["os"])
     with pytest.raises(ModaError, match=r"not a function defined in os \(it comes from posix\)"):
         load_builder("os:system")

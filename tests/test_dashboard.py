@@ -170,7 +170,7 @@ def test_compare_page_plots_standard_moda_and_mwt(monkeypatch, tmp_path):
     assert cost["layout"]["shapes"][0]["y0"] == 1.0
     assert len(app.dataframe[0].value) == 6
     words = texts(app)
-    assert "bench/compare.py" in words and "--quick" in words and "one seed (0)" in words
+    assert "bench.compare --out" in words and "--quick" in words and "one seed (0)" in words
     assert len(app.caption) >= 5  # the page's and one per figure
     assert not app.error and not app.warning
 
@@ -195,7 +195,7 @@ def test_compare_page_without_a_table_says_how_to_make_one(monkeypatch, tmp_path
     monkeypatch.setenv("MODA_COMPARE_CSV", str(tmp_path / "nowhere" / "compare.csv"))
     app = open_page("compare")
     assert not app.error and not charts(app)
-    assert any("No comparison table yet" in i.value and "bench/compare.py" in i.value and "--quick" in i.value
+    assert any("No comparison table yet" in i.value and "bench.compare --out" in i.value and "--quick" in i.value
                for i in app.info)
 
 

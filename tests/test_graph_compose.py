@@ -1,6 +1,6 @@
 """Composition on the graph of the hand-written and torchvision test models (``graph_models``): composed == the
-independent masked full model (``helpers.independent_masked_model``, target logits, ≤ 1e-5 relative) at mask
-densities 0.5 and 0.2, fewer parameters, and a ``torch.export`` with a dynamic batch size that matches."""
+independent masked full model (``bench.graph_models.independent_masked_model``, target logits, ≤ 1e-5 relative) at
+mask densities 0.5 and 0.2, fewer parameters, and a ``torch.export`` with a dynamic batch size that matches."""
 from __future__ import annotations
 
 import functools
@@ -20,9 +20,9 @@ from graph_models import (
     tv_vgg11_bn,
     tv_vit,
 )
-from helpers import independent_masked_model
 from torch import nn
 
+from bench.graph_models import independent_masked_model
 from moda_core.compose import compose_module, parameter_count, zero_fill_gather
 from moda_core.errors import ModaError
 from moda_core.graph import graph_of

@@ -1,13 +1,14 @@
 """One test per op rule (``moda_core.oprules``): a tiny model whose forward uses the op between two points, what
 the rule says of it (its output's unit axis, or why it is kept whole), and composition through it equal to the
-independent masked full model (``helpers.independent_masked_model``) with half the units of each point dropped."""
+independent masked full model (``bench.graph_models.independent_masked_model``) with half the units of each point
+dropped."""
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import independent_masked_model
 from torch import nn
 
+from bench.graph_models import independent_masked_model
 from moda_core.compose import compose_module, parameter_count
 from moda_core.graph import graph_of
 from moda_core.loop import prepare_model

@@ -20,8 +20,8 @@ import outside_models as om
 import pytest
 import torch
 from graph_models import calibrated
-from helpers import independent_masked_model as oracle
 
+from bench.graph_models import independent_masked_model as oracle
 from moda_core.activations import recorder
 from moda_core.compose import compose_module, parameter_count
 from moda_core.graph import graph_of

@@ -8,8 +8,8 @@ from dashboard.figures.compare import compare_accuracy, compare_cost, compare_mo
 from dashboard.figures.style import method_label
 from moda_core.comparison import CompareFileError
 
-REGENERATE = ("`.venv/bin/python bench/compare.py` writes it (add `--quick` for a version that takes minutes "
-              "instead of the full run)")
+REGENERATE = ("`.venv/bin/python -m bench.compare --out assets/results/compare.csv` writes it (`--quick --out "
+              "FILE.csv` writes a version that takes minutes instead of the full run to a file of your own)")
 
 st.title("Compare")
 st.caption("Three ways to get per-class modules out of one model, on the same data: **standard training** "
