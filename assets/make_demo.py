@@ -93,8 +93,8 @@ def reusable(source: Path, config: TrainConfig) -> bool:
     if not source.is_dir():
         return False
     summary = runs.summarize_run(source)
-    if summary["status"] != "complete":
-        raise ModaError(f"--reuse: {source} is not a finished run (status {summary['status']}: {summary['error']})")
+    if summary.status is not runs.RunStatus.COMPLETE:
+        raise ModaError(f"--reuse: {source} is not a finished run (status {summary.status}: {summary.error})")
     stored = runs.read_config(source).get("train", {})
     differs = setting_differences(stored, config)  # a reused run's other settings (device, logging) may differ
     if config.checkpoint_every and stored.get("checkpoint_every") != config.checkpoint_every:
@@ -132,7 +132,7 @@ def bundle_run(source: Path, target: Path, kept: tuple[int, ...], half: bool = T
 def evolution_records(source: Path, every: int = CHECKPOINT_EVERY) -> dict:
     """The rates and test accuracy of every state of a trained run (``studies.measure_states``), while all
     its checkpoints' weights are at hand (a run without all of them is refused)."""
-    done = runs.summarize_run(source)["epochs_done"]
+    done = runs.summarize_run(source).epochs_done
     wanted = list(range(every, done, every))
     if [e for e in runs.list_checkpoints(source) if e < done] != wanted:
         raise ModaError(f"{source}: recording its evolution needs a checkpoint every {every} epochs, {wanted}; "
@@ -177,7 +177,7 @@ def make_demo(out: Path, reuse: Path | None = None, epochs: int = EPOCHS) -> Non
                 save_evolution_rates(staging / name, records)
             if name != "swap-weak":
                 bundled = staging / name
-                for spec in [bundled, *(f"{bundled}@{e}" for e in kept)]:
+                for spec in [runs.RunRef(bundled), *(runs.RunRef(bundled, e) for e in kept)]:
                     decompose(runs.load_run(spec), DEFAULT_TAU)
             if name.startswith(SWEPT_PREFIXES):
                 write_tau_sweep(staging / name)

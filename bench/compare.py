@@ -46,11 +46,11 @@ from moda_core.train import TrainConfig, setting_differences, train
 def find_reusable(folder: Path, config: TrainConfig):
     """A finished run in ``folder`` trained with ``config``'s settings (``SAME_TRAINING``), loaded; or None."""
     for entry in run_store.list_runs(folder):
-        if entry["status"] != "complete":
+        if entry.status is not run_store.RunStatus.COMPLETE:
             continue
-        stored = run_store.read_config(entry["path"]).get("train", {})
+        stored = run_store.read_config(entry.path).get("train", {})
         if not setting_differences(stored, config) and not stored.get("class_fractions"):
-            return run_store.load_run(entry["path"])
+            return run_store.load_run(entry.path)
     return None
 
 

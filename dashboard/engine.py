@@ -44,14 +44,15 @@ from moda_core.links import weight_links
 from moda_core.metrics import compose_report
 from moda_core.replace import class_index, repair
 from moda_core.replace import run_classes as classes_of
+from moda_core.store.names import MODEL, RunRef, checkpoint_path
 from moda_core.summary import module_summary
 
 
 def weights_stamp(spec: str) -> int:
     """Modification time (ns) of the weights file a spec loads (the final weights or the checkpoint); 0
     when it is missing. Every cached call takes it as an argument."""
-    path, epoch = run_store.split_run_spec(spec)
-    weights = path / run_store.MODEL if epoch is None else run_store.checkpoint_path(path, epoch)
+    ref = RunRef.parse(spec)
+    weights = ref.path / MODEL if ref.epoch is None else checkpoint_path(ref.path, ref.epoch)
     try:
         return weights.stat().st_mtime_ns
     except OSError:
@@ -462,7 +463,7 @@ def map_images(spec: str, indices: list[int]) -> list[tuple[np.ndarray, int]]:
 
 def warm_up_runs() -> None:
     """Run once per server, in the background, once the first page is out (``dashboard.app``): read every
-    configured runs folder (``moda_core.runs`` keeps what it read of a settled folder, so later listings read
+    configured runs folder (``moda_core.store.listing`` keeps what it read of a settled folder, so later listings read
     nothing again), then do the heavy work the pages start with for the run they open by default
     (``ui.default_index``: the bundled MODA demo, else the first complete modular run) and its twins: the run, its
     data set, its modules, its test-set logits, and for the default run the Module map's recording. The work goes
@@ -474,7 +475,7 @@ def warm_up_runs() -> None:
     runs = [s for s in folders.list_runs(every_folder=True) if folders.openable(s)]
     if not runs:
         return
-    first = str(runs[ui.default_index(runs, ui.modular_demo_first, ui.is_modular)]["path"])
+    first = str(runs[ui.default_index(runs, ui.modular_demo_first, ui.is_modular)].ref)
     specs = list(dict.fromkeys([first, *twins(runs, first).values()]))
     for spec in specs:
         stamp = weights_stamp(spec)

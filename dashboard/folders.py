@@ -7,15 +7,15 @@ Runs folders are chosen by whoever starts the server, never by a visitor: ``$MOD
 folder*); ``MODA_TRAINING=off`` turns training from the browser off. The Compare page's table is
 ``$MODA_COMPARE_CSV``, else the shipped one.
 
-A run is named by its *spec* (``RUN`` or ``RUN@EPOCH``, one of the offered runs) as a string.
+A run is named by its *spec* (``RUN`` or ``RUN@EPOCH``, one of the offered runs) as a string; ``RunRef.parse`` reads
+it (``moda_core.store.names``).
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
@@ -23,9 +23,11 @@ from dashboard.lazy import LazyModule
 from dashboard.plain_text import code
 from moda_core import resources
 from moda_core.errors import ModaError
+from moda_core.store.names import CONFIG as RUN_CONFIG  # the store's names and summaries import no torch
+from moda_core.store.names import MODEL, RunRef
+from moda_core.store.summary import RunStatus, RunSummary
 
 run_store = LazyModule("moda_core.runs")  # torch: imported when a run is first listed
-RUN_CONFIG = "config.json"  # moda_core.runs.CONFIG, known without importing the run store (a test checks)
 
 # The folder the server was started in (the checkout for `make run`): ./runs is the default training
 # folder, and messages show paths under it relative to it.
@@ -41,9 +43,8 @@ COMPARE_CSV = resources.compare_table_path()
 COMPARE_ENV = "MODA_COMPARE_CSV"
 OVERHEAD_JSON = "train_overhead.json"
 
-# Run statuses (moda_core.runs.list_runs) a page may open, and the one a page opens by default.
-OPENABLE = ("complete", "running", "interrupted")
-HEALTHY = "complete"
+# the run status a page opens by default (a page may open any status that is ``openable``)
+HEALTHY = RunStatus.COMPLETE
 
 
 def apply_model_policy() -> None:
@@ -204,79 +205,67 @@ def shown_path(path: str | Path) -> str:
 
 def run_label(spec: str) -> str:
     """``FOLDER/RUN`` (``FOLDER/RUN @ epoch N`` for a checkpoint), with the folder's public label."""
-    path, epoch = run_store.split_run_spec(spec)
-    folder = next((f.label for f in configured_folders() if _same(path.parent, f.path)), path.parent.name)
-    return f"{folder}/{path.name}" + (f" @ epoch {epoch}" if epoch is not None else "")
+    ref = RunRef.parse(spec)
+    folder = next((f.label for f in configured_folders() if _same(ref.path.parent, f.path)), ref.path.parent.name)
+    return f"{folder}/{ref.name}" + (f" @ epoch {ref.epoch}" if ref.epoch is not None else "")
 
 
 def run_epoch_label(spec: str) -> str:
     """``run_label`` that always says which epoch's weights: ``FOLDER/RUN @ epoch 40 (final)``, and for a
     checkpoint ``FOLDER/RUN @ epoch 8 of 40 (early)`` (early: the first half of the epochs, else late)."""
-    path, epoch = run_store.split_run_spec(spec)
-    label = run_label(str(path))
+    ref = RunRef.parse(spec)
+    label = run_label(str(ref.path))
     try:
-        final = run_store.weights_epoch(path / run_store.MODEL)
+        final = run_store.weights_epoch(ref.path / MODEL)
     except (ModaError, OSError, ValueError):
         return run_label(spec)
-    if epoch is None:
+    if ref.epoch is None:
         return f"{label} @ epoch {final} (final)"
-    return f"{label} @ epoch {epoch} of {final} ({'early' if epoch <= final / 2 else 'late'})"
+    return f"{label} @ epoch {ref.epoch} of {final} ({'early' if ref.epoch <= final / 2 else 'late'})"
 
 
-def unfinished_note(summaries: list[dict[str, Any]], spec: str) -> str:
+def unfinished_note(summaries: list[RunSummary], spec: str) -> str:
     """What a label adds for a run whose training did not finish (listed in ``summaries``): " (interrupted: 3 of
     10 epochs)" or " (still training: 3 of 10 epochs)"; "" for a complete run or one not listed."""
-    path = run_store.split_run_spec(spec)[0]
-    summary = next((s for s in summaries if _same(Path(s["path"]), path)), None)
-    status = run_status(summary) if summary is not None else HEALTHY
-    if status not in ("interrupted", "running"):
+    path = RunRef.parse(spec).path
+    summary = next((s for s in summaries if _same(s.path, path)), None)
+    if summary is None or summary.status not in (RunStatus.INTERRUPTED, RunStatus.RUNNING):
         return ""
-    done, epochs = summary.get("epochs_done") or 0, summary.get("epochs") or "?"
-    return f" ({'interrupted' if status == 'interrupted' else 'still training'}: {done} of {epochs} epochs)"
+    how = "interrupted" if summary.status is RunStatus.INTERRUPTED else "still training"
+    return f" ({how}: {summary.epochs_done} of {summary.epochs or '?'} epochs)"
 
 
 # ----- the runs the pages offer --------------------------------------------------------------------
 
-def run_status(summary: dict[str, Any]) -> str:
-    """complete / running / interrupted / broken, as ``moda_core.runs.list_runs`` says (an entry without a
-    status counts as broken)."""
-    return str(summary.get("status") or "broken")
-
-
-def list_runs(every_folder: bool = False) -> list[dict[str, Any]]:
+def list_runs(every_folder: bool = False) -> list[RunSummary]:
     """Summaries of every run in the selected runs folders (every configured one with ``every_folder``, for work
-    outside a visitor's session) (``moda_core.runs.list_runs``, which reads a settled folder once), each with
-    ``folder`` (its label) and ``status`` (see ``run_status``)."""
+    outside a visitor's session) (``moda_core.store.listing.list_runs``, which reads a settled folder once), their
+    errors as visitors may read them (``public``)."""
     summaries = []
     for folder in configured_folders() if every_folder else selected_folders():
         try:
             listed = run_store.list_runs(folder.path)
         except ModaError:  # not a folder: the sidebar says so (runs_dir_problems)
             continue
-        for summary in listed:
-            summary["folder"] = folder.label
-            summary["status"] = run_status(summary)
-            if summary.get("error"):
-                summary["error"] = public(summary["error"])
-            summaries.append(summary)
+        summaries += [replace(s, error=public(s.error)) if s.error else s for s in listed]
     return summaries
 
 
-def openable(summary: dict[str, Any]) -> bool:
+def openable(summary: RunSummary) -> bool:
     """Whether a page may open the run: it loads (``loadable``: a finished epoch, not broken)."""
-    return run_status(summary) in OPENABLE and summary.get("loadable", not summary.get("error"))
+    return summary.status.openable and summary.loadable
 
 
-def loadable_specs(summaries: list[dict[str, Any]], with_checkpoints: bool = False) -> list[str]:
+def loadable_specs(summaries: list[RunSummary], with_checkpoints: bool = False) -> list[str]:
     """Run specs of the runs a page may open (not broken ones), optionally each periodic checkpoint as
     ``RUN@EPOCH`` too."""
     specs = []
     for s in summaries:
         if not openable(s):
             continue
-        specs.append(s["path"])
+        specs.append(str(s.ref))
         if with_checkpoints:
-            specs += [f"{s['path']}@{e}" for e in s.get("checkpoints") or [] if e != s.get("epochs_done")]
+            specs += [str(s.ref.at(e)) for e in s.checkpoints if e != s.epochs_done]
     return specs
 
 

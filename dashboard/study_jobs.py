@@ -16,9 +16,10 @@ import streamlit as st
 
 from dashboard import engine, folders, jobs
 from dashboard.plain_text import code
-from moda_core import runs as run_store
 from moda_core import twins as moda_twins
 from moda_core.errors import ModaError
+from moda_core.store.names import MODEL, RunRef
+from moda_core.store.summary import RunSummary
 from moda_core.studies import (
     DEFAULT_TAUS,
     EVOLUTION_COLUMNS,
@@ -44,9 +45,9 @@ def _results() -> "OrderedDict[tuple, pd.DataFrame]":
 
 
 def _key(study: str, spec: str, tau: float | None) -> tuple:
-    path = run_store.split_run_spec(spec)[0]
+    path = RunRef.parse(spec).path
     try:
-        stamp = (path / run_store.MODEL).stat().st_mtime_ns
+        stamp = (path / MODEL).stat().st_mtime_ns
     except OSError:
         stamp = 0
     return study, str(path), stamp, None if tau is None or study != "evolution" else round(float(tau), 4)
@@ -58,7 +59,7 @@ def precomputed(study: str, spec: str) -> pd.DataFrame | None:
     ``cached``.)"""
     if study != "tau":
         return None
-    path = run_store.split_run_spec(spec)[0] / TAU_CSV
+    path = RunRef.parse(spec).path / TAU_CSV
     if not path.is_file():
         return None
     try:
@@ -71,7 +72,7 @@ def precomputed(study: str, spec: str) -> pd.DataFrame | None:
 def checkpoint_count(spec: str) -> int:
     """How many states (periodic checkpoints and the final weights) an evolution of the run evaluates."""
     try:
-        return len(evolution_states(run_store.split_run_spec(spec)[0]))
+        return len(evolution_states(RunRef.parse(spec).path))
     except (ModaError, OSError):
         return 0
 
@@ -98,7 +99,7 @@ def is_recorded(spec: str) -> bool:
     """Whether the run's evolution is drawn from recorded rates at once (``moda_core.studies.evolution_is_recorded``):
     at most ``MAX_INSTANT_STATES`` of them, so that no visitor starts unbounded work outside the study lock (a
     folder recording more goes through the button, the lock and the progress bar like any other run)."""
-    return evolution_is_recorded(run_store.split_run_spec(spec)[0], most=MAX_INSTANT_STATES)
+    return evolution_is_recorded(RunRef.parse(spec).path, most=MAX_INSTANT_STATES)
 
 
 def _remember(key: tuple, frame: pd.DataFrame) -> pd.DataFrame:
@@ -143,11 +144,11 @@ def compute_button(study: str, group: dict[str, str], missing: list[str], known:
     st.rerun()  # redraw from the cache, without the page's "not computed yet" notice
 
 
-def twins(summaries: list[dict[str, Any]], spec: str) -> dict[str, str]:
+def twins(summaries: list[RunSummary], spec: str) -> dict[str, str]:
     """The chosen run (``spec``, a checkpoint kept as such) and its twins among the runs the pages can open
     (``moda_core.twins``: the same model and data trained by another method): method → spec, the chosen run's method
     first; empty when the chosen run is not listed."""
-    path = run_store.split_run_spec(spec)[0]
+    path = RunRef.parse(spec).path
     group = moda_twins.twins([s for s in summaries if folders.openable(s)], path)
     return {method: spec if found == path else str(found) for method, found in group.items()}
 

@@ -24,6 +24,7 @@ import streamlit as st
 from moda_core.data import DATASETS, load_dataset
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.methods import method_of
+from moda_core.store.names import RunRef
 from moda_core.train import Progress, TrainConfig, train
 
 if TYPE_CHECKING:
@@ -350,10 +351,8 @@ class LiveProbe:
 
     def saved(self, epoch: int, spec: str) -> None:
         """The training saved ``spec`` (its state after ``epoch``) for good: decompose it."""
-        from moda_core import runs
-
         with self._guard:
-            self._run_dir = self._run_dir or runs.split_run_spec(spec)[0]
+            self._run_dir = self._run_dir or RunRef.parse(spec).path
             self._todo.append((RUN, epoch, spec))
             self._wake()
 
@@ -551,7 +550,7 @@ class TrainingSlot:
         except (ModaError, OSError):
             return
         for epoch in kept:
-            self._live.saved(epoch, f"{run_dir}@{epoch}")
+            self._live.saved(epoch, str(RunRef(run_dir, epoch)))
 
     def stop(self) -> bool:
         """Ask the training in progress to end after its current step, leaving its run interrupted with its
@@ -595,7 +594,7 @@ class TrainingSlot:
             self._run_dir = _training_into(*self._target)
         if self._run_dir is None:
             return None
-        return f"{self._run_dir}@{epoch}" if checkpoint else str(self._run_dir)
+        return str(RunRef(self._run_dir, epoch if checkpoint else None))
 
     def _work(self, config: TrainConfig, runs_dir: Path, name: str | None, label: str,
               shown: Callable[[str], str], resume: bool = False, stop: threading.Event | None = None,

@@ -14,6 +14,8 @@ from dashboard import folders
 from dashboard.lazy import LazyModule
 from dashboard.plain_text import code, plain
 from moda_core.errors import ModaError
+from moda_core.store.names import MODEL, RunRef
+from moda_core.store.summary import RunStatus, RunSummary
 
 # imported on first use, so the landing page does not wait for torch
 engine = LazyModule("dashboard.engine")
@@ -99,35 +101,35 @@ def fragment(function: Callable[..., None]) -> Callable[..., None]:
     return st.fragment(guarded)
 
 
-def needs_models_text(summaries: list[dict[str, Any]]) -> str:
+def needs_models_text(summaries: list[RunSummary]) -> str:
     """"N runs need moda-studio --models PKG …" for runs whose builder comes from a package nobody allowed ("")."""
-    waiting = [s for s in summaries if folders.run_status(s) == "needs-models"]
+    waiting = [s for s in summaries if s.status is RunStatus.NEEDS_MODELS]
     if not waiting:
         return ""
-    packages = sorted({str(s.get("needs")) for s in waiting})
+    packages = sorted({str(s.needs) for s in waiting})
     flags = " ".join(f"--models {p}" for p in packages)
     return (f"{len(waiting)} run{'s' if len(waiting) != 1 else ''} in {folders.folders_text()} "
             f"need{'s' if len(waiting) == 1 else ''} {code(flags)}: a model of your own is built by its package's "
             f"code, which this server runs only when started with {code('moda-studio ' + flags)}.")
 
 
-def show_broken(summaries: list[dict[str, Any]]) -> None:
+def show_broken(summaries: list[RunSummary]) -> None:
     """List run folders that do not load, with their error, without stopping the page (runs waiting for
     ``--models`` are said apart: they are not broken)."""
     waiting = needs_models_text(summaries)
     if waiting:
         st.info(waiting)
-    broken = [s for s in summaries if not folders.openable(s) and folders.run_status(s) != "needs-models"]
+    broken = [s for s in summaries if not folders.openable(s) and s.status is not RunStatus.NEEDS_MODELS]
     if broken:
         with st.expander(f"{len(broken)} run folder(s) could not be loaded", expanded=False):
             for s in broken:
-                st.warning(f"{code(folders.run_label(s['path']))} ({plain(folders.run_status(s))}): "
-                           f"{plain(folders.public(s.get('error') or 'does not load'))}")
+                st.warning(f"{code(folders.run_label(str(s.ref)))} ({plain(s.status.value)}): "
+                           f"{plain(folders.public(s.error or 'does not load'))}")
 
 
 def pick_run(label: str, key: str, with_checkpoints: bool = False,
-             prefer: Callable[[dict], bool] | tuple[Callable[[dict], bool], ...] | None = None,
-             summaries: list[dict[str, Any]] | None = None, help: str | None = None,
+             prefer: Callable[[RunSummary], bool] | tuple[Callable[[RunSummary], bool], ...] | None = None,
+             summaries: list[RunSummary] | None = None, help: str | None = None,
              prefer_spec: Callable[[str], bool] | None = None, shared: bool = True,
              url: str | None = None) -> str | None:
     """A select box of the runs a page can open; None (after a friendly message) when there are none.
@@ -147,7 +149,7 @@ def pick_run(label: str, key: str, with_checkpoints: bool = False,
         return None
     predicates = prefer if isinstance(prefer, tuple) else (prefer,) if prefer else ()
     runs = [s for s in summaries if folders.openable(s)]
-    index = specs.index(runs[default_index(summaries, *predicates)]["path"])
+    index = specs.index(str(runs[default_index(summaries, *predicates)].ref))
     if prefer_spec is not None:
         index = next((i for i, spec in enumerate(specs) if prefer_spec(spec) and _healthy(spec, runs)), index)
     if not shared:  # the page's own picker: in the URL under ``url`` when given
@@ -183,18 +185,25 @@ TAU_MIN, TAU_MAX, TAU_STEP = 0.5, 1.0, 0.01
 def run_token(spec: str) -> str:
     """How the URL names a run: ``FOLDER/RUN`` or ``FOLDER/RUN@EPOCH`` with the folder's public label (the
     bundled demo is ``demo``); never a server path. Links are resolved only against the offered runs."""
-    path, epoch = run_store.split_run_spec(spec)
-    name = folders.run_label(str(path))  # FOLDER/RUN, the folder by its public label
+    ref = RunRef.parse(spec)
+    name = folders.run_label(str(ref.path))  # FOLDER/RUN, the folder by its public label
     demo = next((f.label for f in folders.configured_folders() if f.bundled), None)
     if demo and name.startswith(demo + "/"):
         name = "demo" + name[len(demo):]
-    return name if epoch is None else f"{name}@{epoch}"
+    return name if ref.epoch is None else f"{name}@{ref.epoch}"
+
+
+def _token_parts(token: str) -> tuple[str, str | None]:
+    """A run token from a URL, ``FOLDER/RUN`` or ``FOLDER/RUN@EPOCH``, as its run and the epoch as typed (None: no
+    epoch). Unlike ``RunRef.parse`` it takes any text after the '@': a link with a bad epoch still names its run."""
+    run, at, epoch = token.rpartition("@")
+    return (run, epoch) if at and "/" not in epoch else (token, None)
 
 
 def _resolve_token(token: str, specs: list[str]) -> str | None:
     """The offered spec a token names; a checkpoint token falls back to its run on pages without checkpoints."""
     by_token = {run_token(s): s for s in specs}
-    return by_token.get(token) or by_token.get(token.split("@")[0])
+    return by_token.get(token) or by_token.get(_token_parts(token)[0])
 
 
 def _remember(key: str, shared: str, convert: Callable[[Any], Any] = lambda value: value) -> None:
@@ -239,8 +248,8 @@ def _shared_run(all_specs: list[str]) -> str | None:
     run and checkpoint; an unknown one gives a gentle note and the page's default)."""
     token = _from_url_once(RUN_PARAM)
     if token is not None and SHARED_RUN not in st.session_state:
-        base, at, epoch = token.partition("@")
-        if at and url_int(epoch) is not None:  # RUN@0020 is RUN@20
+        base, epoch = _token_parts(token)
+        if epoch is not None and url_int(epoch) is not None:  # RUN@0020 is RUN@20
             token = f"{base}@{url_int(epoch)}"
         spec = _resolve_token(token, all_specs)
         if spec is None:
@@ -254,11 +263,11 @@ def _shared_run(all_specs: list[str]) -> str | None:
     return st.session_state.get(SHARED_RUN)
 
 
-def _final_epoch(spec: str, epoch: str) -> bool:
+def _final_epoch(spec: str, epoch: str | None) -> bool:
     """Whether ``epoch`` (from a URL) is the epoch of the run's final weights (``spec``: the run)."""
     try:
-        return int(epoch) == run_store.weights_epoch(run_store.split_run_spec(spec)[0] / run_store.MODEL)
-    except (ModaError, OSError, ValueError):
+        return url_int(str(epoch)) == run_store.weights_epoch(RunRef.parse(spec).path / MODEL)
+    except (ModaError, OSError):
         return False
 
 
@@ -493,9 +502,9 @@ def follow_browser() -> None:
             st.session_state.pop(key, None)
 
 
-def _healthy(spec: str, runs: list[dict[str, Any]]) -> bool:
-    path = str(run_store.split_run_spec(spec)[0])
-    return any(s["path"] == path and folders.run_status(s) == folders.HEALTHY for s in runs)
+def _healthy(spec: str, runs: list[RunSummary]) -> bool:
+    path = RunRef.parse(spec).path
+    return any(s.path == path and s.status is folders.HEALTHY for s in runs)
 
 
 def load_or_stop(spec: str) -> Run:
@@ -558,17 +567,17 @@ def controls_row(count: int = 2) -> list[Any]:
     return [st.container() for _ in range(count)]
 
 
-def is_modular(summary: dict) -> bool:
+def is_modular(summary: RunSummary) -> bool:
     """Whether a listed run was trained to come apart into modules (MODA or MwT, not standard training)."""
-    return summary.get("method") not in (None, "standard")
+    return summary.modular
 
 
-def default_index(summaries: list[dict[str, Any]], *predicates: Callable[[dict], bool]) -> int:
+def default_index(summaries: list[RunSummary], *predicates: Callable[[RunSummary], bool]) -> int:
     """Position (among the runs a page can open) of the default run: the first complete run matching the
     first predicate that any complete run matches, else the first complete run, else 0. Broken,
     interrupted and running runs are never the default."""
     runs = [s for s in summaries if folders.openable(s)]
-    healthy = [i for i, s in enumerate(runs) if folders.run_status(s) == folders.HEALTHY]
+    healthy = [i for i, s in enumerate(runs) if s.status is folders.HEALTHY]
     for predicate in predicates:
         index = next((i for i in healthy if predicate(runs[i])), None)
         if index is not None:
@@ -576,9 +585,9 @@ def default_index(summaries: list[dict[str, Any]], *predicates: Callable[[dict],
     return healthy[0] if healthy else 0
 
 
-def modular_demo_first(summary: dict) -> bool:
+def modular_demo_first(summary: RunSummary) -> bool:
     """Default pick for pages about one MODA run: the bundled ``vgg11-moda``."""
-    return summary["name"] == "vgg11-moda"
+    return summary.name == "vgg11-moda"
 
 
 # ----- projector mode: large chart text, legends on top, compact headers; kept across pages and in the URL ----

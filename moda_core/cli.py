@@ -435,27 +435,27 @@ def cmd_replace(args: argparse.Namespace) -> dict[str, Any]:
 
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
-    from moda_core.runs import list_runs
+    from moda_core.runs import RunStatus, list_runs
 
     if os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
         raise ModaError(f"runs folder {args.runs_dir} is a file, not a folder")
     summaries = list_runs(args.runs_dir)
     lines = []
     for s in summaries:
-        if s["status"] == "broken":  # a folder name that is not a run name may hold anything: shown escaped
-            name = s["name"] if s["name"].isprintable() else ascii(s["name"])
-            lines.append(f"{name}: broken: {s['error']}")
-        elif s["status"] == "needs-models":
-            lines.append(f"{s['name']}: {s['model']} on {s['dataset']}, {s['error']}")
-        elif s["error"]:
-            lines.append(f"{s['name']}: {s['status']}, {s['error']}"
-                         + (" (continue with train --resume, or --overwrite)" if s["status"] == "interrupted" else ""))
+        if s.status is RunStatus.BROKEN:  # a folder name that is not a run name may hold anything: shown escaped
+            name = s.name if s.name.isprintable() else ascii(s.name)
+            lines.append(f"{name}: broken: {s.error}")
+        elif s.status is RunStatus.NEEDS_MODELS:
+            lines.append(f"{s.name}: {s.model} on {s.dataset}, {s.error}")
+        elif s.error:
+            resume = " (continue with train --resume, or --overwrite)" if s.status is RunStatus.INTERRUPTED else ""
+            lines.append(f"{s.name}: {s.status}, {s.error}{resume}")
         else:
-            acc = "-" if s["test_accuracy"] is None else f"{s['test_accuracy']:.4f}"
-            planned = f"/{s['epochs']}" if s["epochs"] is not None else ""
-            lines.append(f"{s['name']}: {s['model']} on {s['dataset']} α={s['alpha']} β={s['beta']} γ={s['gamma']} "
-                         f"{s['status']} epochs={s['epochs_done']}{planned} test_acc={acc}")
-    result = {"runs_dir": args.runs_dir, "runs": summaries}
+            acc = "-" if s.test_accuracy is None else f"{s.test_accuracy:.4f}"
+            planned = f"/{s.epochs}" if s.epochs is not None else ""
+            lines.append(f"{s.name}: {s.model} on {s.dataset} α={s.alpha} β={s.beta} γ={s.gamma} "
+                         f"{s.status} epochs={s.epochs_done}{planned} test_acc={acc}")
+    result = {"runs_dir": args.runs_dir, "runs": [s.row() for s in summaries]}
     emit(args, result, "\n".join(lines) or f"no runs in {args.runs_dir}")
     return result
 

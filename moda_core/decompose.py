@@ -26,13 +26,15 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from moda_core import distributed, runs
+from moda_core import distributed
 from moda_core.activations import modular_points, point_units
 from moda_core.data import Dataset, Split
 from moda_core.errors import ModaError
 from moda_core.io import load_tensors, save_tensors
 from moda_core.methods import METHODS, method_of
 from moda_core.methods.base import Firing
+from moda_core.store.loading import Run, run_dataset
+from moda_core.store.names import CHECKPOINTS, MODEL, checkpoint_path
 
 RATES_FILE = "rates.safetensors"
 DEFAULT_TAU = 0.9
@@ -162,17 +164,17 @@ def weights_fingerprint(weights_file: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def decomposition_dir(run: runs.Run) -> Path:
+def decomposition_dir(run: Run) -> Path:
     """Where a run's decomposition files live: the run folder, or its checkpoint's subfolder."""
-    if run.spec == str(run.path):
+    if run.ref.epoch is None:
         return run.path
-    return run.path / runs.CHECKPOINTS / f"epoch-{run.epoch:04d}"
+    return run.path / CHECKPOINTS / f"epoch-{run.epoch:04d}"
 
 
-def _weights_file(run: runs.Run) -> Path:
+def _weights_file(run: Run) -> Path:
     if run.weights_path is not None:
         return run.weights_path
-    return run.path / runs.MODEL if run.spec == str(run.path) else runs.checkpoint_path(run.path, run.epoch)
+    return run.path / MODEL if run.ref.epoch is None else checkpoint_path(run.path, run.epoch)
 
 
 def cache_root() -> Path:
@@ -181,13 +183,13 @@ def cache_root() -> Path:
     return Path(base) / "moda-studio" / "decompositions"
 
 
-def _cache_dir(run: runs.Run, fingerprint: str) -> Path:
+def _cache_dir(run: Run, fingerprint: str) -> Path:
     """The cache entry of these exact weights and data set (content-addressed, so copies share it)."""
     data = json.dumps([run.config.get("data"), (run.config.get("train") or {}).get("classes")], sort_keys=True)
     return cache_root() / f"{run.name}-{fingerprint}-{hashlib.sha256(data.encode()).hexdigest()[:8]}"
 
 
-def _save_somewhere(run: runs.Run, fingerprint: str, files: dict[str, tuple[dict, dict]]) -> str | None:
+def _save_somewhere(run: Run, fingerprint: str, files: dict[str, tuple[dict, dict]]) -> str | None:
     """Save ``files`` (name → (tensors, metadata)) in the run's decomposition folder; if that folder
     cannot be written, in the user cache; if neither can, nowhere. Returns a note unless saved in the run."""
     folder = decomposition_dir(run)
@@ -277,7 +279,7 @@ def _read_from(folder: Path, tau: float, fingerprint: str, units: Mapping[str, i
     return rates, class_counts, masks
 
 
-def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = True) -> Decomposition | None:
+def load_decomposition(run: Run, tau: float = DEFAULT_TAU, save: bool = True) -> Decomposition | None:
     """The stored decomposition of ``run`` at τ (in its folder, or in the user cache for a read-only
     folder), or None if there is none for these exact weights.
 
@@ -289,7 +291,7 @@ def load_decomposition(run: runs.Run, tau: float = DEFAULT_TAU, save: bool = Tru
         return None
 
 
-def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Decomposition | None:
+def _load_stored(run: Run, tau: float, save: bool, fingerprint: str) -> Decomposition | None:
     """``load_decomposition`` for weights whose fingerprint the caller already has."""
     units, problems = point_units(run.model), []
     for folder, note in ((decomposition_dir(run), None),
@@ -321,7 +323,7 @@ def _load_stored(run: runs.Run, tau: float, save: bool, fingerprint: str) -> Dec
     return None
 
 
-def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, int], None] | None = None,
+def decompose(run: Run, tau: float = DEFAULT_TAU, progress: Callable[[int, int], None] | None = None,
               recompute: bool = False, save: bool = True, data: Dataset | None = None) -> Decomposition:
     """Decomposition of a loaded run at τ: read from the run folder if current, else computed (and saved)
     over its training data (``data``: the run's data set when the caller has it loaded already)."""
@@ -335,7 +337,7 @@ def decompose(run: runs.Run, tau: float = DEFAULT_TAU, progress: Callable[[int, 
             stored, problem = None, f"{error}: recomputed"
         if stored is not None:
             return stored
-    data = data or runs.run_dataset(run)
+    data = data or run_dataset(run)
     method = method_of(run.config)  # e.g. MwT counts its gates' masks instead of activations
     rates, class_counts = activation_rates(run.model, data.train, data.num_classes, progress=progress,
                                            firing=method.firing)

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 import torch
 
-from moda_core import runs
 from moda_core.activations import point_units
 from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Dataset
@@ -34,6 +33,9 @@ from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.io import load_tensors, read_tensor_header, save_tensors
 from moda_core.metrics import composed_accuracy, subtask_sets
+from moda_core.store.listing import summarize_run
+from moda_core.store.loading import Run, list_checkpoints, load_run, run_dataset
+from moda_core.store.names import RunRef
 from moda_core.summary import module_summary
 
 Progress = Callable[[int, int], None] | None
@@ -46,11 +48,11 @@ EVOLUTION_RATES = "evolution-rates.safetensors"  # per-checkpoint rates and accu
 MAX_EVOLUTION_RATES_BYTES = 64 << 20  # far above any real run's (the demo VGG's: about 0.7 MB)
 
 
-def _as_run(run_or_spec: runs.Run | str | Path) -> runs.Run:
-    return run_or_spec if isinstance(run_or_spec, runs.Run) else runs.load_run(run_or_spec)
+def _as_run(run_or_spec: Run | str | Path) -> Run:
+    return run_or_spec if isinstance(run_or_spec, Run) else load_run(run_or_spec)
 
 
-def run_rates(run: runs.Run, data: Dataset | None = None,
+def run_rates(run: Run, data: Dataset | None = None,
               progress: Progress = None) -> dict[str, torch.Tensor]:
     """Activation rates of a loaded run: the stored ones when current for these weights, else measured
     over its training data (in memory; nothing is saved)."""
@@ -61,11 +63,11 @@ def evolution_states(run_dir: str | Path) -> list[tuple[int, str]]:
     """(epoch, spec) of every periodic checkpoint and the final weights, in epoch order; a checkpoint
     of the final epoch is the final weights (one row)."""
     run_dir = Path(run_dir)
-    final = runs.summarize_run(run_dir)
-    if not final["loadable"]:
-        raise ModaError(f"run {run_dir} cannot be loaded: {final['error']}")
-    states = {epoch: f"{run_dir}@{epoch}" for epoch in runs.list_checkpoints(run_dir)}
-    states[final["epochs_done"]] = str(run_dir)
+    final = summarize_run(run_dir)
+    if not final.loadable:
+        raise ModaError(f"run {run_dir} cannot be loaded: {final.error}")
+    states = {epoch: str(RunRef(run_dir, epoch)) for epoch in list_checkpoints(run_dir)}
+    states[final.epochs_done] = str(RunRef(run_dir))
     return sorted(states.items())
 
 
@@ -73,22 +75,22 @@ def _rates_key(epoch: int, point: str) -> str:
     return f"{epoch:06d}/{point}"
 
 
-def checkpoint_record(run: runs.Run, data: Dataset | None = None) -> tuple[dict[str, torch.Tensor], float]:
+def checkpoint_record(run: Run, data: Dataset | None = None) -> tuple[dict[str, torch.Tensor], float]:
     """What ``evolution-rates.safetensors`` keeps of one loaded state: its activation rates (as ``decompose``
     measures them) and its test accuracy."""
-    data = data or runs.run_dataset(run)
+    data = data or run_dataset(run)
     return run_rates(run, data), accuracy(predict_logits(run.model, data.test), data.test.labels)
 
 
-def measure_states(states: Sequence[tuple[int, str]], final: runs.Run | None = None,
-                   ) -> Iterator[tuple[int, runs.Run, tuple[dict[str, torch.Tensor], float]]]:
+def measure_states(states: Sequence[tuple[int, str]], final: Run | None = None,
+                   ) -> Iterator[tuple[int, Run, tuple[dict[str, torch.Tensor], float]]]:
     """Load each state of ``states`` ((epoch, spec) pairs, as ``evolution_states`` lists them) and measure it
     (``checkpoint_record``), in order, loading the data set once: (epoch, loaded run, record). ``final``, the
     run's latest weights when the caller has them loaded already, serves for its own spec."""
     data: Dataset | None = None
     for epoch, spec in states:
-        run = final if final is not None and spec == final.spec else runs.load_run(spec)
-        data = data or runs.run_dataset(run)
+        run = final if final is not None and spec == final.spec else load_run(spec)
+        data = data or run_dataset(run)
         yield epoch, run, checkpoint_record(run, data)
 
 
@@ -116,7 +118,7 @@ def _is_epoch(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def load_evolution_rates(run: runs.Run) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
+def load_evolution_rates(run: Run) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
     """The run folder's (``run``: its latest weights) ``evolution-rates.safetensors`` as {epoch: (rates, test
     accuracy)}; {} when there is none. The file is checked against the run before use (it is input like any
     other in a runs folder): its epochs lie within the run's, its points and shapes are the model's, rates and
@@ -174,7 +176,7 @@ def _evolution_row(model: torch.nn.Module, epoch: int, rates: dict[str, torch.Te
             "test_accuracy": acc}
 
 
-def training_evolution(run_dir_or_run: runs.Run | str | Path, tau: float = DEFAULT_TAU,
+def training_evolution(run_dir_or_run: Run | str | Path, tau: float = DEFAULT_TAU,
                        progress: Progress = None) -> pd.DataFrame:
     """Mean module size, mean pairwise overlap (at ``tau``) and test accuracy per checkpoint epoch.
 
@@ -183,10 +185,10 @@ def training_evolution(run_dir_or_run: runs.Run | str | Path, tau: float = DEFAU
     recorded in the folder's ``evolution-rates.safetensors`` (whose rates are used instead of measuring
     again). A run without checkpoints gives one row. ``progress(done, total)`` counts evaluated states."""
     tau = check_tau(tau)
-    final = run_dir_or_run if isinstance(run_dir_or_run, runs.Run) else None
-    path = final.path if final is not None else runs.split_run_spec(run_dir_or_run)[0]
+    final = run_dir_or_run if isinstance(run_dir_or_run, Run) else None
+    path = final.path if final is not None else RunRef.parse(run_dir_or_run).path
     states = dict(evolution_states(path))
-    final = final if final is not None and final.spec == str(path) else runs.load_run(path)
+    final = final if final is not None and final.ref == RunRef(path) else load_run(path)
     recorded = load_evolution_rates(final)
     epochs = sorted(set(states) | set(recorded))
     rows: dict[int, dict[str, float]] = {}
@@ -228,7 +230,7 @@ def default_pairs(num_classes: int, samples: int = DEFAULT_PAIRS, seed: int = 0)
     return subtask_sets(num_classes, [2], samples, seed)
 
 
-def tau_sweep(run: runs.Run | str | Path, taus: Sequence[float] = DEFAULT_TAUS,
+def tau_sweep(run: Run | str | Path, taus: Sequence[float] = DEFAULT_TAUS,
               pairs: Sequence[Sequence[int]] | None = None, progress: Progress = None) -> pd.DataFrame:
     """Module size, overlap and composed-pair accuracy for each τ of ``taus`` (columns ``TAU_COLUMNS``).
 
@@ -240,7 +242,7 @@ def tau_sweep(run: runs.Run | str | Path, taus: Sequence[float] = DEFAULT_TAUS,
     if not taus:
         raise ModaError("a τ sweep needs at least one τ")
     run = _as_run(run)
-    data = runs.run_dataset(run)
+    data = run_dataset(run)
     pairs = [sorted(int(c) for c in p) for p in (pairs if pairs is not None else default_pairs(data.num_classes))]
     bad = [p for p in pairs if len(p) != 2 or len(set(p)) != 2 or not all(0 <= c < data.num_classes for c in p)]
     if bad or not pairs:

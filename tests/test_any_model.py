@@ -284,12 +284,12 @@ def test_a_run_whose_builder_is_not_allowed_or_does_not_import_says_so_in_one_li
     config["arch"]["name"] = "nosuchpkg.nets:make_net"
     (run / "config.json").write_text(json.dumps(config))
     (summary,) = list_runs(tmp_path / "runs")
-    assert (summary["status"], summary["needs"], summary["loadable"]) == ("needs-models", "nosuchpkg", False)
-    assert summary["error"].startswith("needs --models nosuchpkg") and "\n" not in summary["error"]
+    assert (summary.status, summary.needs, summary.loadable) == ("needs-models", "nosuchpkg", False)
+    assert summary.error.startswith("needs --models nosuchpkg") and "\n" not in summary.error
     with pytest.raises(ModaError, match="not imported: needs --models nosuchpkg"):
         load_run(run)
     allow_models(["nosuchpkg"])
-    assert list_runs(tmp_path / "runs")[0]["status"] == "complete"  # allowed: listed as usual, still not imported
+    assert list_runs(tmp_path / "runs")[0].status == "complete"  # allowed: listed as usual, still not imported
     with pytest.raises(ModaError, match="no module named 'nosuchpkg'"):
         load_run(run)
     for command in (["decompose", str(run)], ["decompose", str(run), "--models", "nosuchpkg"]):

@@ -12,6 +12,7 @@ import torch
 from moda_core import runs
 from moda_core.decompose import DEFAULT_TAU, decompose, load_decomposition
 from moda_core.evaluate import accuracy, predict_logits
+from moda_core.io import read_tensor_header
 from moda_core.studies import (
     DEFAULT_TAUS,
     EVOLUTION_COLUMNS,
@@ -38,23 +39,23 @@ def _size_mb(folder: Path) -> float:
 
 
 def test_bundle_is_complete_and_small():
-    summaries = {s["name"]: s for s in runs.list_runs(DEMO)}
+    summaries = {s.name: s for s in runs.list_runs(DEMO)}
     assert sorted(summaries) == sorted(DEMO_RUNS)
-    assert all(s["error"] is None and s["status"] == "complete" for s in summaries.values())
-    assert summaries["vgg11-moda"]["alpha"] > 0 and summaries["vgg11-standard"]["alpha"] == 0
-    assert summaries["vgg11-mwt"]["method"] == "mwt"
-    assert all(summaries[name]["epochs_done"] == 100 for name in [*VGG_RUNS, "swap-strong"])  # converged budget
-    assert all(summaries[name]["epochs_done"] == 50 for name in VIT_RUNS)
+    assert all(s.error is None and s.status == "complete" for s in summaries.values())
+    assert summaries["vgg11-moda"].alpha > 0 and summaries["vgg11-standard"].alpha == 0
+    assert summaries["vgg11-mwt"].method == "mwt"
+    assert all(summaries[name].epochs_done == 100 for name in [*VGG_RUNS, "swap-strong"])  # converged budget
+    assert all(summaries[name].epochs_done == 50 for name in VIT_RUNS)
     weak = summaries["swap-weak"]
-    assert weak["checkpoints"] and max(weak["checkpoints"]) < weak["epochs_done"]  # under-fit early, over-fit last
-    assert len(summaries["vgg11-moda"]["checkpoints"]) >= 2 and summaries["vgg11-standard"]["checkpoints"]
+    assert weak.checkpoints and max(weak.checkpoints) < weak.epochs_done  # under-fit early, over-fit last
+    assert len(summaries["vgg11-moda"].checkpoints) >= 2 and summaries["vgg11-standard"].checkpoints
     assert not list(DEMO.rglob(runs.OPTIMIZER))  # demo runs are not resumable: no optimizer state
     assert _size_mb(ASSETS) < ASSETS_BUDGET_MB
 
 
 def test_half_precision_checkpoints_load_as_float32():
     spec = f"{DEMO / 'vgg11-moda'}@{runs.list_checkpoints(DEMO / 'vgg11-moda')[0]}"
-    header = runs.read_tensor_header(runs.load_run(spec).weights_path)
+    header = read_tensor_header(runs.load_run(spec).weights_path)
     assert {info["dtype"] for name, info in header.items() if name != "__metadata__" and "weight" in name} == {"F16"}
     run = runs.load_run(spec)
     assert all(p.dtype == torch.float32 for p in run.model.parameters())
@@ -175,7 +176,7 @@ def test_bundling_a_run_keeps_chosen_checkpoints_in_half_precision(lenet_moda_ru
     target = tmp_path / "bundled"
     make_demo.bundle_run(lenet_moda_run.path, target, (1, 2))
     assert runs.list_checkpoints(target) == [1, 2] and not (target / runs.OPTIMIZER).exists()
-    header = runs.read_tensor_header(runs.checkpoint_path(target, 1))
+    header = read_tensor_header(runs.checkpoint_path(target, 1))
     assert {info["dtype"] for name, info in header.items() if name != "__metadata__"} <= {"F16", "I64"}
     original, bundled = runs.load_run(f"{lenet_moda_run.path}@1"), runs.load_run(f"{target}@1")
     for (name, a), b in zip(original.model.state_dict().items(), bundled.model.state_dict().values(), strict=True):

@@ -8,7 +8,8 @@ from helpers import torchrun
 
 from moda_core.decompose import decompose
 from moda_core.distributed import Context, shard_batches
-from moda_core.runs import load_run, read_tensor_metadata
+from moda_core.io import read_tensor_metadata
+from moda_core.runs import load_run
 from moda_core.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent

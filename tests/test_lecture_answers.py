@@ -11,6 +11,7 @@ from dashboard.figures.activations import kept_by_tau_figure
 from dashboard.figures.map import MAP_COLOURS, NEITHER
 from dashboard.figures.swap import swap_bars
 from dashboard.figures.training import accuracy_figure, evolution_figure, tau_figure
+from moda_core.store.summary import RunStatus, RunSummary
 
 SERIES = {"MODA: a": {"epoch": [1, 2, 3], "tau": [0.5, 0.9, 1.0], "mean_module_size": [0.5, 0.3, 0.2],
                       "mean_overlap": [0.3, 0.2, 0.1], "test_accuracy": [0.9, 0.95, 0.97],
@@ -84,9 +85,9 @@ def test_near_miss_cells_are_explained_only_where_there_are_some():
 
 
 def test_an_unfinished_twin_says_so_in_its_label(tmp_path):
-    summaries = [{"path": tmp_path / "a", "status": "interrupted", "epochs_done": 3, "epochs": 10},
-                 {"path": tmp_path / "b", "status": "complete", "epochs_done": 10, "epochs": 10},
-                 {"path": tmp_path / "c", "status": "running", "epochs_done": 1, "epochs": 4}]
+    summaries = [RunSummary("a", tmp_path / "a", RunStatus.INTERRUPTED, epochs_done=3, epochs=10),
+                 RunSummary("b", tmp_path / "b", RunStatus.COMPLETE, epochs_done=10, epochs=10),
+                 RunSummary("c", tmp_path / "c", RunStatus.RUNNING, epochs_done=1, epochs=4)]
     assert folders.unfinished_note(summaries, str(tmp_path / "a")) == " (interrupted: 3 of 10 epochs)"
     assert folders.unfinished_note(summaries, f"{tmp_path / 'a'}@2") == " (interrupted: 3 of 10 epochs)"
     assert folders.unfinished_note(summaries, str(tmp_path / "b")) == ""

@@ -90,7 +90,7 @@ def test_mwt_run_end_to_end(tmp_path):
     assert run.config["train"]["beta"] == 1.5 and run.config["train"]["gamma"] == 0.0
     assert run.metrics["test_accuracy"] > 0.5
     reloaded = load_run(run.path)
-    assert [s["method"] for s in list_runs(tmp_path)] == ["mwt"]
+    assert [s.method for s in list_runs(tmp_path)] == ["mwt"]
     assert gated_points(reloaded.model)  # the gates are rebuilt from the config
     # the trainer measured test accuracy on its in-memory model; the weights on disk must give the same
     test = run_dataset(reloaded).test
@@ -113,7 +113,7 @@ def test_mwt_run_end_to_end(tmp_path):
     config["arch"]["mwt"] = True
     io.write_json(run.path / "config.json", config)
     old = load_run(run.path)
-    assert gated_points(old.model) and [s["method"] for s in list_runs(tmp_path)] == ["mwt"]
+    assert gated_points(old.model) and [s.method for s in list_runs(tmp_path)] == ["mwt"]
     torch.testing.assert_close(decompose(old, recompute=True, save=False).rates["features.2.relu"], by_hand)
     assert set(gated_points(reloaded.model)) == {"features.2.relu"}
     assert reloaded.model(x).shape == (3, 10)

@@ -75,7 +75,8 @@ def test_modules_run_b_follows_run_a_until_the_visitor_picks_it_and_offers_check
     assert run_b.value == str(DEMO / "vgg11-standard")
     # the two pickers alike: checkpoints offered by both, runs named the same way, labels worded alike
     assert any("@" in spec for spec in run_b.options) and run_b.options == run_a.options
-    assert all(run_a.format_func(spec) == run_b.format_func(spec) for spec in run_a.options)
+    specs = [run_a.value, run_b.value, f"{DEMO / 'vgg11-moda'}@5"]  # (``options`` are the labels already)
+    assert all(run_a.format_func(spec) == run_b.format_func(spec) for spec in specs)
     assert run_a.label.startswith("Run A (e.g. ") and run_b.label.startswith("Run B (e.g. ")
     assert run_a.help.split(".")[0] == run_b.help.split(".")[0]
     # a new run A: run B follows to its twin

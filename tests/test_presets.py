@@ -122,6 +122,6 @@ def test_each_preset_reaches_its_accuracy_and_its_runs_are_twins(tmp_path):
         for run in runs:
             assert run.metrics["test_accuracy"] >= preset.accuracy, (preset.title, run.name, run.metrics)
         summaries = list_runs(folder)
-        moda = next(s for s in summaries if s["method"] == "moda")
-        twins = study_jobs.twins(summaries, str(moda["path"]))
+        moda = next(s for s in summaries if s.method == "moda")
+        twins = study_jobs.twins(summaries, str(moda.path))
         assert set(twins) == {"moda", "standard"}, twins

@@ -15,7 +15,7 @@ from helpers import DEMO
 from moda_core import cli, io, runs
 from moda_core.decompose import RATES_FILE, decompose, load_decomposition, masks_file
 from moda_core.errors import ModaError
-from moda_core.runs import list_runs, load_run, split_run_spec
+from moda_core.runs import RunRef, list_runs, load_run
 from moda_core.train import TrainConfig
 
 SOURCE = DEMO / "swap-weak"
@@ -176,9 +176,10 @@ def test_url_numbers_take_ascii_digits_only():
 
 
 def test_run_at_epoch_takes_ascii_digits_only():
-    assert split_run_spec("runs/a@8") == (Path("runs/a"), 8)
-    assert split_run_spec("runs/a@１") == (Path("runs/a@１"), None)
-    assert split_run_spec("runs/a@²") == (Path("runs/a@²"), None)
+    assert RunRef.parse("runs/a@8") == RunRef(Path("runs/a"), 8)
+    for spec in ("runs/a@１", "runs/a@²"):
+        with pytest.raises(ModaError, match="is not a run spec"):
+            RunRef.parse(spec)
 
 
 def test_a_checkpoint_of_other_shapes_is_not_offered(tmp_path):
@@ -189,7 +190,7 @@ def test_a_checkpoint_of_other_shapes_is_not_offered(tmp_path):
     target.unlink()  # a LeNet-5 twice as wide, where the run's LeNet-5 of epoch 8 was
     target.write_bytes(io.tensors_bytes(build_model("lenet5", 1, 28, 6, width=2.0).state_dict(), {"epoch": 8}))
     (listed,) = list_runs(tmp_path / "runs")
-    assert listed["status"] == "complete" and listed["checkpoints"] == [16]
+    assert listed.status == "complete" and listed.checkpoints == (16,)
 
 
 @pytest.mark.parametrize("field,value", [("epochs", 10**30), ("batch_size", 99_999_999_999),
@@ -200,7 +201,7 @@ def test_stored_counts_are_bounded(tmp_path, field, value):
     config["train"][field] = value
     (run / runs.CONFIG).write_text(json.dumps(config))
     (listed,) = list_runs(tmp_path / "runs")
-    assert listed["status"] == "broken" and f"train.{field}" in listed["error"]
+    assert listed.status == "broken" and f"train.{field}" in listed.error
 
 
 def test_a_huge_batch_size_is_refused_on_the_command_line(tmp_path, capsys):

@@ -87,13 +87,13 @@ def test_a_run_folder_that_is_or_holds_a_symbolic_link_is_broken_and_does_not_lo
         target = folder / name / relative
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         target.symlink_to(victim / relative)
-    summaries = {s["name"]: s for s in list_runs(folder)}
-    assert summaries["good"]["status"] == "complete" and summaries["good"]["error"] is None
+    summaries = {s.name: s for s in list_runs(folder)}
+    assert summaries["good"].status == "complete" and summaries["good"].error is None
     broken = sorted(n for n in summaries if n != "good")
     assert broken == ["checkpoint", "checkpoints", "config", "link", "lock", "weights"]
     for name in broken:
-        assert summaries[name]["status"] == "broken" and not summaries[name]["loadable"], name
-        assert "is a symbolic link: run folders must hold plain files" in summaries[name]["error"], name
+        assert summaries[name].status == "broken" and not summaries[name].loadable, name
+        assert "is a symbolic link: run folders must hold plain files" in summaries[name].error, name
         for spec in (folder / name, f"{folder / name}@1"):
             with pytest.raises(ModaError, match="is a symbolic link"):
                 load_run(spec)

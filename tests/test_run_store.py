@@ -245,9 +245,9 @@ def test_a_method_carries_its_name_and_label():
 
 
 def test_listed_runs_carry_the_resolved_method_and_nothing_called_kind():
-    summaries = {s["name"]: s for s in runs.list_runs(DEMO)}
+    summaries = {s.name: s for s in runs.list_runs(DEMO)}
     for name, summary in summaries.items():
-        assert "kind" not in summary
-        assert summary["method"] == method_of(runs.read_config(DEMO / name)).name, name
-    assert summaries["vgg11-standard"]["method"] == "standard"  # stored as MODA with α=β=γ=0
-    assert summaries["vgg11-mwt"]["method"] == "mwt" and summaries["vgg11-moda"]["method"] == "moda"
+        assert not hasattr(summary, "kind") and "kind" not in summary.row()
+        assert summary.method == method_of(runs.read_config(DEMO / name)).name, name
+    assert summaries["vgg11-standard"].method == "standard"  # stored as MODA with α=β=γ=0
+    assert summaries["vgg11-mwt"].method == "mwt" and summaries["vgg11-moda"].method == "moda"

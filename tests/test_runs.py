@@ -1,6 +1,7 @@
 """The run store under crashes, races and hostile folders (docs/design.md, Run store and its commit protocol)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from moda_core import cli, runs
 from moda_core.decompose import decompose, decomposition_dir, masks_file, masks_from_rates
 from moda_core.errors import ModaError
 from moda_core.runs import list_runs, load_run
+from moda_core.store import listing
 from moda_core.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,8 +125,8 @@ def test_a_crash_at_every_step_of_an_epoch_save_leaves_a_run_that_loads_and_resu
         assert loaded.epoch == committed and loaded.spec == str(run_dir), step
         assert [row["epoch"] for row in loaded.history] == list(range(1, committed + 1)), step
         assert loaded.metrics["epochs_done"] == committed, step
-        summary = {s["name"]: s for s in list_runs(tmp_path)}[name]
-        assert (summary["status"], summary["epochs_done"], summary["error"]) == ("interrupted", committed, None), step
+        summary = {s.name: s for s in list_runs(tmp_path)}[name]
+        assert (summary.status, summary.epochs_done, summary.error) == ("interrupted", committed, None), step
 
         resumed = train(tiny(**config), tmp_path, name, resume=True)
         assert leftovers(run_dir) == [], step
@@ -141,7 +143,7 @@ def test_a_run_without_commit_record_is_read_as_before(tiny_run, tmp_path):
     (old / runs.LOCK).unlink()
     run = load_run(old)
     assert run.epoch == 2 and run.spec == str(old)
-    assert {s["name"]: s for s in list_runs(tmp_path)}["old"]["status"] == "complete"
+    assert {s.name: s for s in list_runs(tmp_path)}["old"].status == "complete"
 
 
 def test_readers_see_the_committed_epoch_before_its_files_are_renamed(tiny_run, tmp_path):
@@ -191,7 +193,7 @@ def test_two_processes_training_the_same_name_at_once_one_wins_the_other_touches
     assert len(error_lines) == 1 and error_lines[0].startswith("error: ") and "already exists" in error_lines[0]
     run = load_run(tmp_path / "same")
     assert run.config["train"]["seed"] == (11, 22)[winner]
-    assert [s["name"] for s in list_runs(tmp_path)] == ["same"]
+    assert [s.name for s in list_runs(tmp_path)] == ["same"]
 
 
 def test_default_names_never_collide(tmp_path):
@@ -230,7 +232,7 @@ def test_spec_comes_from_the_weights_not_from_metrics(tiny_run, tmp_path, metric
     decompose(run)  # opens the weights that exist (no checkpoint file for epoch 2 was ever written)
     assert (run_dir / "rates.safetensors").exists()
     summary = list_runs(tmp_path)[0]
-    assert summary["epochs_done"] == 2 and summary["status"] == "complete"
+    assert summary.epochs_done == 2 and summary.status == "complete"
 
 
 # ----- stranded runs: interrupted, resume, overwrite --------------------------------------------
@@ -242,14 +244,14 @@ def test_a_run_whose_lock_is_held_is_running_and_cannot_be_taken(tiny_run, tmp_p
     assert lock.acquire()
     try:
         summary = list_runs(tmp_path)[0]
-        assert summary["status"] == "running" and summary["pid"] == os.getpid()
+        assert summary.status == "running" and summary.pid == os.getpid()
         with pytest.raises(ModaError, match="is training now"):
             train(tiny(), tmp_path, "busy", resume=True)
         with pytest.raises(ModaError, match="is training now"):
             train(tiny(), tmp_path, "busy", overwrite=True)
     finally:
         lock.release()
-    assert list_runs(tmp_path)[0]["status"] == "complete"
+    assert list_runs(tmp_path)[0].status == "complete"
 
 
 @pytest.mark.slow
@@ -257,15 +259,15 @@ def test_nan_in_epoch_1_leaves_an_interrupted_run_that_resume_or_overwrite_handl
     with pytest.raises(ModaError, match="NaN or infinite in epoch 1"):
         train(tiny(lr=1e30), tmp_path, "nan")  # diverges at once
     summary = list_runs(tmp_path)[0]
-    assert summary["status"] == "interrupted" and "no finished epoch" in summary["error"]
-    assert not summary["loadable"]
+    assert summary.status == "interrupted" and "no finished epoch" in summary.error
+    assert not summary.loadable
     with pytest.raises(ModaError, match="already exists"):
         train(tiny(), tmp_path, "nan")
     config = store_io.read_json(tmp_path / "nan" / runs.CONFIG)
     config["train"]["lr"] = 0.05  # the user fixes the stored config, then continues it
     store_io.write_json(tmp_path / "nan" / runs.CONFIG, config)
     resumed = train(tiny(), tmp_path, "nan", resume=True)  # no epoch to keep: starts again, stored config
-    assert resumed.epoch == 2 and list_runs(tmp_path)[0]["status"] == "complete"
+    assert resumed.epoch == 2 and list_runs(tmp_path)[0].status == "complete"
     replaced = train(tiny(epochs=1, seed=9), tmp_path, "nan", overwrite=True)
     assert replaced.epoch == 1 and replaced.config["train"]["seed"] == 9
     assert [p.name for p in tmp_path.iterdir()] == ["nan"]  # the old folder is gone, nothing hidden left
@@ -284,15 +286,15 @@ def test_a_killed_training_is_listed_interrupted_and_resumes(tmp_path):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
         summary = list_runs(tmp_path)[0]
-        assert summary["status"] == "running" and summary["pid"] == proc.pid
+        assert summary.status == "running" and summary.pid == proc.pid
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     summary = list_runs(tmp_path)[0]
-    assert summary["status"] == "interrupted" and summary["pid"] is None and 1 <= summary["epochs_done"] < 4
+    assert summary.status == "interrupted" and summary.pid is None and 1 <= summary.epochs_done < 4
     assert cli.main(["train", "--runs-dir", str(tmp_path), "--name", "killed", "--resume", "--epochs", "1"]) == 0
     summary = list_runs(tmp_path)[0]
-    assert summary["status"] == "complete" and summary["epochs_done"] == 4  # the stored plan wins
+    assert summary.status == "complete" and summary.epochs_done == 4  # the stored plan wins
     assert leftovers(tmp_path / "killed") == []
 
 
@@ -341,11 +343,11 @@ def test_truncated_or_mismatched_or_non_finite_runs_are_broken_not_healthy(tiny_
     store_io.save_tensors(nonfinite / runs.MODEL, tensors, meta)
     shutil.copytree(tiny_run.path, tmp_path / "healthy")
 
-    summaries = {s["name"]: s for s in list_runs(tmp_path)}
-    assert summaries["healthy"]["status"] == "complete" and summaries["healthy"]["loadable"]
-    assert summaries["truncated"]["status"] == "broken" and "truncated" in summaries["truncated"]["error"]
-    assert summaries["mismatched"]["status"] == "broken" and "shape mismatch" in summaries["mismatched"]["error"]
-    assert not summaries["truncated"]["loadable"] and not summaries["mismatched"]["loadable"]
+    summaries = {s.name: s for s in list_runs(tmp_path)}
+    assert summaries["healthy"].status == "complete" and summaries["healthy"].loadable
+    assert summaries["truncated"].status == "broken" and "truncated" in summaries["truncated"].error
+    assert summaries["mismatched"].status == "broken" and "shape mismatch" in summaries["mismatched"].error
+    assert not summaries["truncated"].loadable and not summaries["mismatched"].loadable
     with pytest.raises(ModaError, match="non-finite weights"):
         load_run(nonfinite)
 
@@ -428,25 +430,27 @@ def test_torchrun_without_name_trains_into_one_folder_chosen_by_rank_0(tmp_path)
 
 
 def test_listing_reads_a_settled_run_folder_once_and_again_after_any_change(tiny_run, tmp_path, monkeypatch):
-    """Pages list the runs several times a view: a folder whose entries have not changed is not read again (each
-    caller gets its own copy), a change to any file is seen at once, and a folder written to in the last two
-    seconds is always read afresh (a rewrite within the clock's granularity could keep its times)."""
+    """Pages list the runs several times a view: a folder whose entries have not changed is not read again (every
+    caller is handed the same immutable summary), a change to any file is seen at once, and a folder written to in
+    the last two seconds is always read afresh (a rewrite within the clock's granularity could keep its times)."""
     run_dir = tmp_path / "kept"
     shutil.copytree(tiny_run.path, run_dir)
     reads = []
-    real = runs._fill_summary
-    monkeypatch.setattr(runs, "_fill_summary", lambda path, summary: (reads.append(path.name), real(path, summary)))
+    real = listing._fill_summary
+    monkeypatch.setattr(listing, "_fill_summary",
+                        lambda path, running, found: (reads.append(path.name), real(path, running, found)))
     list_runs(tmp_path)
     list_runs(tmp_path)
     assert reads == ["kept", "kept"]  # just copied: not settled, read every time
-    monkeypatch.setattr(runs, "_SETTLED_NS", 0)
+    monkeypatch.setattr(listing, "_SETTLED_NS", 0)
     first = list_runs(tmp_path)[0]
     again = list_runs(tmp_path)[0]
     assert len(reads) == 3 and again == first
-    again["checkpoints"].append(99)
-    assert list_runs(tmp_path)[0] == first and len(reads) == 3  # the caller's copy, not the kept one
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.checkpoints = (*again.checkpoints, 99)  # no caller can change what another is handed
+    assert isinstance(again.checkpoints, tuple) and list_runs(tmp_path)[0] == first and len(reads) == 3
     metrics = store_io.read_json(run_dir / runs.METRICS)
     metrics["test_accuracy"] = 0.125
     (run_dir / runs.METRICS).write_text(json.dumps(metrics, indent=2))
     changed = list_runs(tmp_path)[0]
-    assert len(reads) == 4 and changed["test_accuracy"] == 0.125
+    assert len(reads) == 4 and changed.test_accuracy == 0.125

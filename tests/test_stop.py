@@ -43,8 +43,8 @@ def test_a_stopped_training_keeps_the_last_epoch_and_resumes_bit_for_bit(tmp_pat
         train(tiny(), tmp_path, "stopped", progress=record, stop=lambda: done[-1:] == [(2, 2)])
     assert (stopped.value.epoch, stopped.value.epochs, stopped.value.path) == (1, 2, tmp_path / "stopped")
     assert done[-1] == (2, 2)  # no step after the stop
-    summary = {s["name"]: s for s in list_runs(tmp_path)}["stopped"]
-    assert (summary["status"], summary["epochs_done"], summary["pid"]) == ("interrupted", 1, None)
+    summary = {s.name: s for s in list_runs(tmp_path)}["stopped"]
+    assert (summary.status, summary.epochs_done, summary.pid) == ("interrupted", 1, None)
     assert runs.read_commit(tmp_path / "stopped")["epoch"] == 1  # the half of epoch 2 was never committed
     assert [p.name for p in (tmp_path / "stopped").iterdir() if p.name.startswith(".e")] == []
 
@@ -54,7 +54,7 @@ def test_a_stopped_training_keeps_the_last_epoch_and_resumes_bit_for_bit(tmp_pat
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
-    assert {s["name"]: s["status"] for s in list_runs(tmp_path)} == {"straight": "complete", "stopped": "complete"}
+    assert {s.name: s.status for s in list_runs(tmp_path)} == {"straight": "complete", "stopped": "complete"}
 
 
 @pytest.mark.slow  # no step, but the data set and the model are set up: seconds
@@ -66,7 +66,7 @@ def test_a_stop_before_the_first_step_trains_nothing_and_leaves_an_interrupted_r
         train(tiny(), tmp_path, "early", progress=batches.append, stop=stop)
     assert batches == []
     summary = list_runs(tmp_path)[0]
-    assert (summary["status"], summary["epochs_done"], summary["pid"]) == ("interrupted", 0, None)
+    assert (summary.status, summary.epochs_done, summary.pid) == ("interrupted", 0, None)
     assert (tmp_path / "early" / runs.CONFIG).exists() and not (tmp_path / "early" / runs.MODEL).exists()
 
 
@@ -99,13 +99,13 @@ def test_ctrl_c_on_the_command_line_leaves_a_resumable_interrupted_run(tmp_path)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130 and len(lines) == 1, err
     summary = list_runs(tmp_path)[0]
-    assert (summary["status"], summary["pid"]) == ("interrupted", None) and 1 <= summary["epochs_done"] < 4
-    assert lines[0].startswith(f"interrupted: run ctrl-c keeps epoch {summary['epochs_done']} of 4 (continue with "
+    assert (summary.status, summary.pid) == ("interrupted", None) and 1 <= summary.epochs_done < 4
+    assert lines[0].startswith(f"interrupted: run ctrl-c keeps epoch {summary.epochs_done} of 4 (continue with "
                                "moda train --resume --name ctrl-c --runs-dir "), lines[0]
     assert cli.main(["runs", "--runs-dir", str(tmp_path)]) == 0
     assert cli.main(["train", "--runs-dir", str(tmp_path), "--name", "ctrl-c", "--resume", "--epochs", "1"]) == 0
     summary = list_runs(tmp_path)[0]
-    assert (summary["status"], summary["epochs_done"]) == ("complete", 4)  # the stored plan wins
+    assert (summary.status, summary.epochs_done) == ("complete", 4)  # the stored plan wins
 
 
 # ----- the dashboard: one place for the browser's limits, the Stop button, Resume within the limits ------
@@ -230,8 +230,8 @@ def test_the_stop_button_ends_the_training_after_its_step_and_offers_resume(monk
     assert not app.exception
     assert any("Stopped" in w.value and "interrupted" in w.value for w in app.warning), texts(app)
     summary = list_runs(tmp_path)[0]
-    assert (summary["status"], summary["pid"]) == ("interrupted", None)
-    assert 1 <= summary["epochs_done"] < training.LIMITS.max_epochs
+    assert (summary.status, summary.pid) == ("interrupted", None)
+    assert 1 <= summary.epochs_done < training.LIMITS.max_epochs
     assert dict(zip(app.dataframe[0].value["run"], app.dataframe[0].value["status"], strict=True))[
         f"{tmp_path.name}/stop-me"] == "interrupted"
     assert not app.button(key="resume_stop-me").disabled  # within the limits: Resume is offered

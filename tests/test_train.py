@@ -144,11 +144,11 @@ def test_corrupt_and_mismatched_checkpoints_are_clear(lenet_moda_run, tmp_path):
     with pytest.raises(ModaError, match="does not match the model in its config: shape mismatch"):
         load_run(mismatched)
 
-    summaries = {s["name"]: s for s in list_runs(tmp_path)}
-    assert "corrupt tensor file" in summaries["corrupt"]["error"]
-    assert summaries["corrupt"]["status"] == "broken"
+    summaries = {s.name: s for s in list_runs(tmp_path)}
+    assert "corrupt tensor file" in summaries["corrupt"].error
+    assert summaries["corrupt"].status == "broken"
     # listing reads headers only, and still finds the mismatch with the config
-    assert "shape mismatch" in summaries["mismatched"]["error"] and summaries["mismatched"]["status"] == "broken"
+    assert "shape mismatch" in summaries["mismatched"].error and summaries["mismatched"].status == "broken"
     assert list_runs(tmp_path / "nowhere") == []
 
 
@@ -158,7 +158,7 @@ def test_half_written_run_does_not_load(tmp_path):
                                                             "image_size": 28, "num_classes": 10}})
     with pytest.raises(ModaError, match="has no weights yet"):
         load_run(tmp_path / "half")
-    assert "no finished epoch" in list_runs(tmp_path)[0]["error"]
+    assert "no finished epoch" in list_runs(tmp_path)[0].error
     with pytest.raises(ModaError, match="no run folder"):
         load_run(tmp_path / "absent")
 

@@ -27,7 +27,8 @@ import moda_core.io as store_io
 from moda_core import cli, runs
 from moda_core.errors import ModaError
 from moda_core.models import build_model
-from moda_core.runs import list_runs, load_run
+from moda_core.runs import RunSummary, list_runs, load_run
+from moda_core.store import checks
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = DEMO / "swap-weak"  # LeNet-5 on 6 classes of mnist5k, 40 epochs, checkpoints at epochs 8 and 16
@@ -55,8 +56,8 @@ def rewrite_header(path: Path, change) -> None:
     path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data[8 + size:])
 
 
-def by_name(runs_dir: Path) -> dict[str, dict]:
-    return {s["name"]: s for s in list_runs(runs_dir)}
+def by_name(runs_dir: Path) -> dict[str, RunSummary]:
+    return {s.name: s for s in list_runs(runs_dir)}
 
 
 def error_line(capsys, argv: list[str]) -> str:
@@ -133,11 +134,11 @@ def test_a_malformed_config_makes_only_its_folder_broken_with_one_line(tmp_path,
     for name, (how, _) in MALFORMED.items():
         _write_malformed(copy_run(tmp_path, name), how)
     listed = by_name(tmp_path)
-    assert listed["good"]["status"] == "complete" and listed["good"]["loadable"]
+    assert listed["good"].status == "complete" and listed["good"].loadable
     for name, (_, says) in MALFORMED.items():
         entry = listed[name]
-        assert entry["status"] == "broken" and not entry["loadable"], (name, entry)
-        assert says in entry["error"] and "\n" not in entry["error"] and len(entry["error"]) <= 300, (name, entry)
+        assert entry.status == "broken" and not entry.loadable, (name, entry)
+        assert says in entry.error and "\n" not in entry.error and len(entry.error) <= 300, (name, entry)
     # the command line lists them all too, one line each
     assert cli.main(["runs", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -173,7 +174,7 @@ def test_a_config_describing_a_huge_model_is_refused_before_anything_is_allocate
                                     c["train"].update(dataset="elsewhere"), c["data"].update(name="elsewhere")))
     with pytest.raises(ModaError, match="more than the .* a run may hold"):
         load_run(run_dir)
-    assert by_name(tmp_path)["huge"]["status"] == "broken"
+    assert by_name(tmp_path)["huge"].status == "broken"
 
 
 # ----- NaN or infinite weights, a corrupt history --------------------------------------------------
@@ -203,11 +204,11 @@ def test_non_finite_weights_and_a_corrupt_history_are_broken_and_never_offered(t
     _edit_history(copy_run(tmp_path, "no-epoch"), lambda lines: [lines[0].replace("epoch", "epoxy", 1), *lines[1:]])
     _edit_history(copy_run(tmp_path, "binary"), lambda lines: ["\x00\xff" * 10])
     listed = by_name(tmp_path)
-    assert listed["good"]["status"] == "complete"
+    assert listed["good"].status == "complete"
     for name in ("nan", "inf"):
-        assert listed[name]["status"] == "broken" and "non-finite" in listed[name]["error"], listed[name]
+        assert listed[name].status == "broken" and "non-finite" in listed[name].error, listed[name]
     for name in ("row-missing", "garbage", "cell-too-many", "no-epoch", "binary"):
-        assert listed[name]["status"] == "broken" and "corrupt history" in listed[name]["error"], listed[name]
+        assert listed[name].status == "broken" and "corrupt history" in listed[name].error, listed[name]
     for name in ("garbage", "cell-too-many", "no-epoch"):  # loading needs a history that parses
         with pytest.raises(ModaError, match="corrupt history"):
             load_run(tmp_path / name)
@@ -219,14 +220,14 @@ def test_non_finite_weights_and_a_corrupt_history_are_broken_and_never_offered(t
 
 def test_the_weights_check_is_done_once_per_version_of_the_file(tmp_path, monkeypatch):
     run_dir = copy_run(tmp_path, "run")
-    assert by_name(tmp_path)["run"]["status"] == "complete"
+    assert by_name(tmp_path)["run"].status == "complete"
     reads = []
-    real = runs.load_tensors
-    monkeypatch.setattr(runs, "load_tensors", lambda path: reads.append(path) or real(path))
-    assert by_name(tmp_path)["run"]["status"] == "complete" and reads == []  # cached: nothing read again
+    real = checks.load_tensors
+    monkeypatch.setattr(checks, "load_tensors", lambda path: reads.append(path) or real(path))
+    assert by_name(tmp_path)["run"].status == "complete" and reads == []  # cached: nothing read again
     time.sleep(0.01)
     _poison_weights(run_dir, float("nan"))  # a new version of the file: checked again
-    assert by_name(tmp_path)["run"]["status"] == "broken" and reads == [run_dir / runs.MODEL]
+    assert by_name(tmp_path)["run"].status == "broken" and reads == [run_dir / runs.MODEL]
 
 
 # ----- FIFOs and devices are never read ----------------------------------------------------------
@@ -294,7 +295,7 @@ def test_one_error_line_for_bad_values(tmp_path, capsys):
     assert "--out is empty" in error_line(capsys, ["compose", str(good), "--classes", "0", "1", "--out", ""])
     assert "--csv is empty" in error_line(capsys, ["subtasks", str(good), "--csv", " "])
     reference = _reference_run(tmp_path, "rgb")
-    assert by_name(tmp_path)["rgb"]["status"] == "complete"
+    assert by_name(tmp_path)["rgb"].status == "complete"
     assert "takes inputs of shape (3, 32, 32) but this run takes (1, 28, 28)" in error_line(
         capsys, ["subtasks", str(good), "--reference", str(reference)])
 
@@ -314,7 +315,7 @@ def test_decompose_says_in_one_line_why_a_broken_folder_cannot_be_opened(tmp_pat
                          (wrong_channels, "the model takes 3×28×28 inputs"),
                          (huge_image, "arch.image_size must be a whole number"),
                          (offsets, "data offsets")):
-        assert listed[folder.name]["status"] == "broken" and says in listed[folder.name]["error"]
+        assert listed[folder.name].status == "broken" and says in listed[folder.name].error
         assert says in error_line(capsys, ["decompose", str(folder)])
 
 
@@ -326,7 +327,7 @@ def test_a_folder_whose_name_no_command_can_open_is_broken(tmp_path, capsys):
         copy_run(tmp_path, name)
     listed = by_name(tmp_path)
     for name in names:
-        assert listed[name]["status"] == "broken" and "not a valid run name" in listed[name]["error"]
+        assert listed[name].status == "broken" and "not a valid run name" in listed[name].error
         with pytest.raises(ModaError):
             load_run(f"{tmp_path / name}")
     assert cli.main(["runs", "--runs-dir", str(tmp_path)]) == 0
@@ -351,7 +352,7 @@ def test_a_truncated_or_corrupt_checkpoint_is_not_offered(tmp_path, monkeypatch)
     assert runs.list_checkpoints(other) == [8]  # NaN weights are not offered either
     shutil.rmtree(other)
     entry = by_name(tmp_path)["run"]
-    assert entry["status"] == "complete" and entry["checkpoints"] == []
+    assert entry.status == "complete" and entry.checkpoints == ()
     with pytest.raises(ModaError, match="truncated"):
         load_run(f"{run_dir}@8")
     monkeypatch.setenv("MODA_RUNS_DIR", str(tmp_path))
@@ -473,17 +474,17 @@ def test_a_corrupted_copy_of_a_run_is_listed_broken_in_one_line_or_loads_as_the_
     _linked_copy(copy, source)
     damage = _corrupt(copy, data.draw)
     (entry,) = list_runs(runs_dir)
-    event(f"{damage.split()[0].split(':')[0]} → {entry['status']}")  # --hypothesis-show-statistics: what it did
-    assert entry["status"] in ("broken", "complete", "interrupted"), (damage, entry)
-    if entry["status"] == "broken":
-        assert entry["error"] and "\n" not in entry["error"] and not entry["loadable"], (damage, entry)
+    event(f"{damage.split()[0].split(':')[0]} → {entry.status}")  # --hypothesis-show-statistics: what it did
+    assert entry.status in ("broken", "complete", "interrupted"), (damage, entry)
+    if entry.status == "broken":
+        assert entry.error and "\n" not in entry.error and not entry.loadable, (damage, entry)
         shutil.rmtree(runs_dir)
         return
     # the damage left it usable (a flipped digit in a loss, a deleted metrics.json …): it loads
-    assert entry["loadable"], (damage, entry)
+    assert entry.loadable, (damage, entry)
     run = load_run(copy)
     assert not runs.non_finite(run.model.state_dict()), damage
-    for epoch in entry["checkpoints"]:
+    for epoch in entry.checkpoints:
         load_run(f"{copy}@{epoch}")
     if any(damage.startswith(stored) for stored in STORED_FILES):
         rates = decompose(run, save=False).rates

@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import engine, folders, ui
 from dashboard.figures.compose import compose_bars
 from dashboard.plain_text import code, plain
-from moda_core import runs as run_store
+from moda_core.store.names import RunRef
 
 FLOPS_GAP = 0.10  # the FLOPs' share exceeds the parameters' by this much: say why
 
@@ -111,7 +111,7 @@ def export_view() -> None:
     if st.session_state.get("comp_exported") == (spec, tau, tuple(classes)):
         with st.spinner("Exporting…"):
             data = engine.export_bytes(spec, tau, classes)
-        epoch = run_store.split_run_spec(spec)[1]
+        epoch = RunRef.parse(spec).epoch
         named = "-".join(re.sub(r"[^\w.+=]+", "_", names[c]).strip("_") or str(c) for c in classes)
         file_name = f"{run.name}{f'-epoch{epoch}' if epoch else ''}-classes-{named}.pt2"
         st.caption(f"Saved as {code(file_name)} (named by class, in the order of the outputs).")

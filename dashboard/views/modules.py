@@ -7,7 +7,8 @@ from dashboard import engine, folders, study_jobs, ui
 from dashboard.figures.modules import module_size_bars, overlap_by_layer, overlap_by_layer_pair, overlap_heatmap
 from dashboard.figures.style import PAIR_COLOURS
 from dashboard.plain_text import plain
-from moda_core import runs as run_store
+from moda_core.store.names import RunRef
+from moda_core.store.summary import RunSummary
 
 st.title("Modules")
 st.caption("A class module is the part of the network a class uses. Weight overlap of two classes = the share "
@@ -15,7 +16,7 @@ st.caption("A class module is the part of the network a class uses. Weight overl
            "little; standard training of the same model, large ones that overlap a lot.")
 
 
-def run_b_default(summaries: list[dict], spec_a: str) -> str:
+def run_b_default(summaries: list[RunSummary], spec_a: str) -> str:
     """Run B's default for run A: its twin trained the other way (study_jobs.twins: standard for a MODA or MwT
     run, MODA for a standard one), else a standard run of the same model, else the demo's standard VGG, else
     any standard run."""
@@ -24,12 +25,12 @@ def run_b_default(summaries: list[dict], spec_a: str) -> str:
     for method in (study_jobs.partner(method_a), *(m for m in group if m != method_a)):  # else another twin
         if method in group and method != method_a:
             return group[method]
-    path_a = str(run_store.split_run_spec(spec_a)[0])
-    model_a = next((s.get("model") for s in summaries if s["path"] == path_a), None)
+    path_a = RunRef.parse(spec_a).path
+    model_a = next((s.model for s in summaries if s.path == path_a), None)
     runs = [s for s in summaries if folders.openable(s)]
-    index = ui.default_index(summaries, lambda s: s.get("model") == model_a and not ui.is_modular(s),
-                             lambda s: s["name"] == "vgg11-standard", lambda s: not ui.is_modular(s))
-    return str(runs[index]["path"])
+    index = ui.default_index(summaries, lambda s: s.model == model_a and not ui.is_modular(s),
+                             lambda s: s.name == "vgg11-standard", lambda s: not ui.is_modular(s))
+    return str(runs[index].ref)
 
 
 summaries = folders.list_runs()

@@ -19,6 +19,7 @@ from moda_core import runs as run_store
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
 from moda_core.methods import METHODS
+from moda_core.store.summary import RunStatus, RunSummary
 from moda_core.train import TrainConfig
 
 st.title("Runs & training")
@@ -38,7 +39,7 @@ def for_visitors(message: str) -> str:
     return folders.public(message)
 
 
-def config_facts(path: str) -> dict:
+def config_facts(path: str | Path) -> dict:
     """Width, class subset and training-data fraction of a run, from its config.json ({} if unreadable)."""
     try:
         config = run_store.read_config(path)
@@ -58,40 +59,38 @@ def _number(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-def run_row(summary: dict, live: training.TrainingStatus | None = None) -> dict[str, Any]:
+def run_row(s: RunSummary, live: training.TrainingStatus | None = None) -> dict[str, Any]:
     """One row of the runs table: what makes two accuracies comparable (method and MODA's loss weights, model and
     width, classes, data and its fraction), then the epochs and the test accuracy."""
-    s = summary
-    facts = {"width": None, "classes": None, "data fraction": None, **config_facts(s["path"])}
+    facts = {"width": None, "classes": None, "data fraction": None, **config_facts(s.path)}
     width = facts["width"]
-    model = s.get("model") or ""
+    model = s.model or ""
     fraction = facts["data fraction"]
-    data = s.get("dataset") or ""
-    method = METHODS[s["method"]].label if s.get("method") in METHODS and s["status"] != "broken" else None
-    weights = [s.get("alpha"), s.get("beta"), s.get("gamma")]
-    if method is not None and s.get("method") == "moda" and all(w is not None for w in weights):
+    data = s.dataset or ""
+    method = METHODS[s.method].label if s.method in METHODS and s.status is not RunStatus.BROKEN else None
+    weights = [s.alpha, s.beta, s.gamma]
+    if method is not None and s.method == "moda" and all(w is not None for w in weights):
         method += f" ({', '.join(_number(w) for w in weights)})"  # α, β, γ: a sweep's runs differ here
-    return {"run": folders.run_label(s["path"]), "status": status_text(s, live), "method": method,
+    return {"run": folders.run_label(str(s.ref)), "status": status_text(s, live), "method": method,
             "model": f"{model} ×{width:g}" if isinstance(width, (int, float)) and width != 1 and model else model,
             "classes": facts["classes"],
             "data": f"{data} · {fraction:g}%" if fraction is not None and fraction != 100 and data else data,
-            "epochs": s.get("epochs_done"),
-            "accuracy": None if s.get("test_accuracy") is None else 100 * s["test_accuracy"]}
+            "epochs": s.epochs_done,
+            "accuracy": None if s.test_accuracy is None else 100 * s.test_accuracy}
 
 
-def status_text(summary: dict, slot_status: training.TrainingStatus | None = None) -> str:
+def status_text(summary: RunSummary, slot_status: training.TrainingStatus | None = None) -> str:
     """The table's status of a run: a running one says how far it got, "running, epoch k/n" (k finished
     epochs: 0 before the first ends; n from its config, else from the training slot's status)."""
-    status = folders.run_status(summary)
-    if status != "running":
-        return status
-    planned = summary.get("epochs")
+    if summary.status is not RunStatus.RUNNING:
+        return summary.status.value
+    planned = summary.epochs
     if planned is None and slot_status is not None and slot_status.busy:
         planned = slot_status.epochs or None
-    return f"running, epoch {summary.get('epochs_done') or 0}/{planned if planned is not None else '?'}"
+    return f"running, epoch {summary.epochs_done}/{planned if planned is not None else '?'}"
 
 
-def resume_plan(path: str) -> tuple[TrainConfig | None, str | None]:
+def resume_plan(path: str | Path) -> tuple[TrainConfig | None, str | None]:
     """An interrupted run's stored training settings, and why the browser may not resume it (None: it may):
     its config does not load (no settings then), or they exceed the form's limits (``training.LIMITS``)."""
     try:
@@ -146,40 +145,39 @@ else:
             f"digits — or from a terminal: `moda train --model lenet5 --epochs 5`.")
 # a run being trained before its first epoch ends does not load yet, but it is not broken: its row says
 # "running, epoch 0/n"
-ui.show_broken([s for s in summaries if s["status"] != "running"])
+ui.show_broken([s for s in summaries if s.status is not RunStatus.RUNNING])
 folder = folders.training_folder()
-interrupted = [s for s in summaries if s["status"] == "interrupted" and folder is not None
-               and Path(s["path"]).parent.resolve() == folder.path.resolve()]
+interrupted = [s for s in summaries if s.status is RunStatus.INTERRUPTED and folder is not None
+               and s.path.parent.resolve() == folder.path.resolve()]
 if interrupted:
     st.warning(f"{len(interrupted)} run(s) stopped before their last epoch (Stop was pressed, the server stopped, or "
                "the training failed): resume one from its last saved epoch, or delete it to free its name.")
     for s in interrupted:
-        label = folders.run_label(s["path"])
+        label = folders.run_label(str(s.ref))
         c1, c2, c3 = st.columns([3, 1, 1])
-        c1.markdown(f"{code(label)}: {plain(s.get('epochs_done') or 0)} of {plain(s.get('epochs') or '?')} "
-                    "epochs saved")
-        config, refusal = resume_plan(s["path"])
+        c1.markdown(f"{code(label)}: {plain(s.epochs_done)} of {plain(s.epochs or '?')} epochs saved")
+        config, refusal = resume_plan(s.path)
         if refusal:  # the button stays disabled and says why (a run beyond the limits: the command line)
-            command = "moda train --resume --name " + shlex.quote(s["name"])
+            command = "moda train --resume --name " + shlex.quote(s.name)
             st.caption(f"{code(label)} cannot be resumed from the browser: {plain(refusal)}." + (
                 f" Resume it on the command line instead: {code(command)} in its runs folder."
                 if config is not None else ""))
-        if c2.button("Resume", key=f"resume_{s['name']}", disabled=slot.status().busy or refusal is not None):
+        if c2.button("Resume", key=f"resume_{s.name}", disabled=slot.status().busy or refusal is not None):
             try:
-                slot.start(config, folder.path, s["name"], folder.label, shown=for_visitors, resume=True)
+                slot.start(config, folder.path, s.name, folder.label, shown=for_visitors, resume=True)
             except ModaError as error:
                 st.error(f"{code(label)} cannot be resumed: {plain(for_visitors(str(error)))}")
             else:
                 st.rerun()
-        if c3.button("Delete", key=f"delete_{s['name']}"):
-            st.session_state["runs_delete"] = s["path"]
-        if st.session_state.get("runs_delete") == s["path"]:
-            st.error(f"Delete {code(label)} and its {plain(s.get('epochs_done') or 0)} saved epoch(s)? "
+        if c3.button("Delete", key=f"delete_{s.name}"):
+            st.session_state["runs_delete"] = str(s.ref)
+        if st.session_state.get("runs_delete") == str(s.ref):
+            st.error(f"Delete {code(label)} and its {plain(s.epochs_done)} saved epoch(s)? "
                      "This cannot be undone.")
-            if st.button(f"Yes, delete {plain(s['name'])}", key=f"delete_yes_{s['name']}"):
+            if st.button(f"Yes, delete {plain(s.name)}", key=f"delete_yes_{s.name}"):
                 st.session_state.pop("runs_delete", None)
                 try:
-                    run_store.discard_run(s["path"])  # refused while a process trains into it
+                    run_store.discard_run(s.path)  # refused while a process trains into it
                 except ModaError as error:
                     st.error(f"{code(label)} could not be deleted: {plain(for_visitors(str(error)))}")
                 else:

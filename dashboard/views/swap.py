@@ -7,9 +7,9 @@ import streamlit as st
 from dashboard import engine, folders, ui
 from dashboard.figures.swap import swap_bars
 from dashboard.plain_text import plain
-from moda_core import runs as run_store
 from moda_core.errors import ModaError
 from moda_core.replace import STRATEGIES
+from moda_core.store.names import RunRef
 
 # one sentence per strategy: what it changes in the weak model
 STRATEGY_SENTENCES = {
@@ -37,17 +37,17 @@ if not folders.loadable_specs(summaries):
 c1, c2 = st.columns(2)
 with c1:
     weak = ui.pick_run("Weak run (or one of its checkpoints)", key="swap_weak", with_checkpoints=True,
-                       summaries=summaries, prefer=lambda s: s["name"].startswith("swap-weak"),
+                       summaries=summaries, prefer=lambda s: s.name.startswith("swap-weak"),
                        prefer_spec=lambda spec: "swap-weak@" in spec, shared=False, url="weak",
                        help="RUN @ epoch N is a periodic checkpoint: an early one is under-fit, the last over-fit.")
 with c2:
     strong = ui.pick_run("Strong run (module donor)", key="swap_strong", summaries=summaries,
-                         prefer=lambda s: s["name"].startswith("swap-strong"), shared=False, url="strong")
+                         prefer=lambda s: s.name.startswith("swap-strong"), shared=False, url="strong")
 if weak is None or strong is None:
     st.stop()
-if run_store.split_run_spec(weak)[0].resolve() == run_store.split_run_spec(strong)[0].resolve():
+if RunRef.parse(weak).path.resolve() == RunRef.parse(strong).path.resolve():
     # a model repaired with its own module measures nothing: refuse before loading or computing anything
-    checkpoint = run_store.split_run_spec(weak)[1] is not None
+    checkpoint = RunRef.parse(weak).epoch is not None
     st.warning(f"The weak and the strong run are the same run ({plain(folders.run_label(strong))}"
                f"{', the weak side one of its checkpoints' if checkpoint else ''}): a swap repairs one model with "
                "another model's module, so pick a different weak run or strong run.")
