@@ -21,7 +21,7 @@ from bench.common import METHODS, BenchParser, device_name, log, show
 from moda_core.comparison import write_train_overhead
 from moda_core.methods import method_of
 from moda_core.models import build_model
-from moda_core.train import TrainConfig, resolve_device, train_step
+from moda_core.train import TrainConfig, resolve_device, start_steps, train_step
 
 
 def make_step(model_name: str, method: str, width: float, device: torch.device):
@@ -41,8 +41,10 @@ def make_step(model_name: str, method: str, width: float, device: torch.device):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
+    step_function = start_steps(trainer, config, model, autocast=autocast)
+
     def step() -> None:
-        train_step(trainer, config, model, model, optimizer, x, y, autocast)
+        train_step(step_function, optimizer, x, y)
 
     return step
 

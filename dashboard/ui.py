@@ -13,6 +13,7 @@ import streamlit as st
 from dashboard import folders
 from dashboard.lazy import LazyModule
 from dashboard.plain_text import code, plain
+from moda_core.config import DEFAULT_TAU
 from moda_core.errors import ModaError
 from moda_core.store.names import MODEL, RunRef
 from moda_core.store.summary import RunStatus, RunSummary
@@ -20,7 +21,6 @@ from moda_core.store.summary import RunStatus, RunSummary
 # imported on first use, so the landing page does not wait for torch
 engine = LazyModule("dashboard.engine")
 run_store = LazyModule("moda_core.runs")
-DEFAULT_TAU = 0.9  # moda_core.decompose.DEFAULT_TAU, without importing torch (a test checks they agree)
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator

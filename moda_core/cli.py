@@ -18,11 +18,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from moda_core.config import DEFAULT_TAU, TrainSettings, cli_options
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.import_policy import granted
 from moda_core.io import check_replaceable
 from moda_core.methods import METHODS
+from moda_core.methods.base import WEIGHT_SLOTS
 from moda_core.models import MODELS
 
 if TYPE_CHECKING:  # imported lazily at run time: `moda --help` needs no torch import
@@ -91,54 +93,37 @@ def parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[allow], **kwargs)
 
     train = add("train", help="train a standard or MODA model into the run store")
-    train.add_argument("--model", default="lenet5",
-                       help=f"one of {', '.join(MODELS)}, or your own builder package.module:function, called as "
-                            "function(num_classes=, in_channels=, image_size=)")
-    train.add_argument("--points", default="relu",
-                       help="your own model: which activation calls are points (relu; gelu, silu or e.g. relu,gelu "
-                            "opt in)")
-    train.add_argument("--threshold", type=float, default=0.0,
-                       help="your own model: a unit fires where its activation is above this (default 0)")
-    train.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
-    train.add_argument("--epochs", type=int,
-                       help="epochs to train (default 10); with --resume: the run's own count, or more to extend it")
-    train.add_argument("--method", default="moda", choices=list(METHODS),
-                       help="moda (activation terms), mwt (the mask-based MwT baseline) or standard "
-                            "(cross-entropy only, same as --standard)")
-    train.add_argument("--alpha", type=float, help="affinity weight (MODA default 1.0, MwT 0.5)")
-    train.add_argument("--beta", type=float, help="dispersion weight (MODA default 1.0, MwT 1.5)")
-    train.add_argument("--gamma", type=float, help="compactness weight (MODA default 0.3; MwT has none)")
-    train.add_argument("--standard", action="store_true", help="shorthand for --alpha 0 --beta 0 --gamma 0")
-    train.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    own = {  # what the schema's help cannot know: the registries, and --epochs with --resume
+        "--model": dict(help=f"one of {', '.join(MODELS)}, or your own builder package.module:function, called as "
+                             "function(num_classes=, in_channels=, image_size=) (default lenet5)"),
+        "--dataset": dict(help=f"one of {', '.join(DATASETS)} (default mnist5k)"),
+        "--method": dict(choices=list(METHODS)),
+        "--epochs": dict(default=None, help="epochs to train (default 10); with --resume: the run's own count, or "
+                                            "more to extend it"),
+        **{f"--{slot}": dict(help=_weight_help(slot)) for slot in WEIGHT_SLOTS},
+    }
+    for flag, keywords in cli_options(TrainSettings):  # every setting's flag, default and help: moda_core.config
+        train.add_argument(flag, **{**keywords, **own.get(flag, {})})
+    train.add_argument("--standard", action="store_true", help="the old spelling of --method standard")
+    train.add_argument("--no-augment", action="store_true", help="no crop/flip even for RGB data sets")
     train.add_argument("--runs-dir", default="runs")
     train.add_argument("--name", help="run folder name: letters, digits, '.', '_', '-' "
                                       "(default: model-dataset-method-timestamp)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--classes", type=int, nargs="+", help="learn only these class indices")
-    train.add_argument("--train-fraction", type=float, default=1.0, help="stratified fraction of training data")
-    train.add_argument("--no-augment", action="store_true", help="no crop/flip even for RGB data sets")
-    train.add_argument("--checkpoint-every", type=int, default=0, help="keep weights every N epochs (RUN@EPOCH)")
-    train.add_argument("--data-root", help="local folder for torchvision data sets")
-    train.add_argument("--download", action="store_true", help="download the data set into --data-root")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--resume", action="store_true", help="continue the run named --name from its last epoch")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run named --name (refused while it is training)")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     train.add_argument("--json", action="store_true")
 
     decompose = add("decompose", help="activation rates → per-class module masks of a run")
     decompose.add_argument("run", help="run folder, or RUN@EPOCH for a periodic checkpoint")
-    decompose.add_argument("--tau", type=float, default=0.9, help="activation-rate threshold")
+    decompose.add_argument("--tau", type=float, default=DEFAULT_TAU, help="activation-rate threshold")
     decompose.add_argument("--recompute", action="store_true", help="ignore a stored decomposition")
     decompose.add_argument("--json", action="store_true")
 
     compose = add("compose", help="compose a smaller sub-task model from class modules")
     compose.add_argument("run")
     compose.add_argument("--classes", type=int, nargs="+", required=True)
-    compose.add_argument("--tau", type=float, default=0.9)
+    compose.add_argument("--tau", type=float, default=DEFAULT_TAU)
     compose.add_argument("--out", help="also export the composed module to this .pt2 file")
     compose.add_argument("--json", action="store_true")
 
@@ -148,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     subtasks.add_argument("--samples", type=int, default=50,
                           help="subsets per size when there are more than this many (seeded sample)")
     subtasks.add_argument("--seed", type=int, default=0)
-    subtasks.add_argument("--tau", type=float, default=0.9)
+    subtasks.add_argument("--tau", type=float, default=DEFAULT_TAU)
     subtasks.add_argument("--reference", help="a standard run of the same model to compare on the same classes")
     subtasks.add_argument("--csv", help="also write the table to this CSV file")
     subtasks.add_argument("--json", action="store_true")
@@ -169,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
     replace.add_argument("--epochs", type=int, default=5, help="calibration epochs")
     replace.add_argument("--lr", type=float, default=0.01, help="calibration learning rate (Adam)")
     replace.add_argument("--seed", type=int, default=0)
-    replace.add_argument("--tau", type=float, default=0.9, help="decomposition threshold of the strong run")
+    replace.add_argument("--tau", type=float, default=DEFAULT_TAU, help="decomposition threshold of the strong run")
     replace.add_argument("--out", help="also export the repaired model to this .pt2 file")
     replace.add_argument("--json", action="store_true")
 
@@ -178,6 +163,30 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     return main
 
+
+
+def _weight_help(slot: str) -> str:
+    """What a weight slot means for each method that uses it, from the methods' own ``Weights``."""
+    meanings = []
+    for method in METHODS.values():
+        for field in method.Weights.__dataclass_fields__.values():
+            if field.metadata.get("slot") == slot:
+                meanings.append(f"{method.label}: {field.metadata['label']} (default {field.default:g})")
+    unused = [m.label for m in METHODS.values() if slot not in m.Weights.slots()]
+    return "; ".join(meanings) + (f"; {', '.join(unused)}: none" if unused else "")
+
+
+def one_spelling(args: argparse.Namespace) -> str | None:
+    """Standard training has one spelling, ``--method standard``: the others set it and say so (the note)."""
+    if args.standard and args.method not in ("moda", "standard"):
+        raise ModaError("--standard trains without modular terms: it cannot be combined with --method mwt")
+    if args.standard:
+        args.method = "standard"
+        return "--standard is the old spelling of --method standard"
+    if args.method == "moda" and all(getattr(args, slot) == 0 for slot in WEIGHT_SLOTS):
+        args.method = "standard"
+        return "MODA with --alpha 0 --beta 0 --gamma 0 is standard training: training with --method standard"
+    return None
 
 @command("train")
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,20 +197,16 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.name is not None:
         check_run_name(args.name)  # before any work: the one rule for run names
-    if args.standard:
-        args.alpha = args.beta = args.gamma = 0.0
-    if args.standard and args.method not in ("moda", "standard"):
-        raise ModaError("--standard trains without modular terms: it cannot be combined with --method mwt")
+    note = one_spelling(args)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if args.resume and args.name:
         stored = _stored_epochs(Path(args.runs_dir) / args.name)
         if args.epochs is not None and stored is not None and args.epochs > stored:
             print(f"extending {args.name} from {stored} to {args.epochs} epochs", file=sys.stderr)
-    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs or 10, method=args.method,
-                         alpha=args.alpha, beta=args.beta, gamma=args.gamma, width=args.width,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, classes=args.classes,
-                         train_fraction=args.train_fraction, augment=False if args.no_augment else None,
-                         data_root=args.data_root, download=args.download, checkpoint_every=args.checkpoint_every,
-                         device=args.device, compile=args.compile, points=args.points, threshold=args.threshold)
+    given = {key: getattr(args, key) for key in TrainSettings.model_fields if hasattr(args, key)}
+    config = TrainConfig(**{**given, "epochs": args.epochs or TrainSettings.model_fields["epochs"].default,
+                            "augment": False if args.no_augment else None})
     if args.resume and not args.name:
         raise ModaError("--resume needs --name: the run to continue")
     if args.overwrite and not args.name:

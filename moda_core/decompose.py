@@ -28,6 +28,7 @@ from torch import nn
 
 from moda_core import distributed
 from moda_core.activations import modular_points, point_units
+from moda_core.config import DEFAULT_TAU
 from moda_core.data import Dataset, Split
 from moda_core.errors import ModaError
 from moda_core.io import load_tensors, save_tensors
@@ -37,7 +38,6 @@ from moda_core.store.loading import Run, run_dataset
 from moda_core.store.names import CHECKPOINTS, MODEL, checkpoint_path
 
 RATES_FILE = "rates.safetensors"
-DEFAULT_TAU = 0.9
 
 
 def masks_file(tau: float) -> str:

@@ -15,114 +15,88 @@ import math
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 import torch
+from pydantic import model_validator
 
-from moda_core import distributed, run_config, runs
+from moda_core import distributed, runs
+from moda_core.config import TrainSettings
 from moda_core.data import Dataset, check_class_fractions, check_classes, dataset_info, load_dataset
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.import_policy import allowing
-from moda_core.methods import METHODS, Method, StepLosses, method_of
+from moda_core.methods import METHODS, Method, Step, StepFunction, method_of
+from moda_core.methods.base import WEIGHT_SLOTS
 from moda_core.models import MODELS, build_model
-from moda_core.models.user import check_import_path, check_points, import_path_of, package_of
+from moda_core.models.user import check_import_path, check_points, package_of
 
 
-@dataclass
-class TrainConfig:
-    # a zoo name, or a model of your own: its builder's import path "package.module:function" (or the function,
-    # turned into that path), called as fn(num_classes=, in_channels=, image_size=): moda_core.models.user
-    model: str = "lenet5"
-    dataset: str = "mnist5k"
-    epochs: int = 10
-    # loss weights; None = the method's defaults (moda_core.methods: MODA 1, 1, 0.3). MODA with α=β=γ=0: standard
-    alpha: float | None = None
-    beta: float | None = None
-    gamma: float | None = None
-    method: str = "moda"  # a name in moda_core.methods.METHODS; which method trains: methods.method_of
-    width: float = 1.0
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    seed: int = 0
-    classes: list[int] | None = None  # original class ids to learn; None = all
-    train_fraction: float = 1.0
-    # original class id -> share of that class's training data, overriding train_fraction for the classes it
-    # names (e.g. {3: 0.02}: the scarce-target weak runs: docs/design.md, Module replacement)
-    class_fractions: dict[int, float] | None = None
-    augment: bool | None = None  # None: the data set's default (crop+flip for RGB sets)
-    data_root: str | None = None
-    download: bool = False
-    checkpoint_every: int = 0  # also keep weights every N epochs (RUN@EPOCH); 0 = only the last
-    device: str = "auto"
-    compile: bool = False  # torch.compile the model (worth it on a GPU)
-    track_modular_terms: bool = True  # log the modular terms of standard runs too (detached)
-    # a model of your own: which activation calls are points ("relu"; "gelu", "silu" or "relu,gelu" opt in) and
-    # the firing rule's threshold (a unit fires where its activation > threshold)
-    points: str = "relu"
-    threshold: float = 0.0
+class TrainConfig(TrainSettings):
+    """The settings of one training (``moda_core.config.TrainSettings``: every setting's type, bounds, default and
+    help), checked when built, loaded (``from_record``) or changed: a ``ModaError`` names the first wrong setting.
+    Weights left unset take the method's defaults (``Method.Weights``: MODA 1, 1, 0.3); MODA with α=β=γ=0 is
+    recorded as ``standard``, standard training's one spelling. A model may be given as its builder function,
+    which stands for its import path."""
 
-    def __post_init__(self) -> None:
-        if callable(self.model):
-            self.model = import_path_of(self.model)
-        defaults = METHODS[self.method].defaults if self.method in METHODS else METHODS["moda"].defaults
-        for name, value in zip(("alpha", "beta", "gamma"), defaults, strict=True):
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+    @model_validator(mode="after")
+    def _settled(self) -> TrainConfig:
+        values = self.__dict__  # written directly: an assignment here would validate again
+        method = METHODS.get(values["method"]) or METHODS["moda"]
+        for slot, value in method.Weights.defaults().items():
+            if values[slot] is None:
+                values[slot] = value
+        if values["method"] == "moda" and not any(values[slot] for slot in WEIGHT_SLOTS):
+            values["method"] = "standard"  # one spelling of standard training (moda_core.cli says so when it happens)
+        self._check(values)
+        return self
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TrainConfig:
         """The config a stored run was trained with, from its config.json's ``train`` record (keys this
         version does not know are left out)."""
-        return cls(**{key: value for key, value in record.items() if key in cls.__dataclass_fields__})
+        return cls(**{key: value for key, value in record.items() if key in cls.model_fields})
 
-    def validate(self) -> None:
-        method = method_of(self)  # a ModaError naming the known methods
-        if self.model not in MODELS:
-            if ":" not in str(self.model):
-                raise ModaError(f"unknown model {self.model!r}: expected one of {', '.join(MODELS)}, or an import "
+    def validate(self) -> None:  # type: ignore[override]  # (pydantic's deprecated classmethod of that name)
+        """Check the settings again (they were checked when built and at every change)."""
+        self._check(self.__dict__)
+
+    def record(self) -> dict[str, Any]:
+        """The settings as config.json's ``train`` record stores them."""
+        return self.model_dump()
+
+    @staticmethod
+    def _check(values: dict[str, Any]) -> None:
+        """What the schema's bounds cannot say: the method, model, points, data set and classes are known and fit
+        together. Normalised values (points, classes, class fractions) are written back into ``values``."""
+        method = method_of(SimpleNamespace(**values))  # a ModaError naming the known methods
+        model = values["model"]
+        if model not in MODELS:
+            if ":" not in model:
+                raise ModaError(f"unknown model {model!r}: expected one of {', '.join(MODELS)}, or an import "
                                 "path package.module:function of your own builder")
-            check_import_path(self.model)
-            if self.width != 1.0:
-                raise ModaError(f"width multiplier {self.width} applies to zoo models only; model {self.model} is "
+            check_import_path(model)
+            if values["width"] != 1.0:
+                raise ModaError(f"width multiplier {values['width']} applies to zoo models only; model {model} is "
                                 "built by its own function")
-        self.points = check_points(self.points)
-        if self.model in MODELS and self.points != "relu":
-            raise ModaError(f"zoo model {self.model!r} has ReLU points only, got points={self.points!r}")
-        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)
-                and abs(self.threshold) <= 1e6):
-            raise ModaError(f"firing threshold must be a finite number, got {self.threshold!r}")
-        info = dataset_info(self.dataset)
-        if self.classes is not None:
-            self.classes = check_classes(self.classes, info.num_classes, f"data set {self.dataset!r}")
-            if len(self.classes) < 2:
-                raise ModaError(f"training needs at least 2 classes, got {self.classes}: a 1-class model has "
+        values["points"] = check_points(values["points"])
+        if model in MODELS and values["points"] != "relu":
+            raise ModaError(f"zoo model {model!r} has ReLU points only, got points={values['points']!r}")
+        info = dataset_info(values["dataset"])
+        if values["classes"] is not None:
+            values["classes"] = check_classes(values["classes"], info.num_classes, f"data set {values['dataset']!r}")
+            if len(values["classes"]) < 2:
+                raise ModaError(f"training needs at least 2 classes, got {values['classes']}: a 1-class model has "
                                 "nothing to tell apart and no modules to decompose")
-        if not 1 <= self.epochs <= run_config.MAX_EPOCHS:
-            raise ModaError(f"epochs must be from 1 to {run_config.MAX_EPOCHS:,}, got {self.epochs}")
-        # the epoch generators are seeded with (seed·100003 + epoch)·1009 + rank, which must stay an int64
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= run_config.MAX_SEED:
-            raise ModaError(f"seed must be a whole number from 0 to {run_config.MAX_SEED:,}, got {self.seed!r}")
-        if not 2 <= self.batch_size <= run_config.MAX_BATCH:
-            raise ModaError(f"batch size must be from 2 (the modular terms compare pairs) to {run_config.MAX_BATCH:,}, "
-                            f"got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ModaError(f"learning rate must be a positive number, got {self.lr}")
-        for name in ("alpha", "beta", "gamma"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ModaError(f"{name} must be a non-negative number, got {value}")
-        if not 0 <= self.checkpoint_every <= run_config.MAX_EPOCHS:
-            raise ModaError(f"checkpoint interval must be from 0 to {run_config.MAX_EPOCHS:,}, "
-                            f"got {self.checkpoint_every}")
-        method.validate(self)
-        if self.class_fractions:
-            learnt = self.classes if self.classes is not None else list(range(info.num_classes))
-            self.class_fractions = check_class_fractions(self.class_fractions, learnt, f"data set {self.dataset!r}")
+        method.validate(SimpleNamespace(**values))
+        if values["class_fractions"]:
+            learnt = values["classes"] if values["classes"] is not None else list(range(info.num_classes))
+            values["class_fractions"] = check_class_fractions(values["class_fractions"], learnt,
+                                                              f"data set {values['dataset']!r}")
 
 
 # the settings that make two trainings the same experiment (device, logging and checkpointing aside)
@@ -134,6 +108,8 @@ def setting_differences(stored: Mapping[str, Any], config: TrainConfig) -> dict[
     """``SAME_TRAINING`` settings in which a stored run's ``train`` record (its config.json) differs from
     ``config``: name → (stored, wanted). A setting the record lacks counts as the same."""
     wanted = {key: getattr(config, key) for key in SAME_TRAINING}
+    if stored.get("method") == "moda" and not any(stored.get(slot) for slot in ("alpha", "beta", "gamma")):
+        stored = {**stored, "method": "standard"}  # recorded before standard training had one spelling
     return {key: (stored.get(key), value) for key, value in wanted.items() if stored.get(key, value) != value}
 
 
@@ -197,7 +173,7 @@ def check_model(config: TrainConfig) -> None:
 
 def make_config_record(config: TrainConfig, model: torch.nn.Module, data: Dataset,
                        device: torch.device) -> dict[str, Any]:
-    train = asdict(config)
+    train = config.record()
     return {
         "arch": model.arch,
         "data": {"name": config.dataset, "classes": data.classes, "class_names": data.class_names,
@@ -325,7 +301,8 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
     steps = len(distributed.shard_batches(torch.arange(len(data.train)), config.batch_size, ctx))
     total_steps = config.epochs * steps
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    logged = method.logged_terms(config)
+    step_function = method.start(config, model, network, autocast)
+    terms = list(method.terms(config))  # the history's loss columns, summed in this order
     seconds_total = sum(row["seconds"] for row in history)
 
     # ----- the epoch loop
@@ -336,7 +313,8 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
         order_generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
         order = torch.randperm(len(data.train), device=device, generator=order_generator)
         generator = torch.Generator(device=device).manual_seed((config.seed * 100_003 + epoch) * 1_009 + ctx.rank)
-        sums = torch.zeros(6, device=device)  # ce, affinity, dispersion, compactness, correct, seen
+        sums = torch.zeros(len(terms) + 1, device=device)  # each term × batch size, then correct predictions
+        seen = 0
         for step, index in enumerate(distributed.shard_batches(order, config.batch_size, ctx)):
             if should_stop():  # after the step before (or the last commit): this epoch is never committed
                 raise TrainingStopped(run_dir, epoch, config.epochs)
@@ -345,31 +323,28 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
             x, y = data.train.batch(index, augment=augment, generator=generator)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = train_step(method, config, model, network, optimizer, x, y, autocast)
+            out = train_step(step_function, optimizer, x, y)
             n = y.numel()
-            sums += torch.stack([out.ce.detach() * n, out.affinity.detach() * n, out.dispersion.detach() * n,
-                                 out.compactness.detach() * n, (out.logits.argmax(1) == y).sum().float(),
-                                 torch.full((), float(n), device=device)])
+            seen += n
+            sums += torch.stack([*(out.terms[t].detach() * n for t in terms), (out.logits.argmax(1) == y).sum()])
             if progress and ctx.is_main:
                 progress(Progress("batch", epoch + 1, config.epochs, step + 1, steps))
-        distributed.all_reduce_sum(sums, ctx)
-        ce_sum, aff_sum, dis_sum, com_sum, correct, seen = sums.tolist()  # the one sync of the epoch
+        totals = torch.cat([sums, torch.full((1,), float(seen), device=device)])
+        distributed.all_reduce_sum(totals, ctx)
+        *term_sums, correct, seen = totals.tolist()  # the one sync of the epoch
         train_seconds = time.perf_counter() - started
-        if not all(math.isfinite(v) for v in (ce_sum, aff_sum, dis_sum, com_sum)):
+        if not all(math.isfinite(v) for v in term_sums):
+            shown = ", ".join(f"{t} {v}" for t, v in zip(terms, term_sums, strict=True))
             raise ModaError(
-                f"the loss became NaN or infinite in epoch {epoch + 1} of run {run_dir} "
-                f"(CE sum {ce_sum}, affinity {aff_sum}, dispersion {dis_sum}, compactness {com_sum}); the run store "
-                f"keeps epoch {epoch} as it was; a lower learning rate or smaller loss weights should help",
-                hint="try a lower --lr or smaller --alpha/--beta/--gamma")
+                f"the loss became NaN or infinite in epoch {epoch + 1} of run {run_dir} (sums over the epoch: "
+                f"{shown}); the run store keeps epoch {epoch} as it was; a lower learning rate or smaller loss "
+                "weights should help", hint="try a lower --lr or smaller --alpha/--beta/--gamma")
         if opened is None:
             continue  # rank 0 evaluates and writes; the others go on to the next epoch
         test_accuracy = accuracy(predict_logits(model, data.test), data.test.labels)
         seconds = time.perf_counter() - started
         seconds_total += seconds
-        row = {"epoch": epoch + 1, "ce": ce_sum / seen,
-               "affinity": aff_sum / seen if logged[0] else float("nan"),
-               "dispersion": dis_sum / seen if logged[1] else float("nan"),
-               "compactness": com_sum / seen if logged[2] else float("nan"),
+        row = {"epoch": epoch + 1, **{t: v / seen for t, v in zip(terms, term_sums, strict=True)},
                "train_accuracy": correct / seen, "test_accuracy": test_accuracy, "seconds": seconds,
                "train_seconds": train_seconds}
         history.append(row)
@@ -385,13 +360,18 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
     return runs.load_run(run_dir, device)
 
 
-def train_step(method: Method, config: TrainConfig, model: torch.nn.Module, network: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               autocast: torch.autocast) -> StepLosses:
-    """One optimisation step of ``method`` on the batch ``(x, y)``: forward pass and loss terms
-    (``method.losses``), backward pass, optimizer step. ``network`` is ``model`` or its DDP/compiled
-    wrapper. Returns the step's logits and (undetached) loss terms."""
-    out = method.losses(config, model, network, x, y, autocast)
+def start_steps(method: Method, config: TrainConfig, model: torch.nn.Module, network: torch.nn.Module | None = None,
+                autocast: torch.autocast | None = None) -> StepFunction:
+    """``method``'s step function for ``model`` as the trainer builds it (``network``: by default the method's own;
+    ``autocast``: off)."""
+    return method.start(config, model, method.network(model, config) if network is None else network,
+                        autocast or torch.autocast("cpu", enabled=False))
+
+
+def train_step(step: StepFunction, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Step:
+    """One optimisation step on the batch ``(x, y)``: forward pass and loss terms (the method's step function,
+    ``Method.start``), backward pass, optimizer step. Returns the step's logits, loss and (undetached) terms."""
+    out = step(x, y)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()

@@ -232,7 +232,8 @@ def test_runs_table_names_the_training_method(demo_env):
     standard training)."""
     table = open_page("runs").dataframe[0].value
     shown = {run.rsplit("/", 1)[-1]: method for run, method in zip(table["run"], table["method"], strict=True)}
-    assert shown["vgg11-mwt"] == "MwT" and shown["vgg11-moda"] == "MODA (1, 1, 0.3)"  # with α, β, γ
+    assert shown["vgg11-mwt"] == "MwT (same-label 0.5, different-label 1.5)"  # its weights by their own names
+    assert shown["vgg11-moda"] == "MODA (affinity 1, dispersion 1, compactness 0.3)"
     assert shown["vgg11-standard"] == "standard training"
 
 
@@ -303,7 +304,7 @@ def test_runs_table_has_width_classes_and_data_fraction(demo_env):
     assert weak["classes"] == "3, 5, 6, 7, 8, 9" and weak["data"] == "mnist5k · 10%" and weak["model"] == "lenet5"
     vgg = table.loc[[r for r in table.index if r.endswith("/vgg11-moda")][0]]
     assert vgg["model"] == "vgg11 ×0.25" and vgg["classes"] == "all 10" and vgg["data"] == "mnist5k"
-    assert vgg["method"] == "MODA (1, 1, 0.3)"  # α, β, γ
+    assert vgg["method"] == "MODA (affinity 1, dispersion 1, compactness 0.3)"
     assert table.loc[[r for r in table.index if r.endswith("/vgg11-standard")][0]]["method"] == "standard training"
 
 

@@ -17,7 +17,7 @@ from helpers import brute_force_overlap, masked_logits, random_masks, randomised
 from moda_core import methods, models, oprules
 from moda_core.compose import compose_module, overlap_counts
 from moda_core.errors import ModaError
-from moda_core.methods.base import Method, StepLosses
+from moda_core.methods.base import Method, Step
 from moda_core.train import TrainConfig
 
 EXTENDING = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
@@ -42,7 +42,7 @@ def run_example(name: str, blocks: int | None = None) -> dict:
     point at docs/extending.md's lines."""
     namespace: dict = {"__name__": f"docs_example_{name}"}
     for line, code in examples()[name][:blocks]:
-        exec(compile("\n" * line + code, str(EXTENDING), "exec"), namespace)
+        exec(compile("\n" * line + code, str(EXTENDING), "exec", dont_inherit=True), namespace)  # as a script runs it
     return namespace
 
 
@@ -95,20 +95,21 @@ def test_a_new_training_method_computes_its_losses() -> None:
     config = TrainConfig(model="lenet5", method="sparse")
     config.validate()
     assert methods.method_of(config) is method and (config.alpha, config.beta, config.gamma) == (0.0, 0.0, 0.3)
-    with pytest.raises(ModaError, match="only the compactness term"):
+    with pytest.raises(ModaError, match=r"sparse training takes gamma \(γ, compactness weight\): alpha must be 0"):
         TrainConfig(model="lenet5", method="sparse", alpha=1.0).validate()
+    assert method.weights(config).described() == [("γ, compactness weight", 0.3)]
     model = method.prepare(models.build_model("lenet5", 1, 28, 10)).train()
-    out = method.losses(config, model, method.network(model, config), torch.randn(8, 1, 28, 28),
-                        torch.arange(8) % 4, torch.autocast("cpu", enabled=False))
-    assert isinstance(out, StepLosses) and out.loss.requires_grad
-    torch.testing.assert_close(out.loss, out.ce + 0.3 * out.compactness)
+    step = method.start(config, model, method.network(model, config), torch.autocast("cpu", enabled=False))
+    out = step(torch.randn(8, 1, 28, 28), torch.arange(8) % 4)
+    assert isinstance(out, Step) and out.loss.requires_grad and list(out.terms) == list(method.terms(config))
+    torch.testing.assert_close(out.loss, out.terms["ce"] + 0.3 * out.terms["compactness"])
 
 
 @pytest.mark.slow
 def test_add_a_training_method() -> None:
     """The whole example, including its step with the trainer's ``train_step``."""
     namespace = run_example("method")
-    assert isinstance(namespace["out"], StepLosses) and torch.isfinite(namespace["out"].loss)
+    assert isinstance(namespace["out"], Step) and torch.isfinite(namespace["out"].loss)
 
 
 def test_add_an_op_rule() -> None:

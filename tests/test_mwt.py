@@ -117,7 +117,8 @@ def test_mwt_run_end_to_end(tmp_path):
     torch.testing.assert_close(decompose(old, recompute=True, save=False).rates["features.2.relu"], by_hand)
     assert set(gated_points(reloaded.model)) == {"features.2.relu"}
     assert reloaded.model(x).shape == (3, 10)
-    with pytest.raises(ModaError, match="MwT has no compactness term"):
+    with pytest.raises(ModaError, match=r"MwT takes alpha \(α, weight of same-label mask dissimilarity\), beta .*: "
+                                         r"gamma must be 0, got 0.3"):
         train(TrainConfig(model="lenet5", method="mwt", gamma=0.3, epochs=1), tmp_path, "bad")
     with pytest.raises(ModaError, match="unknown training method"):
         train(TrainConfig(model="lenet5", method="magic", epochs=1), tmp_path, "bad")

@@ -206,7 +206,7 @@ def test_stored_counts_are_bounded(tmp_path, field, value):
 
 def test_a_huge_batch_size_is_refused_on_the_command_line(tmp_path, capsys):
     line = error_line(capsys, ["train", "--batch-size", "99999999999", "--runs-dir", str(tmp_path)])
-    assert "batch size must be from 2" in line and not list(tmp_path.iterdir())
+    assert "batch size must be a whole number from 2" in line and not list(tmp_path.iterdir())
 
 
 def test_evolution_metadata_nested_too_deep_is_one_error(tmp_path):

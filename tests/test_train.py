@@ -11,7 +11,7 @@ from moda_core.evaluate import accuracy, predict_logits
 from moda_core.methods import method_of
 from moda_core.models import build_model
 from moda_core.runs import list_runs, load_run, run_dataset
-from moda_core.train import TrainConfig, train, train_step
+from moda_core.train import TrainConfig, start_steps, train, train_step
 
 
 def test_short_moda_run_learns(lenet_moda_run):
@@ -43,8 +43,7 @@ def _one_step(config: TrainConfig) -> dict[str, torch.Tensor]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     generator = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 1, 28, 28, generator=generator), torch.arange(32) % 10
-    out = train_step(method, config, model, method.network(model, config), optimizer, x, y,
-                     torch.autocast("cpu", enabled=False))
+    out = train_step(start_steps(method, config, model), optimizer, x, y)
     assert torch.isfinite(out.loss)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

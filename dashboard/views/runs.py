@@ -18,7 +18,7 @@ from moda_core import run_config
 from moda_core import runs as run_store
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
-from moda_core.methods import METHODS
+from moda_core.methods import METHODS, label_with_weights, method_of, settings_of
 from moda_core.store.summary import RunStatus, RunSummary
 from moda_core.train import TrainConfig
 
@@ -55,10 +55,6 @@ def config_facts(path: str | Path) -> dict:
             "data fraction": None if fraction is None else 100 * float(fraction)}
 
 
-def _number(value: Any) -> str:
-    return "" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
-
-
 def run_row(s: RunSummary, live: training.TrainingStatus | None = None) -> dict[str, Any]:
     """One row of the runs table: what makes two accuracies comparable (method and MODA's loss weights, model and
     width, classes, data and its fraction), then the epochs and the test accuracy."""
@@ -67,10 +63,9 @@ def run_row(s: RunSummary, live: training.TrainingStatus | None = None) -> dict[
     model = s.model or ""
     fraction = facts["data fraction"]
     data = s.dataset or ""
-    method = METHODS[s.method].label if s.method in METHODS and s.status is not RunStatus.BROKEN else None
-    weights = [s.alpha, s.beta, s.gamma]
-    if method is not None and s.method == "moda" and all(w is not None for w in weights):
-        method += f" ({', '.join(_number(w) for w in weights)})"  # α, β, γ: a sweep's runs differ here
+    method = None  # with its weights by their own names: a sweep's runs differ here
+    if s.method in METHODS and s.status is not RunStatus.BROKEN:
+        method = label_with_weights(s.method, {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma})
     return {"run": folders.run_label(str(s.ref)), "status": status_text(s, live), "method": method,
             "model": f"{model} ×{width:g}" if isinstance(width, (int, float)) and width != 1 and model else model,
             "classes": facts["classes"],
@@ -134,8 +129,10 @@ if summaries:
         "data": st.column_config.TextColumn(help="the data set, and the share of its training images used"),
         "accuracy": st.column_config.NumberColumn(format="%.1f%%", help="test accuracy, on the test images of the "
                                                   "run's own classes (see classes)"),
-        "method": st.column_config.TextColumn(help="how it was trained; for MODA, in brackets, the weights α, β, γ "
-                                                   "of its affinity, dispersion and compactness terms"),
+        "method": st.column_config.TextColumn(help="how it was trained, and in brackets the weights of its loss "
+                                                   "terms by their names (MODA: α, β, γ of affinity, dispersion "
+                                                   "and compactness; MwT: α, β of its same- and different-label "
+                                                   "mask terms)"),
         "status": st.column_config.TextColumn(help="complete; running, epoch k/n (being trained: k of its n "
                                                    "epochs finished); interrupted (stopped "
                                                    "before its last epoch: resume or delete it below the table); "
@@ -191,12 +188,9 @@ def curves() -> None:
     spec = ui.pick_run("Run", key="runs_run", summaries=summaries, prefer=ui.modular_demo_first)
     run = ui.load_or_stop(spec)
     left, right = st.columns(2)
-    weights = {term: float(run.config.get("train", {}).get(key) or 0.0)
-               for term, key in (("affinity", "alpha"), ("dispersion", "beta"), ("compactness", "gamma"))}
-    ui.chart(history_figure(run.history, trained={"ce": True, **{t: w > 0 for t, w in
-                                                                 weights.items()}}),
-             key="runs_losses", where=left)
-    if not any(weights.values()):
+    terms = method_of(run.config).terms(settings_of(run.config))  # name → trained (else measured)
+    ui.chart(history_figure(run.history, terms=tuple(terms), trained=terms), key="runs_losses", where=left)
+    if [term for term, trained in terms.items() if trained] == ["ce"] and len(terms) > 1:
         left.caption("A standard run: only the cross-entropy was trained; affinity, dispersion and compactness "
                      "(dashed) were measured, not trained.")
     ui.chart(accuracy_figure(run.history), key="runs_accuracy", where=right)

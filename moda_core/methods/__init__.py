@@ -5,10 +5,11 @@ whose ``name`` (standard, moda, mwt) and ``label`` (standard training, MODA, MwT
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 from moda_core.errors import ModaError
-from moda_core.methods.base import Method, MethodSettings, StepLosses
+from moda_core.methods.base import WEIGHT_SLOTS, Method, MethodSettings, Step, StepFunction, Weights
 from moda_core.methods.moda import Moda
 from moda_core.methods.mwt import MwT
 from moda_core.methods.standard import Standard
@@ -20,8 +21,9 @@ def method_of(config: MethodSettings | Mapping[str, Any]) -> Method:
     """The method a config trains with: a ``TrainConfig``, or a stored run's config.json as a dict.
 
     A stored config names its method in ``train.method``; runs written before that field existed are
-    MwT when ``arch.mwt`` says so and MODA otherwise. MODA with α=β=γ=0 *is* standard training (weights
-    left unset mean the method's defaults). An unknown name is a ``ModaError`` naming the known ones."""
+    MwT when ``arch.mwt`` says so and MODA otherwise, and a stored MODA run with α=β=γ=0 was standard training
+    (``TrainConfig`` records those as ``standard`` now: one spelling). An unknown name is a ``ModaError`` naming
+    the known ones."""
     if isinstance(config, Mapping):
         train = config.get("train") or {}
         name = train.get("method") or ("mwt" if (config.get("arch") or {}).get("mwt") else "moda")
@@ -35,4 +37,23 @@ def method_of(config: MethodSettings | Mapping[str, Any]) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "MethodSettings", "StepLosses", "method_of"]
+def settings_of(config: Mapping[str, Any]) -> MethodSettings:
+    """What a method reads (``MethodSettings``) from a stored run's config.json, as a dict: its ``train`` record's
+    model, method, weights and ``track_modular_terms`` (missing: the defaults). ``method_of(config).weights(...)``
+    and ``.terms(...)`` of it say what the run was trained with, by the method's own names."""
+    train = config.get("train") or {}
+    return SimpleNamespace(model=str(train.get("model", "")), method=method_of(config).name,
+                           **{slot: train.get(slot) for slot in WEIGHT_SLOTS},
+                           track_modular_terms=train.get("track_modular_terms", True) is not False)
+
+
+def label_with_weights(name: str, weights: Mapping[str, float | None]) -> str:
+    """A method's label and its weights by their own names, "MODA (affinity 1, dispersion 1, compactness 0.3)", from
+    a run's method name and weight slots (``weights``: slot → value; None: the default)."""
+    method = METHODS[name]
+    shown = method.weights(SimpleNamespace(**{slot: weights.get(slot) for slot in WEIGHT_SLOTS})).short()
+    return f"{method.label} ({shown})" if shown else method.label
+
+
+__all__ = ["METHODS", "Method", "MethodSettings", "Step", "StepFunction", "Weights", "label_with_weights", "method_of",
+           "settings_of"]

@@ -2,6 +2,7 @@
 activations at every modular point."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
@@ -10,22 +11,36 @@ from torch import nn
 
 from moda_core.activations import nonnegative_points
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Method, MethodSettings, StepLosses
+from moda_core.methods.base import Method, MethodSettings, Step, StepFunction, Weights, weight
+
+MODULAR_TERMS = ("affinity", "dispersion", "compactness")
+
+
+@dataclass(frozen=True)
+class ModaWeights(Weights):
+    affinity: float = weight("alpha", "α, affinity weight", 1.0)
+    dispersion: float = weight("beta", "β, dispersion weight", 1.0)
+    compactness: float = weight("gamma", "γ, compactness weight", 0.3)
 
 
 class Moda(Method):
     name = "moda"
     label = "MODA"
-    defaults = (1.0, 1.0, 0.3)
+    Weights = ModaWeights
 
-    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
-        return (True, True, True)
+    def terms(self, config: MethodSettings) -> dict[str, bool]:
+        return {"ce": True, **dict.fromkeys(MODULAR_TERMS, True)}
 
-    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               autocast: ContextManager) -> StepLosses:
-        with autocast:
-            logits, activations, _ = network(x)
-        ce = F.cross_entropy(logits.float(), y)
-        affinity, dispersion, compactness = modular_losses(list(activations), y, nonnegative=nonnegative_points(model))
-        loss = ce + config.alpha * affinity + config.beta * dispersion + config.gamma * compactness
-        return StepLosses(logits, ce, loss, affinity, dispersion, compactness)
+    def start(self, config: MethodSettings, model: nn.Module, network: nn.Module,
+              autocast: ContextManager) -> StepFunction:
+        w, nonnegative = self.weights(config), nonnegative_points(model)
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> Step:
+            with autocast:
+                logits, activations, _ = network(x)
+            ce = F.cross_entropy(logits.float(), y)
+            affinity, dispersion, compactness = modular_losses(activations, y, nonnegative=nonnegative)
+            loss = ce + w.affinity * affinity + w.dispersion * dispersion + w.compactness * compactness
+            return Step(logits, loss, {"ce": ce, "affinity": affinity, "dispersion": dispersion,
+                                       "compactness": compactness})
+        return step

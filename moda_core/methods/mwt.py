@@ -21,6 +21,7 @@ the downsample shortcut has no gate of its own; the first conv of a model (the s
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
 import torch
@@ -30,7 +31,7 @@ from torch import fx, nn
 from moda_core.activations import point_units, recorder
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Method, MethodSettings, StepLosses
+from moda_core.methods.base import Method, MethodSettings, Step, StepFunction, Weights, weight
 from moda_core.models.base import ZooNet
 from moda_core.models.blocks import BasicBlock, ConvUnit, PlainConvUnit, downsample
 from moda_core.oprules import Op, OpRule, first, register_op
@@ -227,35 +228,45 @@ def mwt_loss(masks: list[torch.Tensor], labels: torch.Tensor, alpha: float = ALP
     return alpha * affinity + beta * dispersion, affinity, dispersion
 
 
+@dataclass(frozen=True)
+class MwTWeights(Weights):
+    same_label: float = weight("alpha", "α, weight of same-label mask dissimilarity", ALPHA)
+    different_label: float = weight("beta", "β, weight of different-label mask similarity", BETA)
+
+
 class MwT(Method):
     name = "mwt"
     label = "MwT"
-    defaults = (ALPHA, BETA, 0.0)
+    Weights = MwTWeights
 
     def validate(self, config: MethodSettings) -> None:
         if ":" in config.model:
             raise ModaError("MwT trains zoo models only (its gates are built into the zoo's blocks); train a model "
                             "of your own with --method moda or standard")
-        if config.gamma:
-            raise ModaError(f"MwT has no compactness term: gamma must be 0, got {config.gamma}")
+        super().validate(config)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return to_mwt(model)
 
-    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
-        return (True, True, False)  # the mask terms fill the affinity and dispersion columns
+    def terms(self, config: MethodSettings) -> dict[str, bool]:
+        # the mask terms, under the names of the MODA terms with the same formulas (on masks, not activations)
+        return {"ce": True, "affinity": True, "dispersion": True}
 
     def network(self, model: nn.Module, config: MethodSettings) -> nn.Module:
         return recorder(model, training=True, extras=gated_points(model))
 
-    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               autocast: ContextManager) -> StepLosses:
-        zero = torch.zeros((), device=x.device)
-        with autocast:
-            logits, _, masks = network(x)
-        ce = F.cross_entropy(logits.float(), y)
-        mask_loss, affinity, dispersion = mwt_loss([m.float() for m in masks], y, config.alpha, config.beta)
-        return StepLosses(logits, ce, ce + mask_loss, affinity, dispersion, zero)
+    def start(self, config: MethodSettings, model: nn.Module, network: nn.Module,
+              autocast: ContextManager) -> StepFunction:
+        w = self.weights(config)
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> Step:
+            with autocast:
+                logits, _, masks = network(x)
+            ce = F.cross_entropy(logits.float(), y)
+            mask_loss, affinity, dispersion = mwt_loss([m.float() for m in masks], y, w.same_label,
+                                                       w.different_label)
+            return Step(logits, ce + mask_loss, {"ce": ce, "affinity": affinity, "dispersion": dispersion})
+        return step
 
     def firing(self, model: nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
         """A gated channel fires when its mask is > 0; ungated points (fully-connected layers, the stem) stay

@@ -9,39 +9,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from moda_core.activations import nonnegative_points
-from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
-from moda_core.methods.base import Method, MethodSettings, StepLosses
+from moda_core.methods.base import Method, MethodSettings, Step, StepFunction
+from moda_core.methods.moda import MODULAR_TERMS
 
 
 class Standard(Method):
     name = "standard"
     label = "standard training"
-    defaults = (0.0, 0.0, 0.0)
 
-    def validate(self, config: MethodSettings) -> None:
-        if config.alpha or config.beta or config.gamma:
-            raise ModaError(f"standard training has no modular terms: alpha, beta and gamma must be 0, got "
-                            f"{config.alpha}, {config.beta}, {config.gamma}")
-
-    def logged_terms(self, config: MethodSettings) -> tuple[bool, bool, bool]:
-        return (config.track_modular_terms,) * 3
+    def terms(self, config: MethodSettings) -> dict[str, bool]:
+        return {"ce": True, **dict.fromkeys(MODULAR_TERMS if config.track_modular_terms else (), False)}
 
     def network(self, model: nn.Module, config: MethodSettings) -> nn.Module:
         return super().network(model, config) if config.track_modular_terms else model
 
-    def losses(self, config: MethodSettings, model: nn.Module, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               autocast: ContextManager) -> StepLosses:
-        zero = torch.zeros((), device=x.device)
+    def start(self, config: MethodSettings, model: nn.Module, network: nn.Module,
+              autocast: ContextManager) -> StepFunction:
         if not config.track_modular_terms:
+            def plain(x: torch.Tensor, y: torch.Tensor) -> Step:
+                with autocast:
+                    logits = network(x)
+                ce = F.cross_entropy(logits.float(), y)
+                return Step(logits, ce, {"ce": ce})
+            return plain
+        nonnegative = nonnegative_points(model)
+
+        def tracked(x: torch.Tensor, y: torch.Tensor) -> Step:
             with autocast:
-                logits = network(x)
+                logits, activations, _ = network(x)
             ce = F.cross_entropy(logits.float(), y)
-            return StepLosses(logits, ce, ce, zero, zero, zero)
-        with autocast:
-            logits, activations, _ = network(x)
-        ce = F.cross_entropy(logits.float(), y)
-        with torch.no_grad():
-            affinity, dispersion, compactness = modular_losses([a.detach() for a in activations], y,
-                                                                 nonnegative=nonnegative_points(model))
-        return StepLosses(logits, ce, ce, affinity, dispersion, compactness)
+            with torch.no_grad():
+                measured = modular_losses([a.detach() for a in activations], y, nonnegative=nonnegative)
+            return Step(logits, ce, {"ce": ce, **dict(zip(MODULAR_TERMS, measured, strict=True))})
+        return tracked
