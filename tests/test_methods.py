@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moda_core import methods
-from moda_core.cli import one_spelling
+from moda_core.commands import one_spelling
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
 from moda_core.methods import METHODS, method_of
