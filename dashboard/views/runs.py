@@ -18,7 +18,7 @@ from moda_core import run_config
 from moda_core import runs as run_store
 from moda_core.data import DATASETS
 from moda_core.errors import ModaError
-from moda_core.methods import METHODS, label_with_weights, method_of, settings_of
+from moda_core.methods import METHODS, method_of, settings_of, weights_text
 from moda_core.store.summary import RunStatus, RunSummary
 from moda_core.train import TrainConfig
 
@@ -63,15 +63,16 @@ def run_row(s: RunSummary, live: training.TrainingStatus | None = None) -> dict[
     model = s.model or ""
     fraction = facts["data fraction"]
     data = s.dataset or ""
-    method = None  # with its weights by their own names: a sweep's runs differ here
-    if s.method in METHODS and s.status is not RunStatus.BROKEN:
-        method = label_with_weights(s.method, {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma})
+    method = weights = None
+    if s.method in METHODS and s.status is not RunStatus.BROKEN:  # its weights by their own names, last
+        method = METHODS[s.method].label
+        weights = weights_text(s.method, {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma})
     return {"run": folders.run_label(str(s.ref)), "status": status_text(s, live), "method": method,
             "model": f"{model} ×{width:g}" if isinstance(width, (int, float)) and width != 1 and model else model,
             "classes": facts["classes"],
             "data": f"{data} · {fraction:g}%" if fraction is not None and fraction != 100 and data else data,
             "epochs": s.epochs_done,
-            "accuracy": None if s.test_accuracy is None else 100 * s.test_accuracy}
+            "accuracy": None if s.test_accuracy is None else 100 * s.test_accuracy, "weights": weights}
 
 
 def status_text(summary: RunSummary, slot_status: training.TrainingStatus | None = None) -> str:
@@ -129,10 +130,11 @@ if summaries:
         "data": st.column_config.TextColumn(help="the data set, and the share of its training images used"),
         "accuracy": st.column_config.NumberColumn(format="%.1f%%", help="test accuracy, on the test images of the "
                                                   "run's own classes (see classes)"),
-        "method": st.column_config.TextColumn(help="how it was trained, and in brackets the weights of its loss "
-                                                   "terms by their names (MODA: α, β, γ of affinity, dispersion "
-                                                   "and compactness; MwT: α, β of its same- and different-label "
-                                                   "mask terms)"),
+        "method": st.column_config.TextColumn(help="how it was trained"),
+        "weights": st.column_config.TextColumn(help="the weights of its loss terms, by their names (MODA: α, β, γ "
+                                                    "of affinity, dispersion and compactness; MwT: α, β of its "
+                                                    "same- and different-label mask terms); a sweep's runs differ "
+                                                    "here"),
         "status": st.column_config.TextColumn(help="complete; running, epoch k/n (being trained: k of its n "
                                                    "epochs finished); interrupted (stopped "
                                                    "before its last epoch: resume or delete it below the table); "

@@ -47,13 +47,11 @@ def settings_of(config: Mapping[str, Any]) -> MethodSettings:
                            track_modular_terms=train.get("track_modular_terms", True) is not False)
 
 
-def label_with_weights(name: str, weights: Mapping[str, float | None]) -> str:
-    """A method's label and its weights by their own names, "MODA (affinity 1, dispersion 1, compactness 0.3)", from
-    a run's method name and weight slots (``weights``: slot → value; None: the default)."""
-    method = METHODS[name]
-    shown = method.weights(SimpleNamespace(**{slot: weights.get(slot) for slot in WEIGHT_SLOTS})).short()
-    return f"{method.label} ({shown})" if shown else method.label
+def weights_text(name: str, weights: Mapping[str, float | None]) -> str:
+    """A run's loss weights by its method's own names, "affinity 1, dispersion 1, compactness 0.3" (empty for
+    standard training), from the method's name and the weight slots (``weights``: slot → value; None: default)."""
+    return METHODS[name].weights(SimpleNamespace(**{slot: weights.get(slot) for slot in WEIGHT_SLOTS})).short()
 
 
-__all__ = ["METHODS", "Method", "MethodSettings", "Step", "StepFunction", "Weights", "label_with_weights", "method_of",
-           "settings_of"]
+__all__ = ["METHODS", "Method", "MethodSettings", "Step", "StepFunction", "Weights", "weights_text", "method_of",
+           "settings_of", "weights_text"]
