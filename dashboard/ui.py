@@ -283,7 +283,7 @@ def parse_tau(value: str) -> float | None:
 
 
 def shared_tau() -> float:
-    """The session's τ: chosen on some page, else the URL's ``?tau=`` if valid, else the default 0.9."""
+    """The session's τ: chosen on some page, else the URL's ``?tau=`` if valid, else ``DEFAULT_TAU``."""
     value = _from_url_once(TAU_PARAM)
     if value is not None and SHARED_TAU not in st.session_state:
         tau = parse_tau(value)

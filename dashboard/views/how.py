@@ -27,7 +27,8 @@ st.subheader("2. Decomposition: the firing rule")
 st.markdown(
     "After training, every training image goes through the network once. A unit's *rate* for a class is the "
     "share of that class's images on which it fires (is non-zero). **A unit joins the class's module when its "
-    "rate ≥ τ** (default τ = 0.9). The class × unit table of rates is the heatmap on the **Activations** page; "
+    f"rate ≥ τ** (default τ = {ui.DEFAULT_TAU:g}). The class × unit table of rates is the heatmap on the "
+    "**Activations** page; "
     "the **τ trade-off** page shows what moving τ does.")
 
 st.subheader("3. Modules and overlap")
