@@ -44,8 +44,10 @@ from moda_core.links import weight_links
 from moda_core.metrics import compose_report
 from moda_core.replace import class_index, repair
 from moda_core.replace import run_classes as classes_of
-from moda_core.store.names import MODEL, RunRef, checkpoint_path
+from moda_core.store.names import CONFIG, MODEL, RunRef, checkpoint_path
+from moda_core.store.summary import RunStatus, RunSummary
 from moda_core.summary import module_summary
+from moda_core.train import TrainConfig
 
 
 def weights_stamp(spec: str) -> int:
@@ -218,6 +220,30 @@ def module_metrics(spec: str, tau: float) -> dict[str, Any]:
     return _module_metrics(spec, _decomposed(spec), tau)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _modular_points(spec: str, stamp: int) -> list[str]:
+    from moda_core.activations import modular_points as points
+
+    return points(_load_run(spec, stamp).model)
+
+
+def modular_points(spec: str) -> list[str]:
+    """The run's modular points (the activations whose units make up modules), in forward order
+    (``moda_core.activations.modular_points``)."""
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    return _modular_points(spec, stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def tau_pairs(num_classes: int) -> list[list[int]]:
+    """The class pairs (logit positions) the τ trade-off composes for a run of ``num_classes`` classes: its study's
+    default, a seeded sample of a few pairs (``moda_core.studies.default_pairs``)."""
+    from moda_core.studies import default_pairs
+
+    return default_pairs(int(num_classes))
+
+
 # ----- composing, exporting, one image, swapping -----------------------------------------------------
 
 def _classes_text(classes: tuple[int, ...]) -> str:
@@ -309,6 +335,78 @@ def swap(weak: str, strong: str, weak_class_id: int, strong_class_id: int, strat
     return copy.deepcopy(report)
 
 
+# ----- the Runs page: what a run's config.json says, its loss terms, its name and its removal ----------------
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _run_facts(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
+    from moda_core.data import DATASETS
+
+    try:
+        config = run_store.read_config(path)
+    except ModaError:
+        return {}
+    train, data, arch = config.get("train") or {}, config.get("data") or {}, config.get("arch") or {}
+    classes = data.get("classes") or train.get("classes")
+    fraction = data.get("train_fraction", train.get("train_fraction"))
+    info = DATASETS.get(str(data.get("name") or train.get("dataset")))
+    every = not classes or (info is not None and sorted(classes) == list(range(info.num_classes)))
+    return {"width": arch.get("width", train.get("width")),
+            "classes": (f"all {info.num_classes}" if info else "all") if every else ", ".join(str(c) for c in classes),
+            "data fraction": None if fraction is None else 100 * float(fraction)}
+
+
+def run_facts(path: str | Path) -> dict[str, Any]:
+    """Width, class subset ("all 10", or the classes) and training-data fraction (percent) of a run, from its
+    config.json ({} when it does not read); read again only when the file changes."""
+    return _run_facts(str(path), _file_stamp(Path(path) / CONFIG))
+
+
+def run_method(summary: RunSummary) -> tuple[str | None, str | None]:
+    """A listed run's method label ("MODA") and its loss weights by their own names ("affinity 1, dispersion 1,
+    compactness 0.3"; empty for standard training); (None, None) for a broken run or an unknown method."""
+    from moda_core.methods import METHODS, weights_text
+
+    if summary.method not in METHODS or summary.status is RunStatus.BROKEN:
+        return None, None
+    weights = {"alpha": summary.alpha, "beta": summary.beta, "gamma": summary.gamma}
+    return METHODS[summary.method].label, weights_text(summary.method, weights)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _loss_terms(spec: str, stamp: int) -> dict[str, bool]:
+    from moda_core.methods import method_of, settings_of
+
+    config = _load_run(spec, stamp).config
+    return method_of(config).terms(settings_of(config))
+
+
+def loss_terms(spec: str) -> dict[str, bool]:
+    """The loss terms a run's history records, in order: name → whether it was trained (False: measured only, e.g.
+    a standard run's modular terms)."""
+    stamp = weights_stamp(spec)
+    _load_run(spec, stamp)
+    return _loss_terms(spec, stamp)
+
+
+def stored_training(path: str | Path) -> TrainConfig:
+    """An interrupted run's stored training settings, as a ``TrainConfig`` of the visitor's own; a ``ModaError``
+    when its config.json does not read, a ``ValueError`` or ``TypeError`` when its settings do not make one."""
+    record = run_store.read_config(path).get("train")
+    return TrainConfig.from_record(record if isinstance(record, dict) else {})
+
+
+def check_run_name(name: str) -> None:
+    """The run store's rule for a run's name (``moda_core.store.names.check_run_name``): a ``ModaError`` says why
+    ``name`` cannot be used."""
+    run_store.check_run_name(name)
+
+
+def discard_run(path: str | Path) -> None:
+    """Delete a run that nothing trains into (``moda_core.store.lifecycle.discard_run``; a ``ModaError`` while a
+    process trains into it)."""
+    run_store.discard_run(path)
+
+
 # ----- the Compare page's files (formats and readers: moda_core.comparison) ----------------------
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -347,14 +445,11 @@ def train_overhead(path: Path | None = None) -> tuple[str | None, dict[str, dict
 @st.cache_data(max_entries=16, show_spinner=False)
 def fully_connected_share(model: str, width: float) -> tuple[int, int] | None:
     """(parameters in fully connected layers, all parameters) of the zoo model ``model`` at ``width`` (ten classes,
-    28×28 digits, as the comparison table trains it); None for a model that is not the zoo's."""
-    from moda_core.models import MODELS, build_model
+    28×28 digits, as the comparison table trains it); None for a model that is not the zoo's
+    (``moda_core.summary.fully_connected_share``)."""
+    from moda_core.summary import fully_connected_share as share
 
-    if model not in MODELS:
-        return None
-    net = build_model(model, width=float(width))
-    linear = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters(False))
-    return linear, sum(p.numel() for p in net.parameters())
+    return share(model, float(width))
 
 
 def compare_budgets(table: pd.DataFrame) -> dict[str, Any]:

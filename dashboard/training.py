@@ -24,14 +24,13 @@ import streamlit as st
 from moda_core.data import DATASETS, load_dataset
 from moda_core.errors import ModaError, TrainingStopped
 from moda_core.methods import method_of
+from moda_core.probe import TWIN_STATES, Probe, module_numbers, probe_rates, twin_states
 from moda_core.store.names import RunRef
 from moda_core.train import Progress, TrainConfig, train
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from moda_core.data import Split
 
 LOG = logging.getLogger("moda.dashboard")
 
@@ -232,8 +231,6 @@ class TrainingStatus:
 
 # ----- live module sizes: each saved state of the training decomposed on a few training images ------------
 
-PROBE_IMAGES = 500  # training images a live state is decomposed on: a fixed, class-balanced subset
-TWIN_STATES = 11  # at most this many of a twin's saved states are decomposed (evenly spread, its final included)
 LIVE_TAUS = 3  # the live view keeps numbers at the τ values the sessions asked for last, at most this many
 RUN, TWIN = "run", "twin"
 # (run folder of the training, its method) → (a twin's run folder, its method), or None without a twin
@@ -256,53 +253,6 @@ class LiveModules:
     note: str = ""  # what went wrong, for visitors ("" when nothing did)
 
 
-def probe_split(split: Split, num_classes: int, images: int = PROBE_IMAGES) -> Split:
-    """A fixed subset of a training split: the first ⌊images / classes⌋ images of every class (all of a class
-    that has fewer), in their order; the same images for every state of a run, every class present."""
-    import torch
-
-    from moda_core.data import Split
-
-    per_class = max(1, images // num_classes)
-    index = torch.cat([torch.nonzero(split.labels == c).flatten()[:per_class] for c in range(num_classes)])
-    index = index.sort().values
-    return Split(split.images[index], split.labels[index], split.mean, split.std)
-
-
-def probe_rates(spec: str, probe: tuple[Split, int] | None = None
-                ) -> tuple[dict[str, torch.Tensor], nn.Module, tuple[Split, int]]:
-    """Per-class firing rates of a saved state (``RUN`` or ``RUN@EPOCH``) on ``probe_split`` of its run's
-    training data (``probe``: that split and the number of classes, when made already for the run), with the
-    loaded model (its layers size the modules) and the probe."""
-    from moda_core import runs
-    from moda_core.decompose import activation_rates
-
-    run = runs.load_run(spec)
-    if probe is None:
-        data = runs.run_dataset(run)
-        probe = probe_split(data.train, data.num_classes), data.num_classes
-    rates, _ = activation_rates(run.model, probe[0], probe[1], firing=method_of(run.config).firing)
-    return rates, run.model, probe
-
-
-def module_numbers(model: nn.Module, rates: dict[str, torch.Tensor], tau: float) -> tuple[float, float]:
-    """Mean module size and mean pairwise overlap of the modules ``rates`` give at ``tau``."""
-    from moda_core.decompose import masks_from_rates
-    from moda_core.summary import module_summary
-
-    summary = module_summary(model, masks_from_rates(rates, tau))
-    return summary.mean_size, summary.mean_overlap
-
-
-def spread(items: list[Any], most: int) -> list[Any]:
-    """At most ``most`` of ``items``, evenly spread, the first and the last kept."""
-    if len(items) <= most:
-        return list(items)
-    if most < 2:
-        return list(items[-1:]) if most == 1 else []
-    return [items[i] for i in sorted({round(k * (len(items) - 1) / (most - 1)) for k in range(most)})]
-
-
 def find_twin(run_dir: Path, method: str) -> tuple[str, str] | None:
     """The partner of the run being trained in the server's runs folders (``study_jobs.twin``: the same model and
     data trained another way; the standard one for a MODA or MwT run, MODA's for a standard run): (spec, method)."""
@@ -314,9 +264,10 @@ def find_twin(run_dir: Path, method: str) -> tuple[str, str] | None:
 
 
 class LiveProbe:
-    """The live view's numbers for one training at a time: the states it saves (and a twin's) are decomposed on
-    ``PROBE_IMAGES`` training images and summarised at the τ the sessions ask for, by one background worker
-    that runs while there is something to do. Nothing here runs in a page or holds up the training."""
+    """The live view's numbers for one training at a time: the states it saves (and a twin's) are decomposed on a
+    few hundred training images and summarised at the τ the sessions ask for (``moda_core.probe`` computes them),
+    by one background worker that runs while there is something to do. Here is only the scheduling: nothing runs
+    in a page or holds up the training."""
 
     def __init__(self, twin_finder: TwinFinder) -> None:
         self._find_twin = twin_finder
@@ -333,7 +284,7 @@ class LiveProbe:
             self._todo: list[tuple[str, int, str]] = []  # (source, epoch, spec) saved states to decompose
             self._rates: dict[str, dict[int, dict[str, torch.Tensor]]] = {RUN: {}, TWIN: {}}
             self._models: dict[str, nn.Module] = {}
-            self._probes: dict[str, tuple[Split, int]] = {}
+            self._probes: dict[str, Probe] = {}
             self._numbers: dict[tuple[str, int, float], tuple[float, float]] = {}
             self._taus: list[float] = []  # most recently asked first
             self._run_dir: Path | None = None
@@ -420,12 +371,7 @@ class LiveProbe:
                     result: Any = probe_rates(job[4], probe)
                 elif kind == "twin":
                     twin = self._find_twin(job[2], job[3])
-                    states = []
-                    if twin is not None:
-                        from moda_core.studies import evolution_states
-
-                        states = spread(evolution_states(twin[0]), TWIN_STATES)
-                    result = twin, states
+                    result = twin, [] if twin is None else twin_states(twin[0], TWIN_STATES)
                 else:
                     result = module_numbers(model, rates, job[4])
             except Exception as error:  # noqa: BLE001 - the live view is extra: it never stops the training
@@ -442,9 +388,9 @@ class LiveProbe:
                     source, epoch = job[2], job[3]
                     self._todo.pop(0)
                     if result is not None:
-                        self._rates[source][epoch] = result[0]
-                        self._models.setdefault(source, result[1])
-                        self._probes.setdefault(source, result[2])
+                        self._rates[source][epoch] = result.rates
+                        self._models.setdefault(source, result.model)
+                        self._probes.setdefault(source, result.probe)
                 elif kind == "twin":
                     self._twin_searched = True
                     if result is not None and result[0] is not None:

@@ -71,3 +71,16 @@ def module_floor(model: nn.Module) -> float:
     classes = int(model.arch["num_classes"])
     empty = {point: torch.zeros(classes, units, dtype=torch.bool) for point, units in point_units(model).items()}
     return float(overlap_counts(model, empty).diagonal().min()) / params
+
+
+def fully_connected_share(model: str, width: float) -> tuple[int, int] | None:
+    """(parameters in fully connected layers, all parameters) of the zoo model ``model`` at ``width``, built for ten
+    classes of 28×28 digits (as the comparison table trains it): the share no unit mask of a convolution can drop
+    from a composed module. None for a model that is not the zoo's (a model of one's own is not built here)."""
+    from moda_core.models import MODELS, build_model
+
+    if model not in MODELS:
+        return None
+    net = build_model(model, width=float(width))
+    linear = sum(p.numel() for m in net.modules() if isinstance(m, nn.Linear) for p in m.parameters(recurse=False))
+    return linear, sum(p.numel() for p in net.parameters())

@@ -1,13 +1,23 @@
 """Twins: runs of the same experiment trained by other methods (MODA, standard training, MwT), the runs the
 dashboard draws side by side. Two runs are the same experiment when they trained the same model on the same data
 (``SAME_EXPERIMENT``, read from what each run's config.json says was built and loaded); how they trained (the method
-and its weights, the epochs, the optimiser, the seed) may differ."""
+and its weights, the epochs, the optimiser, the seed) may differ.
+
+Pages look for a run's twins on every view, among every listed run: what a settled config.json says is kept per
+state of the file (``experiment``), as the listing keeps what it read of a settled folder, so a page view reads no
+config.json that the last one read.
+"""
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 from moda_core.errors import ModaError
+from moda_core.store.names import CONFIG
 from moda_core.store.records import read_config
 from moda_core.store.summary import RunStatus, RunSummary
 
@@ -17,16 +27,46 @@ SAME_EXPERIMENT = (("arch", "name"), ("arch", "width"), ("data", "name"), ("data
                    ("data", "train_fraction"), ("data", "class_fractions"), ("train", "points"),
                    ("train", "threshold"))
 METHODS = ("moda", "standard", "mwt")
+SETTLED_NS = 2_000_000_000  # a config.json changed less than this long ago is read afresh (as the listing does)
+_KNOWN: OrderedDict[tuple[str, int, int, int, int, int], tuple[str, ...]] = OrderedDict()  # file state → experiment
+_KNOWN_MAX = 1024
+_KNOWN_LOCK = threading.Lock()
 
 
-def experiment(run_dir: str | Path) -> tuple | None:
+def _settled_state(config: Path) -> tuple[str, int, int, int, int, int] | None:
+    """A config.json's identity, size and modification and change times: any write changes them (a file replaced
+    by a rename is another file). None while it changed in the last ``SETTLED_NS`` (a rewrite in place within the
+    clock's granularity can keep its times) or when it cannot be looked at."""
+    try:
+        info = os.stat(config)
+    except OSError:
+        return None
+    if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < SETTLED_NS:
+        return None
+    return str(config), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def experiment(run_dir: str | Path) -> tuple[str, ...] | None:
     """What makes ``run_dir`` the experiment it is (``SAME_EXPERIMENT``'s values), None when its config does not
-    read."""
+    read. Kept per state of a settled config.json (``_settled_state``): read again only once it changes."""
+    key = _settled_state(Path(run_dir) / CONFIG)
+    if key is not None:
+        with _KNOWN_LOCK:
+            known = _KNOWN.get(key)
+            if known is not None:
+                _KNOWN.move_to_end(key)
+                return known
     try:
         config = read_config(run_dir)
     except ModaError:
         return None
-    return tuple(repr(config.get(record, {}).get(key)) for record, key in SAME_EXPERIMENT)
+    signature = tuple(repr(config.get(record, {}).get(name)) for record, name in SAME_EXPERIMENT)
+    if key is not None:
+        with _KNOWN_LOCK:
+            _KNOWN[key] = signature
+            while len(_KNOWN) > _KNOWN_MAX:
+                _KNOWN.popitem(last=False)
+    return signature
 
 
 def partner(method: str) -> str:

@@ -17,7 +17,7 @@ from moda_core.comparison import (
 )
 from moda_core.compose import compose_module, parameter_count
 from moda_core.errors import ModaError
-from moda_core.summary import mean_off_diagonal, module_summary
+from moda_core.summary import fully_connected_share, mean_off_diagonal, module_summary
 
 
 @pytest.mark.parametrize("name,channels,size", [("lenet5", 1, 28), ("resnet18", 3, 32),
@@ -77,3 +77,12 @@ def test_train_overhead_round_trip(tmp_path):
     path.write_text('{"vgg16": {"moda_ratio": "fast"}}')
     with pytest.raises(CompareFileError, match="should be a number"):
         read_train_overhead(path)
+
+
+def test_the_fully_connected_share_counts_the_linear_layers_weights():
+    linear, total = fully_connected_share("lenet5", 1.0)  # conv 6 and 16 channels of 5×5, then 400 → 120 → 84 → 10
+    assert linear == 120 * 400 + 120 + 84 * 120 + 84 + 10 * 84 + 10
+    assert total == linear + (6 * 25 + 6) + (16 * 6 * 25 + 16)
+    mlp, mlp_total = fully_connected_share("mlp", 0.5)
+    assert mlp == mlp_total  # nothing but fully connected layers
+    assert fully_connected_share("my.package:builder", 1.0) is None  # a model of one's own is not built

@@ -11,12 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import DEMO, train_from_form
 
-from moda_core.data import Split
 from moda_core.decompose import activation_rates, masks_from_rates
 from moda_core.errors import ModaError
+from moda_core.probe import probe_split
 from moda_core.runs import load_run, run_dataset
 from moda_core.summary import module_summary
 from moda_core.train import Progress, TrainConfig
@@ -129,19 +128,6 @@ def test_the_form_config_learns_a_subset_on_a_fraction_with_one_scarce_class():
 
 # ----- the live view's machinery (fast: demo runs are read, nothing trains) ----------------------------------
 
-def test_the_probe_split_is_a_fixed_class_balanced_subset_of_at_most_500_images():
-    from dashboard.training import PROBE_IMAGES, probe_split
-
-    labels = torch.tensor([k % 7 for k in range(3000)] + [7] * 3)  # class 7 has only 3 images
-    split = Split(torch.arange(len(labels)).view(-1, 1, 1, 1), labels, torch.zeros(1), torch.ones(1))
-    probe = probe_split(split, 8)
-    assert len(probe) <= PROBE_IMAGES
-    counts = torch.bincount(probe.labels, minlength=8).tolist()
-    assert counts == [PROBE_IMAGES // 8] * 7 + [3]  # every class, none above its share
-    assert probe.images.flatten().tolist() == sorted(probe.images.flatten().tolist())  # in the split's order
-    assert torch.equal(probe_split(split, 8).images, probe.images)  # the same images every time
-
-
 def test_the_live_probe_decomposes_each_saved_state_and_its_twin_in_the_background(tmp_path):
     from dashboard.training import LiveProbe
 
@@ -165,11 +151,10 @@ def test_the_live_probe_decomposes_each_saved_state_and_its_twin_in_the_backgrou
     assert asked == [(run, "moda")]
     assert view.run["epoch"] == [8, 16, 40] and view.twin["epoch"] == [8, 16, 40]
     assert view.twin_spec == str(twin) and view.twin_method == "standard"
-    # the numbers are module_summary's of the modules the probe images give at τ
+    # the numbers are module_summary's of the modules the probe images give at τ (moda_core.probe; its own
+    # tests: test_probe.py)
     loaded = load_run(f"{run}@16")
     data = run_dataset(loaded)
-    from dashboard.training import probe_split
-
     rates, _ = activation_rates(loaded.model, probe_split(data.train, data.num_classes), data.num_classes)
     summary = module_summary(loaded.model, masks_from_rates(rates, 0.7))
     assert view.run["mean_module_size"][1] == pytest.approx(summary.mean_size)
@@ -246,14 +231,6 @@ def test_a_resumed_run_brings_the_checkpoints_it_kept_to_the_live_view(tmp_path,
     assert slot.wait(30)
     run = tmp_path / "weak"
     assert handed == [(8, f"{run}@8"), (16, f"{run}@16")]
-
-
-def test_spread_keeps_the_first_and_the_last():
-    from dashboard.training import spread
-
-    assert spread(list(range(5)), 11) == [0, 1, 2, 3, 4]
-    assert spread(list(range(41)), 11) == list(range(0, 41, 4))
-    assert spread(list(range(7)), 3) == [0, 3, 6] and spread([1, 2], 1) == [2] and spread([1, 2], 0) == []
 
 
 def test_the_live_figure_draws_a_one_state_twin_as_a_level_across_the_training():

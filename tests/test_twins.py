@@ -3,7 +3,10 @@ the live training view use."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections import OrderedDict
+from pathlib import Path
 
 from helpers import DEMO
 
@@ -56,3 +59,56 @@ def test_the_pages_keep_a_checkpoint_as_the_chosen_run():
     group = study_jobs.twins(list_runs(DEMO), spec)
     assert group["moda"] == spec and group["standard"] == str(DEMO / "vgg11-standard")
     assert study_jobs.twin(group) == ("standard", str(DEMO / "vgg11-standard"))
+
+
+# ----- a page view reads no config.json the last one read -------------------------------------------------
+
+def counted_config_reads(monkeypatch) -> list[Path]:
+    """The run folders whose config.json ``moda_core.twins`` reads from now on, in order (what it knew is
+    forgotten first)."""
+    read: list[Path] = []
+    real = twins.read_config
+
+    def counting(run_dir):
+        read.append(Path(run_dir))
+        return real(run_dir)
+
+    monkeypatch.setattr(twins, "read_config", counting)
+    monkeypatch.setattr(twins, "_KNOWN", OrderedDict())
+    return read
+
+
+def test_a_second_page_view_reads_no_config_json_again(monkeypatch):
+    read = counted_config_reads(monkeypatch)
+    spec = str(DEMO / "vgg11-moda")
+    first = study_jobs.twins(list_runs(DEMO), spec)  # the first view: the candidates' config.json, once each
+    assert first["standard"] == str(DEMO / "vgg11-standard") and DEMO / "vgg11-standard" in read
+    assert len(read) == len(set(read))
+    read.clear()
+    assert study_jobs.twins(list_runs(DEMO), spec) == first  # the next view: the same answer, from what was read
+    assert read == []
+
+
+def test_a_config_json_that_changes_is_read_again(tmp_path, monkeypatch):
+    for name in ("vgg11-moda", "vgg11-standard"):
+        shutil.copytree(DEMO / name, tmp_path / name)
+    read = counted_config_reads(monkeypatch)
+    spec = str(tmp_path / "vgg11-moda")
+    # just written (copied): not settled, so every view reads it afresh
+    assert list(study_jobs.twins(list_runs(tmp_path), spec)) == ["moda", "standard"]
+    assert list(study_jobs.twins(list_runs(tmp_path), spec)) == ["moda", "standard"]
+    assert read.count(tmp_path / "vgg11-standard") == 2
+    monkeypatch.setattr(twins, "SETTLED_NS", 0)  # from here on, a file counts as settled as soon as it is written
+    study_jobs.twins(list_runs(tmp_path), spec)
+    read.clear()
+    study_jobs.twins(list_runs(tmp_path), spec)
+    assert read == []
+    # the standard run's config.json replaced (as the store writes it: a new file renamed into place)
+    config_path = tmp_path / "vgg11-standard" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["data"]["train_fraction"] = 0.5
+    staged = config_path.with_name("config.json.new")
+    staged.write_text(json.dumps(config))
+    os.replace(staged, config_path)
+    assert list(study_jobs.twins(list_runs(tmp_path), spec)) == ["moda"]  # another experiment now
+    assert read == [tmp_path / "vgg11-standard"]

@@ -25,7 +25,6 @@ from dashboard.figures.map import (
     unit_codes,
 )
 from dashboard.plain_text import code, plain
-from moda_core.activations import modular_points
 
 CHART = "map_chart"  # the map's selection (a clicked unit) lives under this session key
 CLICKED = "map_clicked"  # the last click acted on, so that a click moves the layer and unit pickers once
@@ -54,7 +53,7 @@ with c1:
                        help="A run, or one of its saved checkpoints (RUN @ epoch N).")
 if spec is None:
     st.stop()
-run = ui.load_or_stop(spec)
+ui.load_or_stop(spec)
 names = engine.class_names(spec)
 # ?pair=3,5: the classes lit (logit positions), kept in the URL so a bookmark reopens them
 linked = ui.linked_classes(PAIR_PARAM, "map_classes", len(names), 2)
@@ -76,7 +75,7 @@ ui.link(PAIR_PARAM, ",".join(str(c) for c in classes))
 
 with st.spinner("Decomposing…"):
     all_masks = engine.masks(spec, tau)
-points = [p for p in modular_points(run.model) if p in all_masks]
+points = [p for p in engine.modular_points(spec) if p in all_masks]
 masks = {p: all_masks[p] for p in points}  # forward order
 codes = unit_codes(masks, classes)
 

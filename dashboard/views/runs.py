@@ -14,11 +14,9 @@ from dashboard import engine, folders, study_jobs, training, ui
 from dashboard.figures.style import method_label
 from dashboard.figures.training import accuracy_figure, history_figure, live_modules_figure, runs_overlay_figure
 from dashboard.plain_text import code, plain
-from moda_core import run_config
-from moda_core import runs as run_store
-from moda_core.data import DATASETS
 from moda_core.errors import ModaError
-from moda_core.methods import METHODS, method_of, settings_of, weights_text
+from moda_core.probe import PROBE_IMAGES
+from moda_core.run_config import MAX_SEED
 from moda_core.store.summary import RunStatus, RunSummary
 from moda_core.train import TrainConfig
 
@@ -39,34 +37,15 @@ def for_visitors(message: str) -> str:
     return folders.public(message)
 
 
-def config_facts(path: str | Path) -> dict:
-    """Width, class subset and training-data fraction of a run, from its config.json ({} if unreadable)."""
-    try:
-        config = run_store.read_config(path)
-    except ModaError:
-        return {}
-    train, data, arch = config.get("train") or {}, config.get("data") or {}, config.get("arch") or {}
-    classes = data.get("classes") or train.get("classes")
-    fraction = data.get("train_fraction", train.get("train_fraction"))
-    info = DATASETS.get(str(data.get("name") or train.get("dataset")))
-    every = not classes or (info is not None and sorted(classes) == list(range(info.num_classes)))
-    return {"width": arch.get("width", train.get("width")),
-            "classes": (f"all {info.num_classes}" if info else "all") if every else ", ".join(str(c) for c in classes),
-            "data fraction": None if fraction is None else 100 * float(fraction)}
-
-
 def run_row(s: RunSummary, live: training.TrainingStatus | None = None) -> dict[str, Any]:
     """One row of the runs table: what makes two accuracies comparable (method and MODA's loss weights, model and
     width, classes, data and its fraction), then the epochs and the test accuracy."""
-    facts = {"width": None, "classes": None, "data fraction": None, **config_facts(s.path)}
+    facts = {"width": None, "classes": None, "data fraction": None, **engine.run_facts(s.path)}
     width = facts["width"]
     model = s.model or ""
     fraction = facts["data fraction"]
     data = s.dataset or ""
-    method = weights = None
-    if s.method in METHODS and s.status is not RunStatus.BROKEN:  # its weights by their own names, last
-        method = METHODS[s.method].label
-        weights = weights_text(s.method, {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma})
+    method, weights = engine.run_method(s)  # its weights by their own names, last
     return {"run": folders.run_label(str(s.ref)), "status": status_text(s, live), "method": method,
             "model": f"{model} ×{width:g}" if isinstance(width, (int, float)) and width != 1 and model else model,
             "classes": facts["classes"],
@@ -90,8 +69,7 @@ def resume_plan(path: str | Path) -> tuple[TrainConfig | None, str | None]:
     """An interrupted run's stored training settings, and why the browser may not resume it (None: it may):
     its config does not load (no settings then), or they exceed the form's limits (``training.LIMITS``)."""
     try:
-        record = run_store.read_config(path).get("train")
-        config = TrainConfig.from_record(record if isinstance(record, dict) else {})
+        config = engine.stored_training(path)
     except ModaError as error:
         return None, for_visitors(str(error))
     except (ValueError, TypeError) as error:
@@ -101,12 +79,12 @@ def resume_plan(path: str | Path) -> tuple[TrainConfig | None, str | None]:
 
 
 def run_name_problem(name: str, folder: Path) -> str | None:
-    """Why a typed run name cannot be used (None when it can): the run store's rule (``runs.check_run_name``),
+    """Why a typed run name cannot be used (None when it can): the run store's rule (``engine.check_run_name``),
     and not taken yet."""
     if not name:
         return None
     try:
-        run_store.check_run_name(name)
+        engine.check_run_name(name)
     except ModaError as error:
         return str(error)
     if (folder / name).exists():
@@ -176,7 +154,7 @@ if interrupted:
             if st.button(f"Yes, delete {plain(s.name)}", key=f"delete_yes_{s.name}"):
                 st.session_state.pop("runs_delete", None)
                 try:
-                    run_store.discard_run(s.path)  # refused while a process trains into it
+                    engine.discard_run(s.path)  # refused while a process trains into it
                 except ModaError as error:
                     st.error(f"{code(label)} could not be deleted: {plain(for_visitors(str(error)))}")
                 else:
@@ -190,7 +168,7 @@ def curves() -> None:
     spec = ui.pick_run("Run", key="runs_run", summaries=summaries, prefer=ui.modular_demo_first)
     run = ui.load_or_stop(spec)
     left, right = st.columns(2)
-    terms = method_of(run.config).terms(settings_of(run.config))  # name → trained (else measured)
+    terms = engine.loss_terms(spec)  # name → trained (else measured)
     ui.chart(history_figure(run.history, terms=tuple(terms), trained=terms), key="runs_losses", where=left)
     if [term for term, trained in terms.items() if trained] == ["ce"] and len(terms) > 1:
         left.caption("A standard run: only the cross-entropy was trained; affinity, dispersion and compactness "
@@ -286,8 +264,8 @@ with st.form("train_form"):
                             key="train_gamma")
     name = c3.text_input("Run name (empty: model-dataset-method-time)", key="train_name",
                          help="letters, digits, '.', '_' and '-', not starting with '.' or '-'")
-    seed = c3.number_input("Seed", min_value=0, max_value=run_config.MAX_SEED, value=0, key="train_seed",
-                           help=f"a whole number from 0 to {run_config.MAX_SEED:,}, as on the command line")
+    seed = c3.number_input("Seed", min_value=0, max_value=MAX_SEED, value=0, key="train_seed",
+                           help=f"a whole number from 0 to {MAX_SEED:,}, as on the command line")
     # the classes on a row of their own: ten chips do not fit a third of the form
     chosen = st.multiselect("Classes", CLASSES, default=CLASSES, key="train_classes",
                             help=f"The digits to learn (at least {training.LIMITS.min_classes}); fewer classes "
@@ -371,7 +349,7 @@ def live_modules_chart(status: training.TrainingStatus) -> int:
         ui.chart(live_modules_figure(series, methods, tau, status.epochs, levels=[twin_label]),
                  key="train_live_modules")
         st.caption(f"At each checkpoint, the saved weights decomposed at τ = {tau:.2f} (the pages' τ: set it on any "
-                   f"page's slider) on a fixed set of up to {training.PROBE_IMAGES} training images, every class "
+                   f"page's slider) on a fixed set of up to {PROBE_IMAGES} training images, every class "
                    "present. Modules over training measures them again on all training images, with the test "
                    "accuracy, once the training is done.")
     elif every:

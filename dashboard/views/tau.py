@@ -10,7 +10,6 @@ from dashboard.figures.activations import FLOOR_SHOWN, add_floor_line, floor_tex
 from dashboard.figures.style import method_label
 from dashboard.figures.training import tau_figure
 from dashboard.plain_text import code, plain
-from moda_core.studies import default_pairs
 
 st.title("τ trade-off")
 st.caption("τ is the firing rate a unit needs, on a class's training images, to join that class's module. A "
@@ -56,7 +55,7 @@ if shown:
     if floor >= FLOOR_SHOWN:
         st.caption(floor_text(floor))
     names = engine.class_names(spec)
-    pairs = default_pairs(len(names))  # the pairs study_jobs' τ sweep composes (tau_sweep's default)
+    pairs = engine.tau_pairs(len(names))  # the pairs study_jobs' τ sweep composes (tau_sweep's default)
     every = comb(len(names), 2)
     listed = ", ".join(f"{names[a]}–{names[b]}" for a, b in pairs)
     sample = (f"all {every} class pairs ({listed})" if len(pairs) == every else
