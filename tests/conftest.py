@@ -26,7 +26,7 @@ from moda_core.train import TrainConfig, train
 
 torch.set_num_threads(2)
 
-# fixtures that train a model: conftest's, test_replace.py's and test_runs.py's trained runs
+# fixtures that train a model: conftest's, test_replace.py's and test_store_crashes.py's trained runs
 TRAINING_FIXTURES = {"lenet_moda_run", "pair", "masks", "tiny_run"}
 
 # a `moda_core train` command line in a test's source: "train" as an argument of a call or a list

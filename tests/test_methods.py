@@ -1,5 +1,6 @@
 """The method interface (moda_core/methods): each method's own hyperparameters, the named terms its steps report,
-one spelling of standard training, and a trainer that sums whatever terms a method reports."""
+one spelling of standard training, a trainer that sums whatever terms a method reports, and ``methods.method_of``,
+the one answer to "which method is this run"."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,10 @@ from typing import ContextManager
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEMO
 from torch import nn
 
-from moda_core import methods
+from moda_core import methods, runs
 from moda_core.commands import one_spelling
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
@@ -176,3 +178,40 @@ def test_a_stored_run_says_its_weights_and_terms_by_its_method_s_names() -> None
     label, weights, terms = read({"method": "moda", "alpha": 0.0, "beta": 0.0, "gamma": 0.0})  # stored before
     assert (label, weights) == ("standard training", "") and [t for t, trained in terms.items() if trained] == ["ce"]
     assert read({"method": "standard", "track_modular_terms": False})[2] == {"ce": True}
+
+
+# ----- one vocabulary for methods ------------------------------------------------------------------
+
+def test_method_of_a_train_config():
+    assert method_of(TrainConfig()).name == "moda"
+    assert method_of(TrainConfig(method="mwt")).name == "mwt"
+    assert method_of(TrainConfig(method="standard")).name == "standard"
+    assert method_of(TrainConfig(alpha=0, beta=0, gamma=0)).name == "standard"  # MODA without its terms
+    assert method_of(TrainConfig(alpha=0, beta=0, gamma=0.3)).name == "moda"
+
+
+def test_method_of_a_stored_config():
+    assert method_of({"train": {"method": "mwt", "alpha": 0.5, "beta": 1.5, "gamma": 0.0}}).name == "mwt"
+    assert method_of({"train": {"method": "moda", "alpha": 1.0, "beta": 1.0, "gamma": 0.3}}).name == "moda"
+    assert method_of({"train": {"method": "moda", "alpha": 0.0, "beta": 0.0, "gamma": 0.0}}).name == "standard"
+    # runs written before train.method existed: MwT through arch.mwt, MODA (or standard) otherwise
+    assert method_of({"arch": {"name": "vgg11", "mwt": True}, "train": {"alpha": 0.5, "beta": 1.5}}).name == "mwt"
+    assert method_of({"arch": {"name": "vgg11"}, "train": {"alpha": 1.0, "beta": 1.0, "gamma": 0.3}}).name == "moda"
+    assert method_of({"arch": {"name": "vgg11"}, "train": {"alpha": 0, "beta": 0, "gamma": 0}}).name == "standard"
+    with pytest.raises(ModaError, match="unknown training method 'magic'"):
+        method_of({"train": {"method": "magic"}})
+
+
+def test_a_method_carries_its_name_and_label():
+    assert {name: m.label for name, m in METHODS.items()} == {
+        "standard": "standard training", "moda": "MODA", "mwt": "MwT"}
+    assert all(m.name == name for name, m in METHODS.items())
+
+
+def test_listed_runs_carry_the_resolved_method_and_nothing_called_kind():
+    summaries = {s.name: s for s in runs.list_runs(DEMO)}
+    for name, summary in summaries.items():
+        assert not hasattr(summary, "kind") and "kind" not in summary.row()
+        assert summary.method == method_of(runs.read_config(DEMO / name)).name, name
+    assert summaries["vgg11-standard"].method == "standard"  # stored as MODA with α=β=γ=0
+    assert summaries["vgg11-mwt"].method == "mwt" and summaries["vgg11-moda"].method == "moda"

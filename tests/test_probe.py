@@ -1,6 +1,6 @@
 """``moda_core.probe``: the live view's decomposition of one saved state on a fixed probe of its training images
 gives the numbers a decomposition computed independently on the same images gives; a run or an epoch that is not
-there is a clear ``ModaError``. (The dashboard's scheduling of it: test_training_story.py.)"""
+there is a clear ``ModaError``. (The dashboard's scheduling of it: test_training.py.)"""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,5 @@
 """The findings of the last adversarial probe, one test each (the runs-folder-is-code finding:
-test_runs_folder_is_data.py; the fuzzing of stored files: test_untrusted_runs.py)."""
+test_import_policy.py; the fuzzing of stored files: test_store_untrusted.py)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """README's "Your own model" section runs as written: its commands from examples/ (the dashboard line is the
-browser test's, in test_any_model_dashboard.py) and its training-loop example."""
+browser test's, in test_e2e_any_model_dashboard.py) and its training-loop example."""
 from __future__ import annotations
 
 import os

@@ -1,22 +1,13 @@
-"""moda_core.summary (the one module summary) and moda_core.comparison (the compare table's and the
-overhead JSON's format), checked against numbers computed independently here."""
+"""moda_core.summary (the one module summary), checked against numbers computed independently here (the compare
+table's and the overhead JSON's format, moda_core.comparison: test_comparison.py)."""
 import json
 import math
 
 import pytest
 import torch
-from helpers import COMPARE_CSV_EXAMPLE, NUM_CLASSES, brute_force_overlap, random_masks, randomised
+from helpers import NUM_CLASSES, brute_force_overlap, random_masks, randomised
 
-from moda_core.comparison import (
-    COMPARE_COLUMNS,
-    CompareFileError,
-    read_compare_table,
-    read_train_overhead,
-    write_compare_table,
-    write_train_overhead,
-)
 from moda_core.compose import compose_module, parameter_count
-from moda_core.errors import ModaError
 from moda_core.summary import fully_connected_share, mean_off_diagonal, module_summary
 
 
@@ -52,31 +43,6 @@ def test_mean_off_diagonal_by_hand():
     matrix = torch.tensor([[9.0, 1.0, 2.0], [1.0, 9.0, 6.0], [2.0, 6.0, 9.0]])
     assert mean_off_diagonal(matrix) == pytest.approx(3.0)
     assert math.isnan(mean_off_diagonal(torch.ones(1, 1)))
-
-
-def test_compare_table_round_trip(tmp_path):
-    source = tmp_path / "in.csv"
-    source.write_text(COMPARE_CSV_EXAMPLE)
-    table = read_compare_table(source)
-    assert list(table.columns[:len(COMPARE_COLUMNS)]) == list(COMPARE_COLUMNS) and len(table) == 6
-    written = write_compare_table(tmp_path / "out.csv", table.to_dict("records"))
-    again = read_compare_table(tmp_path / "out.csv")
-    assert again.equals(table) and written.shape == table.shape
-    assert (tmp_path / "out.md").read_text().startswith("| model | width | method |")
-    (tmp_path / "bad.csv").write_text("model,width\nlenet5,1\n")
-    with pytest.raises(CompareFileError, match="lacks the column"):
-        read_compare_table(tmp_path / "bad.csv")
-    assert issubclass(CompareFileError, ModaError)
-
-
-def test_train_overhead_round_trip(tmp_path):
-    path = tmp_path / "train_overhead.json"
-    write_train_overhead(path, {"vgg16": {"moda_ratio": 1.25, "mwt_ratio": 1.5, "seconds_per_step": {"moda": 1}},
-                                "device": "cpu", "width": 0.25})
-    assert read_train_overhead(path) == ("cpu", {"vgg16": {"moda_ratio": 1.25, "mwt_ratio": 1.5}})
-    path.write_text('{"vgg16": {"moda_ratio": "fast"}}')
-    with pytest.raises(CompareFileError, match="should be a number"):
-        read_train_overhead(path)
 
 
 def test_the_fully_connected_share_counts_the_linear_layers_weights():

@@ -1,5 +1,5 @@
 """Models of your own (not the zoo): builders by import path, activation points on the graph, composition, overlap,
-export and the checks on bad builders. Nothing here trains (test_any_model_training.py does)."""
+export and the checks on bad builders. Nothing here trains (test_e2e_any_model_training.py does)."""
 from __future__ import annotations
 
 import json

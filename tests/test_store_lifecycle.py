@@ -1,5 +1,5 @@
-"""The run store's one rule for run names, its discard (``--overwrite`` and the dashboard's Delete), the
-lifecycle of an ``OpenRun``, and ``methods.method_of``, the one answer to "which method is this run"."""
+"""The run store's one rule for run names, its discard (``--overwrite`` and the dashboard's Delete) and the
+lifecycle of an ``OpenRun`` (``methods.method_of``, the one answer to "which method is this run": test_methods.py)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,6 @@ from helpers import DEMO, ROOT, open_page, texts
 
 from moda_core import cli, io, runs
 from moda_core.errors import ModaError
-from moda_core.methods import METHODS, method_of
 from moda_core.train import TrainConfig, train
 
 REFUSED = ["a@b", "a/b", "-a", ".a", "x" * 101, "has space", ""]
@@ -214,40 +213,3 @@ def test_resume_state_of_a_run_without_a_finished_epoch_and_of_runs_that_cannot_
         runs.resume_state(tmp_path / "bare")
     with pytest.raises(ModaError, match="missing tensor file .*optimizer"):
         runs.resume_state(_a_run(tmp_path, "bundled"))  # the bundled demo ships no optimizer state
-
-
-# ----- one vocabulary for methods ------------------------------------------------------------------
-
-def test_method_of_a_train_config():
-    assert method_of(TrainConfig()).name == "moda"
-    assert method_of(TrainConfig(method="mwt")).name == "mwt"
-    assert method_of(TrainConfig(method="standard")).name == "standard"
-    assert method_of(TrainConfig(alpha=0, beta=0, gamma=0)).name == "standard"  # MODA without its terms
-    assert method_of(TrainConfig(alpha=0, beta=0, gamma=0.3)).name == "moda"
-
-
-def test_method_of_a_stored_config():
-    assert method_of({"train": {"method": "mwt", "alpha": 0.5, "beta": 1.5, "gamma": 0.0}}).name == "mwt"
-    assert method_of({"train": {"method": "moda", "alpha": 1.0, "beta": 1.0, "gamma": 0.3}}).name == "moda"
-    assert method_of({"train": {"method": "moda", "alpha": 0.0, "beta": 0.0, "gamma": 0.0}}).name == "standard"
-    # runs written before train.method existed: MwT through arch.mwt, MODA (or standard) otherwise
-    assert method_of({"arch": {"name": "vgg11", "mwt": True}, "train": {"alpha": 0.5, "beta": 1.5}}).name == "mwt"
-    assert method_of({"arch": {"name": "vgg11"}, "train": {"alpha": 1.0, "beta": 1.0, "gamma": 0.3}}).name == "moda"
-    assert method_of({"arch": {"name": "vgg11"}, "train": {"alpha": 0, "beta": 0, "gamma": 0}}).name == "standard"
-    with pytest.raises(ModaError, match="unknown training method 'magic'"):
-        method_of({"train": {"method": "magic"}})
-
-
-def test_a_method_carries_its_name_and_label():
-    assert {name: m.label for name, m in METHODS.items()} == {
-        "standard": "standard training", "moda": "MODA", "mwt": "MwT"}
-    assert all(m.name == name for name, m in METHODS.items())
-
-
-def test_listed_runs_carry_the_resolved_method_and_nothing_called_kind():
-    summaries = {s.name: s for s in runs.list_runs(DEMO)}
-    for name, summary in summaries.items():
-        assert not hasattr(summary, "kind") and "kind" not in summary.row()
-        assert summary.method == method_of(runs.read_config(DEMO / name)).name, name
-    assert summaries["vgg11-standard"].method == "standard"  # stored as MODA with α=β=γ=0
-    assert summaries["vgg11-mwt"].method == "mwt" and summaries["vgg11-moda"].method == "moda"
