@@ -1,6 +1,6 @@
 # Two entry points: `make run` (dashboard on the bundled demo, on 127.0.0.1 only) and `make test`.
 # Both create .venv on first use, install requirements.txt (the pinned development environment) and the
-# package itself, editable, into it. `make lint` runs ruff (CI runs it before the tests).
+# package itself, editable, into it. `make lint` runs ruff and `make typecheck` mypy (CI runs both before the tests).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,7 +22,7 @@ RUNS_DIR_SPACE := |runs-dir-space|
 runs_dir_words = $(subst :, ,$(subst $(space),$(RUNS_DIR_SPACE),$(RUNS_DIR)))
 runs_dir_flags = $(foreach dir,$(runs_dir_words),--runs-dir '$(subst $(RUNS_DIR_SPACE),$(space),$(subst ','\'',$(dir)))')
 
-.PHONY: run test test-all lint screenshots clean-venv
+.PHONY: run test test-all lint typecheck screenshots clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-all: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# mypy on moda_core, every function annotated (settings: pyproject.toml's [tool.mypy])
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 # refresh the README's screenshots (needs Debian's chromium)
 screenshots: $(VENV)/.installed

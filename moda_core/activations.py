@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import fx, nn
@@ -20,6 +20,7 @@ from torch import fx, nn
 from moda_core.errors import ModaError
 from moda_core.graph import DEFAULT_THRESHOLD, TraceError, bind, graph_of, identity, module_view
 from moda_core.hooks import hooks
+from moda_core.model_attrs import input_shape_of
 
 
 def traceable(model: nn.Module) -> bool:
@@ -36,7 +37,7 @@ def point_units(model: nn.Module) -> dict[str, int]:
     if traceable(model):
         return {name: point.units for name, point in graph_of(model).points.items()}
     param = next(model.parameters())
-    _, acts, _ = recorder(model)(torch.zeros(2, *model.input_shape, dtype=param.dtype, device=param.device))
+    _, acts, _ = recorder(model)(torch.zeros(2, *input_shape_of(model), dtype=param.dtype, device=param.device))
     return {name: act.shape[1] for name, act in zip(_relus(model), acts, strict=True)}
 
 
@@ -59,6 +60,9 @@ class _HookRecorder(nn.Module):
     """An untraceable model's ReLU modules, recorded with hooks: on a view made per call (pure) or, for training,
     on the model itself while its forward runs."""
 
+    model: nn.Module  # kept out of its submodules
+    pure: bool
+
     def __init__(self, model: nn.Module, pure: bool) -> None:
         super().__init__()
         self.__dict__.update(model=model, pure=pure)
@@ -67,7 +71,7 @@ class _HookRecorder(nn.Module):
         model = module_view(self.model) if self.pure else self.model
         cache: dict[str, torch.Tensor] = {}
 
-        def hook_for(name: str):
+        def hook_for(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
             def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
                 if name in cache:
                     raise ModaError(f"ReLU module {name!r} ran twice in one forward pass; give every activation point "
@@ -96,7 +100,7 @@ def _recording_graph(model: nn.Module, training: bool, extras: Mapping[str, str]
     missing = [target for target in extras.values() if target not in calls]
     if missing:
         raise ModaError(f"no call of module(s) {missing} in the forward pass")
-    new, env = fx.Graph(), {}
+    new, env = fx.Graph(), dict[str, fx.Node]()
     for node in graph.nodes:
         if node.op != "output":
             env[node.name] = new.node_copy(node, lambda n: env[n.name])
@@ -169,14 +173,14 @@ def masked_model(model: nn.Module, unit_masks: Mapping[str, torch.Tensor]) -> nn
         return view
     g = graph_of(model)
     g.check_composable()
-    graph, env = fx.Graph(), {}
+    graph, env = fx.Graph(), dict[str, fx.Node]()
     for node in g.graph.nodes:
         env[node.name] = graph.node_copy(node, lambda n: env[n.name])
-        point = g.point_at(node)
-        if point is not None and point.name in masks:
+        site = g.point_at(node)
+        if site is not None and site.name in masks:
             target = f"_moda_mask_{len(view._buffers)}"
-            view.register_buffer(target, masks[point.name].to(param.device, param.dtype).view(
-                [-1 if d == point.axis else 1 for d in range(len(point.shape))]))
+            view.register_buffer(target, masks[site.name].to(param.device, param.dtype).view(
+                [-1 if d == site.axis else 1 for d in range(len(site.shape))]))
             env[node.name] = graph.call_function(torch.mul, (env[node.name], graph.get_attr(target)))
     return bind(graph, view, pure=True, inplace_modules=g.inplace_modules, class_name="MaskedModel").eval()
 

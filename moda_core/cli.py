@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[allow], **kwargs)
 
     train = add("train", help="train a standard or MODA model into the run store")
-    own = {  # what the schema's help cannot know: the registries, and --epochs with --resume
+    own: dict[str, dict[str, Any]] = {  # what the schema's help cannot know: the registries, and --epochs with --resume
         "--model": dict(help=f"one of {', '.join(MODELS)}, or your own builder package.module:function, called as "
                              "function(num_classes=, in_channels=, image_size=) (default lenet5)"),
         "--dataset": dict(help=f"one of {', '.join(DATASETS)} (default mnist5k)"),

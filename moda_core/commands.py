@@ -21,6 +21,7 @@ from moda_core.methods.base import WEIGHT_SLOTS
 if TYPE_CHECKING:  # imported when a command runs: `moda --help` needs no torch import
     from moda_core.decompose import Decomposition
     from moda_core.runs import Run
+    from moda_core.train import Progress
 
 
 Command = Callable[[argparse.Namespace], Any]
@@ -110,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True,
                disable=None if int(os.environ.get("RANK", "0")) == 0 else True)
 
-    def progress(event) -> None:
+    def progress(event: Progress) -> None:
         if bar.total is None:
             bar.reset(total=event.epochs * event.steps)
         if event.stage == "batch":
@@ -250,15 +251,16 @@ def cmd_compose(args: argparse.Namespace) -> dict[str, Any]:
 def check_reference(reference: Run, run: Run, spec: str) -> Run:
     """``reference`` when it can be compared with ``run`` on the same sub-tasks: the same input shape and the
     same classes in the same logit order; else a ``ModaError`` saying how they differ."""
+    from moda_core.model_attrs import arch_of, input_shape_of
     from moda_core.replace import run_classes
 
-    shape, wanted = tuple(reference.model.input_shape), tuple(run.model.input_shape)
+    shape, wanted = input_shape_of(reference.model), input_shape_of(run.model)
     if shape != wanted:
         raise ModaError(f"reference run {spec} takes inputs of shape {shape} but this run takes {wanted}: "
                         "give a run trained on the same data")
-    if reference.model.arch["num_classes"] != run.model.arch["num_classes"]:
-        raise ModaError(f"reference run {spec} has {reference.model.arch['num_classes']} classes, "
-                        f"this run has {run.model.arch['num_classes']}")
+    classes, wanted_classes = arch_of(reference.model)["num_classes"], arch_of(run.model)["num_classes"]
+    if classes != wanted_classes:
+        raise ModaError(f"reference run {spec} has {classes} classes, this run has {wanted_classes}")
     if run_classes(reference) != run_classes(run):
         raise ModaError(f"reference run {spec} learnt classes {run_classes(reference)} but this run learnt "
                         f"{run_classes(run)}: give a run trained on the same classes")

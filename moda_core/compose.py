@@ -18,7 +18,7 @@ is an fx ``GraphModule`` (logits of the sorted targets; ``classes``, ``input_sha
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping, overload
 
 import torch
 from torch import fx, nn
@@ -27,7 +27,8 @@ from moda_core.activations import point_units
 from moda_core.data import check_classes
 from moda_core.errors import ModaError
 from moda_core.graph import NetGraph, TraceError, attribute, graph_of, module_view
-from moda_core.oprules import acting
+from moda_core.model_attrs import arch_of, input_shape_of, set_attributes
+from moda_core.oprules import acting, target_name
 
 __all__ = ["check_masks", "compose_module", "composition_blocker", "layer_of", "limits", "overlap_counts",
            "parameter_count"]
@@ -122,7 +123,7 @@ class _Analysis:
         return self.g.shapes.get(node.name) if isinstance(node, fx.Node) else None
 
     def module(self, node: fx.Node) -> nn.Module:
-        return self.model.get_submodule(node.target)
+        return self.model.get_submodule(target_name(node))
 
     def full(self, size: int) -> torch.Tensor:
         return torch.ones(self.rows, size, dtype=torch.bool)
@@ -150,8 +151,8 @@ class _Analysis:
         unit, as the composed layer does (modules cannot have zero channels)."""
         op = self.ops[node.name]
         reads = getattr(op.rule, "reads", None)
-        rows, cols = self.kept[node.name], self.kept[node.args[0].name] if reads and reads(node, op, self) else None
-        rows, cols = (None if r is None else r.clone() for r in (rows, cols))
+        cols = self.kept[node.all_input_nodes[0].name] if reads and reads(node, op, self) else None  # its input's
+        rows, cols = (None if r is None else r.clone() for r in (self.kept[node.name], cols))
         for kept in (r for r in (rows, cols) if r is not None):
             kept[:, 0] |= ~kept.any(1)
         return rows, cols
@@ -171,7 +172,7 @@ class _Rewriter:
     def __init__(self, a: _Analysis, classes: list[int]) -> None:
         self.a, self.g, self.model, self.ops, self.classes = a, a.g, a.model, a.ops, classes
         self.held = {name: _indices(k) for name, k in a.kept.items()}
-        self.graph, self.env, self.root = _ComposedGraph(), {}, {}
+        self.graph, self.env, self.root = _ComposedGraph(), dict[str, fx.Node](), dict[str, Any]()
         self.device = next(iter(self.model.parameters()), torch.empty(0)).device
         self.shape, self.op, self.module = a.shape, a.op, a.module
 
@@ -209,28 +210,29 @@ class _Rewriter:
 
     def copy(self, node: fx.Node, replace: Mapping[fx.Node, Any]) -> fx.Node:
         if node.op == "call_module" and node.target not in self.root:  # a module kept whole: a copy of its own
-            self.root[node.target] = module = module_view(self.module(node))
+            self.root[target_name(node)] = module = module_view(self.module(node))
             for part in module.modules():
                 part._parameters = {k: None if v is None else nn.Parameter(v.detach().clone(), v.requires_grad)
                                     for k, v in part._parameters.items()}
                 part._buffers = {k: None if v is None else v.clone() for k, v in part._buffers.items()}
             if node.target in self.g.inplace_modules:
-                module.inplace = False
+                set_attributes(module, inplace=False)
         feed = lambda n: replace[n] if n in replace else self.env[n.name]  # noqa: E731
         return self.graph.create_node(node.op, node.target, fx.map_arg(node.args, feed), fx.map_arg(node.kwargs, feed),
                                       node.name, node.type)
 
     def get_attr(self, node: fx.Node) -> fx.Node:
-        value = attribute(self.model, node.target)
+        value = attribute(self.model, target_name(node))
         if isinstance(value, torch.Tensor):
             value = nn.Parameter(value.detach().clone(), value.requires_grad) if isinstance(value, nn.Parameter) \
                 else value.detach().clone()
-        self.root[node.target] = value
-        return self.graph.get_attr(node.target)
+        self.root[target_name(node)] = value
+        return self.graph.get_attr(target_name(node))
 
     def sliced(self, node: fx.Node) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The output and input units a sliced layer keeps, as indices (None: all)."""
-        return tuple(_indices(r) for r in self.a.sliced_rows(node))
+        rows, cols = self.a.sliced_rows(node)
+        return _indices(rows), _indices(cols)
 
     @staticmethod
     def sliced_module(module: nn.Module, tensors: Mapping[str, torch.Tensor | None], **attributes: Any) -> nn.Module:
@@ -239,17 +241,17 @@ class _Rewriter:
         for name, tensor in tensors.items():  # fresh copies (``oprules.pick``)
             if name in module._parameters:
                 new._parameters[name] = None if tensor is None else \
-                    nn.Parameter(tensor, module._parameters[name].requires_grad)
+                    nn.Parameter(tensor, module.get_parameter(name).requires_grad)
             else:
                 new._buffers[name] = tensor
         new.__dict__.update(attributes)
         return new
 
     def call_sliced(self, node: fx.Node, module: nn.Module, feed: fx.Node) -> fx.Node:
-        target = node.target if node.target not in self.root else f"{node.target}_{len(self.root)}"
+        target = target_name(node) if node.target not in self.root else f"{node.target}_{len(self.root)}"
         self.root[target] = module
         new = self.graph.call_module(target, (feed, *node.args[1:]), dict(node.kwargs))
-        if self.kept(node) is not None and len(self.kept(node)) == 0:  # an empty set: the one unit made is dropped
+        if (kept := self.kept(node)) is not None and len(kept) == 0:  # an empty set: the one unit made is dropped
             new = self.graph.call_method("narrow", (new, self.ops[node.name].axis, 0, 0))
         return new
 
@@ -293,7 +295,7 @@ def limits(model: nn.Module) -> list[str]:
 def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], graph: NetGraph | None = None) -> int:
     """Masks must cover exactly the model's points with shape (num_classes, units); returns num_classes."""
     units = {n: p.units for n, p in graph.points.items()} if graph is not None else point_units(model)
-    num_classes = model.arch["num_classes"]
+    num_classes = arch_of(model)["num_classes"]
     if set(masks) != set(units):
         missing, extra = sorted(set(units) - set(masks)), sorted(set(masks) - set(units))
         raise ModaError(f"masks do not belong to this model: missing points {missing[:4]}, unknown points {extra[:4]}")
@@ -324,7 +326,7 @@ def compose_module(model: nn.Module, masks: Mapping[str, torch.Tensor], classes:
     logits[0, classes] = True
     with torch.no_grad():
         module = _Rewriter(_Analysis(g, model, union, logits), classes).run()
-    module.classes, module.input_shape, module.kept_whole = classes, tuple(model.input_shape), g.kept_whole()
+    set_attributes(module, classes=classes, input_shape=input_shape_of(model), kept_whole=g.kept_whole())
     return module  # on the model's device: weights are sliced from its own, constants made there
 
 
@@ -364,6 +366,15 @@ def _shared(parameter: torch.Tensor, uses: list, k: int) -> torch.Tensor:
     return kept.flatten(1).double() @ kept.flatten(1).double().T
 
 
+@overload
+def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
+                   by_layer: Literal[False] = False) -> torch.Tensor: ...
+@overload
+def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
+                   by_layer: Literal[True]) -> dict[str, torch.Tensor]: ...
+@overload
+def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
+                   by_layer: bool) -> torch.Tensor | dict[str, torch.Tensor]: ...
 def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
                    by_layer: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
     """Class×class counts (float64) of full-model parameters that both single-class modules keep, from the masks
@@ -376,11 +387,11 @@ def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
     names: dict[torch.Tensor, str] = {}
     for node in _live(g):
         op = g.ops[node.name]
-        if node.op == "get_attr" and isinstance(attribute(model, node.target), nn.Parameter):
-            uses.setdefault(attribute(model, node.target), []).append(None)
-            names[attribute(model, node.target)] = node.target
+        if node.op == "get_attr" and isinstance(attribute(model, target_name(node)), nn.Parameter):
+            uses.setdefault(attribute(model, target_name(node)), []).append(None)
+            names[attribute(model, target_name(node))] = target_name(node)
         elif node.op == "call_module":
-            module = model.get_submodule(node.target)
+            module = model.get_submodule(target_name(node))
             sliced = {} if op.whole or op.axis is None else op.rule.uses(module, *a.sliced_rows(node))
             for name, parameter in (module.named_parameters() if module._modules else module._parameters.items()):
                 if parameter is not None:
@@ -388,10 +399,10 @@ def overlap_counts(model: nn.Module, masks: Mapping[str, torch.Tensor],
                     names.setdefault(parameter, f"{node.target}.{name}")
     layers: dict[str, torch.Tensor] = {}
     layer = g.cached("layers", lambda: {})
-    for parameter, entries in uses.items():
-        shared = torch.full((k, k), float(parameter.numel()), dtype=torch.float64) \
-            if all(entry is None for entry in entries) else _shared(parameter, entries, k)
-        name = names[parameter]
+    for tensor, entries in uses.items():
+        shared = torch.full((k, k), float(tensor.numel()), dtype=torch.float64) \
+            if all(entry is None for entry in entries) else _shared(tensor, entries, k)
+        name = names[tensor]
         key = layer[name] if name in layer else layer.setdefault(name, layer_of(model, name))
         layers[key] = layers[key] + shared if key in layers else shared
     return layers if by_layer else sum(layers.values(), torch.zeros(k, k, dtype=torch.float64))

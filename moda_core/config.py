@@ -129,8 +129,8 @@ def check_fields(schema: type[BaseModel], record: dict[str, Any], where: str, se
     """Validate ``record`` (fields left out: their defaults, not checked) against ``schema``'s fields alone (the
     types and bounds, none of the schema's own code); a ``ModaError`` "corrupt config WHERE: SECTION.KEY must be …"."""
     if schema not in _RECORDS:
-        _RECORDS[schema] = create_model(f"{schema.__name__}Record", __config__=STRICT,
-                                        **{name: (f.annotation, f) for name, f in schema.model_fields.items()})
+        fields: dict[str, Any] = {name: (f.annotation, f) for name, f in schema.model_fields.items()}
+        _RECORDS[schema] = create_model(f"{schema.__name__}Record", __config__=STRICT, **fields)
     try:
         _RECORDS[schema].model_validate(record)
     except ValidationError as error:
@@ -161,7 +161,8 @@ def expected(field: Any) -> str:
     if "expected" in extra:
         return extra["expected"]
     kinds = {a for a in _types(field.annotation)} - {type(None)}
-    low = high = None
+    low: Any = None  # the bounds' numbers
+    high: Any = None
     low_open = high_open = False
     for bound in field.metadata:
         if isinstance(bound, Ge):
@@ -217,7 +218,7 @@ def cli_options(schema: type[BaseModel] = TrainSettings) -> list[tuple[str, dict
     its default and help from the field (a bool setting off by default is a switch that turns it on)."""
     options = []
     for name, field in schema.model_fields.items():
-        extra = field.json_schema_extra or {}
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if not extra.get("flag", True):
             continue
         flag, kinds = f"--{name.replace('_', '-')}", set(_types(field.annotation)) - {type(None)}

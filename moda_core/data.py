@@ -225,11 +225,11 @@ def load_dataset(name: str = "mnist5k", root: str | None = None, download: bool 
     train_images, train_labels = _select(raw.train_images, raw.train_labels, classes, train_fraction, seed,
                                          class_fractions)
     test_images, test_labels = _select(raw.test_images, raw.test_labels, classes, 1.0, seed)
-    for split, labels in (("train", train_labels), ("test", test_labels)):
+    for which, labels in (("train", train_labels), ("test", test_labels)):
         counts = np.bincount(labels, minlength=len(classes))
         if (counts == 0).any():
             empty = [classes[k] for k in np.flatnonzero(counts == 0)]
-            raise ModaError(f"data set {name!r} has no {split} samples of class(es) {empty}")
+            raise ModaError(f"data set {name!r} has no {which} samples of class(es) {empty}")
     device = torch.device(device)
     mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)

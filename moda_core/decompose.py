@@ -34,6 +34,7 @@ from moda_core.errors import ModaError
 from moda_core.io import load_tensors, save_tensors
 from moda_core.methods import METHODS, method_of
 from moda_core.methods.base import Firing
+from moda_core.model_attrs import arch_of
 from moda_core.store.loading import Run, run_dataset
 from moda_core.store.names import CHECKPOINTS, MODEL, checkpoint_path
 
@@ -297,7 +298,7 @@ def _load_stored(run: Run, tau: float, save: bool, fingerprint: str) -> Decompos
     for folder, note in ((decomposition_dir(run), None),
                          (_cache_dir(run, fingerprint), "read from the user cache")):
         try:
-            found = _read_from(folder, tau, fingerprint, units, run.model.arch["num_classes"])
+            found = _read_from(folder, tau, fingerprint, units, arch_of(run.model)["num_classes"])
         except StoredProblem as problem:
             problems.append(f"the stored decomposition in {folder} was not used ({problem})")
             continue

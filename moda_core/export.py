@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from moda_core.io import atomic_write_with
+from moda_core.model_attrs import input_shape_of
 
 
 def export_program(module: nn.Module, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
@@ -24,7 +25,7 @@ def export_program(module: nn.Module, input_shape: tuple[int, ...]) -> torch.exp
 
 def export_module(module: nn.Module, path: str | Path, input_shape: tuple[int, ...] | None = None) -> Path:
     """Export ``module`` to ``path`` (.pt2), atomically. ``input_shape`` defaults to ``module.input_shape``."""
-    shape = tuple(input_shape or module.input_shape)
+    shape = tuple(input_shape) if input_shape else input_shape_of(module)
     program = export_program(module, shape)
     path = Path(path)
     atomic_write_with(path, lambda tmp: torch.export.save(program, str(tmp)))

@@ -25,6 +25,7 @@ from torch import fx, nn
 
 from moda_core import oprules
 from moda_core.errors import ModaError
+from moda_core.model_attrs import input_shape_of, set_attributes
 from moda_core.oprules import Op
 from moda_core.tracing import (
     KINDS,
@@ -176,16 +177,16 @@ def graph_of(model: nn.Module, points: str | Sequence[str] | Mapping[str, int | 
     Raises ``TraceError`` when fx cannot trace the model, ``GraphError`` for a point whose units cannot be told."""
     model = model.__dict__.get("recorded_model", model)  # a RecordingModel (moda_core.loop) reads as its model
     points = points_of(model) if points is None else points
-    points = tuple(sorted(points.items())) if isinstance(points, Mapping) else \
-        (points if isinstance(points, str) else tuple(points))
-    shape = tuple(example_input.shape[1:]) if example_input is not None else tuple(model.input_shape)
-    mine = (identity(model), shape, points)
+    spec: str | tuple[Any, ...] = tuple(sorted(points.items())) if isinstance(points, Mapping) else \
+        (points if isinstance(points, str) else tuple(points))  # hashable: kinds, or (site name, unit axis) pairs
+    shape = tuple(example_input.shape[1:]) if example_input is not None else input_shape_of(model)
+    mine = (identity(model), shape, spec)
     with _LOCK:
         known = _BY_MODEL.get(model)
     if known is None or known[0] != mine:
         key = (type(model), tuple((n, type(m), m.extra_repr(), _settings(m)) for n, m in model.named_modules()),
                tuple((n, tuple(t.shape), t.dtype) for n, t in [*model.named_parameters(), *model.named_buffers()]),
-               shape, points)
+               shape, spec)
         with _LOCK:
             gate = _BUILDING.setdefault(key, threading.Lock())
         with gate:  # one build per structure: callers asking meanwhile wait for it
@@ -193,8 +194,8 @@ def graph_of(model: nn.Module, points: str | Sequence[str] | Mapping[str, int | 
                 built = _BY_STRUCTURE.get(key)
             if built is None:
                 try:
-                    built = _build(model, shape, dict(points) if isinstance(points, tuple) and points and
-                                   isinstance(points[0], tuple) else points)
+                    built = _build(model, shape, dict(spec) if isinstance(spec, tuple) and spec and
+                                   isinstance(spec[0], tuple) else spec)
                 except (TraceError, GraphError) as error:  # remembered: the same structure fails the same way
                     built = error
                 with _LOCK:
@@ -230,7 +231,7 @@ class _Classifier:
     """What op rules read while classifying: shapes, earlier ops, modules, a zero probe."""
 
     def __init__(self, view: nn.Module, shapes: Mapping[str, Any], dtype: torch.dtype) -> None:
-        self.view, self.shapes, self.dtype, self.ops = view, shapes, dtype, {}
+        self.view, self.shapes, self.dtype, self.ops = view, shapes, dtype, dict[str, Op]()
 
     def shape(self, node: Any) -> Any:
         return self.shapes.get(node.name) if isinstance(node, fx.Node) else None
@@ -239,7 +240,7 @@ class _Classifier:
         return self.ops[node.name] if isinstance(node, fx.Node) else Op(oprules.WHOLE, holds_all=True)
 
     def module(self, node: fx.Node) -> nn.Module | None:
-        return self.view.get_submodule(node.target) if node.op == "call_module" else None
+        return self.view.get_submodule(oprules.target_name(node)) if node.op == "call_module" else None
 
     def maps_zero_to_zero(self, node: fx.Node) -> bool:
         """Whether the op gives zero for a zero input, with its own arguments (Hardtanh(0.1, 4) does not)."""
@@ -247,9 +248,9 @@ class _Classifier:
         try:
             zeros = torch.zeros(self.shape(node), dtype=self.dtype)
             with torch.no_grad():
-                out = self.module(node)(zeros) if node.op == "call_module" else \
-                    node.target(zeros, *rest[0], **rest[1]) if node.op == "call_function" else \
-                    getattr(zeros, node.target)(*rest[0], **rest[1])
+                module, target = self.module(node), node.target
+                out = module(zeros) if module is not None else target(zeros, *rest[0], **rest[1]) \
+                    if callable(target) else getattr(zeros, target)(*rest[0], **rest[1])
         except Exception:  # noqa: BLE001 - an op that cannot run on its own is not known to keep zeros
             return False
         return len(node.all_input_nodes) == 1 and isinstance(out, torch.Tensor) and bool((out == 0).all())
@@ -269,8 +270,9 @@ def _build(model: nn.Module, input_shape: tuple, points: Any) -> NetGraph:
     shapes = propagate_shapes(graph, view, torch.zeros(EXAMPLE_BATCH, *input_shape, dtype=dtype, device=device))
     blocker, inplace = functionalise(graph, view, shapes)
     for target in inplace:  # the zero probe sees them out of place
-        view.get_submodule(target).inplace = False
-    site_nodes, c, found = {node.name: name for name, node in sites.items()}, _Classifier(view, shapes, dtype), {}
+        set_attributes(view.get_submodule(target), inplace=False)
+    site_nodes, c = {node.name: name for name, node in sites.items()}, _Classifier(view, shapes, dtype)
+    found: dict[str, Point] = {}
     for node in graph.nodes:
         rule = oprules.rule_for(node, c.module(node))
         reads_tensor = any(isinstance(shapes.get(n.name), (tuple, list)) for n in node.all_input_nodes)
@@ -279,8 +281,9 @@ def _build(model: nn.Module, input_shape: tuple, points: Any) -> NetGraph:
             c.ops[node.name] = Op(oprules.META, holds_all=True)
             continue
         c.ops[node.name] = rule.classify(node, c)
-        if node.name in site_nodes:
-            c.ops[node.name] = _point_op(node, site_nodes[node.name], c, declared, found, site_kind(view, node, kinds))
+        kind = site_kind(view, node, kinds) if node.name in site_nodes else None
+        if kind is not None:
+            c.ops[node.name] = _point_op(node, site_nodes[node.name], c, declared, found, kind)
     weighted = frozenset(n.target for n in graph.nodes if n.op == "call_module"
                          and next(view.get_submodule(n.target).parameters(), None) is not None)
     return NetGraph(graph, names, shapes, c.ops, found, blocker, frozenset(inplace), weighted)
@@ -300,11 +303,11 @@ def _point_op(node: fx.Node, name: str, c: _Classifier, declared: Mapping | None
     axis = (declared or {}).get(name)
     if axis is not None and (not -len(shape) <= axis < len(shape) or axis % len(shape) == 0):
         raise GraphError(f"point {name!r}: unit axis {axis} is not a feature dim of its {len(shape)}-D activation")
-    if axis is None and held.axis is None:
+    axis = held.axis if axis is None else axis % len(shape)
+    if axis is None:
         raise GraphError(f"cannot tell the units of point {name!r}: nothing before it says which dim of its "
                          f"{len(shape)}-D activation {list(shape)} holds the features (no convolution or linear layer "
                          f"leads to it); declare it, e.g. points={{{name!r}: -1}}")
-    axis = held.axis if axis is None else axis % len(shape)
     zero = op.data if isinstance(op.rule, oprules.PerUnit) and op.axis is not None else c.maps_zero_to_zero(node)
     found[name] = Point(name, kind, node.name, axis, shape[axis], tuple(shape))
     return Op(oprules.POINT, axis, shape[axis], data=bool(zero))

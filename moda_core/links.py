@@ -17,6 +17,7 @@ from torch import fx, nn
 
 from moda_core.errors import ModaError
 from moda_core.graph import NetGraph, TraceError, graph_of
+from moda_core.oprules import target_name
 
 MAP_HOPS = 2  # weight layers a connection between two consecutive points may cross, at most
 MAX_STEPS = 20_000  # graph steps one walk may take (a bound for graphs with many residual paths)
@@ -74,7 +75,7 @@ def _walk(g: NetGraph, model: nn.Module, before: str, point: str, max_hops: int)
             if folded is not None:
                 reached[hops] = reached[hops] + folded if hops in reached else folded
             continue
-        weights = unit_weights(model.get_submodule(node.target)) if node.op == "call_module" else None
+        weights = unit_weights(model.get_submodule(target_name(node))) if node.op == "call_module" else None
         if weights is not None:
             folded = fold(matrix, weights.shape[0]) if hops < max_hops else None
             if folded is not None and node.all_input_nodes:

@@ -30,6 +30,7 @@ from moda_core.decompose import DEFAULT_TAU, Decomposition, check_tau, masks_fro
 from moda_core.errors import ModaError
 from moda_core.graph import DEFAULT_THRESHOLD, graph_of, identity, module_view
 from moda_core.losses import modular_losses
+from moda_core.model_attrs import arch_of, set_attributes
 from moda_core.models.base import ZooNet
 
 Points = str | Sequence[str] | Mapping[str, int | None]
@@ -41,7 +42,7 @@ def prepare_model(model: nn.Module, example_input: torch.Tensor, points: Points 
     and ``input_shape`` set where they are missing, and its graph read (``moda_core.graph.graph_of``: a point whose
     units cannot be told is an error here). ``points``: activation kinds, or site name → unit axis."""
     if not hasattr(model, "input_shape"):
-        model.input_shape = tuple(example_input.shape[1:])
+        set_attributes(model, input_shape=tuple(example_input.shape[1:]))
     if not hasattr(model, "arch"):
         with torch.no_grad():
             output = module_view(model)(example_input)
@@ -49,14 +50,14 @@ def prepare_model(model: nn.Module, example_input: torch.Tensor, points: Points 
             raise ModaError(f"{type(model).__name__} must return logits [batch, classes], got "
                             f"{list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}")
         kinds = dict(points) if isinstance(points, Mapping) else points if isinstance(points, str) else ",".join(points)
-        model.arch = {"name": type(model).__name__, "num_classes": int(output.shape[1]), "points": kinds,
-                      "threshold": float(threshold), "in_channels": int(example_input.shape[1]),
-                      "image_size": int(example_input.shape[-1]), "width": 1.0}
+        set_attributes(model, arch={"name": type(model).__name__, "num_classes": int(output.shape[1]), "points": kinds,
+                                    "threshold": float(threshold), "in_channels": int(example_input.shape[1]),
+                                    "image_size": int(example_input.shape[-1]), "width": 1.0})
     if isinstance(model, ZooNet) or traceable(model):
         graph = graph_of(model, example_input=example_input)
         if not graph.points:
-            raise ModaError(f"{type(model).__name__} has no activation point: no {model.arch['points']} call in its "
-                            "forward pass")
+            raise ModaError(f"{type(model).__name__} has no activation point: no {arch_of(model)['points']} call in "
+                            "its forward pass")
     return model
 
 
@@ -64,6 +65,13 @@ class RecordingModel(nn.Module):
     """``model`` with a forward that also keeps every point's activation of the last pass (``last``, units on
     dim 1): the same modules, parameters and ``state_dict`` keys; in training mode the graph traced in training
     mode runs, in eval mode the eval one."""
+
+    # kept in its __dict__, out of its modules and state_dict
+    recorded_model: nn.Module
+    arch: dict[str, Any]
+    input_shape: tuple[int, ...]
+    last: list[torch.Tensor] | None
+    recorders: dict[bool, tuple[tuple[bool, tuple], nn.Module]]  # training → (its stamp, its recorder)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -135,7 +143,7 @@ def activation_rates_from(model: nn.Module, loader: Iterable, num_classes: int |
     ``(inputs, labels)`` batches of ``loader``, in eval mode. Returns rates (point → classes × units) and the
     samples per class; a class without samples is an error."""
     model = model.__dict__.get("recorded_model", model)  # a RecordingModel's model
-    num_classes = num_classes or model.arch["num_classes"]
+    num_classes = num_classes or arch_of(model)["num_classes"]
     device = device or next(model.parameters()).device
     record, points, threshold = recorder(model), modular_points(model), firing_threshold(model)
     counts: dict[str, torch.Tensor] = {}

@@ -15,6 +15,7 @@ from moda_core.compose import compose_module, parameter_count
 from moda_core.data import Split
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.hooks import eval_mode
+from moda_core.model_attrs import classes_of, input_shape_of
 
 # ----------------------------------------------------------------------------------------------
 # module metrics (docs/design.md, Module metrics)
@@ -29,21 +30,21 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
-def subtask_split(split: Split, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def subtask_split(split: Split, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the samples of ``classes`` in ``split`` and their labels as positions in sorted ``classes``."""
     classes_t = torch.tensor(sorted(classes), device=split.labels.device)
     index = torch.nonzero(torch.isin(split.labels, classes_t)).flatten()
     return index, torch.searchsorted(classes_t, split.labels[index])
 
 
-def restricted_accuracy(full_logits: torch.Tensor, split: Split, classes: list[int]) -> float:
+def restricted_accuracy(full_logits: torch.Tensor, split: Split, classes: Sequence[int]) -> float:
     """Accuracy of a full model on the samples of ``classes``, choosing only among those logits."""
     index, labels = subtask_split(split, classes)
     return accuracy(full_logits[index][:, sorted(classes)], labels)
 
 
 @torch.no_grad()
-def composed_accuracy(composed: nn.Module, split: Split, classes: list[int], batch_size: int = 1000) -> float:
+def composed_accuracy(composed: nn.Module, split: Split, classes: Sequence[int], batch_size: int = 1000) -> float:
     """Accuracy of a composed module (logits = sorted ``classes``) on the samples of those classes."""
     index, labels = subtask_split(split, classes)
     with eval_mode(composed):
@@ -89,13 +90,13 @@ def compose_report(model: nn.Module, masks: dict[str, torch.Tensor], classes: Se
     model's logit of that class.
     """
     composed = compose_module(model, masks, classes)
-    classes = composed.classes
+    classes = classes_of(composed)
     if full_logits is None:
         full_logits = predict_logits(model, test)
     full_params = parameter_count(model)
     params = parameter_count(composed)
-    full_flops = count_flops(model, model.input_shape) if full_flops is None else full_flops
-    flops = count_flops(composed, model.input_shape)
+    full_flops = count_flops(model, input_shape_of(model)) if full_flops is None else full_flops
+    flops = count_flops(composed, input_shape_of(model))
     report = {"classes": classes, "params": params, "full_params": full_params, "params_fraction": params / full_params,
             "flops": flops, "full_flops": full_flops, "flops_fraction": flops / full_flops,
             "accuracy": composed_accuracy(composed, test, classes),
@@ -132,7 +133,7 @@ def subtask_sweep(model: nn.Module, masks: dict[str, torch.Tensor], test: Split,
     architecture) also that model's restricted accuracy on the same classes."""
     full_logits = predict_logits(model, test)
     reference_logits = predict_logits(reference, test) if reference is not None else None
-    full_flops = count_flops(model, model.input_shape)
+    full_flops = count_flops(model, input_shape_of(model))
     rows = []
     for done, classes in enumerate(subsets, start=1):
         row = compose_report(model, masks, classes, test, full_logits, full_flops)

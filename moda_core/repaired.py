@@ -16,11 +16,12 @@ from torch import nn
 
 from moda_core.data import check_classes
 from moda_core.errors import ModaError
+from moda_core.model_attrs import input_shape_of
 
 
 def check_replacement(weak: nn.Module, strong: nn.Module, weak_class: int, strong_class: int) -> None:
     """Same input shape, and both class indices inside their model's logits."""
-    weak_shape, strong_shape = tuple(weak.input_shape), tuple(strong.input_shape)
+    weak_shape, strong_shape = input_shape_of(weak), input_shape_of(strong)
     if weak_shape != strong_shape:
         raise ModaError(f"the weak model takes inputs of shape {weak_shape} but the strong model takes "
                         f"{strong_shape}: a module can only replace a class of a model with the same input")
@@ -34,7 +35,7 @@ def _num_classes(model: nn.Module) -> int:
     if arch:
         return arch["num_classes"]
     with torch.no_grad():  # a model from outside the zoo: count its outputs
-        return model.eval()(torch.zeros(1, *model.input_shape, device=device_of(model))).shape[1]
+        return model.eval()(torch.zeros(1, *input_shape_of(model), device=device_of(model))).shape[1]
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -48,6 +49,8 @@ class RepairedModel(nn.Module):
     """A frozen weak model and a frozen single-class module of a strong model; ``target`` is the
     position of the replaced class in the weak model's logits, ``classes`` their original ids."""
 
+    others: torch.Tensor  # a buffer: the weak model's logits other than the target's
+
     def __init__(self, weak: nn.Module, module: nn.Module, target: int, classes: Sequence[int] | None = None) -> None:
         super().__init__()
         self.weak = _frozen(copy.deepcopy(weak))  # a copy: repairing never touches the caller's model
@@ -55,7 +58,7 @@ class RepairedModel(nn.Module):
         self.target = target
         self.num_classes = _num_classes(weak)
         self.classes = list(classes) if classes is not None else list(range(self.num_classes))
-        self.input_shape = tuple(weak.input_shape)
+        self.input_shape = input_shape_of(weak)
         self.register_buffer("others", torch.tensor([k for k in range(self.num_classes) if k != target],
                                                     dtype=torch.long, device=device_of(weak)))
 
@@ -98,6 +101,10 @@ class NormalizedModel(RepairedModel):
     """Scores: the weak softmax, with the target's probability replaced by the module output
     min-max normalised to [``low``, ``high``] (measured on the training data) and clipped to [0, 1]."""
 
+    low: torch.Tensor  # buffers
+    high: torch.Tensor
+    is_target: torch.Tensor
+
     def __init__(self, weak: nn.Module, module: nn.Module, target: int, low: float, high: float,
                  classes: Sequence[int] | None = None) -> None:
         super().__init__(weak, module, target, classes)
@@ -119,6 +126,8 @@ class AffineModel(RepairedModel):
     """Logits: the weak model's, untouched, except the target's, which becomes
     ``scale · s + weak_scale · w + bias`` of the module's logit ``s`` and the weak model's own target
     logit ``w`` (three scalars). Non-target logits are bit-identical to the weak model's."""
+
+    is_target: torch.Tensor  # a buffer
 
     def __init__(self, weak: nn.Module, module: nn.Module, target: int, scale: float = 1.0,
                  weak_scale: float = 0.0, bias: float = 0.0, classes: Sequence[int] | None = None) -> None:

@@ -47,6 +47,7 @@ from moda_core.data import Split, dataset_info
 from moda_core.decompose import DEFAULT_TAU, decompose
 from moda_core.errors import ModaError
 from moda_core.evaluate import predict_logits
+from moda_core.model_attrs import arch_of
 from moda_core.repaired import (
     AffineModel,
     CalibratedModel,
@@ -78,7 +79,7 @@ Stage = Callable[[str, float], None]
 def run_classes(run: runs.Run) -> list[int]:
     """Original class ids of a run's logits, in logit order."""
     classes = run.config.get("data", {}).get("classes")
-    return list(classes) if classes is not None else list(range(run.model.arch["num_classes"]))
+    return list(classes) if classes is not None else list(range(arch_of(run.model)["num_classes"]))
 
 
 def class_index(run: runs.Run, class_id: int) -> int:
@@ -305,6 +306,7 @@ def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int,
     classes = run_classes(weak)
     # the strategy's own steps take the middle of the bar: 0.2 to 0.8
     steps = (lambda text, done: stage(f"{strategy}: {text}", 0.2 + 0.6 * done)) if stage else None
+    model: RepairedModel
     if strategy == "calibrate":
         model = calibrate(weak.model, strong.model, masks, weak_class, strong_class, data.train, epochs=epochs,
                           lr=lr, seed=seed, classes=classes, stage=steps)
@@ -325,7 +327,7 @@ def repair(weak: runs.Run, strong: runs.Run, weak_class: int, strong_class: int,
                   epochs=epochs if strategy == "calibrate" else 0, module_params=module_params,
                   module_params_fraction=module_params / parameter_count(strong.model),
                   seconds=time.perf_counter() - started)
-    if strategy == "affine":
+    if isinstance(model, AffineModel):  # strategy "affine"
         report["affine"] = {"scale": model.scale.item(), "weak_scale": model.weak_scale.item(),
                             "bias": model.bias.item()}
     if stage:

@@ -83,7 +83,7 @@ def check_config(config: Any, where: str | Path = "config") -> dict[str, Any]:
     if not isinstance(name, str) or (name not in MODELS and not is_import_path(name)):
         raise ModaError(f"corrupt config {where}: arch.name must be a known model ({', '.join(MODELS)}) or an import "
                         f"path package.module:function, got {shown(name)}")
-    sizes = {key: arch.get(key) for key in ("in_channels", "image_size", "num_classes")}
+    sizes: dict[str, Any] = {key: arch.get(key) for key in ("in_channels", "image_size", "num_classes")}
     sizes.update({key: arch[key] for key in ("width", "threshold") if key in arch})
     check_fields(ArchRecord, sizes, str(where), "arch")
     if name not in MODELS:  # a model of the user's own: how its points were chosen

@@ -33,6 +33,7 @@ from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.io import load_tensors, read_tensor_header, save_tensors
 from moda_core.metrics import composed_accuracy, subtask_sets
+from moda_core.model_attrs import arch_of
 from moda_core.store.listing import summarize_run
 from moda_core.store.loading import Run, list_checkpoints, load_run, run_dataset
 from moda_core.store.names import RunRef
@@ -150,7 +151,7 @@ def load_evolution_rates(run: Run) -> dict[int, tuple[dict[str, torch.Tensor], f
     units = point_units(run.model)
     if points != list(units):
         raise ModaError(f"{where}: recorded for points {str(points)[:200]}, but the model's are {list(units)[:20]}")
-    classes = int(run.model.arch["num_classes"])
+    classes = int(arch_of(run.model)["num_classes"])
     expected = {_rates_key(e, p): [classes, n] for e in epochs for p, n in units.items()}
     shapes = {k: v.get("shape") for k, v in header.items() if k != "__metadata__"}
     if set(shapes) != set(expected) or any(shapes[k] != expected[k] for k in expected):
@@ -186,7 +187,7 @@ def training_evolution(run_dir_or_run: Run | str | Path, tau: float = DEFAULT_TA
     again). A run without checkpoints gives one row. ``progress(done, total)`` counts evaluated states."""
     tau = check_tau(tau)
     final = run_dir_or_run if isinstance(run_dir_or_run, Run) else None
-    path = final.path if final is not None else RunRef.parse(run_dir_or_run).path
+    path = run_dir_or_run.path if isinstance(run_dir_or_run, Run) else RunRef.parse(run_dir_or_run).path
     states = dict(evolution_states(path))
     final = final if final is not None and final.ref == RunRef(path) else load_run(path)
     recorded = load_evolution_rates(final)

@@ -16,6 +16,7 @@ from torch import nn
 
 from moda_core.activations import point_units
 from moda_core.compose import overlap_counts, parameter_count
+from moda_core.model_attrs import arch_of
 
 
 def mean_off_diagonal(matrix: torch.Tensor) -> float:
@@ -55,7 +56,8 @@ def module_summary(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Modul
     """Sizes, mean size, overlap matrix, mean overlap and overlap by layer of ``masks`` on ``model``."""
     params = parameter_count(model)
     counts = overlap_counts(model, masks, by_layer=True)
-    overlap = sum(counts.values()) / params  # the same sum as overlap_counts(model, masks) / params
+    # the same sum as overlap_counts(model, masks) / params
+    overlap = sum(counts.values(), torch.zeros((), dtype=torch.float64)) / params
     layers = {name: layer / params for name, layer in counts.items()}
     sizes = overlap.diagonal().tolist()
     return ModuleSummary(sizes=sizes, mean_size=sum(sizes) / len(sizes), overlap=overlap,
@@ -68,7 +70,7 @@ def module_floor(model: nn.Module) -> float:
     a CNN's logit bias), counted as the module size of masks that keep no unit at all. A module's size never
     falls below it, so a ViT's modules stay near it at any τ."""
     params = parameter_count(model)
-    classes = int(model.arch["num_classes"])
+    classes = int(arch_of(model)["num_classes"])
     empty = {point: torch.zeros(classes, units, dtype=torch.bool) for point, units in point_units(model).items()}
     return float(overlap_counts(model, empty).diagonal().min()) / params
 

@@ -9,7 +9,7 @@ import inspect
 import operator
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -99,15 +99,15 @@ def trace(view: nn.Module) -> tuple[fx.Graph, dict[str, str]]:
     return graph, {node.name: tracer.node_to_qualname[node] for node in graph.nodes if node in tracer.node_to_qualname}
 
 
-def site_kind(model: nn.Module, node: fx.Node, kinds: Sequence[str]) -> str | None:
+def site_kind(model: nn.Module, node: fx.Node, kinds: Collection[str]) -> str | None:
     """The activation kind ``node`` calls, if it is one of ``kinds``."""
     return next((kind for kind in kinds if
-                 node.op == "call_module" and isinstance(model.get_submodule(node.target), _MODULES[kind])
+                 node.op == "call_module" and isinstance(model.get_submodule(oprules.target_name(node)), _MODULES[kind])
                  or node.op == "call_function" and node.target in _FUNCTIONS[kind]
                  or node.op == "call_method" and node.target in _METHODS[kind]), None)
 
 
-def call_sites(graph: fx.Graph, names: Mapping[str, str], model: nn.Module, kinds: Sequence[str],
+def call_sites(graph: fx.Graph, names: Mapping[str, str], model: nn.Module, kinds: Collection[str],
            wanted: set[str] | None = None) -> dict[str, fx.Node]:
     return {names[n.name]: n for n in graph.nodes if n.op.startswith("call_") and site_kind(model, n, kinds)
             and (wanted is None or names[n.name] in wanted)}
@@ -118,29 +118,33 @@ _VIEWS = {"view", "reshape", "transpose", "permute", "expand", "flatten", "squee
           "as_strided", "detach", "swapaxes", "unfold", "getitem"}
 _TWINS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
           operator.itruediv: operator.truediv, torch.relu_: torch.relu, F.relu_: F.relu, F.elu_: F.elu,
-          F.leaky_relu_: F.leaky_relu, F.hardtanh_: F.hardtanh, F.threshold_: F.threshold,
+          F.leaky_relu_: F.leaky_relu, F.hardtanh_: F.hardtanh, torch.threshold_: F.threshold,  # = F.threshold_
           torch.sigmoid_: torch.sigmoid, torch.tanh_: torch.tanh, torch.clamp_: torch.clamp}
 
 
 def _out_of_place(node: fx.Node) -> Callable[[], None] | str | None:
     """For an in-place call: a function that makes it out of place, or why it cannot be; None for another op."""
-    if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_") \
-            and node.target != "requires_grad_":
-        twin = node.target[:-1]
+    method = oprules.target_name(node) if node.op == "call_method" else ""
+    if method.endswith("_") and not method.startswith("_") and method != "requires_grad_":
+        twin = method[:-1]
         return (lambda: setattr(node, "target", twin)) if hasattr(torch.Tensor, twin) else \
-            f"in-place {node.target} ({node.name})"
-    if node.op != "call_function":
+            f"in-place {method} ({node.name})"
+    function = node.target
+    if node.op != "call_function" or not callable(function):
         return None
-    if node.target in _TWINS:
-        return lambda: setattr(node, "target", _TWINS[node.target])
+    if function in _TWINS:
+        return lambda: setattr(node, "target", _TWINS[function])
     try:
-        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+        bound = inspect.signature(function).bind(*node.args, **node.kwargs)
     except (TypeError, ValueError):
         return None
     if bound.arguments.get("inplace") is not True:
         return None
     bound.arguments["inplace"] = False
-    return lambda: (setattr(node, "args", tuple(bound.args)), setattr(node, "kwargs", dict(bound.kwargs)))
+
+    def fix() -> None:
+        node.args, node.kwargs = tuple(bound.args), dict(bound.kwargs)
+    return fix
 
 
 def functionalise(graph: fx.Graph, model: nn.Module, shapes: Mapping[str, Any]) -> tuple[str | None, set[str]]:
@@ -152,9 +156,10 @@ def functionalise(graph: fx.Graph, model: nn.Module, shapes: Mapping[str, Any]) 
     blocker, modules = None, set()
     for node in list(graph.nodes):
         source = oprules.first(node)
-        viewed = oprules.describe(node) in _VIEWS and node.op != "call_module" and source is not None
-        base[node] = base.get(source, source) if viewed else node
-        module = node.op == "call_module" and getattr(model.get_submodule(node.target), "inplace", False) is True
+        viewed = oprules.describe(node) in _VIEWS and node.op != "call_module"
+        base[node] = base.get(source, source) if viewed and source is not None else node
+        module = node.op == "call_module" and \
+            getattr(model.get_submodule(oprules.target_name(node)), "inplace", False) is True
         fix = None if module else _out_of_place(node)
         if source is None or not module and fix is None or shapes and node.target in _TWINS and \
                 not isinstance(shapes.get(source.name), tuple):  # += on a number
@@ -168,8 +173,8 @@ def functionalise(graph: fx.Graph, model: nn.Module, shapes: Mapping[str, Any]) 
         for user in [u for u in source.users if u is not node and order[u] > order[node]]:
             user.replace_input_with(source, node)
         if module:
-            modules.add(node.target)
-        else:
+            modules.add(oprules.target_name(node))
+        elif callable(fix):
             fix()
     graph.lint()
     return blocker, modules

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import torch
 from pydantic import model_validator
@@ -241,10 +241,11 @@ def _open_and_train(config: TrainConfig, runs_dir: str | Path, name: str | None,
     ctx = distributed.context()
     if stop is not None and ctx.active:
         raise ModaError("a training under torchrun cannot take a stop signal: stop it with Ctrl-C instead")
-    opened, outcome = None, None
+    opened: runs.OpenRun | None = None
+    outcome = ("error", "rank 0 did not say")  # rank 0's, which every rank receives below
     if ctx.is_main:
         try:
-            opened = (runs.open_for_resume(Path(runs_dir) / name) if resume else
+            opened = (runs.open_for_resume(Path(runs_dir) / name) if resume and name is not None else
                       runs.create_run(runs_dir, name, default_run_name(config), overwrite=overwrite))
             outcome = ("ok", str(opened.path))
         except ModaError as error:
@@ -281,10 +282,10 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
     model.to(device)
     channels_last = device.type == "cuda"
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs leave it out
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=0.0)
-    if start_epoch > 0:
+    if resumed is not None and start_epoch > 0:
         resumed.restore(model, optimizer, device)
     elif opened is not None:
         record = make_config_record(config, model, data, device)
@@ -295,7 +296,7 @@ def _train(config: TrainConfig, run_dir: Path, opened: runs.OpenRun | None, ctx:
         network = torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        network = torch.compile(network)
+        network = cast(torch.nn.Module, torch.compile(network))  # an OptimizedModule, typed as a plain callable
 
     augment = data.info.augment if config.augment is None else config.augment
     steps = len(distributed.shard_batches(torch.arange(len(data.train)), config.batch_size, ctx))

@@ -25,6 +25,8 @@ import numpy as np
 from moda_core.errors import ModaError
 from moda_core.rawdata import DIGITS, RawData
 
+_np_multiarray: Any  # numpy's array pickling helpers: private, so not in its type stubs
+_np_numeric: Any
 try:  # numpy >= 2 moved the array pickling helpers to numpy._core
     from numpy._core import multiarray as _np_multiarray
     from numpy._core import numeric as _np_numeric
@@ -125,7 +127,7 @@ def _load_idx(label: str, class_name: str, folder: Path, download: bool) -> RawD
                             f"{images.dtype}: expected uint8 N×28×28")
         _check_labels(labels, len(images), 10, f"{label} {split} split in {where}")
         arrays += [images[:, None], labels]  # N×1×28×28
-    return RawData(*arrays, [str(name) for name in dataset_class.classes])
+    return RawData(arrays[0], arrays[1], arrays[2], arrays[3], [str(name) for name in dataset_class.classes])
 
 
 # --- CIFAR-10 and CIFAR-100: our own reader, torchvision only to download -------------------------
@@ -239,7 +241,7 @@ def _load_cifar(layout: _CifarLayout, folder: Path, download: bool) -> RawData:
         batches = [_read_cifar_batch(base / name, layout) for name in files]
         arrays += [np.concatenate([images for images, _ in batches]),
                    np.concatenate([labels for _, labels in batches])]
-    return RawData(*arrays, class_names)
+    return RawData(arrays[0], arrays[1], arrays[2], arrays[3], class_names)
 
 
 # --- SVHN: our own reader, torchvision only to download -------------------------------------------

@@ -59,7 +59,7 @@ class Weights:
     @classmethod
     def defaults(cls) -> dict[str, float]:
         """Config slot → default value; slots the method does not use are 0."""
-        found = {f.metadata["slot"]: f.default for f in dataclasses.fields(cls)}
+        found: dict[str, Any] = {f.metadata["slot"]: f.default for f in dataclasses.fields(cls)}  # weight()'s
         return {slot: float(found.get(slot, 0.0)) for slot in WEIGHT_SLOTS}
 
     @classmethod
@@ -76,6 +76,9 @@ class Weights:
         """The weights by their names in one line, "affinity 1, dispersion 1, compactness 0.3" (what a table's
         cell shows; empty for a method without weights)."""
         return ", ".join(f"{f.name.replace('_', '-')} {getattr(self, f.name):g}" for f in dataclasses.fields(self))
+
+
+_Weights = Weights  # the base class, by a name that Method's own ``Weights`` attribute does not hide
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Method:
     label = ""
     Weights: ClassVar[type[Weights]] = Weights
 
-    def weights(self, config: MethodSettings) -> Weights:
+    def weights(self, config: MethodSettings) -> _Weights:
         """This method's hyperparameters from a config."""
         return self.Weights.of(config)
 

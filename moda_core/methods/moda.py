@@ -3,7 +3,7 @@ activations at every modular point."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ContextManager
+from typing import ContextManager, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ class Moda(Method):
 
     def start(self, config: MethodSettings, model: nn.Module, network: nn.Module,
               autocast: ContextManager) -> StepFunction:
-        w, nonnegative = self.weights(config), nonnegative_points(model)
+        w, nonnegative = cast(ModaWeights, self.weights(config)), nonnegative_points(model)  # its Weights
 
         def step(x: torch.Tensor, y: torch.Tensor) -> Step:
             with autocast:

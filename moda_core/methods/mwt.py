@@ -22,7 +22,7 @@ the downsample shortcut has no gate of its own; the first conv of a model (the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from moda_core.activations import point_units, recorder
 from moda_core.errors import ModaError
 from moda_core.losses import modular_losses
 from moda_core.methods.base import Method, MethodSettings, Step, StepFunction, Weights, weight
-from moda_core.models.base import ZooNet
+from moda_core.model_attrs import arch_of
 from moda_core.models.blocks import BasicBlock, ConvUnit, PlainConvUnit, downsample
 from moda_core.oprules import Op, OpRule, first, register_op
 
@@ -104,28 +104,39 @@ def gated(y: torch.Tensor, gate: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # gated blocks: the zoo blocks with a mask generator before each ReLU
 
+class _OneConvBlock(Protocol):
+    """What ``_OneGateBlock`` reads of the block it is mixed into."""
+
+    @property
+    def relu(self) -> nn.Module: ...
+    @property
+    def gate(self) -> nn.Module: ...
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 class _OneGateBlock:
     """The one-conv gated blocks' point and forward: the normalised output times ``gate(input)``, then
     the ReLU. Their constructors take the generator (built by ``_gated_version`` or a composition rule)."""
 
     GATES = {"relu": "gate"}  # point → the generator that gates it
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self: _OneConvBlock, x: torch.Tensor) -> torch.Tensor:
         return self.relu(gated(self.pre_activation(x), self.gate, x))
 
 
 class GatedConvUnit(_OneGateBlock, ConvUnit):
     """``ConvUnit`` whose normalised output is multiplied by ``gate(input)`` before the ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
-                 padding: int | None = None, groups: int = 1, *, gate: MaskGenerator) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | None = None, groups: int = 1, *,
+                 gate: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups)
         self.gate = gate
 
 
 class GatedPlainConvUnit(_OneGateBlock, PlainConvUnit):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], padding: int = 0, *,
-                 gate: MaskGenerator) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 padding: int | tuple[int, int] = 0, *, gate: MaskGenerator) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding)
         self.gate = gate
 
@@ -160,6 +171,13 @@ def _on_meta(build: Callable[[], nn.Module], state: dict[str, torch.Tensor]) -> 
     return module
 
 
+def _sizes(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """A zoo conv's kernel size, stride and padding, pairs (torch types its attributes as tuples of any length and
+    padding as possibly a string, which no zoo block uses)."""
+    return cast("tuple[tuple[int, int], tuple[int, int], tuple[int, int]]", (conv.kernel_size, conv.stride,
+                                                                               conv.padding))
+
+
 def _gated_version(block: nn.Module) -> nn.Module:
     """The gated subclass of a zoo block, with the block's own weights and new mask generators."""
     state = dict(block.state_dict())
@@ -172,11 +190,13 @@ def _gated_version(block: nn.Module) -> nn.Module:
     if isinstance(block, (ConvUnit, PlainConvUnit)):
         conv = block.conv
         one = gate("gate", conv.in_channels, conv.out_channels)
+        kernel, step, pad = _sizes(conv)
         if isinstance(block, ConvUnit):
-            return _on_meta(lambda: GatedConvUnit(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                                  conv.padding, conv.groups, gate=one), state)
-        return _on_meta(lambda: GatedPlainConvUnit(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                                   conv.padding, gate=one), state)
+            return _on_meta(lambda: GatedConvUnit(conv.in_channels, conv.out_channels, kernel, step, pad, conv.groups,
+                                                  gate=one), state)
+        return _on_meta(lambda: GatedPlainConvUnit(conv.in_channels, conv.out_channels, kernel, pad, gate=one), state)
+    if not isinstance(block, BasicBlock):  # to_mwt gates these three blocks only
+        raise ModaError(f"MwT has no gated version of {type(block).__name__}")
     in_channels, mid, out, stride = (block.conv1.in_channels, block.conv1.out_channels, block.conv2.out_channels,
                                      block.conv1.stride[0])
     gate1, gate2 = gate("gate1", in_channels, mid), gate("gate2", in_channels, out)
@@ -188,7 +208,7 @@ def _gated_version(block: nn.Module) -> nn.Module:
     return _on_meta(build, state)
 
 
-def to_mwt(model: ZooNet) -> ZooNet:
+def to_mwt(model: nn.Module) -> nn.Module:
     """Swap every conv block after the first for its gated subclass, in place; returns the model.
 
     Generators are created in forward order (the same random draws as gating blocks one by one)."""
@@ -203,7 +223,7 @@ def to_mwt(model: ZooNet) -> ZooNet:
             targets.append((name, module))
             first = False
     if not targets:
-        raise ModaError(f"model {model.arch.get('name')} has no conv layer after the first: MwT needs conv layers")
+        raise ModaError(f"model {arch_of(model).get('name')} has no conv layer after the first: MwT needs conv layers")
     for name, module in targets:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, _gated_version(module))
@@ -257,7 +277,7 @@ class MwT(Method):
 
     def start(self, config: MethodSettings, model: nn.Module, network: nn.Module,
               autocast: ContextManager) -> StepFunction:
-        w = self.weights(config)
+        w = cast(MwTWeights, self.weights(config))  # its Weights
 
         def step(x: torch.Tensor, y: torch.Tensor) -> Step:
             with autocast:

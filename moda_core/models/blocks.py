@@ -16,11 +16,12 @@ from torch import nn
 class ConvUnit(nn.Module):
     """Conv → BatchNorm → ReLU. With ``groups == channels`` the conv is depthwise."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
-                 padding: int | None = None, groups: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | None = None,
+                 groups: int = 1) -> None:
         super().__init__()
         if padding is None:
-            padding = kernel_size // 2 if isinstance(kernel_size, int) else tuple(k // 2 for k in kernel_size)
+            padding = kernel_size // 2 if isinstance(kernel_size, int) else (kernel_size[0] // 2, kernel_size[1] // 2)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU()
@@ -36,7 +37,7 @@ class PlainConvUnit(nn.Module):
     """Conv (with bias) → ReLU, no normalisation: the LeNet-5 style."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 padding: int = 0) -> None:
+                 padding: int | tuple[int, int] = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
         self.relu = nn.ReLU()

@@ -25,7 +25,7 @@ import importlib.util
 import os
 import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import torch
 from torch import nn
@@ -33,13 +33,14 @@ from torch import nn
 from moda_core.errors import ModaError
 from moda_core.graph import DEFAULT_THRESHOLD, KINDS, TraceError, graph_of
 from moda_core.import_policy import allowed_packages, allowing, needs
+from moda_core.model_attrs import set_attributes
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
 MAX_IMPORT_PATH = 200
 
 
-def is_import_path(name: object) -> bool:
+def is_import_path(name: object) -> TypeGuard[str]:
     """Whether ``name`` is spelled as a builder's import path (``package.module:function``)."""
     return isinstance(name, str) and len(name) <= MAX_IMPORT_PATH and _IMPORT_PATH.fullmatch(name) is not None
 
@@ -146,7 +147,7 @@ def build_user_model(path: str, in_channels: int, image_size: int, num_classes: 
         return model
     example = torch.zeros(2, in_channels, image_size, image_size)
     _check_output(model, example, path, num_classes)
-    model.arch, model.input_shape = arch, (in_channels, image_size, image_size)
+    set_attributes(model, arch=arch, input_shape=(in_channels, image_size, image_size))
     try:
         graph = graph_of(model)
     except TraceError as error:

@@ -11,7 +11,7 @@ from moda_core.models.base import ZooNet, scaled
 from moda_core.models.blocks import ConvUnit, LinearUnit
 
 M = "M"  # max pool
-CONFIGS = {
+CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
     "vgg13": [64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
     "vgg16": [64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M],
@@ -23,7 +23,7 @@ def vgg(variant: str, in_channels: int, image_size: int, num_classes: int, width
     layers: list[nn.Module] = []
     channels, side = in_channels, image_size
     for item in CONFIGS[variant]:
-        if item == M:
+        if isinstance(item, str):  # M
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
             side = -(-side // 2)
         else:

@@ -31,6 +31,7 @@ from moda_core.oprules.base import (
     full_size,
     pick,
     scatter_any,
+    target_name,
 )
 from moda_core.oprules.elementwise import PER_UNIT, POINT, Binary, Norm, PerUnit, Point
 from moda_core.oprules.layers import BatchNorm, Conv, Linear
@@ -67,4 +68,5 @@ __all__ = ["Op", "OpRule", "acting", "first", "leaf_modules", "register_op", "ru
            "OUTPUT", "PER_UNIT", "PIECE", "POINT", "SPLIT", "WHOLE",
            "BatchNorm", "Binary", "Carry", "Cat", "Conv", "Getitem", "Linear", "Norm", "PerUnit", "Permute", "Piece",
            "Point", "Pool", "Reduce", "Reshape", "Split", "Untracked",
-           "argument", "describe", "dim_groups", "full_size", "index_entries", "pick", "regroup", "scatter_any"]
+           "argument", "describe", "dim_groups", "full_size", "index_entries", "pick", "regroup", "scatter_any",
+           "target_name"]

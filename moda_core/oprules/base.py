@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -29,6 +29,12 @@ def describe(node: fx.Node, module: nn.Module | None = None) -> str:
     """An op in words: its module class, function or method name."""
     target = type(module).__name__ if module is not None else node.target
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+def target_name(node: fx.Node) -> str:
+    """The module path (``call_module``), attribute path (``get_attr``) or method name (``call_method``) ``node``
+    targets: a string for these ops, which torch's stubs type together with ``call_function``'s callables."""
+    return cast(str, node.target)
 
 
 def first(node: fx.Node) -> fx.Node | None:
@@ -71,7 +77,7 @@ class OpRule:
     def support(self, node: fx.Node, op: Op, a: Any) -> torch.Tensor:
         return a.full(op.size)
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         for source in node.all_input_nodes:
             a.need(source, None)
 
@@ -92,7 +98,7 @@ class Untracked(OpRule):
     def classify(self, node: fx.Node, c: Any) -> Op:
         return Op(self, holds_all=True)
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         if self.name == "output":
             a.need(node.args[0], a.logits_demand(node.args[0]))
 
@@ -102,9 +108,9 @@ class Untracked(OpRule):
         if self.name == "attr":
             return r.get_attr(node)
         source = first(node)
-        held = r.op(source) if source is not None else None
         asks_shape = describe(node) == "size" or (node.target is builtins.getattr and node.args[1:] == ("shape",))
-        if self.name == "meta" and asks_shape and held.axis is not None and r.kept(source) is not None:
+        held = r.op(source) if source is not None and self.name == "meta" and asks_shape else None
+        if source is not None and held is not None and held.axis is not None and r.kept(source) is not None:
             dim = argument(node, 1, "dim") if describe(node) == "size" else None  # the size the full tensor had
             return r.graph.call_function(full_size, (r.env[source.name], held.axis, held.size, dim))
         return r.copy(node, {})
@@ -126,7 +132,7 @@ class Carry(OpRule):
     def support(self, node: fx.Node, op: Op, a: Any) -> torch.Tensor:
         return a.support_of(first(node)).clone()
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         a.need(first(node), mine)
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:

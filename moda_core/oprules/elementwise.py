@@ -46,8 +46,8 @@ class Point(PerUnit):
     def support(self, node: fx.Node, op: Op, a: Any) -> torch.Tensor:
         return super().support(node, op, a) & a.mask(node) if self.aligned(node, op, a) else a.mask(node).clone()
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
-        a.need(first(node), mine & a.mask(node) if self.aligned(node, op, a) else None)
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
+        a.need(first(node), mine & a.mask(node) if self.aligned(node, op, a) and mine is not None else None)
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
         if self.aligned(node, op, r):
@@ -85,6 +85,8 @@ class Binary(OpRule):
     @staticmethod
     def aligned(node: fx.Node, source: fx.Node, op: Op, c: Any) -> int | None:
         """The dim of ``source`` that lines up with the output's units (None: it broadcasts there)."""
+        if op.axis is None:  # no units: nothing to line up with
+            return None
         shape = c.shape(source)
         dim = op.axis - (len(c.shape(node)) - len(shape))
         return dim if dim >= 0 and shape[dim] == op.size else None
@@ -102,7 +104,7 @@ class Binary(OpRule):
             return torch.stack(list(parts.values())).all(0)
         return parts[node.args[0]].clone() if isinstance(node.args[0], fx.Node) else a.full(op.size)
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         for source in node.all_input_nodes:
             a.need(source, mine if self.tracked(node, source, op, a) else None)
 

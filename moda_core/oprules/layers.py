@@ -36,7 +36,7 @@ class Conv(OpRule):
             return a.full(op.size)
         return a.support_of(first(node)).clone()
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         a.need(first(node), mine if op.data == "depthwise" else None)
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import builtins
 import operator
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from moda_core.oprules.base import ATTR, INPUT, META, OUTPUT, WHOLE, Op, OpRule, Untracked, describe
+from moda_core.oprules.base import ATTR, INPUT, META, OUTPUT, WHOLE, Op, OpRule, Untracked, describe, target_name
 from moda_core.oprules.elementwise import PER_UNIT, Binary, Norm
 from moda_core.oprules.layers import BatchNorm, Conv, Linear
 from moda_core.oprules.shapes import GETITEM, SPLIT, Cat, Permute, Pool, Reduce, Reshape
@@ -42,9 +42,9 @@ def rule_for(node: fx.Node, module: nn.Module | None = None) -> OpRule:
     if node.op == "call_module":
         return next((MODULE_RULES[cls] for cls in type(module).__mro__ if cls in MODULE_RULES), WHOLE)
     if node.op == "call_method":
-        return METHOD_RULES.get(node.target, WHOLE)
+        return METHOD_RULES.get(target_name(node), WHOLE)
     try:
-        found = FUNCTION_RULES.get(node.target)
+        found = FUNCTION_RULES.get(cast(Callable, node.target))  # call_function: a callable
     except TypeError:  # an unhashable target
         return WHOLE
     return found or NAMED_RULES.get(f"{getattr(node.target, '__module__', '')}.{describe(node)}", WHOLE)
@@ -80,8 +80,8 @@ register_op(Binary("div"), operator.truediv, torch.div, torch.true_divide, "div"
 register_op(Conv(), nn.Conv1d, nn.Conv2d, nn.Conv3d)
 register_op(Linear(), nn.Linear)
 register_op(BatchNorm(), nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-register_op(Norm("layer norm normalises over the units"), nn.LayerNorm, F.layer_norm,
-            *([nn.RMSNorm, F.rms_norm] if hasattr(nn, "RMSNorm") else []))
+_RMS_NORM: list[type | Callable] = [nn.RMSNorm, F.rms_norm] if hasattr(nn, "RMSNorm") else []  # torch 2.4 on
+register_op(Norm("layer norm normalises over the units"), nn.LayerNorm, F.layer_norm, *_RMS_NORM)
 register_op(Norm("group norm normalises over groups of units"), nn.GroupNorm, F.group_norm)
 register_op(Norm("instance norm"), nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm)
 register_op(Norm("softmax over the units"), nn.Softmax, nn.LogSoftmax, F.softmax, F.log_softmax, torch.softmax,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import fx
@@ -53,8 +53,9 @@ class Permute(Carry):
             a, b = argument(node, 1, "dim0") % rank, argument(node, 2, "dim1") % rank
             order[a], order[b] = b, a
         elif name == "permute":
-            dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
-            order = [d % rank for d in dims or node.kwargs["dims"]]
+            dims: Any = (node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else
+                         node.args[1:]) or node.kwargs["dims"]  # ints, as fx recorded them
+            order = [d % rank for d in dims]
         else:  # movedim of one dim
             source, destination = argument(node, 1, "source") % rank, argument(node, 2, "destination") % rank
             order.remove(source)
@@ -134,16 +135,16 @@ class Reshape(OpRule):
         source = a.support_of(first(node))
         return source[:, self.unit_of(op, source.shape[1])]
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         units = a.op(first(node)).size
-        a.need(first(node), scatter_any(mine, self.unit_of(op, units), units))
+        a.need(first(node), None if mine is None else scatter_any(mine, self.unit_of(op, units), units))
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
         source, kept, (spec, outer, inner) = first(node), r.kept(node), op.data
         units = r.op(source).size
         wanted = None if kept is None else torch.unique(self.unit_of(op, units)[kept])
         new = r.graph.call_function(regroup, (r.adapt(source, wanted), spec))
-        if kept is None or outer * inner == 1:
+        if wanted is None or outer * inner == 1:
             return new
         per_unit = (wanted[:, None] * inner + torch.arange(inner)).flatten()
         produced = (torch.arange(outer)[:, None] * (units * inner) + per_unit[None]).flatten()
@@ -206,8 +207,8 @@ class Getitem(OpRule):
     def support(self, node: fx.Node, op: Op, a: Any) -> torch.Tensor:
         return a.support_of(first(node))[:, op.data[1]]
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
-        a.need(first(node), scatter_any(mine, op.data[1], a.op(first(node)).size))
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
+        a.need(first(node), None if mine is None else scatter_any(mine, op.data[1], a.op(first(node)).size))
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
         (entries, picked), source, kept = op.data, first(node), r.kept(node)
@@ -242,7 +243,7 @@ class Split(OpRule):
 
     support = Carry.support
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         a.need(first(node), mine if op.data[0] != op.axis else None)
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
@@ -258,12 +259,12 @@ class Piece(OpRule):
         whole = a.support_of(first(node))
         return whole[:, op.data] if op.data is not None else whole.clone()
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         units = a.op(first(node)).size
-        a.need(first(node), scatter_any(mine, op.data, units) if op.data is not None else mine)
+        a.need(first(node), scatter_any(mine, op.data, units) if op.data is not None and mine is not None else mine)
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
-        split, kept = first(node), r.kept(node)
+        split, kept = cast(fx.Node, first(node)), r.kept(node)  # a piece reads its split
         if op.data is not None:  # a piece of the units: picked from the split's input
             return r.adapt(first(split), op.data if kept is None else op.data[kept], op.axis)
         return r.adapt_new(r.copy(node, {}), r.kept(split), kept, op.size, op.axis)
@@ -291,15 +292,16 @@ class Cat(OpRule):
     def parts(node: fx.Node, op: Op) -> list[tuple[fx.Node, slice, int]]:
         along, widths = op.data
         starts = [sum(widths[:k]) if along else 0 for k in range(len(widths))]
-        return [(t, slice(s, s + w), w) for t, s, w in zip(node.args[0], starts, widths, strict=True)]
+        tensors = cast("Sequence[fx.Node]", node.args[0])  # as classify found them
+        return [(t, slice(s, s + w), w) for t, s, w in zip(tensors, starts, widths, strict=True)]
 
     def support(self, node: fx.Node, op: Op, a: Any) -> torch.Tensor:
         parts = [a.support_of(t) if a.op(t).axis is not None else a.full(w) for t, _, w in self.parts(node, op)]
         return torch.cat(parts, 1) if op.data[0] else torch.stack(parts).any(0)
 
-    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor) -> None:
+    def demand(self, node: fx.Node, op: Op, a: Any, mine: torch.Tensor | None) -> None:
         for t, part, _ in self.parts(node, op):
-            a.need(t, mine[:, part] if op.data[0] else mine)
+            a.need(t, mine[:, part] if op.data[0] and mine is not None else mine)
 
     def rewrite(self, node: fx.Node, op: Op, r: Any) -> fx.Node:
         kept, replace = r.kept(node), {}

@@ -92,5 +92,6 @@ def checked_once(what: str, path: Path, check: Callable[[Path], None]) -> None:
             _CHECKED[key] = None
         except ModaError as error:
             _CHECKED[key] = str(error)
-    if _CHECKED[key] is not None:
-        raise ModaError(_CHECKED[key])
+    problem = _CHECKED[key]
+    if problem is not None:
+        raise ModaError(problem)

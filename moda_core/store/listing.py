@@ -105,7 +105,7 @@ def _folder_state(path: Path) -> tuple | None:
     modification and change times: any write the store makes (a new file renamed into place) changes it. None
     while something in it changed in the last two seconds: a file rewritten in place within the clock's
     granularity can keep its times, so only a settled folder is recognised by its state."""
-    state = []
+    state: list[tuple[str | int, ...]] = []
     newest = 0
     for folder in (path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())):
         info = os.stat(folder, follow_symlinks=False)

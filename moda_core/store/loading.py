@@ -183,9 +183,12 @@ def _load_run(path: Path, epoch: int | None, device: str | torch.device) -> Run:
     return Run(path, config, model, loaded_epoch, history, metrics, weights_path=weights, latest=weights == latest_file)
 
 
-def dataset_name(run: Run) -> str | None:
-    """The registered name of the data set a run was trained on."""
-    return run.config.get("train", {}).get("dataset", run.config.get("data", {}).get("name"))
+def dataset_name(run: Run) -> str:
+    """The registered name of the data set a run was trained on (a ``ModaError`` when its config names none)."""
+    name = run.config.get("train", {}).get("dataset", run.config.get("data", {}).get("name"))
+    if name is None:
+        raise ModaError(f"run {run.path} names no data set: its config.json has neither train.dataset nor data.name")
+    return name
 
 
 def run_dataset(run: Run, device: str | torch.device | None = None) -> Dataset:
