@@ -20,8 +20,9 @@ import torch
 
 from bench.common import BenchParser, show, write_result
 from moda_core.activations import modular_points, run_with_cache
-from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.compose import compose_module, parameter_count
 from moda_core.models import build_model
+from moda_core.overlap import overlap_counts
 
 
 def brute_force(model, masks, classes) -> torch.Tensor:

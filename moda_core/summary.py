@@ -4,7 +4,7 @@ the dashboard show, computed here once.
 ``module_summary(model, masks)`` gives per-class module sizes, their mean, the class×class weight
 overlap matrix (fractions of the full model's parameters; the diagonal is the sizes), the mean
 pairwise overlap, and the same overlap split by layer (block name → class×class fractions, which
-sum to the whole matrix). Everything comes from the analytic counts of ``compose.overlap_counts``.
+sum to the whole matrix). Everything comes from the analytic counts of ``overlap.overlap_counts``.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from moda_core.activations import point_units
-from moda_core.compose import overlap_counts, parameter_count
+from moda_core.compose import parameter_count
 from moda_core.model_attrs import arch_of
+from moda_core.overlap import overlap_counts
 
 
 def mean_off_diagonal(matrix: torch.Tensor) -> float:

@@ -10,10 +10,11 @@ from helpers import (
     randomised,
 )
 
-from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.compose import compose_module, parameter_count
 from moda_core.errors import ModaError
 from moda_core.export import export_module
 from moda_core.models import MODELS, build_model
+from moda_core.overlap import overlap_counts
 
 CASES = [(name, c, s) for name in MODELS for c, s in [(1, 28), (3, 32)]]
 

@@ -15,9 +15,10 @@ import torch
 from helpers import brute_force_overlap, masked_logits, random_masks, randomised
 
 from moda_core import methods, models, oprules
-from moda_core.compose import compose_module, overlap_counts
+from moda_core.compose import compose_module
 from moda_core.errors import ModaError
 from moda_core.methods.base import Method, Step
+from moda_core.overlap import overlap_counts
 from moda_core.train import TrainConfig
 
 EXTENDING = Path(__file__).resolve().parent.parent / "docs" / "extending.md"

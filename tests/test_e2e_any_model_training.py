@@ -11,10 +11,11 @@ import pytest
 import torch
 from helpers import brute_force_overlap, masked_logits
 
-from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.compose import compose_module, parameter_count
 from moda_core.decompose import decompose
 from moda_core.export import export_module
 from moda_core.graph import graph_of
+from moda_core.overlap import overlap_counts
 from moda_core.runs import load_run, run_dataset
 from moda_core.train import TrainConfig, train
 

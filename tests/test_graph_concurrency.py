@@ -11,12 +11,13 @@ from helpers import random_masks, randomised
 
 from moda_core import graph as graph_module
 from moda_core.activations import masked_model, point_units, recorder, run_with_cache
-from moda_core.compose import compose_module, overlap_counts
+from moda_core.compose import compose_module
 from moda_core.data import Split
 from moda_core.decompose import activation_rates
 from moda_core.links import weight_links
 from moda_core.methods import METHODS
 from moda_core.methods.mwt import to_mwt
+from moda_core.overlap import overlap_counts
 from moda_core.summary import module_summary
 
 pytestmark = pytest.mark.slow

@@ -161,3 +161,10 @@ def test_pages_import_only_value_types_and_constants_from_moda_core(page):
 def test_what_pages_may_import_is_a_value_type_or_a_constant(module, name):
     value = getattr(importlib.import_module(module), name)
     assert isinstance(value, type) or not (callable(value) or inspect.ismodule(value)), f"{module}.{name}"
+
+
+def test_no_engine_module_is_over_400_lines():
+    """One owner per concern: a moda_core module that grows past 400 lines does more than one job (split it)."""
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert not long, f"moda_core modules over 400 lines: {long}"

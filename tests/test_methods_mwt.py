@@ -7,12 +7,13 @@ import torch
 from helpers import brute_force_overlap, masked_logits, random_masks, randomised
 
 from moda_core import io
-from moda_core.compose import compose_module, overlap_counts, parameter_count
+from moda_core.compose import compose_module, parameter_count
 from moda_core.decompose import decompose
 from moda_core.errors import ModaError
 from moda_core.evaluate import accuracy, predict_logits
 from moda_core.methods.mwt import GatedConvUnit, MaskGenerator, gated_points, mwt_loss, to_mwt
 from moda_core.models.blocks import ConvUnit
+from moda_core.overlap import overlap_counts
 from moda_core.runs import list_runs, load_run, run_dataset
 from moda_core.train import TrainConfig, train
 

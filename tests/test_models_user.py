@@ -16,13 +16,14 @@ from torch import nn
 from moda_core import ModaError, ModularLoss
 from moda_core.activations import masked_model, modular_points, run_with_cache
 from moda_core.cli import main
-from moda_core.compose import check_masks, compose_module, overlap_counts, parameter_count
+from moda_core.compose import check_masks, compose_module, parameter_count
 from moda_core.export import export_module
 from moda_core.graph import graph_of
 from moda_core.import_policy import allow_models
 from moda_core.losses import modular_losses
 from moda_core.models import build_model
 from moda_core.models.user import build_user_model, load_builder
+from moda_core.overlap import overlap_counts
 from moda_core.run_config import check_config
 from moda_core.train import TrainConfig, train
 
