@@ -31,6 +31,7 @@ def parser() -> BenchParser:
     return made
 
 
+@pytest.mark.slow  # a bench run in a subprocess: 3 s, CI's lane (the fast lane's bound is 45 s)
 def test_a_quick_run_writes_nothing_and_its_json_parses(tmp_path):
     before = committed_state()
     done = subprocess.run([sys.executable, "-m", "bench.overlap", "--quick", "--json"], cwd=tmp_path,

@@ -95,7 +95,8 @@ def test_composed_module_is_the_masked_model_smaller_and_exports(path, points, t
             assert torch.allclose(program.module()(x), composed(x), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("path,points", [(p, k) for p, k in graph_models.BUILDERS if p in SMALL])
+@pytest.mark.parametrize("path,points", [pytest.param(p, k, marks=pytest.mark.slow) if p in HEAVY else (p, k)
+                                         for p, k in graph_models.BUILDERS if p in SMALL])
 def test_analytic_overlap_equals_a_brute_force_count(path, points):
     model = built(path, points)
     masks = random_masks(model, 0.4, seed=5)
