@@ -8,8 +8,8 @@ as it is. Rows are normalised to unit L2 norm and compared by cosine similarity 
 - compactness = mean over points of the mean absolute activation
 
 A batch with no same-label pair gives affinity 0 (the term is skipped, not NaN); likewise dispersion
-with no different-label pair. All sums over pairs come from per-label sums of the points' unit vectors, for all
-points at once: no loop over samples or pairs, no B×B matrix, and no host synchronisation.
+with no different-label pair. All sums over pairs come from one B×B Gram matrix for all points: no loop
+over samples or pairs, and no host synchronisation.
 """
 from __future__ import annotations
 
@@ -49,16 +49,15 @@ def modular_losses(activations: Sequence[torch.Tensor], labels: torch.Tensor,
         raise ValueError("modular_losses needs at least one activation tensor")
     labels = labels.reshape(-1)
     batch = labels.numel()
-    same = labels[:, None] == labels[None, :]
+    same = (labels[:, None] == labels[None, :]).float()
     # pairs i<j: off-diagonal entries of the symmetric matrices, halved
     same_pairs = (same.sum() - batch) / 2
     all_pairs = torch.tensor(batch * (batch - 1) / 2, device=labels.device)
     diff_pairs = all_pairs - same_pairs
 
-    # Every point's pairs are the same (they depend on the labels only), so the mean over points of per-point pair
-    # means is the pair mean over the points' unit vectors laid side by side (V, B × all units). No B×B Gram is
-    # needed: the sum of <v_i, v_j> over all pairs is |Σ_i v_i|², and over same-label pairs Σ_c |Σ_{i in c} v_i|²
-    # (each minus the i = j terms, Σ_i |v_i|²): sums of B × units, not products of B × B × units.
+    # Every point's pairs are the same (they depend on the labels only), so the mean over points of
+    # per-point pair means is the pair mean of the summed Gram matrices, and Σ_l V_l V_lᵀ is one
+    # matrix product of the points' unit vectors laid side by side: one Gram for all points.
     normed, compact = [], []
     for activation in activations:
         vectors = unit_vectors(activation, nonnegative)
@@ -67,12 +66,10 @@ def modular_losses(activations: Sequence[torch.Tensor], labels: torch.Tensor,
         normed.append(F.normalize(vectors, dim=1))
         compact.append((vectors if nonnegative else vectors.abs()).mean())
     stacked = torch.cat(normed, dim=1)
-    diagonal = (stacked * stacked).sum()
-    first = same.to(torch.uint8).argmax(1)  # each sample's label as the index of its label's first sample (no sync)
-    by_label = torch.zeros_like(stacked).index_add(0, first, stacked)
-    total = stacked.sum(0)
-    same_sum = ((by_label * by_label).sum() - diagonal) / 2
-    all_sum = ((total * total).sum() - diagonal) / 2
+    gram = stacked @ stacked.T
+    diagonal = gram.diagonal().sum()
+    same_sum = ((gram * same).sum() - diagonal) / 2
+    all_sum = (gram.sum() - diagonal) / 2
     points = len(activations)
 
     zero = torch.zeros((), device=labels.device)
