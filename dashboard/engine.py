@@ -362,14 +362,17 @@ def run_facts(path: str | Path) -> dict[str, Any]:
 
 
 def run_method(summary: RunSummary) -> tuple[str | None, str | None]:
-    """A listed run's method label ("MODA") and its loss weights by their own names ("affinity 1, dispersion 1,
-    compactness 0.3"; empty for standard training); (None, None) for a broken run or an unknown method."""
+    """A listed run's method as the runs table shows it — its label, "MODA", with its loss weights by their own names
+    in brackets when they are not the method's defaults ("MODA (affinity 2, dispersion 1, compactness 0.3)": a
+    sweep's runs differ there) — and its weights ("affinity 1, dispersion 1, compactness 0.3"; empty for standard
+    training); (None, None) for a broken run or an unknown method."""
     from moda_core.methods import METHODS, weights_text
 
     if summary.method not in METHODS or summary.status is RunStatus.BROKEN:
         return None, None
-    weights = {"alpha": summary.alpha, "beta": summary.beta, "gamma": summary.gamma}
-    return METHODS[summary.method].label, weights_text(summary.method, weights)
+    label = METHODS[summary.method].label
+    weights = weights_text(summary.method, {"alpha": summary.alpha, "beta": summary.beta, "gamma": summary.gamma})
+    return (label if weights == weights_text(summary.method, {}) else f"{label} ({weights})"), weights
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

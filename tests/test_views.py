@@ -231,12 +231,27 @@ def test_runs_table_names_the_training_method(demo_env):
     """The Runs table's method column is the method's label (``methods.method_of``; MODA with α=β=γ=0 is
     standard training)."""
     table = open_page("runs").dataframe[0].value
-    shown = {run.rsplit("/", 1)[-1]: (method, weights)
-             for run, method, weights in zip(table["run"], table["method"], table["weights"], strict=True)}
-    assert shown["vgg11-mwt"] == ("MwT", "same-label 0.5, different-label 1.5")  # weights by their own names
-    assert shown["vgg11-moda"] == ("MODA", "affinity 1, dispersion 1, compactness 0.3")
-    assert shown["vgg11-standard"] == ("standard training", "")
-    assert list(table.columns)[-3:] == ["epochs", "accuracy", "weights"]  # the accuracy before the long cell
+    shown = {run.rsplit("/", 1)[-1]: method for run, method in zip(table["run"], table["method"], strict=True)}
+    assert shown["vgg11-mwt"] == "MwT" and shown["vgg11-moda"] == "MODA"  # their methods' default weights
+    assert shown["vgg11-standard"] == "standard training"
+    assert "Trained by MODA with the loss weights affinity 1, dispersion 1, compactness 0.3." in texts(
+        open_page("runs"))  # every run's weights by their own names, under its training curves
+
+
+def test_a_run_with_other_weights_shows_them_by_name_in_the_table():
+    import dataclasses
+
+    from dashboard import engine
+    from moda_core.runs import list_runs
+
+    listed = {s.name: s for s in list_runs(DEMO)}
+    assert engine.run_method(listed["vgg11-moda"]) == ("MODA", "affinity 1, dispersion 1, compactness 0.3")
+    swept = dataclasses.replace(listed["vgg11-moda"], alpha=2.0)
+    assert engine.run_method(swept) == ("MODA (affinity 2, dispersion 1, compactness 0.3)",
+                                        "affinity 2, dispersion 1, compactness 0.3")
+    assert engine.run_method(dataclasses.replace(listed["vgg11-mwt"], beta=1.0))[0] == (
+        "MwT (same-label 0.5, different-label 1)")
+    assert engine.run_method(listed["vgg11-standard"]) == ("standard training", "")
 
 
 # --- regressions on the existing pages -------------------------------------------------------------------
@@ -300,13 +315,13 @@ def test_train_form_width_follows_the_model(monkeypatch, tmp_path):
 def test_runs_table_has_width_classes_and_data_fraction(demo_env):
     app = open_page("runs")
     table = app.dataframe[0].value.set_index("run")
-    assert list(table.columns) == ["status", "method", "model", "classes", "data", "epochs", "accuracy",
-                                   "weights"]  # compact: up to the accuracy it fits a 1280-px screen
+    assert list(table.columns) == ["status", "method", "model", "classes", "data", "epochs",
+                                   "accuracy"]  # compact: it fits a 1280-px screen
     weak = table.loc[[r for r in table.index if r.endswith("/swap-weak")][0]]
     assert weak["classes"] == "3, 5, 6, 7, 8, 9" and weak["data"] == "mnist5k · 10%" and weak["model"] == "lenet5"
     vgg = table.loc[[r for r in table.index if r.endswith("/vgg11-moda")][0]]
     assert vgg["model"] == "vgg11 ×0.25" and vgg["classes"] == "all 10" and vgg["data"] == "mnist5k"
-    assert (vgg["method"], vgg["weights"]) == ("MODA", "affinity 1, dispersion 1, compactness 0.3")
+    assert vgg["method"] == "MODA"
     assert table.loc[[r for r in table.index if r.endswith("/vgg11-standard")][0]]["method"] == "standard training"
 
 

@@ -45,13 +45,13 @@ def run_row(s: RunSummary, live: training.TrainingStatus | None = None) -> dict[
     model = s.model or ""
     fraction = facts["data fraction"]
     data = s.dataset or ""
-    method, weights = engine.run_method(s)  # its weights by their own names, last
+    method, _ = engine.run_method(s)  # with its weights by their own names when not the method's defaults
     return {"run": folders.run_label(str(s.ref)), "status": status_text(s, live), "method": method,
             "model": f"{model} ×{width:g}" if isinstance(width, (int, float)) and width != 1 and model else model,
             "classes": facts["classes"],
             "data": f"{data} · {fraction:g}%" if fraction is not None and fraction != 100 and data else data,
             "epochs": s.epochs_done,
-            "accuracy": None if s.test_accuracy is None else 100 * s.test_accuracy, "weights": weights}
+            "accuracy": None if s.test_accuracy is None else 100 * s.test_accuracy}
 
 
 def status_text(summary: RunSummary, slot_status: training.TrainingStatus | None = None) -> str:
@@ -108,11 +108,9 @@ if summaries:
         "data": st.column_config.TextColumn(help="the data set, and the share of its training images used"),
         "accuracy": st.column_config.NumberColumn(format="%.1f%%", help="test accuracy, on the test images of the "
                                                   "run's own classes (see classes)"),
-        "method": st.column_config.TextColumn(help="how it was trained"),
-        "weights": st.column_config.TextColumn(help="the weights of its loss terms, by their names (MODA: α, β, γ "
-                                                    "of affinity, dispersion and compactness; MwT: α, β of its "
-                                                    "same- and different-label mask terms); a sweep's runs differ "
-                                                    "here"),
+        "method": st.column_config.TextColumn(help="how it was trained; in brackets its loss weights by their "
+                                                   "names when they are not the method's defaults (the training "
+                                                   "curves below name every run's weights)"),
         "status": st.column_config.TextColumn(help="complete; running, epoch k/n (being trained: k of its n "
                                                    "epochs finished); interrupted (stopped "
                                                    "before its last epoch: resume or delete it below the table); "
@@ -174,6 +172,10 @@ def curves() -> None:
         left.caption("A standard run: only the cross-entropy was trained; affinity, dispersion and compactness "
                      "(dashed) were measured, not trained.")
     ui.chart(accuracy_figure(run.history), key="runs_accuracy", where=right)
+    listed = next((s for s in summaries if str(s.ref) == spec or str(s.path) == spec), None)
+    method, weights = engine.run_method(listed) if listed is not None else (None, None)
+    if weights:
+        right.caption(f"Trained by {method.split(' (')[0]} with the loss weights {weights}.")
     with st.expander("Config (config.json) and metrics (metrics.json)"):
         st.json(json.loads(folders.public(json.dumps({"config": run.config, "metrics": run.metrics}))), expanded=False)
 
